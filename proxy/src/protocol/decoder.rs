@@ -1,0 +1,213 @@
+//! v2 -> v1: decrypts a v2 peer's packets and emits v1 messages.
+//!
+//! A packet's body (`header | type | payload | tag`) is placed in the outbox so that, for a
+//! short message type, its payload starts exactly 24 bytes after the frame: after decryption
+//! the v1 header is written in front of the payload and nothing moves. A long-form type
+//! leaves a 12-byte gap, closed by the outbox.
+
+use super::ProtocolError;
+use super::buffers::{Outbox, Staging};
+use super::cipher::{
+    HEADER_LEN as PACKET_HEADER_LEN, LENGTH_LEN, MAX_CONTENTS_LEN, PacketOpener, TAG_LEN,
+};
+use super::message_type;
+use super::network::Magic;
+use super::pipe::{Event, Pipe};
+use super::v1;
+
+/// Where a body starts in its frame: the v1 header (24) minus packet header and short type.
+const BODY_OFFSET: usize = v1::HEADER_LEN - PACKET_HEADER_LEN - 1;
+
+pub struct Decoder {
+    magic: Magic,
+    opener: PacketOpener,
+    staging: Staging,
+    out: Outbox,
+    /// The peer's garbage: authenticated with its first packet, whatever that is.
+    first_aad: Option<Vec<u8>>,
+    awaiting_version: bool,
+    /// Contents length of the packet being received, once its length field is decrypted.
+    contents_len: Option<usize>,
+    /// The packet whose body is being read straight into the outbox.
+    partial: Option<PartialPacket>,
+}
+
+struct PartialPacket {
+    frame_start: usize,
+    body_start: usize,
+    body_end: usize,
+    filled: usize,
+}
+
+impl Decoder {
+    /// A decoder for a session whose peer has yet to send its version packet.
+    pub fn new(magic: Magic, opener: PacketOpener, peer_garbage: Vec<u8>) -> Self {
+        Decoder {
+            magic,
+            opener,
+            staging: Staging::default(),
+            out: Outbox::default(),
+            first_aad: Some(peer_garbage),
+            awaiting_version: true,
+            contents_len: None,
+            partial: None,
+        }
+    }
+
+    /// True once the peer's version packet has authenticated: the session is v2.
+    pub fn version_received(&self) -> bool {
+        !self.awaiting_version
+    }
+
+    fn process_staging(&mut self, events: &mut dyn FnMut(Event)) -> Result<(), ProtocolError> {
+        while self.partial.is_none() {
+            let contents_len = match self.contents_len {
+                Some(len) => len,
+                None => {
+                    let Some(&length) = self.staging.data().first_chunk::<LENGTH_LEN>() else {
+                        break;
+                    };
+                    self.staging.consume(LENGTH_LEN);
+                    let len = self.opener.open_length(length);
+                    if len > MAX_CONTENTS_LEN {
+                        return Err(ProtocolError::V2PacketTooLarge(len));
+                    }
+                    self.contents_len = Some(len);
+                    len
+                }
+            };
+            let body_len = PACKET_HEADER_LEN + contents_len + TAG_LEN;
+            let frame_start = self.out.begin_frame(BODY_OFFSET + body_len);
+            let body_start = frame_start + BODY_OFFSET;
+            let staged = self.staging.data();
+            let available = staged.len().min(body_len);
+            self.out.buf[body_start..][..available].copy_from_slice(&staged[..available]);
+            self.staging.consume(available);
+
+            let packet = PartialPacket {
+                frame_start,
+                body_start,
+                body_end: body_start + body_len,
+                filled: body_start + available,
+            };
+            if packet.filled == packet.body_end {
+                self.open(packet, events)?;
+            } else {
+                self.partial = Some(packet);
+            }
+        }
+        Ok(())
+    }
+
+    fn open(
+        &mut self,
+        packet: PartialPacket,
+        events: &mut dyn FnMut(Event),
+    ) -> Result<(), ProtocolError> {
+        let aad = self.first_aad.take().unwrap_or_default();
+        let body = &mut self.out.buf[packet.body_start..packet.body_end];
+        let decoy = self.opener.open(&aad, body)?;
+        self.contents_len = None;
+        let contents_start = packet.body_start + PACKET_HEADER_LEN;
+        let contents_end = packet.body_end - TAG_LEN;
+        let contents_len = contents_end - contents_start;
+
+        if decoy {
+            self.out.discard_frame();
+            events(Event::Decoy { contents_len });
+            return Ok(());
+        }
+        if self.awaiting_version {
+            // Contents of the version packet are reserved for future use: ignored.
+            self.awaiting_version = false;
+            self.out.discard_frame();
+            events(Event::VersionPacket { contents_len });
+            return Ok(());
+        }
+        let (command, type_len) =
+            match message_type::decode(&self.out.buf[contents_start..contents_end]) {
+                Ok(decoded) => decoded,
+                Err(reason) => {
+                    self.out.discard_frame();
+                    events(Event::Dropped {
+                        reason,
+                        contents_len,
+                    });
+                    return Ok(());
+                }
+            };
+        let payload_start = contents_start + type_len;
+        let payload_len = contents_end - payload_start;
+        if payload_len > v1::MAX_PAYLOAD_LEN {
+            return Err(ProtocolError::V2PayloadTooLargeForV1 {
+                command,
+                len: payload_len,
+            });
+        }
+        let header_start = payload_start - v1::HEADER_LEN;
+        let (header, payload) =
+            self.out.buf[header_start..contents_end].split_at_mut(v1::HEADER_LEN);
+        let header: &mut [u8; v1::HEADER_LEN] = header.try_into().expect("split at HEADER_LEN");
+        v1::Header::write(header, self.magic, &command, payload);
+        self.out
+            .finish_frame(packet.frame_start, header_start, contents_end);
+        events(Event::Message {
+            command,
+            payload_len,
+        });
+        Ok(())
+    }
+}
+
+impl Pipe for Decoder {
+    fn output(&self) -> &[u8] {
+        self.out.pending()
+    }
+
+    fn consume_output(&mut self, n: usize) {
+        self.out.consume(n);
+    }
+
+    fn input_space(&mut self) -> &mut [u8] {
+        match &self.partial {
+            Some(packet) => &mut self.out.buf[packet.filled..packet.body_end],
+            None if self.out.pending().len() >= Outbox::HIGH_WATER => &mut [],
+            None => self.staging.space(),
+        }
+    }
+
+    fn commit_input(
+        &mut self,
+        n: usize,
+        events: &mut dyn FnMut(Event),
+    ) -> Result<(), ProtocolError> {
+        match &mut self.partial {
+            Some(packet) => {
+                packet.filled += n;
+                debug_assert!(packet.filled <= packet.body_end);
+                if packet.filled == packet.body_end {
+                    let packet = self.partial.take().expect("checked above");
+                    self.open(packet, events)?;
+                }
+            }
+            None => self.staging.fill(n),
+        }
+        self.process_staging(events)
+    }
+
+    fn partial_input(&self) -> usize {
+        let length = if self.contents_len.is_some() {
+            LENGTH_LEN
+        } else {
+            0
+        };
+        self.staging.data().len()
+            + length
+            + self.partial.as_ref().map_or(0, |p| p.filled - p.body_start)
+    }
+
+    fn release_idle_buffers(&mut self) {
+        self.staging.release_if_empty();
+        self.out.release_if_empty();
+    }
+}

@@ -1,0 +1,139 @@
+//! The ephemeral ElligatorSwift key, the x-only ECDH and the HKDF key schedule of BIP-324.
+
+use hkdf::Hkdf;
+use secp256k1::SecretKey;
+use secp256k1::ellswift::{ElligatorSwift, Party};
+use sha2::Sha256;
+
+use super::ProtocolError;
+use super::cipher::{PacketOpener, PacketSealer};
+use super::network::Magic;
+
+pub const ELLSWIFT_LEN: usize = 64;
+pub const TERMINATOR_LEN: usize = 16;
+pub const SESSION_ID_LEN: usize = 32;
+
+/// One side's ephemeral key: the secret and its 64-byte ElligatorSwift encoding, which is
+/// indistinguishable from random bytes on the wire.
+pub struct EphemeralKey {
+    secret: SecretKey,
+    encoding: ElligatorSwift,
+}
+
+impl EphemeralKey {
+    /// `secret` and `aux_rand` must come from a CSPRNG. Fails (with negligible probability)
+    /// when `secret` is zero or not below the curve order; draw again then.
+    pub fn new(secret: [u8; 32], aux_rand: [u8; 32]) -> Result<Self, ProtocolError> {
+        let secret = parse_secret(secret)?;
+        let encoding = ElligatorSwift::from_seckey(secret, Some(aux_rand));
+        Ok(EphemeralKey { secret, encoding })
+    }
+
+    /// Uses a given encoding of the key, as the BIP-324 test vectors do.
+    pub fn with_encoding(
+        secret: [u8; 32],
+        encoding: [u8; ELLSWIFT_LEN],
+    ) -> Result<Self, ProtocolError> {
+        Ok(EphemeralKey {
+            secret: parse_secret(secret)?,
+            encoding: ElligatorSwift::from_array(encoding),
+        })
+    }
+
+    pub fn encoding(&self) -> [u8; ELLSWIFT_LEN] {
+        self.encoding.to_array()
+    }
+
+    /// The BIP-324 shared secret: the tagged hash of both encodings and the x-only ECDH point.
+    pub fn shared_secret(&self, theirs: &[u8; ELLSWIFT_LEN], initiating: bool) -> [u8; 32] {
+        let theirs = ElligatorSwift::from_array(*theirs);
+        let (a, b, party) = if initiating {
+            (self.encoding, theirs, Party::Initiator)
+        } else {
+            (theirs, self.encoding, Party::Responder)
+        };
+        ElligatorSwift::shared_secret(a, b, self.secret, party).to_secret_bytes()
+    }
+}
+
+fn parse_secret(secret: [u8; 32]) -> Result<SecretKey, ProtocolError> {
+    SecretKey::from_secret_bytes(secret).map_err(|_| ProtocolError::InvalidSecretKey)
+}
+
+/// Everything the key schedule derives from the shared secret.
+#[derive(Clone)]
+pub struct SessionKeys {
+    pub initiator_l: [u8; 32],
+    pub initiator_p: [u8; 32],
+    pub responder_l: [u8; 32],
+    pub responder_p: [u8; 32],
+    pub initiator_terminator: [u8; TERMINATOR_LEN],
+    pub responder_terminator: [u8; TERMINATOR_LEN],
+    pub session_id: [u8; SESSION_ID_LEN],
+}
+
+impl SessionKeys {
+    /// HKDF-SHA256 with salt `bitcoin_v2_shared_secret || magic`.
+    pub fn derive(shared_secret: &[u8; 32], magic: Magic) -> SessionKeys {
+        let mut salt = [0u8; 24 + 4];
+        salt[..24].copy_from_slice(b"bitcoin_v2_shared_secret");
+        salt[24..].copy_from_slice(&magic.0);
+        let hkdf = Hkdf::<Sha256>::new(Some(&salt), shared_secret);
+        let expand = |info: &[u8], out: &mut [u8]| {
+            // Outputs of at most 32 bytes can never exceed HKDF's limit of 255 * 32.
+            hkdf.expand(info, out)
+                .expect("HKDF output length within limit");
+        };
+        let mut keys = SessionKeys {
+            initiator_l: [0; 32],
+            initiator_p: [0; 32],
+            responder_l: [0; 32],
+            responder_p: [0; 32],
+            initiator_terminator: [0; TERMINATOR_LEN],
+            responder_terminator: [0; TERMINATOR_LEN],
+            session_id: [0; SESSION_ID_LEN],
+        };
+        expand(b"initiator_L", &mut keys.initiator_l);
+        expand(b"initiator_P", &mut keys.initiator_p);
+        expand(b"responder_L", &mut keys.responder_l);
+        expand(b"responder_P", &mut keys.responder_p);
+        let mut terminators = [0u8; 2 * TERMINATOR_LEN];
+        expand(b"garbage_terminators", &mut terminators);
+        keys.initiator_terminator
+            .copy_from_slice(&terminators[..TERMINATOR_LEN]);
+        keys.responder_terminator
+            .copy_from_slice(&terminators[TERMINATOR_LEN..]);
+        expand(b"session_id", &mut keys.session_id);
+        keys
+    }
+
+    /// The terminator this side sends after its garbage.
+    pub fn send_terminator(&self, initiating: bool) -> [u8; TERMINATOR_LEN] {
+        if initiating {
+            self.initiator_terminator
+        } else {
+            self.responder_terminator
+        }
+    }
+
+    /// The terminator that ends the other side's garbage.
+    pub fn recv_terminator(&self, initiating: bool) -> [u8; TERMINATOR_LEN] {
+        self.send_terminator(!initiating)
+    }
+
+    pub fn sealer(&self, initiating: bool) -> PacketSealer {
+        if initiating {
+            PacketSealer::new(self.initiator_l, self.initiator_p)
+        } else {
+            PacketSealer::new(self.responder_l, self.responder_p)
+        }
+    }
+
+    pub fn opener(&self, initiating: bool) -> PacketOpener {
+        if initiating {
+            PacketOpener::new(self.responder_l, self.responder_p)
+        } else {
+            PacketOpener::new(self.initiator_l, self.initiator_p)
+        }
+    }
+}

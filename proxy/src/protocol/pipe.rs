@@ -1,0 +1,78 @@
+//! The sans-IO interface shared by both translation directions.
+//!
+//! A driver moves bytes between two sockets through a `Pipe`:
+//! 1. write `output()` to the sink and report it with `consume_output`;
+//! 2. read from the source into `input_space()` and report it with `commit_input`.
+//!
+//! The pipe decides where input lands: small messages are staged and batched, while the
+//! payload of a large message is read straight to its final place in the output buffer, so it
+//! is encrypted or decrypted in place and never copied.
+
+use super::ProtocolError;
+use super::message_type::UndecodableType;
+use super::v1::Command;
+
+/// What a pipe did with one message, reported for logs and statistics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A message was translated and queued for the sink.
+    Message {
+        command: Command,
+        payload_len: usize,
+    },
+    /// A v2 decoy packet was authenticated and skipped.
+    Decoy { contents_len: usize },
+    /// The peer's v2 version packet was authenticated: the handshake is complete.
+    VersionPacket { contents_len: usize },
+    /// A v2 message without a v1 equivalent was dropped, as Bitcoin Core does.
+    Dropped {
+        reason: UndecodableType,
+        contents_len: usize,
+    },
+}
+
+/// One direction of translation.
+pub trait Pipe {
+    /// Bytes ready for the sink.
+    fn output(&self) -> &[u8];
+
+    /// `n` bytes of `output()` were written.
+    fn consume_output(&mut self, n: usize);
+
+    /// Where the next read from the source should go. Empty while output must drain first.
+    fn input_space(&mut self) -> &mut [u8];
+
+    /// `n` bytes were read into `input_space()`: translate what is complete.
+    fn commit_input(
+        &mut self,
+        n: usize,
+        events: &mut dyn FnMut(Event),
+    ) -> Result<(), ProtocolError>;
+
+    /// Bytes of an incomplete message held from the source.
+    fn partial_input(&self) -> usize;
+
+    /// Frees buffers that hold nothing, so an idle connection costs little memory.
+    fn release_idle_buffers(&mut self);
+
+    /// Feeds bytes that were read elsewhere; returns how many were taken (fewer than given
+    /// only when output must be drained first).
+    fn push(
+        &mut self,
+        bytes: &[u8],
+        events: &mut dyn FnMut(Event),
+    ) -> Result<usize, ProtocolError> {
+        let mut taken = 0;
+        while taken < bytes.len() {
+            let space = self.input_space();
+            if space.is_empty() {
+                break;
+            }
+            let n = space.len().min(bytes.len() - taken);
+            space[..n].copy_from_slice(&bytes[taken..taken + n]);
+            self.commit_input(n, events)?;
+            taken += n;
+        }
+        Ok(taken)
+    }
+}
