@@ -1,1 +1,139 @@
-pub fn placeholder() {}
+//! The `bip324-proxy` daemon: listeners, the accept loop, and shutdown.
+
+pub mod config;
+pub mod connection;
+pub mod fallback;
+pub mod listeners;
+pub mod logging;
+pub mod loop_guard;
+pub mod original_dst;
+pub mod relay;
+pub mod v2_connect;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+pub use config::Config;
+use connection::Context;
+
+/// Runs the proxy until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let listeners = listeners::open(&config.listen).await?;
+    let listening = listeners
+        .iter()
+        .map(TcpListener::local_addr)
+        .collect::<io::Result<Vec<SocketAddr>>>()?;
+    let limit = Arc::new(Semaphore::new(config.max_connections));
+    info!(
+        listen = ?listening,
+        v1_fallback = config.v1_fallback,
+        handshake_timeout = ?config.handshake_timeout,
+        max_connections = config.max_connections,
+        "bip324-proxy {} ready",
+        env!("CARGO_PKG_VERSION")
+    );
+    let ctx = Arc::new(Context::new(config, listening));
+    let shutdown = CancellationToken::new();
+    let connections = TaskTracker::new();
+    let next_id = Arc::new(AtomicU64::new(1));
+    let mut accept_loops = Vec::new();
+    for listener in listeners {
+        accept_loops.push(tokio::spawn(accept_loop(
+            listener,
+            Arc::clone(&ctx),
+            Arc::clone(&limit),
+            connections.clone(),
+            Arc::clone(&next_id),
+            shutdown.clone(),
+        )));
+    }
+
+    wait_for_stop_signal().await?;
+    info!(
+        open_connections = connections.len(),
+        "shutting down: no new connections; closing the open ones"
+    );
+    shutdown.cancel();
+    for accept_loop in accept_loops {
+        let _ = accept_loop.await;
+    }
+    connections.close();
+    connections.wait().await;
+    info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_stop_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received"),
+        _ = int.recv() => info!("SIGINT received"),
+    }
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<Context>,
+    limit: Arc<Semaphore>,
+    connections: TaskTracker,
+    next_id: Arc<AtomicU64>,
+    shutdown: CancellationToken,
+) {
+    let mut last_exhaustion_warning: Option<Instant> = None;
+    loop {
+        // At the connection limit, stop accepting: clients wait in the listen backlog.
+        let permit = tokio::select! {
+            permit = Arc::clone(&limit).acquire_owned() => permit.expect("semaphore never closed"),
+            _ = shutdown.cancelled() => return,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.cancelled() => return,
+        };
+        match accepted {
+            Ok((stream, client)) => {
+                let id = next_id.fetch_add(1, Ordering::Relaxed);
+                let span = info_span!("conn", id);
+                let task = connection::handle(stream, client, Arc::clone(&ctx), shutdown.clone());
+                connections.spawn(
+                    async move {
+                        task.await;
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
+            }
+            Err(e) if is_resource_exhaustion(&e) => {
+                // Out of file descriptors or memory: keep the loop alive, retry shortly.
+                if last_exhaustion_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                    warn!(
+                        "cannot accept connections: {e}; retrying (raise LimitNOFILE or --max-connections lower)"
+                    );
+                    last_exhaustion_warning = Some(Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => debug!("accept failed: {e}"),
+        }
+    }
+}
+
+fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}

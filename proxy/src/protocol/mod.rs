@@ -13,6 +13,7 @@ pub mod keys;
 pub mod message_type;
 pub mod network;
 pub mod pipe;
+pub mod splice;
 pub mod v1;
 
 pub use client_hello::{ClientHello, classify as classify_client_hello};

@@ -1,0 +1,68 @@
+//! Command line of `bip324-proxy`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+pub const DEFAULT_LISTEN: [&str; 2] = ["127.0.0.1:1324", "[::1]:1324"];
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "bip324-proxy",
+    version,
+    about = "Transparent BIP-324 proxy: gives unmodified v1 Bitcoin P2P clients encrypted v2 transport",
+    long_about = "Transparent BIP-324 proxy: gives unmodified v1 Bitcoin P2P clients encrypted v2 transport.
+
+The proxy does not pick destinations. `bip324-redirect enable --group btc` makes the kernel send \
+outbound Bitcoin P2P connections of processes whose primary group is `btc` to this proxy; for each \
+one the proxy asks the kernel for the original destination (SO_ORIGINAL_DST), connects there, \
+performs the BIP-324 handshake, and translates v1 <-> v2 in both directions. A connection that \
+was not redirected (someone connecting to the proxy's port directly) is refused: the proxy is not \
+an open relay. A client that already speaks v2 is passed through untouched.
+
+Run it as its own unprivileged user, never with the redirected group, or its own connections \
+would be redirected back to it (it refuses such loops).
+
+Examples:
+  bip324-proxy                                  # 127.0.0.1:1324 and [::1]:1324
+  bip324-proxy --listen 127.0.0.1:1324 --v1-fallback
+  RUST_LOG=bip324_proxy=debug bip324-proxy      # one log line per message
+
+Under systemd, sockets passed by socket activation (LISTEN_FDS) are used instead of the default \
+addresses."
+)]
+pub struct Config {
+    /// Address to accept redirected connections on (repeatable). Default: 127.0.0.1:1324 and
+    /// [::1]:1324, unless systemd passes listening sockets.
+    #[arg(short, long = "listen", value_name = "ADDR")]
+    pub listen: Vec<SocketAddr>,
+
+    /// Time allowed to connect to the destination and complete the v2 handshake.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// Time allowed for a client to send its first 16 bytes, which tell v1 from v2.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub first_bytes_timeout: Duration,
+
+    /// When a destination does not speak v2, retry it in plaintext v1 (Bitcoin Core's rule:
+    /// it closed or stayed silent during the key exchange). Off by default: without it, such a
+    /// connection is closed and nothing is ever sent in plaintext.
+    #[arg(long)]
+    pub v1_fallback: bool,
+
+    /// With --v1-fallback: how long to remember a v1-only destination, so later connections
+    /// go to it in v1 directly instead of waiting for the v2 attempt to fail again.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub v1_fallback_ttl: Duration,
+
+    /// Most connections handled at once; further clients wait in the listen backlog.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    pub max_connections: usize,
+
+    /// Log level: error, warn, info (one line per connection opened and closed), debug (one
+    /// line per message) or trace. RUST_LOG, when set, takes precedence.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    pub log_level: String,
+}

@@ -1,0 +1,393 @@
+//! The life of one redirected connection: check it, tell v1 from v2, reach the destination,
+//! relay, and log one line when it opens and one when it ends.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::config::Config;
+use super::fallback::V1OnlyDestinations;
+use super::loop_guard::{LoopGuard, UpstreamPort};
+use super::original_dst::original_destination;
+use super::relay::{CloseReason, Side, Traffic, relay};
+use super::v2_connect::{HandshakeFailure, V2Connection, connect_v2};
+use crate::protocol::client_hello::PREFIX_LEN;
+use crate::protocol::splice::Splice;
+use crate::protocol::{
+    ClientHello, Event, Magic, NetworkLabel, Pipe, ProtocolError, classify_client_hello,
+};
+
+/// What all connections share.
+pub struct Context {
+    pub config: Config,
+    /// Addresses the proxy accepts on: a connection "to" one of them was not redirected.
+    pub listening: Vec<SocketAddr>,
+    pub loop_guard: Arc<LoopGuard>,
+    pub v1_only: Option<V1OnlyDestinations>,
+}
+
+impl Context {
+    pub fn new(config: Config, listening: Vec<SocketAddr>) -> Self {
+        let v1_only = config
+            .v1_fallback
+            .then(|| V1OnlyDestinations::new(config.v1_fallback_ttl));
+        Context {
+            config,
+            listening,
+            loop_guard: Arc::default(),
+            v1_only,
+        }
+    }
+}
+
+/// Why a connection ended before it was relayed.
+#[derive(Debug)]
+enum Failure {
+    ClientTimeout,
+    ClientClosedEarly { received: usize },
+    ClientIo(io::Error),
+    Connect(io::Error),
+    ConnectTimeout,
+    Handshake(HandshakeFailure),
+    Shutdown,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::ClientTimeout => f.write_str(
+                "client sent too few bytes to tell v1 from v2 within --first-bytes-timeout",
+            ),
+            Failure::ClientClosedEarly { received } => write!(
+                f,
+                "client closed after {received} bytes, before its transport could be told"
+            ),
+            Failure::ClientIo(e) => write!(f, "client connection failed: {e}"),
+            Failure::Connect(e) => write!(f, "cannot connect to the destination: {e}"),
+            Failure::ConnectTimeout => {
+                f.write_str("cannot connect to the destination within --handshake-timeout")
+            }
+            Failure::Handshake(h) => write!(f, "{h}"),
+            Failure::Shutdown => f.write_str("proxy shutting down"),
+        }
+    }
+}
+
+/// Handles one accepted connection to its end. Never panics on peer input; every outcome is
+/// logged: one line when the connection opens and one when it ends, or one if it fails first.
+pub async fn handle(
+    mut client: TcpStream,
+    client_addr: SocketAddr,
+    ctx: Arc<Context>,
+    shutdown: CancellationToken,
+) {
+    let destination = match accept_check(&client, client_addr, &ctx) {
+        Ok(destination) => destination,
+        Err(reason) => {
+            warn!(client = %client_addr, "refused connection: {reason}");
+            return;
+        }
+    };
+    let _ = client.set_nodelay(true);
+    let started = Instant::now();
+    let traffic = Traffic::default();
+    let mut network = None;
+    let result = tokio::select! {
+        result = open(&mut client, destination, &ctx, &traffic, &mut network) => result,
+        _ = shutdown.cancelled() => Err(Failure::Shutdown),
+    };
+    let network = network.map_or_else(|| "unknown".to_string(), |m| NetworkLabel(m).to_string());
+    let t = |c| Traffic::get(c);
+    let mut opened = match result {
+        Ok(opened) => opened,
+        Err(failure) => {
+            let hint = match &failure {
+                Failure::Handshake(h) if h.allows_v1_fallback() && !ctx.config.v1_fallback => {
+                    "; it may be a v1-only node: --v1-fallback would retry it in plaintext"
+                }
+                _ => "",
+            };
+            warn!(
+                client = %client_addr,
+                destination = %destination,
+                network,
+                duration = %Seconds(started),
+                client_in = t(&traffic.client_in),
+                remote_in = t(&traffic.remote_in),
+                remote_out = t(&traffic.remote_out),
+                "connection failed: {failure}{hint}"
+            );
+            return;
+        }
+    };
+    match &opened.transport {
+        Transport::V2 { session_id } => info!(
+            client = %client_addr,
+            destination = %destination,
+            network,
+            transport = "v2",
+            session_id = %hex::encode(session_id),
+            "connection opened"
+        ),
+        Transport::V1Fallback { why } => warn!(
+            client = %client_addr,
+            destination = %destination,
+            network,
+            transport = "v1-fallback",
+            "connection opened in PLAINTEXT v1 (--v1-fallback): {why}"
+        ),
+        Transport::Passthrough => info!(
+            client = %client_addr,
+            destination = %destination,
+            network,
+            transport = "passthrough",
+            "connection opened: the client does not speak v1, its bytes pass unchanged"
+        ),
+    }
+    let reason = opened.relay(&mut client, &traffic, &shutdown).await;
+    info!(
+        client = %client_addr,
+        destination = %destination,
+        duration = %Seconds(started),
+        client_in = t(&traffic.client_in),
+        client_out = t(&traffic.client_out),
+        remote_in = t(&traffic.remote_in),
+        remote_out = t(&traffic.remote_out),
+        reason = %reason,
+        "connection closed"
+    );
+}
+
+/// Time since a start, as seconds with millisecond precision.
+struct Seconds(Instant);
+
+impl std::fmt::Display for Seconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.3}s", self.0.elapsed().as_secs_f64())
+    }
+}
+
+fn accept_check(
+    client: &TcpStream,
+    client_addr: SocketAddr,
+    ctx: &Context,
+) -> Result<SocketAddr, String> {
+    let local = client
+        .local_addr()
+        .map_err(|e| format!("cannot read its address: {e}"))?;
+    let destination = original_destination(client)
+        .map_err(|e| format!("cannot read its original destination: {e}"))?;
+    ctx.loop_guard
+        .check(client_addr, destination, local, &ctx.listening)
+        .map_err(|refusal| refusal.to_string())
+}
+
+/// A connection ready to relay.
+struct Opened {
+    remote: TcpStream,
+    _port: UpstreamPort,
+    /// Read from the client to tell v1 from v2; they go first.
+    first_bytes: Vec<u8>,
+    transport: Transport,
+    v2: Option<Box<V2Connection>>,
+}
+
+enum Transport {
+    V2 { session_id: [u8; 32] },
+    V1Fallback { why: String },
+    Passthrough,
+}
+
+impl Opened {
+    fn plain(
+        remote: (TcpStream, UpstreamPort),
+        first_bytes: Vec<u8>,
+        transport: Transport,
+    ) -> Self {
+        Opened {
+            remote: remote.0,
+            _port: remote.1,
+            first_bytes,
+            transport,
+            v2: None,
+        }
+    }
+
+    async fn relay(
+        &mut self,
+        client: &mut TcpStream,
+        traffic: &Traffic,
+        shutdown: &CancellationToken,
+    ) -> CloseReason {
+        let events = |side: Side, event: Event| log_event(side, event);
+        let remote = &mut self.remote;
+        match &mut self.v2 {
+            Some(v2) => {
+                let (up, down) = (&mut v2.encoder, &mut v2.decoder);
+                if let Err(error) = push_first_bytes(up, &self.first_bytes) {
+                    return CloseReason::Protocol {
+                        side: Side::Client,
+                        error,
+                    };
+                }
+                relay(client, remote, up, down, traffic, &events, shutdown).await
+            }
+            None => {
+                let (up, down) = (&mut Splice::default(), &mut Splice::default());
+                if let Err(error) = push_first_bytes(up, &self.first_bytes) {
+                    return CloseReason::Protocol {
+                        side: Side::Client,
+                        error,
+                    };
+                }
+                relay(client, remote, up, down, traffic, &events, shutdown).await
+            }
+        }
+    }
+}
+
+/// The client's first bytes (at most `PREFIX_LEN`, less than any pipe's staging) go in before
+/// anything else it sends.
+fn push_first_bytes(up: &mut impl Pipe, first_bytes: &[u8]) -> Result<(), ProtocolError> {
+    let taken = up.push(first_bytes, &mut |event| log_event(Side::Client, event))?;
+    assert_eq!(taken, first_bytes.len(), "staging holds the first bytes");
+    Ok(())
+}
+
+fn log_event(from: Side, event: Event) {
+    let to = match from {
+        Side::Client => "remote",
+        Side::Remote => "client",
+    };
+    match event {
+        Event::Message {
+            command,
+            payload_len,
+        } => debug!("{from} -> {to}: {} ({payload_len} bytes)", command.name()),
+        Event::Decoy { contents_len } => {
+            debug!("{from}: skipped a decoy packet ({contents_len} bytes)")
+        }
+        Event::VersionPacket { contents_len } => {
+            debug!("{from}: version packet authenticated ({contents_len} bytes of contents)")
+        }
+        Event::Dropped {
+            reason,
+            contents_len,
+        } => debug!("{from} -> {to}: dropped a message of {contents_len} bytes: {reason}"),
+    }
+}
+
+/// Everything before relaying: the client's first bytes, then the destination.
+async fn open(
+    client: &mut TcpStream,
+    destination: SocketAddr,
+    ctx: &Context,
+    traffic: &Traffic,
+    network: &mut Option<Magic>,
+) -> Result<Opened, Failure> {
+    let hello = read_hello(client, traffic);
+    let (first_bytes, hello) = tokio::time::timeout(ctx.config.first_bytes_timeout, hello)
+        .await
+        .map_err(|_| Failure::ClientTimeout)??;
+    let ClientHello::V1(magic) = hello else {
+        let remote = connect_plain(ctx, destination).await?;
+        return Ok(Opened::plain(remote, first_bytes, Transport::Passthrough));
+    };
+    *network = Some(magic);
+
+    if let Some(v1_only) = &ctx.v1_only {
+        if v1_only.is_v1_only(destination, Instant::now()) {
+            let remote = connect_plain(ctx, destination).await?;
+            let why = "the destination recently failed v2 as a v1-only node".to_string();
+            return Ok(Opened::plain(
+                remote,
+                first_bytes,
+                Transport::V1Fallback { why },
+            ));
+        }
+    }
+
+    let mut events = |event| log_event(Side::Remote, event);
+    let timeout = ctx.config.handshake_timeout;
+    match connect_v2(
+        &ctx.loop_guard,
+        destination,
+        magic,
+        timeout,
+        traffic,
+        &mut events,
+    )
+    .await
+    {
+        Ok((remote, port, v2)) => Ok(Opened {
+            remote,
+            _port: port,
+            first_bytes,
+            transport: Transport::V2 {
+                session_id: v2.session_id,
+            },
+            v2: Some(Box::new(v2)),
+        }),
+        Err(failure) => {
+            let Some(v1_only) = ctx
+                .v1_only
+                .as_ref()
+                .filter(|_| failure.allows_v1_fallback())
+            else {
+                return Err(Failure::Handshake(failure));
+            };
+            v1_only.remember(destination, Instant::now());
+            let remote = connect_plain(ctx, destination).await?;
+            let why = format!("the v2 attempt failed: {failure}");
+            Ok(Opened::plain(
+                remote,
+                first_bytes,
+                Transport::V1Fallback { why },
+            ))
+        }
+    }
+}
+
+/// Reads until the first bytes tell v1 from v2; returns them, all kept for replay.
+async fn read_hello(
+    client: &mut TcpStream,
+    traffic: &Traffic,
+) -> Result<(Vec<u8>, ClientHello), Failure> {
+    let mut first = [0u8; PREFIX_LEN];
+    let mut len = 0;
+    loop {
+        // Never read past the decision point: the rest stays in the socket for the relay.
+        let n = client
+            .read(&mut first[len..])
+            .await
+            .map_err(Failure::ClientIo)?;
+        if n == 0 {
+            return Err(Failure::ClientClosedEarly { received: len });
+        }
+        Traffic::add(&traffic.client_in, n);
+        len += n;
+        match classify_client_hello(&first[..len]) {
+            ClientHello::NeedMore => continue,
+            hello => return Ok((first[..len].to_vec(), hello)),
+        }
+    }
+}
+
+async fn connect_plain(
+    ctx: &Context,
+    destination: SocketAddr,
+) -> Result<(TcpStream, UpstreamPort), Failure> {
+    tokio::time::timeout(
+        ctx.config.handshake_timeout,
+        ctx.loop_guard.connect(destination),
+    )
+    .await
+    .map_err(|_| Failure::ConnectTimeout)?
+    .map_err(Failure::Connect)
+}

@@ -1,0 +1,82 @@
+//! Listening sockets: bound here, or inherited from systemd socket activation.
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+use anyhow::{Context, bail};
+use nix::sys::socket::{SockType, getsockopt, sockopt};
+use tokio::net::TcpListener;
+use tracing::warn;
+
+use super::config::DEFAULT_LISTEN;
+
+/// First file descriptor systemd passes (`SD_LISTEN_FDS_START`).
+const LISTEN_FDS_START: RawFd = 3;
+
+/// Opens every listener: systemd's sockets, then `--listen` addresses; the defaults only when
+/// neither gave any. A default address that cannot be bound (IPv6 disabled, say) is skipped
+/// with a warning as long as another one works; an explicit one is an error.
+pub async fn open(explicit: &[SocketAddr]) -> anyhow::Result<Vec<TcpListener>> {
+    let mut listeners = Vec::new();
+    for fd in systemd_fds()? {
+        let std_listener = listener_from_fd(fd)?;
+        listeners.push(TcpListener::from_std(std_listener)?);
+    }
+    for addr in explicit {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        listeners.push(listener);
+    }
+    if listeners.is_empty() {
+        for addr in DEFAULT_LISTEN {
+            let addr: SocketAddr = addr.parse().expect("valid default address");
+            match TcpListener::bind(addr).await {
+                Ok(listener) => listeners.push(listener),
+                Err(e) => warn!("cannot listen on {addr}: {e}; continuing without it"),
+            }
+        }
+        if listeners.is_empty() {
+            bail!(
+                "could not listen on any default address ({}); pass --listen ADDR",
+                DEFAULT_LISTEN.join(", ")
+            );
+        }
+    }
+    Ok(listeners)
+}
+
+/// The descriptors systemd passed to this very process, if any.
+fn systemd_fds() -> anyhow::Result<Vec<OwnedFd>> {
+    let (Ok(pid), Ok(count)) = (std::env::var("LISTEN_PID"), std::env::var("LISTEN_FDS")) else {
+        return Ok(Vec::new());
+    };
+    if pid.parse::<u32>().ok() != Some(std::process::id()) {
+        // Meant for another process (inherited through exec): not ours to take.
+        return Ok(Vec::new());
+    }
+    let count: RawFd = count
+        .parse()
+        .with_context(|| format!("LISTEN_FDS={count:?} is not a number"))?;
+    Ok((LISTEN_FDS_START..LISTEN_FDS_START + count)
+        // SAFETY: systemd hands these descriptors to this process (LISTEN_PID matched) and
+        // nothing else in the process owns them; each is wrapped exactly once.
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        .collect())
+}
+
+fn listener_from_fd(fd: OwnedFd) -> anyhow::Result<StdListener> {
+    use std::os::fd::AsRawFd;
+    let raw = fd.as_raw_fd();
+    let is_stream = getsockopt(&fd, sockopt::SockType).map(|t| t == SockType::Stream);
+    let listening = getsockopt(&fd, sockopt::AcceptConn);
+    if !matches!((is_stream, listening), (Ok(true), Ok(true))) {
+        bail!(
+            "file descriptor {raw} from systemd is not a listening TCP socket; \
+             check ListenStream= in bip324-proxy.socket"
+        );
+    }
+    let listener = StdListener::from(fd);
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}

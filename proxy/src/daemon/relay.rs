@@ -1,0 +1,241 @@
+//! Drives two pipes between the client and the remote until the connection ends.
+//!
+//! Each direction alternates: write out everything the pipe has ready, then read more. A
+//! slow reader therefore stops the reading of the other side (backpressure) and buffers stay
+//! bounded by what the pipes allow.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::{ReadHalf, WriteHalf};
+use tokio_util::sync::CancellationToken;
+
+use crate::protocol::{Event, Pipe, ProtocolError};
+
+/// After one side closes, how long the other may take to finish.
+const HALF_CLOSE_GRACE: Duration = Duration::from_secs(10);
+/// A direction idle this long gives its empty buffers back.
+const IDLE_RELEASE: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Remote,
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Side::Client => "client",
+            Side::Remote => "remote",
+        })
+    }
+}
+
+/// Bytes moved on each side of one connection, readable while it runs.
+#[derive(Default, Debug)]
+pub struct Traffic {
+    pub client_in: AtomicU64,
+    pub client_out: AtomicU64,
+    pub remote_in: AtomicU64,
+    pub remote_out: AtomicU64,
+}
+
+impl Traffic {
+    fn counters(&self, from: Side) -> (&AtomicU64, &AtomicU64) {
+        match from {
+            Side::Client => (&self.client_in, &self.remote_out),
+            Side::Remote => (&self.remote_in, &self.client_out),
+        }
+    }
+
+    pub fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// Why a relayed connection ended.
+#[derive(Debug)]
+pub enum CloseReason {
+    /// `side` closed; `discarded` bytes of an unfinished message from it were dropped.
+    Closed {
+        side: Side,
+        discarded: usize,
+    },
+    /// Reading from or writing to `side` failed.
+    Io {
+        side: Side,
+        error: io::Error,
+    },
+    /// `side` sent bytes that break the protocol.
+    Protocol {
+        side: Side,
+        error: ProtocolError,
+    },
+    /// One side closed and the other did not follow within the grace period.
+    HalfCloseTimeout {
+        closed: Side,
+    },
+    Shutdown,
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::Closed { side, discarded: 0 } => write!(f, "{side} closed the connection"),
+            CloseReason::Closed { side, discarded } => write!(
+                f,
+                "{side} closed the connection in the middle of a message ({discarded} bytes dropped)"
+            ),
+            CloseReason::Io { side, error } => write!(f, "{side} connection failed: {error}"),
+            CloseReason::Protocol {
+                side: Side::Client,
+                error,
+            } => {
+                write!(f, "client broke the v1 protocol: {error}")
+            }
+            CloseReason::Protocol {
+                side: Side::Remote,
+                error,
+            } => {
+                write!(f, "remote broke the v2 protocol: {error}")
+            }
+            CloseReason::HalfCloseTimeout { closed } => write!(
+                f,
+                "{closed} closed the connection and the other side did not close within {}s",
+                HALF_CLOSE_GRACE.as_secs()
+            ),
+            CloseReason::Shutdown => f.write_str("proxy shutting down"),
+        }
+    }
+}
+
+/// Relays until both directions end, one fails, or shutdown is requested. `up` carries the
+/// client's bytes to the remote, `down` the remote's bytes to the client.
+pub async fn relay(
+    client: &mut TcpStream,
+    remote: &mut TcpStream,
+    up: &mut impl Pipe,
+    down: &mut impl Pipe,
+    traffic: &Traffic,
+    events: &(impl Fn(Side, Event) + Sync),
+    shutdown: &CancellationToken,
+) -> CloseReason {
+    let (client_read, mut client_write) = client.split();
+    let (remote_read, mut remote_write) = remote.split();
+    let up_fut = pump(
+        Side::Client,
+        &client_read,
+        &mut remote_write,
+        up,
+        traffic,
+        events,
+    );
+    let down_fut = pump(
+        Side::Remote,
+        &remote_read,
+        &mut client_write,
+        down,
+        traffic,
+        events,
+    );
+    tokio::pin!(up_fut, down_fut);
+
+    let first = tokio::select! {
+        end = &mut up_fut => end,
+        end = &mut down_fut => end,
+        _ = shutdown.cancelled() => return CloseReason::Shutdown,
+    };
+    let CloseReason::Closed { side: closed, .. } = first else {
+        return first;
+    };
+    // One direction ended cleanly and its close was passed on: let the other finish.
+    let rest = async {
+        match closed {
+            Side::Client => down_fut.await,
+            Side::Remote => up_fut.await,
+        }
+    };
+    tokio::select! {
+        end = tokio::time::timeout(HALF_CLOSE_GRACE, rest) => match end {
+            Ok(CloseReason::Closed { .. }) => first,
+            Ok(failure) => failure,
+            Err(_) => CloseReason::HalfCloseTimeout { closed },
+        },
+        _ = shutdown.cancelled() => CloseReason::Shutdown,
+    }
+}
+
+/// Moves one direction until its source closes (then closes the sink's write side) or fails.
+async fn pump(
+    from: Side,
+    src: &ReadHalf<'_>,
+    dst: &mut WriteHalf<'_>,
+    pipe: &mut impl Pipe,
+    traffic: &Traffic,
+    events: &(impl Fn(Side, Event) + Sync),
+) -> CloseReason {
+    let to = match from {
+        Side::Client => Side::Remote,
+        Side::Remote => Side::Client,
+    };
+    let (read_counter, write_counter) = traffic.counters(from);
+    loop {
+        while !pipe.output().is_empty() {
+            match dst.write(pipe.output()).await {
+                Ok(0) => {
+                    let error = io::Error::from(io::ErrorKind::WriteZero);
+                    return CloseReason::Io { side: to, error };
+                }
+                Ok(n) => {
+                    pipe.consume_output(n);
+                    Traffic::add(write_counter, n);
+                }
+                Err(error) => return CloseReason::Io { side: to, error },
+            }
+        }
+        let ready = match tokio::time::timeout(IDLE_RELEASE, src.readable()).await {
+            Ok(ready) => ready,
+            Err(_) => {
+                pipe.release_idle_buffers();
+                src.readable().await
+            }
+        };
+        if let Err(error) = ready {
+            return CloseReason::Io { side: from, error };
+        }
+        let space = pipe.input_space();
+        if space.is_empty() {
+            // Pipes always offer space once their output is drained; a read into an empty
+            // buffer would look like end of stream.
+            debug_assert!(false, "pipe offered no input space with its output drained");
+            let error = io::Error::other("internal error: no buffer space");
+            return CloseReason::Io { side: from, error };
+        }
+        match src.try_read(space) {
+            Ok(0) => {
+                // Pass the close on; the peer may still be sending the other way.
+                let _ = dst.shutdown().await;
+                return CloseReason::Closed {
+                    side: from,
+                    discarded: pipe.partial_input(),
+                };
+            }
+            Ok(n) => {
+                Traffic::add(read_counter, n);
+                if let Err(error) = pipe.commit_input(n, &mut |event| events(from, event)) {
+                    return CloseReason::Protocol { side: from, error };
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(error) => return CloseReason::Io { side: from, error },
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! Connects to a destination and completes the BIP-324 handshake as initiator.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::loop_guard::{LoopGuard, UpstreamPort};
+use super::relay::Traffic;
+use crate::protocol::handshake::MAX_GARBAGE_LEN;
+use crate::protocol::{
+    Decoder, Encoder, Event, HandshakeEntropy, InitiatorHandshake, Magic, Pipe, Progress,
+    ProtocolError, Session,
+};
+
+/// A handshake that completed: the responder's version packet authenticated.
+pub struct V2Connection {
+    pub session_id: [u8; 32],
+    pub encoder: Encoder,
+    /// May already hold messages that arrived right behind the version packet.
+    pub decoder: Decoder,
+}
+
+#[derive(Debug)]
+pub enum HandshakeError {
+    Connect(io::Error),
+    Timeout,
+    /// The destination closed the connection.
+    Closed,
+    Io(io::Error),
+    Protocol(ProtocolError),
+    Entropy(getrandom::Error),
+}
+
+#[derive(Debug)]
+pub struct HandshakeFailure {
+    pub error: HandshakeError,
+    /// Bytes sent to and received from the destination when it failed.
+    pub sent: u64,
+    pub received: u64,
+}
+
+impl HandshakeFailure {
+    /// Bitcoin Core's rule for retrying in v1: the peer sent nothing at all (still in the key
+    /// phase) although at least 24 bytes were sent, and it closed, reset, or (our addition
+    /// for non-Core nodes that just wait) stayed silent until the timeout.
+    pub fn allows_v1_fallback(&self) -> bool {
+        let gave_up = matches!(
+            self.error,
+            HandshakeError::Closed | HandshakeError::Io(_) | HandshakeError::Timeout
+        );
+        gave_up && self.received == 0 && self.sent >= 24
+    }
+}
+
+impl std::fmt::Display for HandshakeFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let silent = self.received == 0;
+        match &self.error {
+            HandshakeError::Connect(e) => write!(f, "cannot connect to the destination: {e}"),
+            HandshakeError::Timeout if silent => f.write_str(
+                "destination sent nothing within --handshake-timeout (unreachable, or a v1-only node)",
+            ),
+            HandshakeError::Timeout => {
+                f.write_str("v2 handshake did not complete within --handshake-timeout")
+            }
+            HandshakeError::Closed if silent => f.write_str(
+                "destination closed the connection during the key exchange: it does not speak v2",
+            ),
+            HandshakeError::Closed => {
+                f.write_str("destination closed the connection during the v2 handshake")
+            }
+            HandshakeError::Io(e) => write!(f, "v2 handshake failed: {e}"),
+            HandshakeError::Protocol(e) => write!(f, "v2 handshake failed: {e}"),
+            HandshakeError::Entropy(e) => write!(f, "no randomness for the v2 handshake: {e}"),
+        }
+    }
+}
+
+impl From<ProtocolError> for HandshakeError {
+    fn from(e: ProtocolError) -> Self {
+        HandshakeError::Protocol(e)
+    }
+}
+
+/// Connects to `destination` and runs the handshake, all within `timeout`.
+pub async fn connect_v2(
+    guard: &Arc<LoopGuard>,
+    destination: SocketAddr,
+    magic: Magic,
+    timeout: Duration,
+    traffic: &Traffic,
+    events: &mut (dyn FnMut(Event) + Send),
+) -> Result<(TcpStream, UpstreamPort, V2Connection), HandshakeFailure> {
+    let attempt = async {
+        let (mut remote, port) = guard
+            .connect(destination)
+            .await
+            .map_err(HandshakeError::Connect)?;
+        let v2 = handshake(&mut remote, magic, traffic, events).await?;
+        Ok((remote, port, v2))
+    };
+    let result = match tokio::time::timeout(timeout, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(HandshakeError::Timeout),
+    };
+    result.map_err(|error| HandshakeFailure {
+        error,
+        sent: Traffic::get(&traffic.remote_out),
+        received: Traffic::get(&traffic.remote_in),
+    })
+}
+
+fn fresh_entropy() -> Result<HandshakeEntropy, getrandom::Error> {
+    let mut secret_key = [0u8; 32];
+    let mut aux_rand = [0u8; 32];
+    let mut len = [0u8; 2];
+    getrandom::fill(&mut secret_key)?;
+    getrandom::fill(&mut aux_rand)?;
+    getrandom::fill(&mut len)?;
+    let mut garbage = vec![0u8; usize::from(u16::from_le_bytes(len)) % (MAX_GARBAGE_LEN + 1)];
+    getrandom::fill(&mut garbage)?;
+    Ok(HandshakeEntropy {
+        secret_key,
+        aux_rand,
+        garbage,
+    })
+}
+
+async fn handshake(
+    remote: &mut TcpStream,
+    magic: Magic,
+    traffic: &Traffic,
+    events: &mut (dyn FnMut(Event) + Send),
+) -> Result<V2Connection, HandshakeError> {
+    let entropy = fresh_entropy().map_err(HandshakeError::Entropy)?;
+    let (mut handshake, key_and_garbage) = InitiatorHandshake::start(magic, entropy)?;
+    send(remote, &key_and_garbage, traffic).await?;
+
+    let mut buf = vec![0u8; 4096];
+    let mut reply = Vec::new();
+    let (session, rest) = loop {
+        let n = receive(remote, &mut buf, traffic).await?;
+        let progress = handshake.receive(&buf[..n], &mut reply)?;
+        if !reply.is_empty() {
+            send(remote, &reply, traffic).await?;
+            reply.clear();
+        }
+        if let Progress::Established { consumed, session } = progress {
+            break (session, consumed..n);
+        }
+    };
+    let Session {
+        session_id,
+        encoder,
+        mut decoder,
+    } = *session;
+
+    // Decoys, then the version packet: nothing reaches the client before it authenticates.
+    let mut pending = &buf[rest];
+    while !pending.is_empty() {
+        let taken = decoder.push(pending, events)?;
+        if taken == 0 {
+            return Err(HandshakeError::Io(io::Error::other(
+                "decoder refused input",
+            )));
+        }
+        pending = &pending[taken..];
+    }
+    while !decoder.version_received() {
+        let n = receive(remote, decoder.input_space(), traffic).await?;
+        decoder.commit_input(n, events)?;
+    }
+    Ok(V2Connection {
+        session_id,
+        encoder,
+        decoder,
+    })
+}
+
+async fn send(
+    remote: &mut TcpStream,
+    bytes: &[u8],
+    traffic: &Traffic,
+) -> Result<(), HandshakeError> {
+    remote.write_all(bytes).await.map_err(HandshakeError::Io)?;
+    Traffic::add(&traffic.remote_out, bytes.len());
+    Ok(())
+}
+
+async fn receive(
+    remote: &mut TcpStream,
+    buf: &mut [u8],
+    traffic: &Traffic,
+) -> Result<usize, HandshakeError> {
+    match remote.read(buf).await {
+        Ok(0) => Err(HandshakeError::Closed),
+        Ok(n) => {
+            Traffic::add(&traffic.remote_in, n);
+            Ok(n)
+        }
+        Err(e) => Err(HandshakeError::Io(e)),
+    }
+}
