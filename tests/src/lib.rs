@@ -1,1 +1,11 @@
+//! Test peers and the harness of the end-to-end tests.
+//!
+//! The peers are independent of the proxy's code: `v1` frames messages on its own, and
+//! `responder` is built on rust-bitcoin's `bip324` crate.
 
+pub mod echo;
+pub mod netns;
+pub mod responder;
+pub mod server;
+pub mod testbed;
+pub mod v1;

@@ -116,7 +116,7 @@ pub async fn handle(
             warn!(
                 client = %client_addr,
                 destination = %destination,
-                network,
+                network = %network,
                 duration = %Seconds(started),
                 client_in = t(&traffic.client_in),
                 remote_in = t(&traffic.remote_in),
@@ -130,23 +130,23 @@ pub async fn handle(
         Transport::V2 { session_id } => info!(
             client = %client_addr,
             destination = %destination,
-            network,
-            transport = "v2",
+            network = %network,
+            transport = %"v2",
             session_id = %hex::encode(session_id),
             "connection opened"
         ),
         Transport::V1Fallback { why } => warn!(
             client = %client_addr,
             destination = %destination,
-            network,
-            transport = "v1-fallback",
+            network = %network,
+            transport = %"v1-fallback",
             "connection opened in PLAINTEXT v1 (--v1-fallback): {why}"
         ),
         Transport::Passthrough => info!(
             client = %client_addr,
             destination = %destination,
-            network,
-            transport = "passthrough",
+            network = %network,
+            transport = %"passthrough",
             "connection opened: the client does not speak v1, its bytes pass unchanged"
         ),
     }

@@ -211,3 +211,186 @@ impl Pipe for Decoder {
         self.out.release_if_empty();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::message_type::UndecodableType;
+    use crate::protocol::network::Network;
+    use crate::protocol::test_util::{cipher_pair, feed, seal, v1_frame};
+
+    const MAGIC: Magic = Network::Regtest.magic();
+    const GARBAGE: &[u8] = b"the peer's garbage";
+
+    fn short(id: u8, payload: &[u8]) -> Vec<u8> {
+        let mut contents = vec![id];
+        contents.extend_from_slice(payload);
+        contents
+    }
+
+    fn long(command: &[u8; 12], payload: &[u8]) -> Vec<u8> {
+        let mut contents = vec![0];
+        contents.extend_from_slice(command);
+        contents.extend_from_slice(payload);
+        contents
+    }
+
+    /// A peer's stream: decoy (carrying the garbage as AAD), version, decoy, then messages.
+    fn session(messages: &[Vec<u8>]) -> Vec<u8> {
+        let (mut sealer, _) = cipher_pair();
+        let mut wire = seal(&mut sealer, b"decoy before version", GARBAGE, true);
+        wire.extend(seal(&mut sealer, b"", b"", false));
+        wire.extend(seal(&mut sealer, &[0; 5000], b"", true));
+        for contents in messages {
+            wire.extend(seal(&mut sealer, contents, b"", false));
+        }
+        wire.extend(seal(&mut sealer, b"decoy at the end", b"", true));
+        wire
+    }
+
+    fn decoder() -> Decoder {
+        Decoder::new(MAGIC, cipher_pair().1, GARBAGE.to_vec())
+    }
+
+    #[test]
+    fn skips_decoys_and_the_version_packet() {
+        let ping = short(18, &[8; 8]);
+        let version = long(b"version\0\0\0\0\0", b"hello");
+        let block = short(2, &vec![0x5a; 70_000]);
+        let wire = session(&[ping, version, block]);
+        let mut decoder = decoder();
+        let (v1, events, result) = feed(&mut decoder, &wire, usize::MAX);
+        result.unwrap();
+        assert!(decoder.version_received());
+        let mut expected = v1_frame(MAGIC, "ping", &[8; 8]);
+        expected.extend(v1_frame(MAGIC, "version", b"hello"));
+        expected.extend(v1_frame(MAGIC, "block", &vec![0x5a; 70_000]));
+        assert!(v1 == expected, "v1 output differs");
+        let decoys = events
+            .iter()
+            .filter(|e| matches!(e, Event::Decoy { .. }))
+            .count();
+        assert_eq!(decoys, 3);
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| matches!(e, Event::VersionPacket { .. }))
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn output_does_not_depend_on_how_input_is_split() {
+        let messages = [
+            short(19, &[1; 8]),
+            long(b"sendheaders\0", b""),
+            short(21, &[3; 1000]),
+            long(b"wtxidrelay\0\0", &[4; 20_000]),
+            short(14, &[5; 37]),
+        ];
+        let wire = session(&messages);
+        let whole = feed(&mut decoder(), &wire, usize::MAX);
+        whole.2.clone().unwrap();
+        for chunk in [1, 2, 3, 4, 17, 21, 4096, 16 * 1024 + 3] {
+            let split = feed(&mut decoder(), &wire, chunk);
+            assert!(split.0 == whole.0, "chunk {chunk}: output differs");
+            assert_eq!(split.1, whole.1, "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn long_form_after_pending_output_stays_contiguous() {
+        let wire = session(&[short(18, &[1; 8]), long(b"custom\0\0\0\0\0\0", &[2; 10])]);
+        let mut decoder = decoder();
+        // Feed everything without draining: the second frame must close its gap by moving.
+        let mut events = Vec::new();
+        assert_eq!(
+            decoder.push(&wire, &mut |e| events.push(e)).unwrap(),
+            wire.len()
+        );
+        let mut expected = v1_frame(MAGIC, "ping", &[1; 8]);
+        expected.extend(v1_frame(MAGIC, "custom", &[2; 10]));
+        assert_eq!(decoder.output(), &expected[..]);
+    }
+
+    #[test]
+    fn drops_messages_without_a_v1_command_and_goes_on() {
+        let wire = session(&[
+            short(29, b"draft extension"),
+            vec![],
+            vec![0, b'x'],
+            long(b"bad\x01\0\0\0\0\0\0\0\0", b""),
+            short(18, &[7; 8]),
+        ]);
+        let (v1, events, result) = feed(&mut decoder(), &wire, usize::MAX);
+        result.unwrap();
+        assert_eq!(v1, v1_frame(MAGIC, "ping", &[7; 8]));
+        let dropped: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Dropped { reason, .. } => Some(*reason),
+                _ => None,
+            })
+            .collect();
+        assert!(matches!(
+            dropped[..],
+            [
+                UndecodableType::UnknownShortId(29),
+                UndecodableType::Empty,
+                UndecodableType::TruncatedLongForm,
+                UndecodableType::InvalidCommand(_)
+            ]
+        ));
+    }
+
+    #[test]
+    fn rejects_a_wrong_garbage_aad() {
+        let wire = session(&[]);
+        let mut decoder = Decoder::new(MAGIC, cipher_pair().1, b"other garbage".to_vec());
+        let (_, _, result) = feed(&mut decoder, &wire, usize::MAX);
+        assert_eq!(result, Err(ProtocolError::V2AuthenticationFailed));
+    }
+
+    #[test]
+    fn rejects_tampering_mid_stream() {
+        let mut wire = session(&[short(18, &[1; 8]), short(19, &[2; 8])]);
+        // Inside the pong packet, which precedes the final decoy (36 bytes).
+        let inside_pong = wire.len() - 36 - 10;
+        wire[inside_pong] ^= 0x40;
+        let (v1, _, result) = feed(&mut decoder(), &wire, usize::MAX);
+        assert_eq!(result, Err(ProtocolError::V2AuthenticationFailed));
+        assert_eq!(
+            v1,
+            v1_frame(MAGIC, "ping", &[1; 8]),
+            "only authenticated messages pass"
+        );
+    }
+
+    #[test]
+    fn rejects_oversized_packets_before_reading_them() {
+        let (mut sealer, _) = cipher_pair();
+        let mut wire = seal(&mut sealer, b"", GARBAGE, false);
+        let mut contents = vec![0u8; MAX_CONTENTS_LEN + 1];
+        contents[0] = 2;
+        let oversized = seal(&mut sealer, &contents, b"", false);
+        // The length field alone is enough to refuse it.
+        wire.extend_from_slice(&oversized[..LENGTH_LEN]);
+        let (_, _, result) = feed(&mut decoder(), &wire, usize::MAX);
+        assert_eq!(
+            result,
+            Err(ProtocolError::V2PacketTooLarge(MAX_CONTENTS_LEN + 1))
+        );
+    }
+
+    #[test]
+    fn rejects_payloads_too_large_for_v1() {
+        let contents = short(2, &vec![0; v1::MAX_PAYLOAD_LEN + 1]);
+        let wire = session(&[contents]);
+        let (_, _, result) = feed(&mut decoder(), &wire, usize::MAX);
+        assert!(matches!(
+            result,
+            Err(ProtocolError::V2PayloadTooLargeForV1 { .. })
+        ));
+    }
+}

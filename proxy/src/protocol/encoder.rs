@@ -162,3 +162,129 @@ impl Pipe for Encoder {
         self.out.release_if_empty();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::cipher::{LENGTH_LEN, PacketOpener};
+    use crate::protocol::network::Network;
+    use crate::protocol::test_util::{cipher_pair, feed, v1_frame};
+
+    const MAGIC: Magic = Network::Regtest.magic();
+
+    /// Opens every packet in `wire`; returns (decoy, contents) for each.
+    fn open_all(opener: &mut PacketOpener, mut wire: &[u8]) -> Vec<(bool, Vec<u8>)> {
+        let mut packets = Vec::new();
+        while !wire.is_empty() {
+            let len = opener.open_length(wire[..LENGTH_LEN].try_into().unwrap());
+            let (packet, rest) = wire.split_at(LENGTH_LEN + 1 + len + TAG_LEN);
+            let mut body = packet[LENGTH_LEN..].to_vec();
+            let decoy = opener.open(&[], &mut body).unwrap();
+            packets.push((decoy, body[1..1 + len].to_vec()));
+            wire = rest;
+        }
+        packets
+    }
+
+    fn messages() -> Vec<u8> {
+        let mut input = v1_frame(MAGIC, "version", b"version payload");
+        input.extend(v1_frame(MAGIC, "verack", b""));
+        input.extend(v1_frame(MAGIC, "ping", &[1, 2, 3, 4, 5, 6, 7, 8]));
+        input.extend(v1_frame(MAGIC, "block", &vec![0xab; 100_000]));
+        input.extend(v1_frame(MAGIC, "tx", &[9; 300]));
+        input
+    }
+
+    #[test]
+    fn translates_v1_frames_to_packets_with_short_and_long_types() {
+        let (sealer, mut opener) = cipher_pair();
+        let mut encoder = Encoder::new(MAGIC, sealer);
+        let (wire, events, result) = feed(&mut encoder, &messages(), usize::MAX);
+        result.unwrap();
+        assert_eq!(events.len(), 5);
+        let packets = open_all(&mut opener, &wire);
+        let mut version = vec![0u8];
+        version.extend_from_slice(b"version\0\0\0\0\0version payload");
+        assert_eq!(packets[0], (false, version));
+        let mut verack = vec![0u8];
+        verack.extend_from_slice(b"verack\0\0\0\0\0\0");
+        assert_eq!(packets[1], (false, verack));
+        assert_eq!(packets[2], (false, vec![18, 1, 2, 3, 4, 5, 6, 7, 8]));
+        assert_eq!(packets[3].1[0], 2, "block has short ID 2");
+        assert_eq!(packets[3].1.len(), 100_001);
+        assert_eq!(packets[4].1[..2], [21, 9]);
+        assert_eq!(encoder.partial_input(), 0);
+    }
+
+    #[test]
+    fn output_does_not_depend_on_how_input_is_split() {
+        let input = messages();
+        let whole = feed(
+            &mut Encoder::new(MAGIC, cipher_pair().0),
+            &input,
+            usize::MAX,
+        );
+        for chunk in [1, 3, 23, 24, 25, 1000, 16 * 1024 + 1] {
+            let split = feed(&mut Encoder::new(MAGIC, cipher_pair().0), &input, chunk);
+            assert_eq!(split.0, whole.0, "chunk {chunk}");
+            assert_eq!(split.1, whole.1, "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn large_payloads_are_read_in_place() {
+        let mut encoder = Encoder::new(MAGIC, cipher_pair().0);
+        let frame = v1_frame(MAGIC, "block", &vec![7u8; 4_000_000]);
+        // Header plus a little payload go through staging; then the pipe asks for the rest
+        // of the payload in one piece, straight into its outbox.
+        encoder.push(&frame[..100], &mut |_| {}).unwrap();
+        assert_eq!(encoder.input_space().len(), frame.len() - 100);
+        assert_eq!(encoder.partial_input(), 100);
+        let mut events = Vec::new();
+        encoder
+            .push(&frame[100..], &mut |e| events.push(e))
+            .unwrap();
+        assert_eq!(encoder.output().len(), 3 + 1 + 1 + 4_000_000 + 16);
+        assert_eq!(events.len(), 1);
+    }
+
+    #[test]
+    fn stops_taking_input_while_output_is_backed_up() {
+        let mut encoder = Encoder::new(MAGIC, cipher_pair().0);
+        let ping = v1_frame(MAGIC, "ping", &[0; 8]);
+        let mut fed = 0;
+        while !encoder.input_space().is_empty() {
+            encoder.push(&ping, &mut |_| {}).unwrap();
+            fed += 1;
+            assert!(fed < 100_000, "no backpressure");
+        }
+        assert!(encoder.output().len() >= Outbox::HIGH_WATER);
+        let pending = encoder.output().len();
+        encoder.consume_output(pending);
+        assert!(!encoder.input_space().is_empty());
+    }
+
+    #[test]
+    fn rejects_bad_client_frames() {
+        let mut bad_checksum = v1_frame(MAGIC, "tx", &[1, 2, 3]);
+        let last = bad_checksum.len() - 1;
+        bad_checksum[last] ^= 1;
+        let wrong_magic = v1_frame(Network::Mainnet.magic(), "tx", &[1]);
+        let mut oversized = v1_frame(MAGIC, "block", &[]);
+        oversized[16..20].copy_from_slice(&4_000_001u32.to_le_bytes());
+        let mut bad_command = v1_frame(MAGIC, "tx", &[]);
+        bad_command[6] = 0x07;
+        for (input, check) in [
+            (bad_checksum, "checksum"),
+            (wrong_magic, "magic"),
+            (oversized, "4000000"),
+            (bad_command, "command"),
+        ] {
+            let mut encoder = Encoder::new(MAGIC, cipher_pair().0);
+            let (wire, _, result) = feed(&mut encoder, &input, usize::MAX);
+            let error = result.unwrap_err().to_string();
+            assert!(error.contains(check), "{error}");
+            assert!(wire.is_empty(), "nothing of a bad frame is sent");
+        }
+    }
+}

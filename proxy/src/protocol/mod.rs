@@ -16,6 +16,9 @@ pub mod pipe;
 pub mod splice;
 pub mod v1;
 
+#[cfg(test)]
+mod test_util;
+
 pub use client_hello::{ClientHello, classify as classify_client_hello};
 pub use decoder::Decoder;
 pub use encoder::Encoder;

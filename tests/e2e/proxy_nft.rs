@@ -1,0 +1,261 @@
+//! The proxy behind a real kernel redirect (nftables, installed with `nft`): an unmodified v1
+//! client in the tagged group talks, through the proxy, to an independent v2 responder on
+//! another host. Needs root; fails (never skips) without it.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use bip324_e2e::responder::{Report, Transport};
+use bip324_e2e::testbed::{
+    OTHER_GID, Proxy, RemoteNode, TAGGED_GID, TwoHosts, contains, nft_redirect, noisy_responder,
+    run_client,
+};
+use bip324_e2e::v1::{Message, PLAINTEXT_MARKER, REGTEST_MAGIC};
+
+const CLIENT: &str = env!("CARGO_BIN_EXE_e2e-v1-client");
+
+/// Commands the client and the echo node send; none may appear in clear on the remote's wire.
+const COMMANDS: [&str; 9] = [
+    "version", "verack", "ping", "pong", "block", "tx", "inv", "getdata", "headers",
+];
+
+fn assert_no_plaintext(report: &Report) {
+    let wire = &report.received;
+    assert!(!wire.is_empty());
+    assert!(
+        !contains(wire, PLAINTEXT_MARKER),
+        "payload marker seen in clear by the remote"
+    );
+    for command in COMMANDS {
+        // A v1 header: magic followed by the padded command.
+        let header = &Message::new(command, []).to_wire(REGTEST_MAGIC)[..16];
+        assert!(
+            !contains(wire, header),
+            "v1 header of {command} seen by the remote"
+        );
+        assert!(
+            !contains(wire, &header[4..]),
+            "command {command} seen by the remote"
+        );
+    }
+}
+
+fn tagged_client_is_encrypted(remote: impl Fn(&TwoHosts) -> SocketAddr) {
+    let hosts = TwoHosts::new();
+    let node = RemoteNode::start(&hosts.remote, noisy_responder);
+    nft_redirect(&hosts.client, TAGGED_GID);
+    let proxy = Proxy::start(&hosts.client, &[]);
+    let destination = remote(&hosts);
+
+    let run = run_client(
+        CLIENT,
+        &hosts.client,
+        Some(TAGGED_GID),
+        &[&destination.to_string()],
+    );
+    assert!(
+        run.success,
+        "client failed: {}\nproxy log:\n{}",
+        run.stderr,
+        proxy.log()
+    );
+    assert_eq!(run.value("echoed"), Some("10001"), "{run:?}");
+    assert_eq!(run.value("peer"), Some(destination.to_string().as_str()));
+
+    let reports = node.responder.wait_for_reports(1, Duration::from_secs(10));
+    assert_eq!(
+        reports.len(),
+        1,
+        "one connection reached the remote: {reports:?}"
+    );
+    let report = &reports[0];
+    assert_eq!(report.error, None);
+    assert_eq!(report.transport, Transport::V2);
+    assert!(
+        report.decoys_sent >= 4 + 10,
+        "decoys before and after the version packet"
+    );
+    assert_no_plaintext(report);
+    let session_id = hex::encode(report.session_id.expect("v2 session"));
+    assert!(
+        proxy.wait_for_log("connection closed", Duration::from_secs(5)),
+        "{}",
+        proxy.log()
+    );
+    assert_eq!(
+        proxy.session_ids(),
+        vec![session_id],
+        "both ends report the same session id"
+    );
+}
+
+#[test]
+fn ipv4_client_in_the_group_is_encrypted() {
+    tagged_client_is_encrypted(TwoHosts::remote_v4);
+}
+
+#[test]
+fn ipv6_client_in_the_group_is_encrypted() {
+    tagged_client_is_encrypted(TwoHosts::remote_v6);
+}
+
+#[test]
+fn client_outside_the_group_goes_direct() {
+    let hosts = TwoHosts::new();
+    let node = RemoteNode::start(&hosts.remote, noisy_responder);
+    nft_redirect(&hosts.client, TAGGED_GID);
+    let proxy = Proxy::start(&hosts.client, &[]);
+
+    for remote in [hosts.remote_v4(), hosts.remote_v6()] {
+        let args = [
+            remote.to_string(),
+            "--large".into(),
+            "1000".into(),
+            "--small".into(),
+            "10".into(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = run_client(CLIENT, &hosts.client, Some(OTHER_GID), &args);
+        assert!(run.success, "client failed: {}", run.stderr);
+    }
+    let reports = node.responder.wait_for_reports(2, Duration::from_secs(10));
+    assert_eq!(reports.len(), 2);
+    for report in reports {
+        assert_eq!(report.error, None);
+        assert_eq!(
+            report.transport,
+            Transport::V1,
+            "untagged traffic is not redirected"
+        );
+        assert!(contains(&report.received, PLAINTEXT_MARKER));
+    }
+    assert!(
+        !proxy.log().contains("connection opened"),
+        "{}",
+        proxy.log()
+    );
+}
+
+#[test]
+fn direct_connection_to_the_proxy_is_refused() {
+    let hosts = TwoHosts::new();
+    let proxy = Proxy::start(&hosts.client, &[]);
+    nft_redirect(&hosts.client, TAGGED_GID);
+    for addr in ["127.0.0.1:1324", "[::1]:1324"] {
+        let closed = hosts.client.run(move || {
+            let mut stream = TcpStream::connect(addr).expect("the proxy accepts");
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let hello = Message::new("version", vec![0u8; 100]).to_wire(REGTEST_MAGIC);
+            let _ = stream.write_all(&hello);
+            let mut buf = [0u8; 64];
+            // Closed (or reset) without a byte: not a timeout.
+            match stream.read(&mut buf) {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(e) => {
+                    e.kind() != std::io::ErrorKind::WouldBlock
+                        && e.kind() != std::io::ErrorKind::TimedOut
+                }
+            }
+        });
+        assert!(closed, "direct connection to {addr} must be closed at once");
+    }
+    assert!(proxy.wait_for_log("refused connection", Duration::from_secs(5)));
+    assert_eq!(
+        proxy.log().matches("refused connection").count(),
+        2,
+        "{}",
+        proxy.log()
+    );
+    assert!(!proxy.log().contains("connection opened"));
+}
+
+const V2_CLIENT: &str = env!("CARGO_BIN_EXE_e2e-v2-client");
+
+#[test]
+fn client_that_speaks_v2_is_passed_through() {
+    let hosts = TwoHosts::new();
+    let node = RemoteNode::start(&hosts.remote, noisy_responder);
+    nft_redirect(&hosts.client, TAGGED_GID);
+    let proxy = Proxy::start(&hosts.client, &[]);
+    let remote = hosts.remote_v4().to_string();
+    let run = run_client(V2_CLIENT, &hosts.client, Some(TAGGED_GID), &[&remote]);
+    assert!(
+        run.success,
+        "v2 client failed: {}\n{}",
+        run.stderr,
+        proxy.log()
+    );
+    assert_eq!(run.value("pong"), Some("ok"));
+    let reports = node.responder.wait_for_reports(1, Duration::from_secs(10));
+    assert_eq!(reports[0].transport, Transport::V2);
+    assert!(
+        proxy.wait_for_log("transport=passthrough", Duration::from_secs(5)),
+        "{}",
+        proxy.log()
+    );
+}
+
+#[test]
+fn v1_only_destination_is_refused_without_fallback() {
+    let hosts = TwoHosts::new();
+    let _node = RemoteNode::v1_only(&hosts.remote);
+    nft_redirect(&hosts.client, TAGGED_GID);
+    let proxy = Proxy::start(&hosts.client, &[]);
+    let remote = hosts.remote_v4().to_string();
+    let run = run_client(
+        CLIENT,
+        &hosts.client,
+        Some(TAGGED_GID),
+        &[&remote, "--large", "0", "--small", "1"],
+    );
+    assert!(
+        !run.success,
+        "nothing may reach a v1-only node in plaintext"
+    );
+    assert!(
+        proxy.wait_for_log("does not speak v2", Duration::from_secs(5)),
+        "{}",
+        proxy.log()
+    );
+    assert!(
+        proxy.log().contains("--v1-fallback would retry"),
+        "{}",
+        proxy.log()
+    );
+}
+
+#[test]
+fn v1_fallback_retries_in_plaintext_and_remembers_the_destination() {
+    let hosts = TwoHosts::new();
+    let _node = RemoteNode::v1_only(&hosts.remote);
+    nft_redirect(&hosts.client, TAGGED_GID);
+    let proxy = Proxy::start(&hosts.client, &["--v1-fallback"]);
+    let remote = hosts.remote_v6().to_string();
+    for _ in 0..2 {
+        let run = run_client(
+            CLIENT,
+            &hosts.client,
+            Some(TAGGED_GID),
+            &[&remote, "--large", "100000", "--small", "100"],
+        );
+        assert!(
+            run.success,
+            "client failed: {}\n{}",
+            run.stderr,
+            proxy.log()
+        );
+        assert_eq!(run.value("echoed"), Some("101"));
+    }
+    let log = proxy.log();
+    assert_eq!(log.matches("transport=v1-fallback").count(), 2, "{log}");
+    assert_eq!(log.matches("does not speak v2").count(), 1, "{log}");
+    assert_eq!(
+        log.matches("recently failed v2").count(),
+        1,
+        "the second one skips v2: {log}"
+    );
+}

@@ -1,0 +1,147 @@
+//! An unmodified v1 client: it knows nothing of BIP-324 or of any proxy. It connects to a
+//! node, does the version handshake and a ping, then sends one large and many small messages
+//! and checks each echo byte for byte, in order.
+//!
+//! Usage: e2e-v1-client ADDR [--large BYTES] [--small COUNT]
+//! Prints `key=value` lines (peer, local, echoed, bytes_echoed); exits 1 on any mismatch.
+
+use std::io::{BufReader, BufWriter, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bip324_e2e::v1::{
+    Message, PLAINTEXT_MARKER as MARKER, REGTEST_MAGIC, read_message, version_payload,
+    write_message,
+};
+
+const SMALL_COMMANDS: [&str; 5] = ["tx", "inv", "getdata", "e2e-custom", "headers"];
+
+struct Args {
+    addr: SocketAddr,
+    large: usize,
+    small: usize,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = std::env::args().skip(1);
+    let addr = args
+        .next()
+        .ok_or("usage: e2e-v1-client ADDR [--large BYTES] [--small COUNT]")?
+        .parse()
+        .map_err(|e| format!("bad address: {e}"))?;
+    let mut parsed = Args {
+        addr,
+        large: 4_000_000,
+        small: 10_000,
+    };
+    while let Some(flag) = args.next() {
+        let value: usize = args
+            .next()
+            .and_then(|v| v.parse().ok())
+            .ok_or(format!("{flag} needs a number"))?;
+        match flag.as_str() {
+            "--large" => parsed.large = value,
+            "--small" => parsed.small = value,
+            _ => return Err(format!("unknown option {flag}")),
+        }
+    }
+    Ok(parsed)
+}
+
+/// The messages sent after the handshake, in order; the same list checks the echoes.
+fn workload(large: usize, small: usize) -> impl Iterator<Item = Message> {
+    let big = (large > 0).then(|| {
+        let mut payload: Vec<u8> = (0..large).map(|i| (i * 31 % 251) as u8).collect();
+        let n = MARKER.len().min(payload.len());
+        payload[..n].copy_from_slice(&MARKER[..n]);
+        Message::new("block", payload)
+    });
+    let smalls = (0..small).map(|i| {
+        let mut payload = MARKER.to_vec();
+        payload.extend_from_slice(format!("-{i}-").as_bytes());
+        payload.resize(payload.len() + i % 200, (i % 256) as u8);
+        Message::new(SMALL_COMMANDS[i % SMALL_COMMANDS.len()], payload)
+    });
+    big.into_iter().chain(smalls)
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    let stream = TcpStream::connect_timeout(&args.addr, Duration::from_secs(10))
+        .map_err(|e| format!("connect to {}: {e}", args.addr))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(|e| e.to_string())?;
+    println!("peer={}", stream.peer_addr().map_err(|e| e.to_string())?);
+    println!("local={}", stream.local_addr().map_err(|e| e.to_string())?);
+    let mut reader = BufReader::new(stream.try_clone().map_err(|e| e.to_string())?);
+    let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
+    let magic = REGTEST_MAGIC;
+    let io = |e: std::io::Error| e.to_string();
+    let mut expect = |command: &str| -> Result<Message, String> {
+        match read_message(&mut reader, magic).map_err(io)? {
+            Some(m) if m.command == command => Ok(m),
+            Some(m) => Err(format!("expected {command}, got {m:?}")),
+            None => Err(format!("connection closed while waiting for {command}")),
+        }
+    };
+
+    let version = version_payload(
+        args.addr,
+        0x5eed,
+        &format!("/e2e-v1-client:{}/", String::from_utf8_lossy(MARKER)),
+    );
+    write_message(&mut writer, magic, &Message::new("version", version)).map_err(io)?;
+    expect("version")?;
+    expect("verack")?;
+    write_message(&mut writer, magic, &Message::new("verack", [])).map_err(io)?;
+    let nonce = 0x0123_4567_89ab_cdefu64.to_le_bytes();
+    write_message(&mut writer, magic, &Message::new("ping", nonce)).map_err(io)?;
+    let pong = expect("pong")?;
+    if pong.payload != nonce {
+        return Err(format!(
+            "pong carries {:02x?}, expected the ping's nonce",
+            pong.payload
+        ));
+    }
+
+    // Send on another thread while reading: a long pipeline must never deadlock.
+    let (large, small) = (args.large, args.small);
+    let sender = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut out = BufWriter::with_capacity(64 * 1024, writer);
+        for message in workload(large, small) {
+            write_message(&mut out, magic, &message)?;
+        }
+        out.flush()
+    });
+    let mut echoed = 0;
+    let mut bytes = 0;
+    for (i, sent) in workload(large, small).enumerate() {
+        let got = read_message(&mut reader, magic)
+            .map_err(|e| format!("echo {i}: {e}"))?
+            .ok_or(format!("connection closed after {i} echoes"))?;
+        if got != sent {
+            return Err(format!("echo {i} differs: sent {sent:?}, got {got:?}"));
+        }
+        echoed += 1;
+        bytes += got.payload.len();
+    }
+    sender
+        .join()
+        .map_err(|_| "sender panicked".to_string())?
+        .map_err(|e| format!("send: {e}"))?;
+    println!("echoed={echoed}");
+    println!("bytes_echoed={bytes}");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let result = parse_args().and_then(|args| run(&args));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

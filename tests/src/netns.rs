@@ -1,0 +1,153 @@
+//! Network namespaces that tests create as hosts, and always delete again.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Output, Stdio};
+use std::thread::JoinHandle;
+
+use nix::sched::{CloneFlags, setns};
+use nix::unistd::{Gid, setgroups, setresgid};
+
+/// Every namespace a test makes is named `PREFIX<pid>-<n>`, so leftovers of a killed run can
+/// be recognised and removed.
+const PREFIX: &str = "b324e2e-";
+
+/// A named network namespace (`ip netns add`), deleted on drop, even when a test fails.
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    pub fn create(label: &str) -> Netns {
+        remove_stale();
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("{PREFIX}{}-{n}-{label}", std::process::id());
+        run(Command::new("ip").args(["netns", "add", &name]));
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `ip -n <ns> <args>`, panicking with its output on failure.
+    pub fn ip(&self, args: &[&str]) {
+        run(Command::new("ip").arg("-n").arg(&self.name).args(args));
+    }
+
+    fn handle(&self) -> io::Result<File> {
+        File::open(format!("/run/netns/{}", self.name))
+    }
+
+    /// A command that runs inside the namespace, optionally with `gid` as its only group
+    /// (real, effective and filesystem gid; no supplementary groups).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>, gid: Option<u32>) -> Command {
+        let handle = self.handle().expect("namespace handle");
+        let mut command = Command::new(program);
+        // SAFETY: only async-signal-safe system calls run between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                setns(&handle, CloneFlags::CLONE_NEWNET)?;
+                if let Some(gid) = gid {
+                    setgroups(&[])?;
+                    setresgid(Gid::from_raw(gid), Gid::from_raw(gid), Gid::from_raw(gid))?;
+                }
+                Ok(())
+            });
+        }
+        command
+    }
+
+    /// Runs `f` on a new thread inside the namespace. Threads it spawns stay there too.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> JoinHandle<T> {
+        let handle = self.handle().expect("namespace handle");
+        std::thread::spawn(move || {
+            setns(&handle, CloneFlags::CLONE_NEWNET).expect("enter network namespace");
+            f()
+        })
+    }
+
+    /// Runs `f` inside the namespace and returns its result.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        self.spawn(f).join().expect("thread in namespace panicked")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Connects two namespaces with a veth pair named `veth0` on both sides.
+pub fn link(a: &Netns, b: &Netns) {
+    run(Command::new("ip").args([
+        "link",
+        "add",
+        "veth0",
+        "netns",
+        a.name(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "veth0",
+        "netns",
+        b.name(),
+    ]));
+    a.ip(&["link", "set", "veth0", "up"]);
+    b.ip(&["link", "set", "veth0", "up"]);
+}
+
+/// Assigns an address; IPv6 addresses skip duplicate address detection so they work at once.
+pub fn address(ns: &Netns, cidr: &str) {
+    if cidr.contains(':') {
+        ns.ip(&["-6", "addr", "add", cidr, "dev", "veth0", "nodad"]);
+    } else {
+        ns.ip(&["addr", "add", cidr, "dev", "veth0"]);
+    }
+}
+
+/// Deletes namespaces left by test processes that no longer run.
+fn remove_stale() {
+    let Ok(entries) = std::fs::read_dir("/run/netns") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        }
+    }
+}
+
+/// Runs a command to completion, panicking with its output when it fails.
+pub fn run(command: &mut Command) -> Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}

@@ -1,0 +1,376 @@
+//! A BIP-324 responder built on rust-bitcoin's `bip324` crate: an implementation independent of
+//! the proxy's, standing in for a v2 Bitcoin node. Like Bitcoin Core it also accepts v1
+//! peers, and it relays every connection to a v1 node behind it.
+//!
+//! It records everything its peer sent, so tests can show that nothing arrived in plaintext.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bip324::{GarbageResult, Handshake, Initialized, PacketType, ReceivedKey, Role, VersionResult};
+
+use crate::server::Server;
+use crate::v1::{Message, read_message, write_message};
+
+#[derive(Clone, Debug)]
+pub struct ResponderOptions {
+    pub magic: [u8; 4],
+    pub garbage_len: usize,
+    /// Decoy packets sent before the version packet.
+    pub decoys_before_version: usize,
+    /// Decoy packets sent right after the handshake, before any message.
+    pub decoys_after_version: usize,
+    /// Also send a decoy before every n-th relayed message (0: never).
+    pub decoy_every: usize,
+    /// The v1 node every connection is relayed to.
+    pub upstream: SocketAddr,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    V1,
+    V2,
+}
+
+/// What the responder saw of one connection.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub peer: SocketAddr,
+    pub transport: Transport,
+    pub session_id: Option<[u8; 32]>,
+    /// Every byte the peer sent.
+    pub received: Vec<u8>,
+    pub decoys_sent: usize,
+    pub error: Option<String>,
+}
+
+pub struct Responder {
+    server: Server,
+    reports: Arc<Mutex<Vec<Report>>>,
+}
+
+impl Responder {
+    pub fn spawn(listener: TcpListener, options: ResponderOptions) -> io::Result<Responder> {
+        let reports = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&reports);
+        let server = Server::spawn(listener, move |stream| {
+            let report = serve(stream, &options);
+            sink.lock().unwrap().push(report);
+        })?;
+        Ok(Responder { server, reports })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
+    /// Waits until `n` connections have ended and returns their reports.
+    pub fn wait_for_reports(&self, n: usize, timeout: Duration) -> Vec<Report> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let reports = self.reports.lock().unwrap().clone();
+            if reports.len() >= n || Instant::now() > deadline {
+                return reports;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Records every byte read through it.
+struct Recorder<R> {
+    inner: R,
+    log: Arc<Mutex<Vec<u8>>>,
+}
+
+impl<R: Read> Read for Recorder<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.log.lock().unwrap().extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+}
+
+fn serve(stream: TcpStream, options: &ResponderOptions) -> Report {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let mut report = Report {
+        peer: stream
+            .peer_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
+        transport: Transport::V2,
+        session_id: None,
+        received: Vec::new(),
+        decoys_sent: 0,
+        error: None,
+    };
+    if let Err(e) = serve_connection(&stream, options, &log, &mut report) {
+        report.error = Some(e.to_string());
+    }
+    report.received = std::mem::take(&mut *log.lock().unwrap());
+    report
+}
+
+fn serve_connection(
+    stream: &TcpStream,
+    options: &ResponderOptions,
+    log: &Arc<Mutex<Vec<u8>>>,
+    report: &mut Report,
+) -> io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let mut reader = Recorder {
+        inner: stream.try_clone()?,
+        log: Arc::clone(log),
+    };
+    let mut writer = stream.try_clone()?;
+    let upstream = TcpStream::connect(options.upstream)?;
+
+    // Bitcoin Core's rule: 16 bytes equal to magic + "version" padded mean a v1 peer.
+    let mut first = [0u8; 16];
+    reader.read_exact(&mut first)?;
+    let mut v1_prefix = [0u8; 16];
+    v1_prefix[..4].copy_from_slice(&options.magic);
+    v1_prefix[4..11].copy_from_slice(b"version");
+    if first == v1_prefix {
+        report.transport = Transport::V1;
+        let mut up = upstream.try_clone()?;
+        up.write_all(&first)?;
+        let down = std::thread::spawn({
+            let (mut from, mut to) = (upstream, writer);
+            move || {
+                let _ = io::copy(&mut from, &mut to);
+                let _ = to.shutdown(Shutdown::Write);
+            }
+        });
+        io::copy(&mut reader, &mut up)?;
+        up.shutdown(Shutdown::Write)?;
+        let _ = down.join();
+        return Ok(());
+    }
+
+    let mut their_key = [0u8; 64];
+    their_key[..16].copy_from_slice(&first);
+    reader.read_exact(&mut their_key[16..])?;
+    let (cipher, leftover) = handshake(&mut reader, &mut writer, their_key, options, report)?;
+    report.session_id = Some(*cipher.id());
+    let (mut inbound, mut outbound) = cipher.into_split();
+
+    for i in 0..options.decoys_after_version {
+        let decoy = outbound.encrypt_to_vec(&vec![0xd0 ^ i as u8; 64 + i], PacketType::Decoy, None);
+        writer.write_all(&decoy)?;
+        report.decoys_sent += 1;
+    }
+
+    // Remote node -> peer, on its own thread.
+    let decoy_every = options.decoy_every;
+    let magic = options.magic;
+    let mut node_reader = io::BufReader::new(upstream.try_clone()?);
+    let down = std::thread::spawn(move || -> io::Result<usize> {
+        let mut decoys = 0;
+        let mut relayed = 0usize;
+        while let Some(message) = read_message(&mut node_reader, magic)? {
+            relayed += 1;
+            if decoy_every > 0 && relayed % decoy_every == 0 {
+                let decoy = outbound.encrypt_to_vec(&[0xdd; 32], PacketType::Decoy, None);
+                writer.write_all(&decoy)?;
+                decoys += 1;
+            }
+            let packet =
+                outbound.encrypt_to_vec(&encode_contents(&message), PacketType::Genuine, None);
+            writer.write_all(&packet)?;
+        }
+        writer.shutdown(Shutdown::Write)?;
+        Ok(decoys)
+    });
+
+    // Peer -> remote node.
+    let mut from_peer = io::Cursor::new(leftover).chain(reader);
+    let mut to_node = upstream;
+    loop {
+        let mut length = [0u8; 3];
+        if !read_exact_or_eof(&mut from_peer, &mut length)? {
+            break;
+        }
+        let packet_len = inbound.decrypt_packet_len(length);
+        let mut packet = vec![0u8; packet_len];
+        from_peer.read_exact(&mut packet)?;
+        let (packet_type, plaintext) = inbound
+            .decrypt_in_place(&mut packet, None)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        if packet_type == PacketType::Decoy {
+            continue;
+        }
+        let message = decode_contents(&plaintext[1..])?;
+        write_message(&mut to_node, magic, &message)?;
+    }
+    to_node.shutdown(Shutdown::Write)?;
+    let decoys = down
+        .join()
+        .map_err(|_| io::Error::other("relay thread panicked"))??;
+    report.decoys_sent += decoys;
+    Ok(())
+}
+
+/// Runs the responder's side of the handshake; returns the session and any bytes read past
+/// the initiator's version packet.
+fn handshake(
+    reader: &mut impl Read,
+    writer: &mut impl Write,
+    their_key: [u8; 64],
+    options: &ResponderOptions,
+    report: &mut Report,
+) -> io::Result<(bip324::CipherSession, Vec<u8>)> {
+    let bip = |e: bip324::Error| io::Error::new(io::ErrorKind::InvalidData, e.to_string());
+    let garbage: Vec<u8> = pseudo_random(options.garbage_len);
+    let handshake = Handshake::<Initialized>::new(options.magic, Role::Responder).map_err(bip)?;
+    let mut out = vec![0u8; Handshake::<Initialized>::send_key_len(Some(&garbage))];
+    let handshake = handshake.send_key(Some(&garbage), &mut out).map_err(bip)?;
+    writer.write_all(&out)?;
+    let handshake = handshake.receive_key(their_key).map_err(bip)?;
+
+    let decoys: Vec<Vec<u8>> = (0..options.decoys_before_version)
+        .map(|i| pseudo_random(10 + 50 * i))
+        .collect();
+    let decoy_refs: Vec<&[u8]> = decoys.iter().map(Vec::as_slice).collect();
+    let mut out = vec![0u8; Handshake::<ReceivedKey>::send_version_len(Some(&decoy_refs))];
+    let handshake = handshake
+        .send_version(&mut out, Some(&decoy_refs))
+        .map_err(bip)?;
+    writer.write_all(&out)?;
+    report.decoys_sent += decoys.len();
+
+    let mut received = Vec::new();
+    let mut handshake = handshake;
+    let (mut handshake, consumed) = loop {
+        let mut chunk = [0u8; 512];
+        let n = reader.read(&mut chunk)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        received.extend_from_slice(&chunk[..n]);
+        match handshake.receive_garbage(&received).map_err(bip)? {
+            GarbageResult::FoundGarbage {
+                handshake,
+                consumed_bytes,
+            } => break (handshake, consumed_bytes),
+            GarbageResult::NeedMoreData(h) => handshake = h,
+        }
+    };
+    let mut rest = io::Cursor::new(received[consumed..].to_vec()).chain(&mut *reader);
+    let cipher = loop {
+        let mut length = [0u8; 3];
+        rest.read_exact(&mut length)?;
+        let packet_len = handshake.decrypt_packet_len(length).map_err(bip)?;
+        let mut packet = vec![0u8; packet_len];
+        rest.read_exact(&mut packet)?;
+        match handshake.receive_version(&mut packet).map_err(bip)? {
+            VersionResult::Complete { cipher } => break cipher,
+            VersionResult::Decoy(h) => handshake = h,
+        }
+    };
+    let (cursor, _) = rest.into_inner();
+    let leftover = cursor.get_ref()[cursor.position() as usize..].to_vec();
+    Ok((cipher, leftover))
+}
+
+fn read_exact_or_eof(r: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..])? {
+            0 if filled == 0 => return Ok(false),
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n => filled += n,
+        }
+    }
+    Ok(true)
+}
+
+/// BIP-324's one-byte message IDs, kept here apart from the proxy's table on purpose: the
+/// responder must not share code with what it tests.
+const SHORT_IDS: [&str; 28] = [
+    "addr",
+    "block",
+    "blocktxn",
+    "cmpctblock",
+    "feefilter",
+    "filteradd",
+    "filterclear",
+    "filterload",
+    "getblocks",
+    "getblocktxn",
+    "getdata",
+    "getheaders",
+    "headers",
+    "inv",
+    "mempool",
+    "merkleblock",
+    "notfound",
+    "ping",
+    "pong",
+    "sendcmpct",
+    "tx",
+    "getcfilters",
+    "cfilter",
+    "getcfheaders",
+    "cfheaders",
+    "getcfcheckpt",
+    "cfcheckpt",
+    "addrv2",
+];
+
+fn encode_contents(message: &Message) -> Vec<u8> {
+    let mut contents = Vec::with_capacity(13 + message.payload.len());
+    match SHORT_IDS.iter().position(|c| *c == message.command) {
+        Some(i) => contents.push(i as u8 + 1),
+        None => {
+            contents.push(0);
+            let mut command = [0u8; 12];
+            command[..message.command.len()].copy_from_slice(message.command.as_bytes());
+            contents.extend_from_slice(&command);
+        }
+    }
+    contents.extend_from_slice(&message.payload);
+    contents
+}
+
+fn decode_contents(contents: &[u8]) -> io::Result<Message> {
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
+    match contents.first() {
+        Some(0) => {
+            let field = contents
+                .get(1..13)
+                .ok_or_else(|| bad("short long-form type"))?;
+            let len = field.iter().position(|&b| b == 0).unwrap_or(12);
+            let command =
+                std::str::from_utf8(&field[..len]).map_err(|_| bad("command not UTF-8"))?;
+            Ok(Message::new(command, &contents[13..]))
+        }
+        Some(&id) => {
+            let command = SHORT_IDS
+                .get(usize::from(id) - 1)
+                .ok_or_else(|| bad("unknown short id"))?;
+            Ok(Message::new(command, &contents[1..]))
+        }
+        None => Err(bad("empty contents")),
+    }
+}
+
+/// Bytes that look random enough for garbage and decoys (xorshift seeded by the clock and a
+/// counter); the responder needs no cryptographic randomness to play its part.
+pub fn pseudo_random(len: usize) -> Vec<u8> {
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let calls = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut state = (clock ^ calls.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}

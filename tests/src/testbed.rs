@@ -1,0 +1,258 @@
+//! A client host and a remote host joined by a veth link, with the proxy on the client host
+//! and a v2 node (responder + v1 echo node) on the remote host.
+
+use std::io::{self, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::echo::spawn_echo_node;
+use crate::netns::{self, Netns};
+use crate::responder::{Responder, ResponderOptions};
+use crate::server::Server;
+use crate::v1::REGTEST_MAGIC;
+
+pub const CLIENT_V4: &str = "10.32.4.1";
+pub const REMOTE_V4: &str = "10.32.4.2";
+pub const CLIENT_V6: &str = "fd32:4::1";
+pub const REMOTE_V6: &str = "fd32:4::2";
+/// The port the remote node listens on: the redirect matches it.
+pub const NODE_PORT: u16 = 8333;
+pub const PROXY_PORT: u16 = 1324;
+/// The group whose connections are redirected in tests, and one that is not.
+pub const TAGGED_GID: u32 = 32324;
+pub const OTHER_GID: u32 = 32325;
+
+/// Fails the test, loudly, when it cannot do what it must: never a silent skip.
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "end-to-end tests need root (network namespaces, nftables): run `cargo xtask test` as root"
+    );
+}
+
+pub struct TwoHosts {
+    pub client: Netns,
+    pub remote: Netns,
+}
+
+impl TwoHosts {
+    pub fn new() -> TwoHosts {
+        require_root();
+        let client = Netns::create("client");
+        let remote = Netns::create("remote");
+        netns::link(&client, &remote);
+        netns::address(&client, &format!("{CLIENT_V4}/24"));
+        netns::address(&remote, &format!("{REMOTE_V4}/24"));
+        netns::address(&client, &format!("{CLIENT_V6}/64"));
+        netns::address(&remote, &format!("{REMOTE_V6}/64"));
+        TwoHosts { client, remote }
+    }
+
+    pub fn remote_v4(&self) -> SocketAddr {
+        SocketAddr::new(REMOTE_V4.parse().unwrap(), NODE_PORT)
+    }
+
+    pub fn remote_v6(&self) -> SocketAddr {
+        SocketAddr::new(REMOTE_V6.parse().unwrap(), NODE_PORT)
+    }
+}
+
+/// The remote host's node: a v2 responder on `NODE_PORT` (both families) in front of a v1
+/// echo node on its loopback.
+pub struct RemoteNode {
+    pub responder: Responder,
+    _echo: Server,
+}
+
+impl RemoteNode {
+    pub fn start(
+        host: &Netns,
+        options: impl FnOnce(SocketAddr) -> ResponderOptions + Send + 'static,
+    ) -> RemoteNode {
+        host.run(move || {
+            let echo = spawn_echo_node(TcpListener::bind("127.0.0.1:0")?, REGTEST_MAGIC)?;
+            let options = options(echo.addr());
+            // [::] accepts IPv4 too (v4-mapped), as a dual-stack node does.
+            let listener = TcpListener::bind(("::", NODE_PORT))?;
+            let responder = Responder::spawn(listener, options)?;
+            io::Result::Ok(RemoteNode {
+                responder,
+                _echo: echo,
+            })
+        })
+        .expect("start the remote node")
+    }
+}
+
+impl RemoteNode {
+    /// A node that only speaks v1, on `NODE_PORT`. Like Bitcoin Core, it drops a peer whose
+    /// first 24 bytes are not a v1 header of its network.
+    pub fn v1_only(host: &Netns) -> Server {
+        host.run(|| spawn_echo_node(TcpListener::bind(("::", NODE_PORT))?, REGTEST_MAGIC))
+            .expect("start the v1-only node")
+    }
+}
+
+/// Responder settings that exercise garbage and decoys everywhere they may appear.
+pub fn noisy_responder(upstream: SocketAddr) -> ResponderOptions {
+    ResponderOptions {
+        magic: REGTEST_MAGIC,
+        garbage_len: 1000,
+        decoys_before_version: 2,
+        decoys_after_version: 2,
+        decoy_every: 1000,
+        upstream,
+    }
+}
+
+/// Installs, in the client host, an nftables redirect of the tagged group's TCP connections
+/// to `NODE_PORT` towards the proxy (with the `nft` command; the product's CLI does this
+/// through netlink).
+pub fn nft_redirect(host: &Netns, gid: u32) {
+    let ruleset = format!(
+        "table inet b324test {{
+           chain output {{
+             type nat hook output priority -100; policy accept;
+             meta l4proto tcp tcp dport {NODE_PORT} meta skgid {gid} redirect to :{PROXY_PORT}
+           }}
+         }}"
+    );
+    let mut nft = host
+        .command("nft", None)
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run nft (apt-get install nftables)");
+    nft.stdin
+        .take()
+        .unwrap()
+        .write_all(ruleset.as_bytes())
+        .unwrap();
+    let output = nft.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "nft failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A workspace binary next to the test executable (target/<profile>/), or `$env_var`.
+pub fn workspace_binary(name: &str, env_var: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env_var) {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let path = profile_dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not found: build it first (`cargo build --workspace --bins`; `cargo xtask test` does) or set {env_var}",
+        path.display()
+    );
+    path
+}
+
+/// A `bip324-proxy` process, killed on drop; its log goes to a file.
+pub struct Proxy {
+    child: Child,
+    log_path: PathBuf,
+}
+
+impl Proxy {
+    pub fn start(host: &Netns, extra_args: &[&str]) -> Proxy {
+        let binary = workspace_binary("bip324-proxy", "BIP324_PROXY_BIN");
+        let log_path = std::env::temp_dir().join(format!("{}-proxy.log", host.name()));
+        let log = std::fs::File::create(&log_path).expect("proxy log file");
+        let child = host
+            .command(&binary, None)
+            .args(["--listen", "127.0.0.1:1324", "--listen", "[::1]:1324"])
+            .args(extra_args)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start bip324-proxy");
+        let proxy = Proxy { child, log_path };
+        assert!(
+            proxy.wait_for_log("ready", Duration::from_secs(10)),
+            "proxy did not start:\n{}",
+            proxy.log()
+        );
+        proxy
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Every `session_id=` the proxy logged.
+    pub fn session_ids(&self) -> Vec<String> {
+        self.log()
+            .split("session_id=")
+            .skip(1)
+            .map(|rest| rest.chars().take_while(char::is_ascii_hexdigit).collect())
+            .collect()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log_path);
+    }
+}
+
+/// What the v1 client program reported.
+#[derive(Debug)]
+pub struct ClientRun {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl ClientRun {
+    /// A `key=value` line of the client's report.
+    pub fn value(&self, key: &str) -> Option<&str> {
+        self.stdout
+            .lines()
+            .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
+    }
+}
+
+/// Runs the unmodified v1 client program in `host`, as `gid` when given.
+pub fn run_client(client_binary: &str, host: &Netns, gid: Option<u32>, args: &[&str]) -> ClientRun {
+    let output = host
+        .command(client_binary, gid)
+        .args(args)
+        .output()
+        .expect("run the v1 client");
+    ClientRun {
+        success: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Whether `needle` occurs anywhere in `haystack`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
