@@ -42,7 +42,7 @@ fn assert_no_plaintext(report: &Report) {
 }
 
 fn tagged_client_is_encrypted(remote: impl Fn(&TwoHosts) -> SocketAddr) {
-    let hosts = TwoHosts::new();
+    let hosts = TwoHosts::create();
     let node = RemoteNode::start(&hosts.remote, noisy_responder);
     nft_redirect(&hosts.client, TAGGED_GID);
     let proxy = Proxy::start(&hosts.client, &[]);
@@ -102,7 +102,7 @@ fn ipv6_client_in_the_group_is_encrypted() {
 
 #[test]
 fn client_outside_the_group_goes_direct() {
-    let hosts = TwoHosts::new();
+    let hosts = TwoHosts::create();
     let node = RemoteNode::start(&hosts.remote, noisy_responder);
     nft_redirect(&hosts.client, TAGGED_GID);
     let proxy = Proxy::start(&hosts.client, &[]);
@@ -139,7 +139,7 @@ fn client_outside_the_group_goes_direct() {
 
 #[test]
 fn direct_connection_to_the_proxy_is_refused() {
-    let hosts = TwoHosts::new();
+    let hosts = TwoHosts::create();
     let proxy = Proxy::start(&hosts.client, &[]);
     nft_redirect(&hosts.client, TAGGED_GID);
     for addr in ["127.0.0.1:1324", "[::1]:1324"] {
@@ -177,7 +177,7 @@ const V2_CLIENT: &str = env!("CARGO_BIN_EXE_e2e-v2-client");
 
 #[test]
 fn client_that_speaks_v2_is_passed_through() {
-    let hosts = TwoHosts::new();
+    let hosts = TwoHosts::create();
     let node = RemoteNode::start(&hosts.remote, noisy_responder);
     nft_redirect(&hosts.client, TAGGED_GID);
     let proxy = Proxy::start(&hosts.client, &[]);
@@ -201,7 +201,7 @@ fn client_that_speaks_v2_is_passed_through() {
 
 #[test]
 fn v1_only_destination_is_refused_without_fallback() {
-    let hosts = TwoHosts::new();
+    let hosts = TwoHosts::create();
     let _node = RemoteNode::v1_only(&hosts.remote);
     nft_redirect(&hosts.client, TAGGED_GID);
     let proxy = Proxy::start(&hosts.client, &[]);
@@ -230,7 +230,7 @@ fn v1_only_destination_is_refused_without_fallback() {
 
 #[test]
 fn v1_fallback_retries_in_plaintext_and_remembers_the_destination() {
-    let hosts = TwoHosts::new();
+    let hosts = TwoHosts::create();
     let _node = RemoteNode::v1_only(&hosts.remote);
     nft_redirect(&hosts.client, TAGGED_GID);
     let proxy = Proxy::start(&hosts.client, &["--v1-fallback"]);

@@ -171,7 +171,7 @@ fn serve_connection(
         let mut relayed = 0usize;
         while let Some(message) = read_message(&mut node_reader, magic)? {
             relayed += 1;
-            if decoy_every > 0 && relayed % decoy_every == 0 {
+            if decoy_every > 0 && relayed.is_multiple_of(decoy_every) {
                 let decoy = outbound.encrypt_to_vec(&[0xdd; 32], PacketType::Decoy, None);
                 writer.write_all(&decoy)?;
                 decoys += 1;

@@ -38,7 +38,7 @@ pub struct TwoHosts {
 }
 
 impl TwoHosts {
-    pub fn new() -> TwoHosts {
+    pub fn create() -> TwoHosts {
         require_root();
         let client = Netns::create("client");
         let remote = Netns::create("remote");

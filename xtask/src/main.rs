@@ -1,1 +1,98 @@
-fn main() {}
+//! Developer tasks: `cargo xtask <setup|test|run|lint>`.
+//!
+//! Each task sets up what it needs first, so a fresh Debian 12 machine goes from clone to
+//! result with one command.
+
+mod setup;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+const USAGE: &str = "\
+usage: cargo xtask <task> [args]
+
+tasks:
+  setup        install what building and testing need (Debian packages, as root)
+  test         setup, build, then run every test: unit, BIP-324 vectors, interop, and the
+               end-to-end tests in network namespaces (these need root)
+  run [ARGS]   setup, build the release proxy, and run it in the foreground
+               (ARGS go to bip324-proxy; try `cargo xtask run -- --help`)
+  lint         rustfmt and clippy, warnings as errors
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup::run(),
+        Some("test") => test(),
+        Some("run") => run_proxy(&args[1..]),
+        Some("lint") => lint(),
+        _ => {
+            eprint!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub type Result<T = ()> = std::result::Result<T, String>;
+
+/// The workspace root (xtask lives one level below it).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_path_buf()
+}
+
+/// Runs a command in the workspace root, echoing it first.
+pub fn step(program: &str, args: &[&str]) -> Result {
+    eprintln!("==> {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(root())
+        .status()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{program} {}` failed ({status})", args.join(" ")))
+    }
+}
+
+fn cargo(args: &[&str]) -> Result {
+    step(env!("CARGO"), args)
+}
+
+fn test() -> Result {
+    setup::run()?;
+    if !setup::is_root() {
+        return Err(
+            "the end-to-end tests create network namespaces and nftables rules: run as root".into(),
+        );
+    }
+    // The end-to-end tests run the real binaries: build them before the tests.
+    cargo(&["build", "--workspace", "--bins"])?;
+    // The BIP-324 vector test prints how many rows of each file ran.
+    cargo(&["test", "-p", "bip324-proxy", "--test", "bip324_vectors", "--", "--nocapture"])?;
+    cargo(&["test", "--workspace", "--no-fail-fast"])
+}
+
+fn run_proxy(args: &[String]) -> Result {
+    setup::run()?;
+    cargo(&["build", "--release", "-p", "bip324-proxy"])?;
+    let args: Vec<&str> = args.iter().map(String::as_str).filter(|a| *a != "--").collect();
+    let binary = root().join("target/release/bip324-proxy");
+    step(binary.to_str().expect("UTF-8 path"), &args)
+}
+
+fn lint() -> Result {
+    cargo(&["fmt", "--all", "--", "--check"])?;
+    cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])
+}

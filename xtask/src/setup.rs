@@ -1,0 +1,48 @@
+//! Installs what the build and the tests need on Debian 12, and nothing when it is there.
+
+use std::process::{Command, Stdio};
+
+use crate::{Result, step};
+
+/// Debian packages: what each is for.
+const PACKAGES: &[(&str, &str)] = &[
+    ("iproute2", "`ip netns`, veth links: the hosts of the end-to-end tests"),
+    ("nftables", "`nft`: the redirect of the proxy's end-to-end tests"),
+];
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+pub fn run() -> Result {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(|p| !installed(p))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    for (package, why) in PACKAGES.iter().filter(|(p, _)| missing.contains(p)) {
+        eprintln!("    missing {package}: {why}");
+    }
+    if !is_root() {
+        return Err(format!(
+            "Debian packages are missing; install them with: sudo apt-get install -y {}",
+            missing.join(" ")
+        ));
+    }
+    step("apt-get", &["update", "-q"])?;
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend(&missing);
+    step("apt-get", &args)
+}
