@@ -80,19 +80,38 @@ fn test() -> Result {
     // The end-to-end tests run the real binaries: build them before the tests.
     cargo(&["build", "--workspace", "--bins"])?;
     // The BIP-324 vector test prints how many rows of each file ran.
-    cargo(&["test", "-p", "bip324-proxy", "--test", "bip324_vectors", "--", "--nocapture"])?;
+    cargo(&[
+        "test",
+        "-p",
+        "bip324-proxy",
+        "--test",
+        "bip324_vectors",
+        "--",
+        "--nocapture",
+    ])?;
     cargo(&["test", "--workspace", "--no-fail-fast"])
 }
 
 fn run_proxy(args: &[String]) -> Result {
     setup::run()?;
     cargo(&["build", "--release", "-p", "bip324-proxy"])?;
-    let args: Vec<&str> = args.iter().map(String::as_str).filter(|a| *a != "--").collect();
+    let args: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| *a != "--")
+        .collect();
     let binary = root().join("target/release/bip324-proxy");
     step(binary.to_str().expect("UTF-8 path"), &args)
 }
 
 fn lint() -> Result {
     cargo(&["fmt", "--all", "--", "--check"])?;
-    cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])
 }

@@ -6,8 +6,14 @@ use crate::{Result, step};
 
 /// Debian packages: what each is for.
 const PACKAGES: &[(&str, &str)] = &[
-    ("iproute2", "`ip netns`, veth links: the hosts of the end-to-end tests"),
-    ("nftables", "`nft`: the redirect of the proxy's end-to-end tests"),
+    (
+        "iproute2",
+        "`ip netns`, veth links: the hosts of the end-to-end tests",
+    ),
+    (
+        "nftables",
+        "`nft`: the redirect of the proxy's end-to-end tests",
+    ),
 ];
 
 pub fn is_root() -> bool {
