@@ -78,7 +78,16 @@ impl InitiatorHandshake {
         if entropy.garbage.len() > MAX_GARBAGE_LEN {
             return Err(ProtocolError::TooMuchGarbage);
         }
-        let key = EphemeralKey::new(entropy.secret_key, entropy.aux_rand)?;
+        // A key starting with the network magic could be taken for a v1 message (the `bip324`
+        // crate's responder refuses it): pick another encoding of the same key then.
+        let mut aux_rand = entropy.aux_rand;
+        let key = loop {
+            let key = EphemeralKey::new(entropy.secret_key, aux_rand)?;
+            if key.encoding()[..4] != magic.0 {
+                break key;
+            }
+            aux_rand[0] = aux_rand[0].wrapping_add(1);
+        };
         Ok(Self::with_key(magic, key, entropy.garbage))
     }
 
