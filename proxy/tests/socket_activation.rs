@@ -14,7 +14,11 @@ fn uses_the_socket_systemd_passes() {
         "{tool} is missing: apt-get install systemd"
     );
     // A free port for the tool to listen on.
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let addr = format!("127.0.0.1:{port}");
     let mut child = Command::new(tool)
         .args(["--listen", &addr, env!("CARGO_BIN_EXE_bip324-proxy")])
@@ -31,10 +35,15 @@ fn uses_the_socket_systemd_passes() {
             Err(e) => panic!("nothing listens on {addr}: {e}"),
         }
     };
-    client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let _ = client.write_all(b"\xfa\xbf\xb5\xdaversion\0\0\0\0\0");
     let mut buf = [0u8; 16];
-    assert!(matches!(client.read(&mut buf), Ok(0) | Err(_)), "not redirected: refused");
+    assert!(
+        matches!(client.read(&mut buf), Ok(0) | Err(_)),
+        "not redirected: refused"
+    );
 
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut seen = Vec::new();
@@ -46,7 +55,16 @@ fn uses_the_socket_systemd_passes() {
     }
     let _ = child.kill();
     let _ = child.wait();
-    let ready = seen.iter().find(|l| l.contains("ready")).expect("ready line");
-    assert!(ready.contains(&format!("listen=[{addr}]")), "only the passed socket: {ready}");
-    assert!(seen.iter().any(|l| l.contains("refused connection")), "{seen:?}");
+    let ready = seen
+        .iter()
+        .find(|l| l.contains("ready"))
+        .expect("ready line");
+    assert!(
+        ready.contains(&format!("listen=[{addr}]")),
+        "only the passed socket: {ready}"
+    );
+    assert!(
+        seen.iter().any(|l| l.contains("refused connection")),
+        "{seen:?}"
+    );
 }

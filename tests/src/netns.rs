@@ -46,14 +46,25 @@ impl Netns {
     /// A command that runs inside the namespace, optionally with `gid` as its only group
     /// (real, effective and filesystem gid; no supplementary groups).
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>, gid: Option<u32>) -> Command {
+        self.command_as(program, gid, &[])
+    }
+
+    /// Like `command`, with `supplementary` groups besides the primary `gid`.
+    pub fn command_as(
+        &self,
+        program: impl AsRef<std::ffi::OsStr>,
+        gid: Option<u32>,
+        supplementary: &[u32],
+    ) -> Command {
         let handle = self.handle().expect("namespace handle");
+        let groups: Vec<Gid> = supplementary.iter().map(|g| Gid::from_raw(*g)).collect();
         let mut command = Command::new(program);
         // SAFETY: only async-signal-safe system calls run between fork and exec.
         unsafe {
             command.pre_exec(move || {
                 setns(&handle, CloneFlags::CLONE_NEWNET)?;
                 if let Some(gid) = gid {
-                    setgroups(&[])?;
+                    setgroups(&groups)?;
                     setresgid(Gid::from_raw(gid), Gid::from_raw(gid), Gid::from_raw(gid))?;
                 }
                 Ok(())

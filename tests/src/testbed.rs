@@ -240,8 +240,19 @@ impl ClientRun {
 
 /// Runs the unmodified v1 client program in `host`, as `gid` when given.
 pub fn run_client(client_binary: &str, host: &Netns, gid: Option<u32>, args: &[&str]) -> ClientRun {
+    run_client_as(client_binary, host, gid, &[], args)
+}
+
+/// Like `run_client`, with supplementary groups.
+pub fn run_client_as(
+    client_binary: &str,
+    host: &Netns,
+    gid: Option<u32>,
+    supplementary: &[u32],
+    args: &[&str],
+) -> ClientRun {
     let output = host
-        .command(client_binary, gid)
+        .command_as(client_binary, gid, supplementary)
         .args(args)
         .output()
         .expect("run the v1 client");
@@ -255,4 +266,63 @@ pub fn run_client(client_binary: &str, host: &Netns, gid: Option<u32>, args: &[&
 /// Whether `needle` occurs anywhere in `haystack`.
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The `bip324-redirect` command, run inside a host, with its record of enabled policies in
+/// a directory of its own (removed on drop).
+pub struct RedirectCli<'a> {
+    host: &'a Netns,
+    state_dir: PathBuf,
+}
+
+/// What a command printed and returned.
+#[derive(Debug)]
+pub struct CommandRun {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl<'a> RedirectCli<'a> {
+    pub fn new(host: &'a Netns) -> RedirectCli<'a> {
+        let state_dir = std::env::temp_dir().join(format!("{}-redirect-state", host.name()));
+        RedirectCli { host, state_dir }
+    }
+
+    pub fn run(&self, args: &[&str]) -> CommandRun {
+        let binary = workspace_binary("bip324-redirect", "BIP324_REDIRECT_BIN");
+        let output = self
+            .host
+            .command(&binary, None)
+            .args(args)
+            .env("BIP324_REDIRECT_STATE_DIR", &self.state_dir)
+            .output()
+            .expect("run bip324-redirect");
+        CommandRun {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Runs a command that must succeed.
+    pub fn ok(&self, args: &[&str]) -> CommandRun {
+        let run = self.run(args);
+        assert_eq!(run.code, 0, "bip324-redirect {args:?} failed: {run:?}");
+        run
+    }
+
+    /// `status --json`: the exit code and the report.
+    pub fn status(&self) -> (i32, serde_json::Value) {
+        let run = self.run(&["status", "--json"]);
+        let report = serde_json::from_str(&run.stdout)
+            .unwrap_or_else(|e| panic!("status --json is not JSON ({e}): {run:?}"));
+        (run.code, report)
+    }
+}
+
+impl Drop for RedirectCli<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
 }

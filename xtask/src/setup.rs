@@ -7,6 +7,18 @@ use crate::{Result, step};
 /// Debian packages: what each is for.
 const PACKAGES: &[(&str, &str)] = &[
     (
+        "pkg-config",
+        "finds libnftnl and libmnl when building bip324-redirect",
+    ),
+    (
+        "libnftnl-dev",
+        "nftables over netlink, for bip324-redirect's nftables backend",
+    ),
+    (
+        "libmnl-dev",
+        "netlink sockets, for bip324-redirect's nftables backend",
+    ),
+    (
         "iproute2",
         "`ip netns`, veth links: the hosts of the end-to-end tests",
     ),

@@ -13,7 +13,7 @@ use tracing::{debug, info, warn};
 
 use super::config::Config;
 use super::fallback::V1OnlyDestinations;
-use super::loop_guard::{LoopGuard, UpstreamPort};
+use super::loop_guard::{LoopGuard, Refusal, UpstreamPort};
 use super::original_dst::original_destination;
 use super::relay::{CloseReason, Side, Traffic, relay};
 use super::v2_connect::{HandshakeFailure, V2Connection, connect_v2};
@@ -89,8 +89,14 @@ pub async fn handle(
 ) {
     let destination = match accept_check(&client, client_addr, &ctx) {
         Ok(destination) => destination,
-        Err(reason) => {
-            warn!(client = %client_addr, "refused connection: {reason}");
+        // A loop is a configuration problem; a direct connection (a probe, a curious local
+        // user) is not.
+        Err(refusal @ Refusal::OwnUpstream) => {
+            warn!(client = %client_addr, "refused connection: {refusal}");
+            return;
+        }
+        Err(refusal) => {
+            info!(client = %client_addr, "refused connection: {refusal}");
             return;
         }
     };
@@ -177,15 +183,11 @@ fn accept_check(
     client: &TcpStream,
     client_addr: SocketAddr,
     ctx: &Context,
-) -> Result<SocketAddr, String> {
-    let local = client
-        .local_addr()
-        .map_err(|e| format!("cannot read its address: {e}"))?;
-    let destination = original_destination(client)
-        .map_err(|e| format!("cannot read its original destination: {e}"))?;
+) -> Result<SocketAddr, Refusal> {
+    let local = client.local_addr().map_err(Refusal::Unreadable)?;
+    let destination = original_destination(client).map_err(Refusal::Unreadable)?;
     ctx.loop_guard
         .check(client_addr, destination, local, &ctx.listening)
-        .map_err(|refusal| refusal.to_string())
 }
 
 /// A connection ready to relay.

@@ -1,0 +1,109 @@
+//! Command line of `bip324-redirect`.
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::backend::BackendKind;
+use crate::policy::DEFAULT_PROXY_PORT;
+
+/// The public networks' P2P ports: mainnet, testnet3, testnet4, signet.
+const DEFAULT_PORTS_ARG: &str = "8333,18333,48333,38333";
+
+const MODEL: &str = "\
+Redirects the outbound Bitcoin P2P connections of one group to the local bip324-proxy, which \
+encrypts them with BIP-324 (v2 transport). The clients need no change and no configuration.
+
+Who is redirected: TCP connections to the P2P ports (default 8333, 18333, 48333, 38333: \
+mainnet, testnet3, testnet4, signet; add 18444 for regtest) made by processes whose PRIMARY \
+group is the given group. Supplementary group membership does not count. Everything else is \
+left alone.
+
+Start a client in the group:
+  sg btc -c 'neutrino --connect=203.0.113.7'   (a member of btc)
+  sudo -g btc bitcoind -connect=203.0.113.7    (root, or sudoers)
+  setpriv --regid=btc --init-groups client ...   (root)
+  Group=btc                                      (in a systemd unit)
+
+The proxy must be running (`systemctl start bip324-proxy.socket`) and must not run with the \
+group. When it is not running, tagged connections are refused: nothing is sent in plaintext.";
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success (status: redirect active as asked, proxy answering)
+  1  the kernel refused a change, or another failure
+  2  usage error
+  3  missing privileges (CAP_NET_ADMIN): run with sudo
+  4  bad configuration: unknown group or user, invalid ports
+  5  status: the redirect is not enabled
+  6  status: enabled, but something is wrong (see the problem lines)";
+
+#[derive(Parser, Debug)]
+#[command(name = "bip324-redirect", version, about = "Send a group's Bitcoin P2P connections through the BIP-324 proxy", long_about = MODEL, after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Redirect the group's P2P connections to the proxy (replaces an earlier policy).
+    #[command(long_about = format!("Redirect the group's P2P connections to the proxy.\n\n{MODEL}\n\n\
+        Running enable again replaces the earlier policy atomically: there is always exactly one \
+        set of rules, and no moment without one."), after_help = EXIT_CODES)]
+    Enable(EnableArgs),
+
+    /// Remove everything enable installed (not an error when nothing is installed).
+    #[command(after_help = EXIT_CODES)]
+    Disable,
+
+    /// Show whether the redirect is in place and as asked, and whether the proxy answers.
+    #[command(long_about = "Show whether the redirect is in place and matches what enable was \
+        asked, whether the proxy answers on its port, and what to do when something is wrong \
+        (for example when `nft flush ruleset` removed the rules: clients then connect directly, \
+        in plaintext). Reading the kernel's rules needs CAP_NET_ADMIN.", after_help = EXIT_CODES)]
+    Status {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct EnableArgs {
+    /// Group (name or number) whose connections are redirected; create it with
+    /// `groupadd --system btc`.
+    #[arg(long, value_name = "GROUP")]
+    pub group: String,
+
+    /// Destination ports to redirect, comma-separated.
+    #[arg(long, value_name = "PORTS", value_delimiter = ',', default_value = DEFAULT_PORTS_ARG)]
+    pub ports: Vec<u16>,
+
+    /// Port the proxy listens on, on 127.0.0.1 and [::1].
+    #[arg(long, value_name = "PORT", default_value_t = DEFAULT_PROXY_PORT)]
+    pub proxy_port: u16,
+
+    /// User (name or number) never redirected, even with the group: the proxy's own user, as
+    /// a second guard against loops (repeatable).
+    #[arg(long = "exempt-user", value_name = "USER")]
+    pub exempt_users: Vec<String>,
+
+    /// How the kernel redirects: nftables (a NAT rule).
+    #[arg(long, value_enum, default_value_t = BackendKind::Nftables)]
+    pub backend: BackendKind,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_public_networks_ports() {
+        let cli = Cli::parse_from(["bip324-redirect", "enable", "--group", "btc"]);
+        let Command::Enable(args) = cli.command else {
+            panic!("enable parses as enable")
+        };
+        assert_eq!(args.ports, [8333, 18333, 48333, 38333]);
+        assert_eq!(args.proxy_port, 1324);
+        assert_eq!(args.backend, BackendKind::Nftables);
+    }
+}

@@ -1,0 +1,87 @@
+//! The nftables backend: the policy as one `inet` table, written and read over netlink
+//! (nftnl + mnl), with no `nft` binary at run time.
+
+pub mod netlink;
+mod redirect_expr;
+pub mod ruleset;
+
+use crate::backend::Inspection;
+use crate::error::Error;
+use crate::policy::Policy;
+
+/// Replaces any earlier table of ours with `policy`'s, atomically.
+pub fn apply(policy: &Policy) -> Result<(), Error> {
+    netlink::send(
+        &ruleset::apply_batch(policy),
+        "install the nftables redirect",
+    )
+}
+
+/// Removes our table; `Ok(false)` when there was none.
+pub fn remove() -> Result<bool, Error> {
+    let existed = netlink::table_exists()?;
+    netlink::send(&ruleset::remove_batch(), "remove the nftables redirect")?;
+    Ok(existed)
+}
+
+/// What the kernel holds, compared with what `expected` would install.
+pub fn inspect(expected: Option<&Policy>) -> Result<Inspection, Error> {
+    if !netlink::table_exists()? {
+        return Ok(Inspection::absent());
+    }
+    let chain = netlink::chain_description()?;
+    let rules = netlink::rules()?;
+    let mut differences = Vec::new();
+    let table = ruleset::table();
+    let want_chain = ruleset::chain(&table);
+    let want_chain_text = netlink::describe_chain(
+        "nat".into(),
+        libc::NF_INET_LOCAL_OUT as u32,
+        ruleset::PRIORITY,
+        libc::NF_ACCEPT as u32,
+    );
+    match &chain {
+        None => differences.push(format!(
+            "chain {} is missing from table {}",
+            ruleset::CHAIN.to_string_lossy(),
+            ruleset::TABLE.to_string_lossy()
+        )),
+        Some(got) if *got != want_chain_text => {
+            differences.push(format!("chain is `{got}`, expected `{want_chain_text}`"))
+        }
+        Some(_) => {}
+    }
+    if let Some(policy) = expected {
+        let want: Vec<Vec<String>> = ruleset::rules(&want_chain, policy)
+            .iter()
+            .map(netlink::describe_rule)
+            .collect();
+        if want.len() != rules.len() {
+            differences.push(format!(
+                "{} rules in the chain, expected {}",
+                rules.len(),
+                want.len()
+            ));
+        }
+        for (i, (got, want)) in rules.iter().zip(&want).enumerate() {
+            if got != want {
+                differences.push(format!(
+                    "rule {} differs: {} instead of {}",
+                    i + 1,
+                    got.join(" "),
+                    want.join(" ")
+                ));
+            }
+        }
+    }
+    Ok(Inspection {
+        present: true,
+        matches: expected.map(|_| differences.is_empty()),
+        details: differences,
+        objects: vec![format!(
+            "table inet {} ({} rules)",
+            ruleset::TABLE.to_string_lossy(),
+            rules.len()
+        )],
+    })
+}

@@ -1,0 +1,245 @@
+//! The redirect policy: who is redirected, which ports, to which proxy port, and who is
+//! exempt. Every backend implements this same value.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+pub const DEFAULT_PROXY_PORT: u16 = 1324;
+/// More ports than any set of Bitcoin networks needs; keeps the rule set small.
+const MAX_PORTS: usize = 32;
+
+/// A group or user, by number, with the name it had when the policy was made.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Id {
+    pub id: u32,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub name: Option<String>,
+}
+
+impl std::fmt::Display for Id {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "{name} ({})", self.id),
+            None => write!(f, "{}", self.id),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// Connections of sockets whose owner's primary group is this one are redirected.
+    pub group: Id,
+    /// Destination TCP ports that are redirected, sorted, without duplicates.
+    pub ports: Vec<u16>,
+    /// Where the proxy listens, on 127.0.0.1 and [::1].
+    pub proxy_port: u16,
+    /// Users never redirected, whatever their group (the proxy's own user, typically).
+    pub exempt_users: Vec<Id>,
+}
+
+impl Policy {
+    pub fn new(
+        group: Id,
+        ports: &[u16],
+        proxy_port: u16,
+        exempt_users: Vec<Id>,
+    ) -> Result<Policy, Error> {
+        let mut ports = ports.to_vec();
+        ports.sort_unstable();
+        ports.dedup();
+        if ports.is_empty() {
+            return Err(Error::Config("--ports needs at least one port".into()));
+        }
+        if ports.len() > MAX_PORTS {
+            return Err(Error::Config(format!(
+                "at most {MAX_PORTS} ports can be redirected"
+            )));
+        }
+        if ports.contains(&0) || proxy_port == 0 {
+            return Err(Error::Config(
+                "port 0 cannot be redirected or proxied to".into(),
+            ));
+        }
+        if ports.contains(&proxy_port) {
+            return Err(Error::Config(format!(
+                "port {proxy_port} is the proxy's own port: redirecting it would loop"
+            )));
+        }
+        Ok(Policy {
+            group,
+            ports,
+            proxy_port,
+            exempt_users,
+        })
+    }
+
+    /// The command that (re)installs this policy.
+    pub fn enable_command(&self, backend: &str) -> String {
+        let name = |id: &Id| id.name.clone().unwrap_or_else(|| id.id.to_string());
+        let ports: Vec<String> = self.ports.iter().map(u16::to_string).collect();
+        let mut command = format!(
+            "bip324-redirect enable --group {} --ports {} --proxy-port {}",
+            name(&self.group),
+            ports.join(","),
+            self.proxy_port
+        );
+        for user in &self.exempt_users {
+            command.push_str(&format!(" --exempt-user {}", name(user)));
+        }
+        command.push_str(&format!(" --backend {backend}"));
+        command
+    }
+
+    /// One sentence for humans.
+    pub fn describe(&self) -> String {
+        let ports: Vec<String> = self.ports.iter().map(u16::to_string).collect();
+        let mut text = format!(
+            "TCP connections to ports {} from processes whose primary group is {} go to the \
+             proxy on 127.0.0.1/[::1] port {}",
+            ports.join(","),
+            self.group,
+            self.proxy_port
+        );
+        if !self.exempt_users.is_empty() {
+            let users: Vec<String> = self.exempt_users.iter().map(Id::to_string).collect();
+            text.push_str(&format!(", except those of user {}", users.join(", ")));
+        }
+        text
+    }
+}
+
+/// Resolves a group given by name or number.
+pub fn resolve_group(group: &str) -> Result<Id, Error> {
+    use nix::unistd::{Gid, Group};
+    let lookup = match group.parse::<u32>() {
+        Ok(gid) => Group::from_gid(Gid::from_raw(gid)),
+        Err(_) => Group::from_name(group),
+    };
+    match lookup {
+        Ok(Some(found)) => Ok(Id {
+            id: found.gid.as_raw(),
+            name: Some(found.name),
+        }),
+        // A number without a name in /etc/group still names a group the kernel can match.
+        Ok(None) => match group.parse::<u32>() {
+            Ok(gid) => Ok(Id {
+                id: gid,
+                name: None,
+            }),
+            Err(_) => Err(Error::Config(format!(
+                "group '{group}' does not exist: create it with `groupadd --system {group}`"
+            ))),
+        },
+        Err(e) => Err(Error::Config(format!(
+            "cannot look up group '{group}': {e}"
+        ))),
+    }
+}
+
+/// Resolves a user given by name or number.
+pub fn resolve_user(user: &str) -> Result<Id, Error> {
+    use nix::unistd::{Uid, User};
+    let lookup = match user.parse::<u32>() {
+        Ok(uid) => User::from_uid(Uid::from_raw(uid)),
+        Err(_) => User::from_name(user),
+    };
+    match lookup {
+        Ok(Some(found)) => Ok(Id {
+            id: found.uid.as_raw(),
+            name: Some(found.name),
+        }),
+        Ok(None) => match user.parse::<u32>() {
+            Ok(uid) => Ok(Id {
+                id: uid,
+                name: None,
+            }),
+            Err(_) => Err(Error::Config(format!("user '{user}' does not exist"))),
+        },
+        Err(e) => Err(Error::Config(format!("cannot look up user '{user}': {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group() -> Id {
+        Id {
+            id: 1001,
+            name: Some("btc".into()),
+        }
+    }
+
+    #[test]
+    fn ports_are_normalised() {
+        let policy = Policy::new(group(), &[18333, 8333, 8333], 1324, vec![]).unwrap();
+        assert_eq!(policy.ports, vec![8333, 18333]);
+    }
+
+    #[test]
+    fn invalid_policies_say_why() {
+        for (ports, proxy, needle) in [
+            (&[][..], 1324, "at least one"),
+            (&[8333, 1324][..], 1324, "loop"),
+            (&[0][..], 1324, "port 0"),
+            (&[8333][..], 0, "port 0"),
+        ] {
+            let error = Policy::new(group(), ports, proxy, vec![])
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(needle), "{error}");
+        }
+    }
+
+    #[test]
+    fn unknown_group_says_how_to_create_it() {
+        let error = resolve_group("no-such-group-b324").unwrap_err().to_string();
+        assert!(
+            error.contains("groupadd --system no-such-group-b324"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn groups_and_users_resolve_by_name_and_number() {
+        assert_eq!(resolve_group("0").unwrap().id, 0);
+        assert_eq!(resolve_group("root").unwrap().id, 0);
+        assert_eq!(resolve_user("root").unwrap().id, 0);
+        assert_eq!(
+            resolve_group("54321").unwrap(),
+            Id {
+                id: 54321,
+                name: None
+            }
+        );
+    }
+
+    #[test]
+    fn enable_command_reproduces_the_policy() {
+        let root = Id {
+            id: 0,
+            name: Some("root".into()),
+        };
+        let policy = Policy::new(group(), &[8333, 18444], 1330, vec![root]).unwrap();
+        assert_eq!(
+            policy.enable_command("nftables"),
+            "bip324-redirect enable --group btc --ports 8333,18444 --proxy-port 1330 \
+             --exempt-user root --backend nftables"
+        );
+    }
+
+    #[test]
+    fn description_names_everything() {
+        let root = Id {
+            id: 0,
+            name: Some("root".into()),
+        };
+        let text = Policy::new(group(), &[8333, 18333, 48333, 38333], 1324, vec![root])
+            .unwrap()
+            .describe();
+        assert!(text.contains("8333,18333,38333,48333"), "{text}");
+        assert!(text.contains("btc (1001)"), "{text}");
+        assert!(text.contains("except those of user root (0)"), "{text}");
+    }
+}

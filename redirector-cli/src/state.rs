@@ -1,0 +1,67 @@
+//! The record of what `enable` was asked, so `status` can tell "never enabled" from
+//! "enabled, then removed behind our back" (`nft flush ruleset`, say).
+//!
+//! It lives under /run (gone at reboot, like the kernel objects) and is kept per network
+//! namespace: each namespace has its own nftables and its own record.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::BackendKind;
+use crate::error::Error;
+use crate::policy::Policy;
+
+const DEFAULT_DIR: &str = "/run/bip324-redirect";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enabled {
+    pub backend: BackendKind,
+    pub policy: Policy,
+}
+
+fn path() -> Result<PathBuf, Error> {
+    let dir = std::env::var_os("BIP324_REDIRECT_STATE_DIR")
+        .map_or_else(|| PathBuf::from(DEFAULT_DIR), PathBuf::from);
+    let netns = std::fs::metadata("/proc/self/ns/net")
+        .map_err(|e| Error::Io(format!("cannot identify the network namespace: {e}")))?
+        .ino();
+    Ok(dir.join(format!("netns-{netns}.json")))
+}
+
+pub fn load() -> Result<Option<Enabled>, Error> {
+    let path = path()?;
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            Error::Io(format!(
+                "{} is damaged ({e}): run enable or disable again",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::Io(format!("cannot read {}: {e}", path.display()))),
+    }
+}
+
+/// Writes the record atomically (temporary file, then rename).
+pub fn save(enabled: &Enabled) -> Result<(), Error> {
+    let path = path()?;
+    let io = |e: std::io::Error| Error::Io(format!("cannot write {}: {e}", path.display()));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let json = serde_json::to_vec_pretty(enabled).expect("policy serialises");
+    std::fs::write(&tmp, json).map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)
+}
+
+pub fn clear() -> Result<(), Error> {
+    let path = path()?;
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::Io(format!("cannot remove {}: {e}", path.display()))),
+    }
+}

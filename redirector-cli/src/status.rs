@@ -1,0 +1,244 @@
+//! `bip324-redirect status`: is the redirect in place, does it match what was asked, does
+//! the proxy answer, and what to do when something is wrong.
+
+use serde::Serialize;
+
+use crate::backend::{BackendKind, Inspection};
+use crate::error::{Error, exit};
+use crate::policy::Policy;
+use crate::proxy_probe::{self, Probe};
+use crate::state::{self, Enabled};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Enabled, in the kernel, exactly as asked.
+    Active,
+    /// Not enabled, nothing in the kernel.
+    Disabled,
+    /// Enabled, but the kernel objects are gone: clients go out directly, in plaintext.
+    Vanished,
+    /// Enabled, but the kernel objects differ from what was asked.
+    Modified,
+    /// Kernel objects exist without a record of enabling them.
+    Unrecorded,
+    /// The kernel could not be read.
+    Unknown,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub state: State,
+    pub backend: Option<BackendKind>,
+    pub policy: Option<Policy>,
+    /// What each backend found in the kernel.
+    pub kernel: Vec<BackendView>,
+    pub proxy: Vec<Probe>,
+    /// Each a sentence that says what is wrong and what to do.
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BackendView {
+    pub backend: BackendKind,
+    #[serde(flatten)]
+    pub inspection: Inspection,
+}
+
+impl Report {
+    pub fn exit_code(&self) -> u8 {
+        match self.state {
+            State::Disabled => exit::NOT_ENABLED,
+            State::Unknown => exit::PRIVILEGES,
+            _ if !self.problems.is_empty() => exit::DEGRADED,
+            _ => exit::OK,
+        }
+    }
+}
+
+/// Gathers the report. Reading the kernel needs CAP_NET_ADMIN; without it the report says
+/// so and shows what it can.
+pub fn gather(can_read_kernel: Result<(), Error>) -> Result<Report, Error> {
+    let enabled = state::load()?;
+    let policy = enabled.as_ref().map(|e| e.policy.clone());
+    let proxy_port = policy
+        .as_ref()
+        .map_or(crate::policy::DEFAULT_PROXY_PORT, |p| p.proxy_port);
+    let proxy = proxy_probe::probe(proxy_port);
+    let mut report = Report {
+        state: State::Unknown,
+        backend: enabled.as_ref().map(|e| e.backend),
+        policy,
+        kernel: Vec::new(),
+        proxy,
+        problems: Vec::new(),
+    };
+    if let Err(e) = can_read_kernel {
+        report
+            .problems
+            .push(format!("cannot read the kernel's redirect: {e}"));
+        return Ok(report);
+    }
+    for backend in BackendKind::ALL {
+        let expected = enabled
+            .as_ref()
+            .filter(|e| e.backend == backend)
+            .map(|e| &e.policy);
+        let inspection = backend.inspect(expected)?;
+        report.kernel.push(BackendView {
+            backend,
+            inspection,
+        });
+    }
+    judge(&mut report, enabled.as_ref());
+    Ok(report)
+}
+
+fn judge(report: &mut Report, enabled: Option<&Enabled>) {
+    let present: Vec<&BackendView> = report
+        .kernel
+        .iter()
+        .filter(|v| v.inspection.present)
+        .collect();
+    let reenable = match enabled {
+        Some(e) => format!(
+            "run `{}` again (or `systemctl restart bip324-redirect`)",
+            e.policy.enable_command(e.backend.name())
+        ),
+        None => "run `bip324-redirect enable` again".to_string(),
+    };
+    report.state = match enabled {
+        None if present.is_empty() => State::Disabled,
+        None => {
+            let names: Vec<&str> = present.iter().map(|v| v.backend.name()).collect();
+            report.problems.push(format!(
+                "{} redirect objects exist but no record of enabling them (made by another \
+                 tool, or the record under /run was lost): {reenable} to own them, or \
+                 `bip324-redirect disable` to remove them",
+                names.join(" and ")
+            ));
+            State::Unrecorded
+        }
+        Some(enabled) => {
+            let view = present.iter().find(|v| v.backend == enabled.backend);
+            match view {
+                None => {
+                    report.problems.push(format!(
+                        "the {} redirect was removed from the kernel (for example by `nft flush \
+                         ruleset` or a reload of nftables.service): clients of group {} now \
+                         connect directly, in PLAINTEXT; {reenable}",
+                        enabled.backend, enabled.policy.group
+                    ));
+                    State::Vanished
+                }
+                Some(view) if view.inspection.matches == Some(false) => {
+                    const SHOWN: usize = 3;
+                    let details = &view.inspection.details;
+                    let mut what = details
+                        .iter()
+                        .take(SHOWN)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    if details.len() > SHOWN {
+                        what.push_str(&format!("; and {} more", details.len() - SHOWN));
+                    }
+                    report.problems.push(format!(
+                        "the {} redirect in the kernel differs from the policy ({what}); {reenable}",
+                        enabled.backend
+                    ));
+                    State::Modified
+                }
+                Some(_) => State::Active,
+            }
+        }
+    };
+    if let Some(enabled) = enabled {
+        for other in present.iter().filter(|v| v.backend != enabled.backend) {
+            report.problems.push(format!(
+                "the {} backend's objects are also present: {reenable} to keep only {}",
+                other.backend, enabled.backend
+            ));
+        }
+        let silent: Vec<&Probe> = report.proxy.iter().filter(|p| !p.answering).collect();
+        if !silent.is_empty() {
+            let addresses = proxy_probe::addresses(&report.proxy);
+            report.problems.push(format!(
+                "the proxy does not answer on {} ({}): tagged connections are refused until it \
+                 runs (`systemctl start bip324-proxy.socket`, or `bip324-proxy`)",
+                if silent.len() == report.proxy.len() {
+                    addresses
+                } else {
+                    silent[0].address.to_string()
+                },
+                silent[0].error.as_deref().unwrap_or("no answer")
+            ));
+        }
+    }
+}
+
+/// The report for a terminal.
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    let state = match report.state {
+        State::Active => "active",
+        State::Disabled => "disabled",
+        State::Vanished => "ENABLED BUT MISSING FROM THE KERNEL",
+        State::Modified => "ENABLED BUT MODIFIED",
+        State::Unrecorded => "unrecorded objects present",
+        State::Unknown => "unknown",
+    };
+    match report.backend {
+        Some(backend) => out.push_str(&format!("redirect: {state} ({backend})\n")),
+        None => out.push_str(&format!("redirect: {state}\n")),
+    }
+    if let Some(policy) = &report.policy {
+        out.push_str(&format!("policy:   {}\n", policy.describe()));
+    }
+    for view in &report.kernel {
+        let found = if view.inspection.present {
+            let verdict = match view.inspection.matches {
+                Some(true) => ", matches the policy",
+                Some(false) => ", DIFFERS from the policy",
+                None => "",
+            };
+            format!("{}{verdict}", view.inspection.objects.join(", "))
+        } else {
+            "nothing installed".to_string()
+        };
+        out.push_str(&format!("kernel:   {}: {found}\n", view.backend));
+    }
+    let answering: Vec<String> = report
+        .proxy
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {}",
+                p.address,
+                if p.answering {
+                    "answers"
+                } else {
+                    "does NOT answer"
+                }
+            )
+        })
+        .collect();
+    out.push_str(&format!("proxy:    {}\n", answering.join(", ")));
+    if let Some(policy) = &report.policy {
+        let group = policy
+            .group
+            .name
+            .clone()
+            .unwrap_or_else(|| policy.group.id.to_string());
+        out.push_str(&format!(
+            "clients:  start them with group {group} as their primary group: sg {group} -c 'your-client ...'\n"
+        ));
+    }
+    if report.state == State::Disabled {
+        out.push_str("enable:   sudo bip324-redirect enable --group btc\n");
+    }
+    for problem in &report.problems {
+        out.push_str(&format!("problem:  {problem}\n"));
+    }
+    out
+}

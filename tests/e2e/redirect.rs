@@ -1,0 +1,339 @@
+//! `bip324-redirect` end to end, for each backend: the product's own command installs the
+//! redirect in a client host; an unmodified v1 client in the group reaches an independent v2
+//! responder on another host through the proxy. Needs root; fails (never skips) without it.
+
+use std::time::Duration;
+
+use bip324_e2e::responder::{Report, Transport};
+use bip324_e2e::testbed::{
+    OTHER_GID, Proxy, RedirectCli, RemoteNode, TAGGED_GID, TwoHosts, contains, noisy_responder,
+    run_client, run_client_as,
+};
+use bip324_e2e::v1::PLAINTEXT_MARKER;
+
+const CLIENT: &str = env!("CARGO_BIN_EXE_e2e-v1-client");
+const TAGGED: &str = "32324";
+/// A workload that still crosses several rekeys, small enough to run many times.
+const WORKLOAD: [&str; 4] = ["--large", "1000000", "--small", "1000"];
+
+fn enable(cli: &RedirectCli, backend: &str, ports: &str) {
+    let run = cli.ok(&[
+        "enable",
+        "--group",
+        TAGGED,
+        "--ports",
+        ports,
+        "--backend",
+        backend,
+    ]);
+    assert!(run.stdout.contains("enabled"), "{run:?}");
+}
+
+/// Runs the client to `destination` as the tagged group; returns the responder's report.
+fn tagged_client(hosts: &TwoHosts, node: &RemoteNode, destination: &str, seen: usize) -> Report {
+    let mut args = vec![destination];
+    args.extend(WORKLOAD);
+    let run = run_client(CLIENT, &hosts.client, Some(TAGGED_GID), &args);
+    assert!(
+        run.success,
+        "client to {destination} failed: {}",
+        run.stderr
+    );
+    assert_eq!(run.value("echoed"), Some("1001"));
+    // The client believes it talks to the remote itself.
+    assert_eq!(
+        run.value("peer"),
+        Some(destination),
+        "getpeername shows the original remote"
+    );
+    let reports = node
+        .responder
+        .wait_for_reports(seen + 1, Duration::from_secs(10));
+    reports[seen].clone()
+}
+
+fn assert_encrypted(report: &Report) {
+    assert_eq!(report.error, None);
+    assert_eq!(report.transport, Transport::V2);
+    assert!(
+        !contains(&report.received, PLAINTEXT_MARKER),
+        "plaintext reached the remote"
+    );
+}
+
+fn assert_direct(report: &Report) {
+    assert_eq!(report.error, None);
+    assert_eq!(
+        report.transport,
+        Transport::V1,
+        "this client must not be redirected"
+    );
+}
+
+pub fn tagged_clients_are_encrypted_v4_v6_and_v4_mapped(backend: &str) {
+    let hosts = TwoHosts::create();
+    let node = RemoteNode::start(&hosts.remote, noisy_responder);
+    let proxy = Proxy::start(&hosts.client, &[]);
+    let cli = RedirectCli::new(&hosts.client);
+    enable(&cli, backend, "8333");
+    let v4 = hosts.remote_v4().to_string();
+    let v6 = hosts.remote_v6().to_string();
+    let mapped = format!("[::ffff:{}]:8333", hosts.remote_v4().ip());
+    for (i, destination) in [v4, v6, mapped].iter().enumerate() {
+        let report = tagged_client(&hosts, &node, destination, i);
+        assert_encrypted(&report);
+        let session_id = hex::encode(report.session_id.unwrap());
+        assert!(
+            proxy.wait_for_log(&format!("session_id={session_id}"), Duration::from_secs(5)),
+            "the proxy reports the responder's session id:\n{}",
+            proxy.log()
+        );
+    }
+}
+
+pub fn untagged_and_supplementary_only_clients_go_direct(backend: &str) {
+    let hosts = TwoHosts::create();
+    let node = RemoteNode::start(&hosts.remote, noisy_responder);
+    let proxy = Proxy::start(&hosts.client, &[]);
+    let cli = RedirectCli::new(&hosts.client);
+    enable(&cli, backend, "8333");
+    let remote = hosts.remote_v4().to_string();
+    let mut args = vec![remote.as_str()];
+    args.extend(WORKLOAD);
+    let untagged = run_client(CLIENT, &hosts.client, Some(OTHER_GID), &args);
+    assert!(untagged.success, "{}", untagged.stderr);
+    // The tagged group only as a supplementary group: not redirected.
+    let supplementary = run_client_as(CLIENT, &hosts.client, Some(OTHER_GID), &[TAGGED_GID], &args);
+    assert!(supplementary.success, "{}", supplementary.stderr);
+    let reports = node.responder.wait_for_reports(2, Duration::from_secs(10));
+    assert_eq!(reports.len(), 2);
+    reports.iter().for_each(assert_direct);
+    assert!(
+        !proxy.log().contains("connection opened"),
+        "{}",
+        proxy.log()
+    );
+}
+
+pub fn proxy_down_fails_closed(backend: &str) {
+    let hosts = TwoHosts::create();
+    let node = RemoteNode::start(&hosts.remote, noisy_responder);
+    let cli = RedirectCli::new(&hosts.client);
+    let run = cli.ok(&[
+        "enable",
+        "--group",
+        TAGGED,
+        "--ports",
+        "8333",
+        "--backend",
+        backend,
+    ]);
+    assert!(
+        run.stderr.contains("nothing answers"),
+        "enable warns: {run:?}"
+    );
+    for destination in [hosts.remote_v4(), hosts.remote_v6()] {
+        let run = run_client(
+            CLIENT,
+            &hosts.client,
+            Some(TAGGED_GID),
+            &[&destination.to_string()],
+        );
+        assert!(!run.success);
+        assert!(run.stderr.contains("Connection refused"), "{}", run.stderr);
+    }
+    // Nothing, not even a connection, reached the remote.
+    let reports = node
+        .responder
+        .wait_for_reports(1, Duration::from_millis(500));
+    assert!(reports.is_empty(), "{reports:?}");
+}
+
+pub fn disable_restores_direct_connections_and_leaves_nothing(backend: &str) {
+    let hosts = TwoHosts::create();
+    let node = RemoteNode::start(&hosts.remote, noisy_responder);
+    let _proxy = Proxy::start(&hosts.client, &[]);
+    let cli = RedirectCli::new(&hosts.client);
+    enable(&cli, backend, "8333");
+    let remote = hosts.remote_v4().to_string();
+    assert_encrypted(&tagged_client(&hosts, &node, &remote, 0));
+    let run = cli.ok(&["disable"]);
+    assert!(run.stdout.contains("disabled"), "{run:?}");
+    assert!(
+        cli.ok(&["disable"]).stdout.contains("nothing to remove"),
+        "disable twice is fine"
+    );
+    assert_direct(&tagged_client(&hosts, &node, &remote, 1));
+    let (code, status) = cli.status();
+    assert_eq!(code, 5, "{status}");
+    assert_eq!(status["state"], "disabled");
+    for view in status["kernel"].as_array().unwrap() {
+        assert_eq!(view["present"], false, "no kernel object left: {status}");
+    }
+}
+
+pub fn enable_again_replaces_the_policy(backend: &str) {
+    let hosts = TwoHosts::create();
+    let node = RemoteNode::start(&hosts.remote, noisy_responder);
+    let _proxy = Proxy::start(&hosts.client, &[]);
+    let cli = RedirectCli::new(&hosts.client);
+    enable(&cli, backend, "8333");
+    enable(&cli, backend, "8333");
+    let (code, status) = cli.status();
+    assert_eq!((code, &status["state"]), (0, &"active".into()), "{status}");
+    let remote = hosts.remote_v4().to_string();
+    assert_encrypted(&tagged_client(&hosts, &node, &remote, 0));
+    // A policy without 8333 replaces the old one: 8333 is no longer redirected.
+    enable(&cli, backend, "18444");
+    let (code, status) = cli.status();
+    assert_eq!(code, 0, "{status}");
+    assert_eq!(status["policy"]["ports"], serde_json::json!([18444]));
+    assert_direct(&tagged_client(&hosts, &node, &remote, 1));
+}
+
+pub fn status_reflects_each_state(backend: &str) {
+    let hosts = TwoHosts::create();
+    let cli = RedirectCli::new(&hosts.client);
+    let (code, status) = cli.status();
+    assert_eq!(
+        (code, &status["state"]),
+        (5, &"disabled".into()),
+        "{status}"
+    );
+
+    enable(&cli, backend, "8333,18444");
+    let (code, status) = cli.status();
+    assert_eq!(code, 6, "enabled without a proxy is a problem: {status}");
+    assert_eq!(status["state"], "active");
+    assert_eq!(status["backend"], backend);
+    assert_eq!(status["policy"]["group"]["id"], TAGGED_GID);
+    let problems = status["problems"].to_string();
+    assert!(problems.contains("does not answer"), "{problems}");
+
+    let _proxy = Proxy::start(&hosts.client, &[]);
+    let (code, status) = cli.status();
+    assert_eq!(code, 0, "{status}");
+    assert_eq!(status["problems"], serde_json::json!([]));
+    assert!(
+        status["proxy"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["answering"] == true)
+    );
+
+    cli.ok(&["disable"]);
+    let (code, status) = cli.status();
+    assert_eq!(
+        (code, &status["state"]),
+        (5, &"disabled".into()),
+        "{status}"
+    );
+}
+
+macro_rules! backend_suite {
+    ($backend:ident) => {
+        mod $backend {
+            const BACKEND: &str = stringify!($backend);
+
+            #[test]
+            fn tagged_clients_are_encrypted_v4_v6_and_v4_mapped() {
+                super::tagged_clients_are_encrypted_v4_v6_and_v4_mapped(BACKEND);
+            }
+
+            #[test]
+            fn untagged_and_supplementary_only_clients_go_direct() {
+                super::untagged_and_supplementary_only_clients_go_direct(BACKEND);
+            }
+
+            #[test]
+            fn proxy_down_fails_closed() {
+                super::proxy_down_fails_closed(BACKEND);
+            }
+
+            #[test]
+            fn disable_restores_direct_connections_and_leaves_nothing() {
+                super::disable_restores_direct_connections_and_leaves_nothing(BACKEND);
+            }
+
+            #[test]
+            fn enable_again_replaces_the_policy() {
+                super::enable_again_replaces_the_policy(BACKEND);
+            }
+
+            #[test]
+            fn status_reflects_each_state() {
+                super::status_reflects_each_state(BACKEND);
+            }
+        }
+    };
+}
+
+backend_suite!(nftables);
+
+/// nftables only: `nft flush ruleset` (what a reload of nftables.service does) removes the
+/// table behind our back. Status must notice: the clients go out in plaintext.
+#[test]
+fn nftables_status_notices_a_flushed_ruleset() {
+    let hosts = TwoHosts::create();
+    let cli = RedirectCli::new(&hosts.client);
+    let _proxy = Proxy::start(&hosts.client, &[]);
+    enable(&cli, "nftables", "8333");
+    let output = hosts
+        .client
+        .command("nft", None)
+        .args(["flush", "ruleset"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let (code, status) = cli.status();
+    assert_eq!(code, 6, "{status}");
+    assert_eq!(status["state"], "vanished");
+    let problems = status["problems"].to_string();
+    assert!(problems.contains("PLAINTEXT"), "{problems}");
+    assert!(
+        problems.contains("bip324-redirect enable --group 32324 --ports 8333"),
+        "{problems}"
+    );
+    // Following the advice repairs it.
+    enable(&cli, "nftables", "8333");
+    assert_eq!(cli.status().0, 0);
+}
+
+/// nftables only: a rule changed by hand is reported as a difference.
+#[test]
+fn nftables_status_notices_modified_rules() {
+    let hosts = TwoHosts::create();
+    let cli = RedirectCli::new(&hosts.client);
+    let _proxy = Proxy::start(&hosts.client, &[]);
+    enable(&cli, "nftables", "8333");
+    let output = hosts
+        .client
+        .command("nft", None)
+        .args([
+            "add",
+            "rule",
+            "inet",
+            "bip324_redirect",
+            "output",
+            "tcp",
+            "dport",
+            "9999",
+            "accept",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let (code, status) = cli.status();
+    assert_eq!(
+        (code, &status["state"]),
+        (6, &"modified".into()),
+        "{status}"
+    );
+    assert!(
+        status["problems"]
+            .to_string()
+            .contains("2 rules in the chain, expected 1"),
+        "{status}"
+    );
+}
