@@ -87,9 +87,16 @@ pub struct EnableArgs {
     #[arg(long = "exempt-user", value_name = "USER")]
     pub exempt_users: Vec<String>,
 
-    /// How the kernel redirects: nftables (a NAT rule).
+    /// How the kernel redirects. nftables: a NAT rule, matching the socket's group (fsgid).
+    /// ebpf: cgroup programs at connect(), matching the process's real group; for hosts
+    /// without nftables NAT, or whose firewall manager flushes foreign tables.
     #[arg(long, value_enum, default_value_t = BackendKind::Nftables)]
     pub backend: BackendKind,
+
+    /// With --backend ebpf: redirect only processes below this cgroup v2 directory. Default:
+    /// the root of the cgroup v2 hierarchy, i.e. every process.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<std::path::PathBuf>,
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 mod backend;
 mod cli;
+mod ebpf;
 mod error;
 mod nftables;
 mod policy;
@@ -13,7 +14,6 @@ mod status;
 
 use std::process::ExitCode;
 
-use caps::Capability;
 use clap::Parser;
 
 use crate::backend::BackendKind;
@@ -38,8 +38,6 @@ fn main() -> ExitCode {
     }
 }
 
-const NEEDED: [Capability; 1] = [Capability::CAP_NET_ADMIN];
-
 fn enable(args: &EnableArgs) -> Result<u8, Error> {
     let group = resolve_group(&args.group)?;
     let exempt = args
@@ -48,9 +46,17 @@ fn enable(args: &EnableArgs) -> Result<u8, Error> {
         .map(|u| resolve_user(u))
         .collect::<Result<Vec<_>, _>>()?;
     let policy = Policy::new(group, &args.ports, args.proxy_port, exempt)?;
-    privileges::require(&NEEDED, "bip324-redirect enable")?;
+    let cgroup = match (&args.cgroup, args.backend) {
+        (Some(_), BackendKind::Nftables) => {
+            return Err(Error::Config("--cgroup only applies to --backend ebpf".into()));
+        }
+        (Some(path), BackendKind::Ebpf) => Some(path.clone()),
+        (None, BackendKind::Ebpf) => Some(ebpf::mounts::cgroup2_root()?),
+        (None, BackendKind::Nftables) => None,
+    };
 
-    args.backend.apply(&policy)?;
+    args.backend
+        .apply(&policy, cgroup.as_deref().unwrap_or(std::path::Path::new("/")))?;
     // Exactly one backend active: remove what another one may have left.
     for other in BackendKind::ALL.into_iter().filter(|b| *b != args.backend) {
         other.remove()?;
@@ -58,6 +64,7 @@ fn enable(args: &EnableArgs) -> Result<u8, Error> {
     state::save(&Enabled {
         backend: args.backend,
         policy: policy.clone(),
+        cgroup,
     })?;
 
     println!(
@@ -83,7 +90,6 @@ fn enable(args: &EnableArgs) -> Result<u8, Error> {
 }
 
 fn disable() -> Result<u8, Error> {
-    privileges::require(&NEEDED, "bip324-redirect disable")?;
     let was_enabled = matches!(state::load(), Ok(Some(_)));
     let mut removed = Vec::new();
     for backend in BackendKind::ALL {
@@ -108,7 +114,7 @@ fn disable() -> Result<u8, Error> {
 }
 
 fn status(json: bool) -> Result<u8, Error> {
-    let report = status::gather(privileges::require(&NEEDED, "reading the redirect rules"))?;
+    let report = status::gather()?;
     if json {
         println!(
             "{}",

@@ -19,6 +19,9 @@ const DEFAULT_DIR: &str = "/run/bip324-redirect";
 pub struct Enabled {
     pub backend: BackendKind,
     pub policy: Policy,
+    /// Where the eBPF backend attached its programs.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cgroup: Option<PathBuf>,
 }
 
 fn path() -> Result<PathBuf, Error> {

@@ -31,6 +31,9 @@ pub struct Report {
     pub state: State,
     pub backend: Option<BackendKind>,
     pub policy: Option<Policy>,
+    /// Where the eBPF backend attached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<std::path::PathBuf>,
     /// What each backend found in the kernel.
     pub kernel: Vec<BackendView>,
     pub proxy: Vec<Probe>,
@@ -56,9 +59,9 @@ impl Report {
     }
 }
 
-/// Gathers the report. Reading the kernel needs CAP_NET_ADMIN; without it the report says
+/// Gathers the report. Reading the kernel needs capabilities; without them the report says
 /// so and shows what it can.
-pub fn gather(can_read_kernel: Result<(), Error>) -> Result<Report, Error> {
+pub fn gather() -> Result<Report, Error> {
     let enabled = state::load()?;
     let policy = enabled.as_ref().map(|e| e.policy.clone());
     let proxy_port = policy
@@ -69,26 +72,29 @@ pub fn gather(can_read_kernel: Result<(), Error>) -> Result<Report, Error> {
         state: State::Unknown,
         backend: enabled.as_ref().map(|e| e.backend),
         policy,
+        cgroup: enabled.as_ref().and_then(|e| e.cgroup.clone()),
         kernel: Vec::new(),
         proxy,
         problems: Vec::new(),
     };
-    if let Err(e) = can_read_kernel {
-        report
-            .problems
-            .push(format!("cannot read the kernel's redirect: {e}"));
-        return Ok(report);
-    }
     for backend in BackendKind::ALL {
         let expected = enabled
             .as_ref()
             .filter(|e| e.backend == backend)
             .map(|e| &e.policy);
-        let inspection = backend.inspect(expected)?;
-        report.kernel.push(BackendView {
-            backend,
-            inspection,
-        });
+        match backend.inspect(expected) {
+            Ok(inspection) => report.kernel.push(BackendView {
+                backend,
+                inspection,
+            }),
+            Err(e @ Error::Privileges(_)) => {
+                report
+                    .problems
+                    .push(format!("cannot read the kernel's redirect: {e}"));
+                return Ok(report);
+            }
+            Err(e) => return Err(e),
+        }
     }
     judge(&mut report, enabled.as_ref());
     Ok(report)
@@ -194,6 +200,9 @@ pub fn render(report: &Report) -> String {
     }
     if let Some(policy) = &report.policy {
         out.push_str(&format!("policy:   {}\n", policy.describe()));
+    }
+    if let Some(cgroup) = &report.cgroup {
+        out.push_str(&format!("cgroup:   processes below {}\n", cgroup.display()));
     }
     for view in &report.kernel {
         let found = if view.inspection.present {

@@ -1,5 +1,67 @@
-//! The cgroup eBPF backend of `bip324-redirect` (programs arrive with the eBPF issue).
-//!
-//! This crate is kept outside the host workspace: its programs are built for the
-//! `bpfel-unknown-none` target with nightly, while everything else builds on stable.
+//! What the eBPF programs and their loader (`bip324-redirect --backend ebpf`) share: map and
+//! program names, and the layout of map keys and values.
 #![no_std]
+
+/// Most destination ports a policy redirects (as for the nftables backend).
+pub const MAX_PORTS: usize = 32;
+/// Most exempt users a policy lists.
+pub const MAX_EXEMPT_USERS: usize = 8;
+/// Entries of each connection map: far more than the open connections of one host.
+pub const MAX_CONNECTIONS: u32 = 65536;
+
+/// The single-entry array map holding the policy.
+pub const CONFIG_MAP: &str = "CONFIG";
+/// Original destination of a redirected socket, by socket cookie (for getpeername).
+pub const BY_COOKIE_MAP: &str = "BY_COOKIE";
+/// Original destination by the client end of a connection, as the proxy sees its peer
+/// (for SO_ORIGINAL_DST).
+pub const BY_CLIENT_MAP: &str = "BY_CLIENT";
+pub const MAPS: [&str; 3] = [CONFIG_MAP, BY_COOKIE_MAP, BY_CLIENT_MAP];
+
+/// The programs, by the kind of cgroup hook each attaches to.
+pub const CONNECT4: &str = "connect4";
+pub const CONNECT6: &str = "connect6";
+/// (A program may not be named `sockops`: that is its section's name.)
+pub const SOCKOPS: &str = "track_sockets";
+pub const GETSOCKOPT: &str = "getsockopt";
+pub const GETPEERNAME4: &str = "getpeername4";
+pub const GETPEERNAME6: &str = "getpeername6";
+pub const PROGRAMS: [&str; 6] = [CONNECT4, CONNECT6, SOCKOPS, GETSOCKOPT, GETPEERNAME4, GETPEERNAME6];
+
+pub const AF_INET: u32 = 2;
+pub const AF_INET6: u32 = 10;
+
+/// The policy. Zeroed (no ports) until the loader writes it, so nothing matches before.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Real group id of the processes whose connections are redirected.
+    pub gid: u32,
+    /// Where the proxy listens, host byte order.
+    pub proxy_port: u16,
+    pub port_count: u16,
+    pub exempt_count: u32,
+    /// Destination ports, host byte order; the first `port_count` are used.
+    pub ports: [u16; MAX_PORTS],
+    /// Real user ids never redirected; the first `exempt_count` are used.
+    pub exempt_uids: [u32; MAX_EXEMPT_USERS],
+}
+
+/// An address and port: a map key (the client end of a connection) or value (an original
+/// destination). No padding, so keys compare bytewise.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u32,
+    /// Host byte order.
+    pub port: u32,
+    /// Network byte order words; IPv4 in `addr[0]`.
+    pub addr: [u32; 4],
+}
+
+// SAFETY: plain `repr(C)` integers without padding: any bit pattern is valid.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Config {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Endpoint {}

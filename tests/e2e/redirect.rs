@@ -16,17 +16,11 @@ const TAGGED: &str = "32324";
 /// A workload that still crosses several rekeys, small enough to run many times.
 const WORKLOAD: [&str; 4] = ["--large", "1000000", "--small", "1000"];
 
-fn enable(cli: &RedirectCli, backend: &str, ports: &str) {
-    let run = cli.ok(&[
-        "enable",
-        "--group",
-        TAGGED,
-        "--ports",
-        ports,
-        "--backend",
-        backend,
-    ]);
+fn enable(cli: &RedirectCli, backend: &str, ports: &str) -> bip324_e2e::testbed::CommandRun {
+    let run = cli.enable(backend, &["--group", TAGGED, "--ports", ports]);
+    assert_eq!(run.code, 0, "enable failed: {run:?}");
     assert!(run.stdout.contains("enabled"), "{run:?}");
+    run
 }
 
 /// Runs the client to `destination` as the tagged group; returns the responder's report.
@@ -74,7 +68,7 @@ pub fn tagged_clients_are_encrypted_v4_v6_and_v4_mapped(backend: &str) {
     let hosts = TwoHosts::create();
     let node = RemoteNode::start(&hosts.remote, noisy_responder);
     let proxy = Proxy::start(&hosts.client, &[]);
-    let cli = RedirectCli::new(&hosts.client);
+    let cli = RedirectCli::new(&hosts);
     enable(&cli, backend, "8333");
     let v4 = hosts.remote_v4().to_string();
     let v6 = hosts.remote_v6().to_string();
@@ -95,7 +89,7 @@ pub fn untagged_and_supplementary_only_clients_go_direct(backend: &str) {
     let hosts = TwoHosts::create();
     let node = RemoteNode::start(&hosts.remote, noisy_responder);
     let proxy = Proxy::start(&hosts.client, &[]);
-    let cli = RedirectCli::new(&hosts.client);
+    let cli = RedirectCli::new(&hosts);
     enable(&cli, backend, "8333");
     let remote = hosts.remote_v4().to_string();
     let mut args = vec![remote.as_str()];
@@ -118,16 +112,8 @@ pub fn untagged_and_supplementary_only_clients_go_direct(backend: &str) {
 pub fn proxy_down_fails_closed(backend: &str) {
     let hosts = TwoHosts::create();
     let node = RemoteNode::start(&hosts.remote, noisy_responder);
-    let cli = RedirectCli::new(&hosts.client);
-    let run = cli.ok(&[
-        "enable",
-        "--group",
-        TAGGED,
-        "--ports",
-        "8333",
-        "--backend",
-        backend,
-    ]);
+    let cli = RedirectCli::new(&hosts);
+    let run = enable(&cli, backend, "8333");
     assert!(
         run.stderr.contains("nothing answers"),
         "enable warns: {run:?}"
@@ -153,7 +139,7 @@ pub fn disable_restores_direct_connections_and_leaves_nothing(backend: &str) {
     let hosts = TwoHosts::create();
     let node = RemoteNode::start(&hosts.remote, noisy_responder);
     let _proxy = Proxy::start(&hosts.client, &[]);
-    let cli = RedirectCli::new(&hosts.client);
+    let cli = RedirectCli::new(&hosts);
     enable(&cli, backend, "8333");
     let remote = hosts.remote_v4().to_string();
     assert_encrypted(&tagged_client(&hosts, &node, &remote, 0));
@@ -176,7 +162,7 @@ pub fn enable_again_replaces_the_policy(backend: &str) {
     let hosts = TwoHosts::create();
     let node = RemoteNode::start(&hosts.remote, noisy_responder);
     let _proxy = Proxy::start(&hosts.client, &[]);
-    let cli = RedirectCli::new(&hosts.client);
+    let cli = RedirectCli::new(&hosts);
     enable(&cli, backend, "8333");
     enable(&cli, backend, "8333");
     let (code, status) = cli.status();
@@ -193,7 +179,7 @@ pub fn enable_again_replaces_the_policy(backend: &str) {
 
 pub fn status_reflects_each_state(backend: &str) {
     let hosts = TwoHosts::create();
-    let cli = RedirectCli::new(&hosts.client);
+    let cli = RedirectCli::new(&hosts);
     let (code, status) = cli.status();
     assert_eq!(
         (code, &status["state"]),
@@ -231,6 +217,33 @@ pub fn status_reflects_each_state(backend: &str) {
     );
 }
 
+/// Re-enabling (with other ports, then back) while tagged clients keep connecting: every
+/// connection that reaches the remote is v2. The replacement leaves no gap.
+pub fn reenabling_under_load_never_leaks_plaintext(backend: &str) {
+    let hosts = TwoHosts::create();
+    let node = RemoteNode::start(&hosts.remote, noisy_responder);
+    let _proxy = Proxy::start(&hosts.client, &[]);
+    let cli = RedirectCli::new(&hosts);
+    enable(&cli, backend, "8333");
+    let remote = hosts.remote_v4().to_string();
+    const CLIENTS: usize = 30;
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for i in 0..20 {
+                enable(&cli, backend, if i % 2 == 0 { "8333,18444" } else { "8333" });
+            }
+        });
+        for _ in 0..CLIENTS {
+            let args = [remote.as_str(), "--large", "0", "--small", "5"];
+            let run = run_client(CLIENT, &hosts.client, Some(TAGGED_GID), &args);
+            assert!(run.success, "{}", run.stderr);
+        }
+    });
+    let reports = node.responder.wait_for_reports(CLIENTS, Duration::from_secs(10));
+    assert_eq!(reports.len(), CLIENTS);
+    reports.iter().for_each(assert_encrypted);
+}
+
 macro_rules! backend_suite {
     ($backend:ident) => {
         mod $backend {
@@ -265,18 +278,24 @@ macro_rules! backend_suite {
             fn status_reflects_each_state() {
                 super::status_reflects_each_state(BACKEND);
             }
+
+            #[test]
+            fn reenabling_under_load_never_leaks_plaintext() {
+                super::reenabling_under_load_never_leaks_plaintext(BACKEND);
+            }
         }
     };
 }
 
 backend_suite!(nftables);
+backend_suite!(ebpf);
 
 /// nftables only: `nft flush ruleset` (what a reload of nftables.service does) removes the
 /// table behind our back. Status must notice: the clients go out in plaintext.
 #[test]
 fn nftables_status_notices_a_flushed_ruleset() {
     let hosts = TwoHosts::create();
-    let cli = RedirectCli::new(&hosts.client);
+    let cli = RedirectCli::new(&hosts);
     let _proxy = Proxy::start(&hosts.client, &[]);
     enable(&cli, "nftables", "8333");
     let output = hosts
@@ -304,7 +323,7 @@ fn nftables_status_notices_a_flushed_ruleset() {
 #[test]
 fn nftables_status_notices_modified_rules() {
     let hosts = TwoHosts::create();
-    let cli = RedirectCli::new(&hosts.client);
+    let cli = RedirectCli::new(&hosts);
     let _proxy = Proxy::start(&hosts.client, &[]);
     enable(&cli, "nftables", "8333");
     let output = hosts
@@ -336,4 +355,83 @@ fn nftables_status_notices_modified_rules() {
             .contains("2 rules in the chain, expected 1"),
         "{status}"
     );
+}
+
+/// Runs bpftool; true when it succeeds.
+fn bpftool(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("bpftool")
+        .args(args)
+        .output()
+        .expect("run bpftool (apt-get install bpftool)")
+}
+
+/// eBPF only: what `status` reports (programs attached, the policy read back from the pinned
+/// map) is what the kernel holds, and `disable` leaves no program, link, pin or map.
+#[test]
+fn ebpf_disable_leaves_no_program_link_pin_or_map() {
+    let hosts = TwoHosts::create();
+    let cli = RedirectCli::new(&hosts);
+    let _proxy = Proxy::start(&hosts.client, &[]);
+    enable(&cli, "ebpf", "8333,18444");
+    let (code, status) = cli.status();
+    assert_eq!(code, 0, "{status}");
+    let view = status["kernel"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["backend"] == "ebpf")
+        .unwrap()
+        .clone();
+    assert_eq!(view["present"], true);
+    assert_eq!(view["matches"], true, "{view}");
+    assert_eq!(view["policy"]["ports"], serde_json::json!([8333, 18444]), "read back from the map");
+    assert_eq!(view["policy"]["group"]["id"], TAGGED_GID);
+    let programs: Vec<u64> = view["program_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    let maps: Vec<u64> = view["map_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    assert_eq!(programs.len(), 6, "{view}");
+    assert_eq!(maps.len(), 3, "{view}");
+    let cgroup = hosts.cgroup.path().to_str().unwrap();
+    assert_eq!(status["cgroup"], cgroup);
+    let attached = String::from_utf8(bpftool(&["cgroup", "show", cgroup]).stdout).unwrap();
+    for id in &programs {
+        assert!(attached.contains(&id.to_string()), "program {id} attached to the cgroup:\n{attached}");
+        assert!(bpftool(&["prog", "show", "id", &id.to_string()]).status.success());
+    }
+
+    cli.ok(&["disable"]);
+    let pin_dir = hosts.bpffs.path().join("bip324-redirect");
+    assert!(!pin_dir.exists(), "pins left in {}", pin_dir.display());
+    let attached = bpftool(&["cgroup", "show", cgroup]);
+    assert!(String::from_utf8_lossy(&attached.stdout).trim().is_empty(), "{attached:?}");
+    // The kernel frees programs and maps once their last reference goes (after an RCU grace
+    // period): wait a little for that.
+    let gone = |kind: &str, id: &u64| !bpftool(&[kind, "show", "id", &id.to_string()]).status.success();
+    for _ in 0..100 {
+        if programs.iter().all(|id| gone("prog", id)) && maps.iter().all(|id| gone("map", id)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("programs {programs:?} or maps {maps:?} are still loaded after disable");
+}
+
+/// Switching backends leaves exactly one active, and the redirect keeps working.
+#[test]
+fn switching_backends_leaves_exactly_one_active() {
+    let hosts = TwoHosts::create();
+    let node = RemoteNode::start(&hosts.remote, noisy_responder);
+    let _proxy = Proxy::start(&hosts.client, &[]);
+    let cli = RedirectCli::new(&hosts);
+    let remote = hosts.remote_v4().to_string();
+    for (i, backend) in ["nftables", "ebpf", "nftables"].into_iter().enumerate() {
+        enable(&cli, backend, "8333");
+        let (code, status) = cli.status();
+        assert_eq!(code, 0, "{status}");
+        assert_eq!(status["backend"], backend);
+        for view in status["kernel"].as_array().unwrap() {
+            let active = view["backend"] == backend;
+            assert_eq!(view["present"], active, "only {backend} is installed: {status}");
+        }
+        assert_encrypted(&tagged_client(&hosts, &node, &remote, i));
+    }
 }

@@ -3,6 +3,7 @@
 //! The peers are independent of the proxy's code: `v1` frames messages on its own, and
 //! `responder` is built on rust-bitcoin's `bip324` crate.
 
+pub mod cgroup;
 pub mod echo;
 pub mod netns;
 pub mod responder;

@@ -16,6 +16,8 @@ const PREFIX: &str = "b324e2e-";
 /// A named network namespace (`ip netns add`), deleted on drop, even when a test fails.
 pub struct Netns {
     name: String,
+    /// Processes started here join this cgroup (its `cgroup.procs`), when set.
+    cgroup_procs: Option<std::ffi::CString>,
 }
 
 impl Netns {
@@ -25,9 +27,14 @@ impl Netns {
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = format!("{PREFIX}{}-{n}-{label}", std::process::id());
         run(Command::new("ip").args(["netns", "add", &name]));
-        let ns = Netns { name };
+        let ns = Netns { name, cgroup_procs: None };
         ns.ip(&["link", "set", "lo", "up"]);
         ns
+    }
+
+    /// Processes started in this host from now on join `cgroup`.
+    pub fn place_processes_in(&mut self, cgroup: &crate::cgroup::Cgroup) {
+        self.cgroup_procs = Some(cgroup.procs_file());
     }
 
     pub fn name(&self) -> &str {
@@ -58,10 +65,14 @@ impl Netns {
     ) -> Command {
         let handle = self.handle().expect("namespace handle");
         let groups: Vec<Gid> = supplementary.iter().map(|g| Gid::from_raw(*g)).collect();
+        let cgroup_procs = self.cgroup_procs.clone();
         let mut command = Command::new(program);
         // SAFETY: only async-signal-safe system calls run between fork and exec.
         unsafe {
             command.pre_exec(move || {
+                if let Some(procs) = &cgroup_procs {
+                    crate::cgroup::Cgroup::join_from_child(procs)?;
+                }
                 setns(&handle, CloneFlags::CLONE_NEWNET)?;
                 if let Some(gid) = gid {
                     setgroups(&groups)?;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::cgroup::{BpfMount, Cgroup};
 use crate::echo::spawn_echo_node;
 use crate::netns::{self, Netns};
 use crate::responder::{Responder, ResponderOptions};
@@ -32,22 +33,34 @@ pub fn require_root() {
     );
 }
 
+/// The hosts, plus what the eBPF backend needs to stay within the test: a cgroup holding
+/// every process started on the client host, and a BPF filesystem of its own.
 pub struct TwoHosts {
     pub client: Netns,
     pub remote: Netns,
+    pub cgroup: Cgroup,
+    pub bpffs: BpfMount,
 }
 
 impl TwoHosts {
     pub fn create() -> TwoHosts {
         require_root();
-        let client = Netns::create("client");
+        let cgroup = Cgroup::create("client");
+        let bpffs = BpfMount::create();
+        let mut client = Netns::create("client");
+        client.place_processes_in(&cgroup);
         let remote = Netns::create("remote");
         netns::link(&client, &remote);
         netns::address(&client, &format!("{CLIENT_V4}/24"));
         netns::address(&remote, &format!("{REMOTE_V4}/24"));
         netns::address(&client, &format!("{CLIENT_V6}/64"));
         netns::address(&remote, &format!("{REMOTE_V6}/64"));
-        TwoHosts { client, remote }
+        TwoHosts {
+            client,
+            remote,
+            cgroup,
+            bpffs,
+        }
     }
 
     pub fn remote_v4(&self) -> SocketAddr {
@@ -271,7 +284,7 @@ pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 /// The `bip324-redirect` command, run inside a host, with its record of enabled policies in
 /// a directory of its own (removed on drop).
 pub struct RedirectCli<'a> {
-    host: &'a Netns,
+    hosts: &'a TwoHosts,
     state_dir: PathBuf,
 }
 
@@ -284,18 +297,27 @@ pub struct CommandRun {
 }
 
 impl<'a> RedirectCli<'a> {
-    pub fn new(host: &'a Netns) -> RedirectCli<'a> {
-        let state_dir = std::env::temp_dir().join(format!("{}-redirect-state", host.name()));
-        RedirectCli { host, state_dir }
+    pub fn new(hosts: &'a TwoHosts) -> RedirectCli<'a> {
+        let state_dir =
+            std::env::temp_dir().join(format!("{}-redirect-state", hosts.client.name()));
+        RedirectCli { hosts, state_dir }
     }
 
+    /// Runs the command on the client host, keeping its state and pins within the test.
     pub fn run(&self, args: &[&str]) -> CommandRun {
+        // Attached anywhere else, eBPF programs would reach the host's processes.
+        assert!(
+            !(args.first() == Some(&"enable") && args.contains(&"ebpf") && !args.contains(&"--cgroup")),
+            "eBPF tests attach to their own cgroup: use RedirectCli::enable"
+        );
         let binary = workspace_binary("bip324-redirect", "BIP324_REDIRECT_BIN");
         let output = self
-            .host
+            .hosts
+            .client
             .command(&binary, None)
             .args(args)
             .env("BIP324_REDIRECT_STATE_DIR", &self.state_dir)
+            .env("BIP324_REDIRECT_BPF_DIR", self.hosts.bpffs.path().join("bip324-redirect"))
             .output()
             .expect("run bip324-redirect");
         CommandRun {
@@ -310,6 +332,17 @@ impl<'a> RedirectCli<'a> {
         let run = self.run(args);
         assert_eq!(run.code, 0, "bip324-redirect {args:?} failed: {run:?}");
         run
+    }
+
+    /// `enable` for `backend`: the eBPF backend attaches to the test's cgroup.
+    pub fn enable(&self, backend: &str, extra: &[&str]) -> CommandRun {
+        let cgroup = self.hosts.cgroup.path().to_string_lossy().into_owned();
+        let mut args = vec!["enable", "--backend", backend];
+        if backend == "ebpf" {
+            args.extend(["--cgroup", cgroup.as_str()]);
+        }
+        args.extend(extra);
+        self.run(&args)
     }
 
     /// `status --json`: the exit code and the report.

@@ -5,12 +5,18 @@ pub mod netlink;
 mod redirect_expr;
 pub mod ruleset;
 
+use caps::Capability;
+
 use crate::backend::Inspection;
 use crate::error::Error;
 use crate::policy::Policy;
+use crate::privileges;
+
+const NEEDED: [Capability; 1] = [Capability::CAP_NET_ADMIN];
 
 /// Replaces any earlier table of ours with `policy`'s, atomically.
 pub fn apply(policy: &Policy) -> Result<(), Error> {
+    privileges::require(&NEEDED, "bip324-redirect enable --backend nftables")?;
     netlink::send(
         &ruleset::apply_batch(policy),
         "install the nftables redirect",
@@ -19,6 +25,7 @@ pub fn apply(policy: &Policy) -> Result<(), Error> {
 
 /// Removes our table; `Ok(false)` when there was none.
 pub fn remove() -> Result<bool, Error> {
+    privileges::require(&NEEDED, "removing the nftables redirect")?;
     let existed = netlink::table_exists()?;
     netlink::send(&ruleset::remove_batch(), "remove the nftables redirect")?;
     Ok(existed)
@@ -26,6 +33,7 @@ pub fn remove() -> Result<bool, Error> {
 
 /// What the kernel holds, compared with what `expected` would install.
 pub fn inspect(expected: Option<&Policy>) -> Result<Inspection, Error> {
+    privileges::require(&NEEDED, "reading the nftables redirect")?;
     if !netlink::table_exists()? {
         return Ok(Inspection::absent());
     }
@@ -83,5 +91,6 @@ pub fn inspect(expected: Option<&Policy>) -> Result<Inspection, Error> {
             ruleset::TABLE.to_string_lossy(),
             rules.len()
         )],
+        ..Inspection::default()
     })
 }

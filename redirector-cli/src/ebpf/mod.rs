@@ -1,0 +1,294 @@
+//! The cgroup eBPF backend: the programs of `redirector-ebpf`, attached to a cgroup (the
+//! root of the cgroup v2 hierarchy by default), with programs, links and maps pinned in one
+//! directory of the BPF filesystem so the redirect outlives this command.
+//!
+//! The object is the one committed in `redirector-ebpf/prebuilt/`, built from this
+//! repository's source by `cargo xtask ebpf` (CI checks it is current), so the CLI builds
+//! with stable Rust alone.
+
+pub mod mounts;
+mod sockopt_link;
+
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use aya::maps::{Array, Map, MapData, MapInfo};
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::{CgroupAttachMode, Program};
+use aya::EbpfLoader;
+use caps::Capability;
+use redirector_ebpf::{CONFIG_MAP, Config, MAPS, MAX_EXEMPT_USERS, MAX_PORTS, PROGRAMS};
+
+use crate::backend::Inspection;
+use crate::error::Error;
+use crate::policy::{Id, Policy};
+use crate::privileges;
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../redirector-ebpf/prebuilt/redirector-ebpf.bpf.o"
+));
+
+/// Loading programs, attaching them to a cgroup, and pinning them.
+const NEEDED: [Capability; 3] = [Capability::CAP_BPF, Capability::CAP_NET_ADMIN, Capability::CAP_SYS_ADMIN];
+
+/// The directory in bpffs holding everything this backend installs. Tests give each run its
+/// own with `BIP324_REDIRECT_BPF_DIR`.
+pub fn pin_dir() -> PathBuf {
+    std::env::var_os("BIP324_REDIRECT_BPF_DIR")
+        .map_or_else(|| Path::new(mounts::BPFFS).join("bip324-redirect"), PathBuf::from)
+}
+
+// bpffs refuses names with a dot: pins are named with underscores.
+fn link_pin(dir: &Path, program: &str) -> PathBuf {
+    dir.join(format!("{program}_link"))
+}
+
+fn program_pin(dir: &Path, program: &str) -> PathBuf {
+    dir.join(format!("{program}_prog"))
+}
+
+/// Installs `policy` below `cgroup`, replacing an earlier instance with no gap: the new
+/// policy goes into the shared pinned map first (old programs follow it at once), the new
+/// programs are attached beside the old ones, and only then do their pins replace the old.
+pub fn apply(policy: &Policy, cgroup: &Path) -> Result<(), Error> {
+    privileges::require(&NEEDED, "bip324-redirect enable --backend ebpf")?;
+    let config = config_of(policy)?;
+    mounts::require_cgroup2(cgroup)?;
+    let dir = pin_dir();
+    mounts::ensure_bpffs(&dir)?;
+    std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+    // Leftovers of an interrupted enable would block the new pins.
+    for program in PROGRAMS {
+        for pin in [link_pin(&dir, program), program_pin(&dir, program)] {
+            let _ = std::fs::remove_file(staged(&pin));
+        }
+    }
+
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(&dir)
+        .load(OBJECT)
+        .map_err(|e| kernel("load the eBPF object (an older, incompatible instance may be pinned: run `bip324-redirect disable` first)", e))?;
+    let map = ebpf.map_mut(CONFIG_MAP).ok_or_else(|| missing(CONFIG_MAP))?;
+    let mut config_map: Array<&mut MapData, Config> =
+        Array::try_from(map).map_err(|e| kernel("open the policy map", e))?;
+    config_map
+        .set(0, config, 0)
+        .map_err(|e| kernel("write the policy map", e))?;
+
+    let cgroup_file = File::open(cgroup).map_err(|e| io(cgroup, e))?;
+    for name in PROGRAMS {
+        let program = ebpf.program_mut(name).ok_or_else(|| missing(name))?;
+        attach_and_pin(program, &cgroup_file, &staged(&link_pin(&dir, name)))
+            .map_err(|e| kernel(&format!("attach {name}"), e))?;
+        program
+            .pin(staged(&program_pin(&dir, name)))
+            .map_err(|e| kernel(&format!("pin {name}"), e))?;
+    }
+    for name in PROGRAMS {
+        for pin in [program_pin(&dir, name), link_pin(&dir, name)] {
+            // Replacing a link's pin drops the old link: its program detaches.
+            std::fs::rename(staged(&pin), &pin).map_err(|e| io(&pin, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Where a pin is made before it replaces the old one.
+fn staged(pin: &Path) -> PathBuf {
+    let mut name = pin.file_name().unwrap_or_default().to_os_string();
+    name.push("_new");
+    pin.with_file_name(name)
+}
+
+/// Loads `program`, attaches it to `cgroup` beside any other program there, and pins the
+/// link at `pin` so the attachment outlives this process.
+fn attach_and_pin(program: &mut Program, cgroup: &File, pin: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    // bpf_link attachments always coexist with other programs on the cgroup (the kernel
+    // refuses BPF_F_ALLOW_MULTI for links): the plain mode is the right one.
+    let mode = CgroupAttachMode::Single;
+    let link: FdLink = match program {
+        Program::CgroupSockAddr(p) => {
+            p.load()?;
+            let id = p.attach(cgroup, mode)?;
+            p.take_link(id)?.try_into()?
+        }
+        Program::SockOps(p) => {
+            p.load()?;
+            let id = p.attach(cgroup, mode)?;
+            p.take_link(id)?.try_into()?
+        }
+        Program::CgroupSockopt(p) => {
+            p.load()?;
+            return Ok(sockopt_link::attach_getsockopt(p.fd()?.as_fd(), cgroup.as_fd(), pin)?);
+        }
+        other => return Err(format!("unexpected program type {:?}", other.prog_type()).into()),
+    };
+    link.pin(pin)?;
+    Ok(())
+}
+
+/// Removes the pin directory and everything in it; `Ok(false)` when there was none.
+pub fn remove() -> Result<bool, Error> {
+    let dir = pin_dir();
+    if !dir.is_dir() {
+        return Ok(false);
+    }
+    privileges::require(&NEEDED, "removing the eBPF redirect")?;
+    for entry in std::fs::read_dir(&dir).map_err(|e| io(&dir, e))? {
+        let path = entry.map_err(|e| io(&dir, e))?.path();
+        // Unpinning the links detaches the programs; the rest is then freed.
+        std::fs::remove_file(&path).map_err(|e| io(&path, e))?;
+    }
+    std::fs::remove_dir(&dir).map_err(|e| io(&dir, e))?;
+    Ok(true)
+}
+
+/// Reads back what is pinned: the policy in the config map and each program's link.
+pub fn inspect(expected: Option<&Policy>) -> Result<Inspection, Error> {
+    let dir = pin_dir();
+    if !dir.is_dir() {
+        return Ok(Inspection::absent());
+    }
+    privileges::require(&NEEDED, "reading the eBPF redirect")?;
+    let mut inspection = Inspection {
+        present: true,
+        ..Inspection::default()
+    };
+    match read_config(&dir) {
+        Ok(config) => {
+            let policy = policy_of(&config);
+            inspection.objects.push(format!("policy map: {}", policy.describe()));
+            if let Some(expected) = expected {
+                if config_of(expected).ok() != Some(config) {
+                    inspection.details.push(format!(
+                        "the pinned policy is `{}`",
+                        policy.describe()
+                    ));
+                }
+            }
+            inspection.policy = Some(policy);
+        }
+        Err(e) => inspection.details.push(e.to_string()),
+    }
+    for name in PROGRAMS {
+        match PinnedLink::from_pin(link_pin(&dir, name)).map(|link| FdLink::from(link).info()) {
+            Ok(Ok(info)) => {
+                inspection.program_ids.push(info.program_id());
+                inspection
+                    .objects
+                    .push(format!("{name} attached (program {}, link {})", info.program_id(), info.id()));
+            }
+            _ => inspection.details.push(format!("program {name} is not attached")),
+        }
+    }
+    for name in MAPS {
+        if let Ok(info) = MapInfo::from_pin(dir.join(name)) {
+            inspection.map_ids.push(info.id());
+        }
+    }
+    inspection.matches = expected.map(|_| inspection.details.is_empty());
+    Ok(inspection)
+}
+
+fn read_config(dir: &Path) -> Result<Config, Error> {
+    let data = MapData::from_pin(dir.join(CONFIG_MAP)).map_err(|e| kernel("open the pinned policy map", e))?;
+    let array: Array<MapData, Config> =
+        Array::try_from(Map::Array(data)).map_err(|e| kernel("read the pinned policy map", e))?;
+    array.get(&0, 0).map_err(|e| kernel("read the pinned policy", e))
+}
+
+fn config_of(policy: &Policy) -> Result<Config, Error> {
+    if policy.exempt_users.len() > MAX_EXEMPT_USERS {
+        return Err(Error::Config(format!(
+            "the eBPF backend takes at most {MAX_EXEMPT_USERS} --exempt-user"
+        )));
+    }
+    let mut config = Config {
+        gid: policy.group.id,
+        proxy_port: policy.proxy_port,
+        port_count: policy.ports.len() as u16,
+        exempt_count: policy.exempt_users.len() as u32,
+        ..Config::default()
+    };
+    // Policy::new caps the ports at MAX_PORTS.
+    config.ports[..policy.ports.len()].copy_from_slice(&policy.ports[..policy.ports.len().min(MAX_PORTS)]);
+    for (slot, user) in config.exempt_uids.iter_mut().zip(&policy.exempt_users) {
+        *slot = user.id;
+    }
+    Ok(config)
+}
+
+fn policy_of(config: &Config) -> Policy {
+    let ports = &config.ports[..usize::from(config.port_count).min(MAX_PORTS)];
+    let exempt = &config.exempt_uids[..(config.exempt_count as usize).min(MAX_EXEMPT_USERS)];
+    Policy {
+        group: Id { id: config.gid, name: None },
+        ports: ports.to_vec(),
+        proxy_port: config.proxy_port,
+        exempt_users: exempt.iter().map(|&id| Id { id, name: None }).collect(),
+    }
+}
+
+fn kernel(action: &str, error: impl Into<Box<dyn std::error::Error>>) -> Error {
+    let error = error.into();
+    // aya's errors keep the errno in their sources.
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    let hint = if text.contains("Operation not permitted") || text.contains("EPERM") {
+        " (missing CAP_BPF / CAP_NET_ADMIN / CAP_SYS_ADMIN, or a locked-down kernel)"
+    } else {
+        ""
+    };
+    Error::Kernel(format!("cannot {action}: {text}{hint}"))
+}
+
+fn missing(name: &str) -> Error {
+    Error::Kernel(format!("the embedded eBPF object has no {name}: rebuild it with `cargo xtask ebpf`"))
+}
+
+fn io(path: &Path, e: std::io::Error) -> Error {
+    Error::Io(format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_survives_the_config_map_layout() {
+        let policy = Policy::new(
+            Id { id: 1001, name: None },
+            &[8333, 18333, 18444],
+            1324,
+            vec![Id { id: 105, name: None }],
+        )
+        .unwrap();
+        let config = config_of(&policy).unwrap();
+        assert_eq!(config.port_count, 3);
+        assert_eq!(policy_of(&config), policy);
+    }
+
+    #[test]
+    fn too_many_exempt_users_is_a_configuration_error() {
+        let users = (0..9).map(|id| Id { id, name: None }).collect();
+        let policy = Policy::new(Id { id: 1, name: None }, &[8333], 1324, users).unwrap();
+        assert!(matches!(config_of(&policy), Err(Error::Config(_))));
+    }
+
+    #[test]
+    fn the_embedded_object_has_every_program_and_map() {
+        let object = aya_obj::Object::parse(OBJECT).expect("a valid eBPF object");
+        for name in PROGRAMS {
+            assert!(object.programs.contains_key(name), "program {name}");
+        }
+        for name in MAPS {
+            assert!(object.maps.contains_key(name), "map {name}");
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! The redirect, at `connect()`, before any packet exists:
+//!
+//! * `connect4`/`connect6`: a TCP connect by a tagged process to a policy port records the
+//!   original destination under the socket cookie and goes to the proxy on loopback instead.
+//! * `sockops`: once that connection is established, files the original destination under
+//!   the client's end of it, which is what the proxy sees as its peer; forgets both at close.
+//! * `getsockopt`: answers the proxy's `SO_ORIGINAL_DST` / `IP6T_SO_ORIGINAL_DST` from that,
+//!   so the proxy reads it exactly as with nftables.
+//! * `getpeername4`/`getpeername6`: the client still sees the original remote.
+//!
+//! Context fields are read and written with volatile 4-byte accesses: the verifier refuses
+//! wider or merged accesses to them, which LLVM would otherwise emit for arrays.
+
+use core::ptr::{read_volatile, write_volatile};
+
+use aya_ebpf::EbpfContext;
+use aya_ebpf::bindings::{
+    BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG,
+    BPF_SOCK_OPS_TCP_CONNECT_CB, bpf_sock, bpf_sock_addr, bpf_sock_ops, bpf_sockopt,
+};
+use aya_ebpf::helpers::bpf_get_current_uid_gid;
+use aya_ebpf::helpers::generated::bpf_get_socket_cookie;
+use aya_ebpf::macros::{cgroup_sock_addr, cgroup_sockopt, map, sock_ops};
+use aya_ebpf::maps::{Array, LruHashMap};
+use aya_ebpf::programs::{SockAddrContext, SockOpsContext, SockoptContext};
+use redirector_ebpf::{AF_INET, AF_INET6, Config, Endpoint, MAX_CONNECTIONS, MAX_EXEMPT_USERS, MAX_PORTS};
+
+// Maps are pinned by name in the loader's directory, so a new `enable` reuses them.
+#[map]
+static CONFIG: Array<Config> = Array::pinned(1, 0);
+#[map]
+static BY_COOKIE: LruHashMap<u64, Endpoint> = LruHashMap::pinned(MAX_CONNECTIONS, 0);
+#[map]
+static BY_CLIENT: LruHashMap<Endpoint, Endpoint> = LruHashMap::pinned(MAX_CONNECTIONS, 0);
+
+/// cgroup sock_addr and sockopt programs: 1 lets the call proceed.
+const ALLOW: i32 = 1;
+const IPPROTO_TCP: u32 = 6;
+const SOL_IP: i32 = 0;
+const SOL_IPV6: i32 = 41;
+/// `SO_ORIGINAL_DST` and `IP6T_SO_ORIGINAL_DST` share the number.
+const SO_ORIGINAL_DST: i32 = 80;
+const TCP_CLOSE: u32 = 7;
+/// Beyond this the program sees no buffer and must leave `optlen` at 0 (kernel rule).
+const PAGE_SIZE: i32 = 4096;
+/// Network byte order constants.
+const LOOPBACK_V4: u32 = 0x7f00_0001u32.to_be();
+const LOOPBACK_V6_LAST: u32 = 1u32.to_be();
+const V4_MAPPED_WORD: u32 = 0x0000_ffffu32.to_be();
+
+#[inline(always)]
+unsafe fn get<T: Copy>(field: *const T) -> T {
+    unsafe { read_volatile(field) }
+}
+
+#[inline(always)]
+unsafe fn set<T>(field: *mut T, value: T) {
+    unsafe { write_volatile(field, value) }
+}
+
+fn is_v4_mapped(addr: &[u32; 4]) -> bool {
+    addr[0] == 0 && addr[1] == 0 && addr[2] == V4_MAPPED_WORD
+}
+
+/// The proxy port, if the caller is tagged and the destination port is in the policy.
+#[inline(always)]
+unsafe fn tagged(sa: *const bpf_sock_addr) -> Option<u16> {
+    if unsafe { get(&(*sa).protocol) } != IPPROTO_TCP {
+        return None;
+    }
+    let config = CONFIG.get(0)?;
+    let port = u16::from_be(unsafe { get(&(*sa).user_port) } as u16);
+    let count = config.port_count as usize;
+    let mut wanted = false;
+    for i in 0..MAX_PORTS {
+        if i < count && config.ports[i] == port {
+            wanted = true;
+        }
+    }
+    if !wanted {
+        return None;
+    }
+    // Real ids: a setgid wrapper does not tag a process, only its real group does.
+    let ids = bpf_get_current_uid_gid();
+    let (uid, gid) = (ids as u32, (ids >> 32) as u32);
+    if gid != config.gid {
+        return None;
+    }
+    let exempt = config.exempt_count as usize;
+    for i in 0..MAX_EXEMPT_USERS {
+        if i < exempt && config.exempt_uids[i] == uid {
+            return None;
+        }
+    }
+    Some(config.proxy_port)
+}
+
+#[cgroup_sock_addr(connect4)]
+pub fn connect4(ctx: SockAddrContext) -> i32 {
+    let sa = ctx.sock_addr;
+    // SAFETY: the kernel passes a valid context; fields are accessed as the verifier allows.
+    unsafe {
+        if let Some(proxy_port) = tagged(sa) {
+            let original = Endpoint {
+                family: AF_INET,
+                port: u32::from(u16::from_be(get(&(*sa).user_port) as u16)),
+                addr: [get(&(*sa).user_ip4), 0, 0, 0],
+            };
+            // Redirect even if recording fails: the proxy then refuses the connection,
+            // which is closed, never plaintext.
+            let _ = BY_COOKIE.insert(&bpf_get_socket_cookie(ctx.as_ptr()), &original, 0);
+            set(&mut (*sa).user_ip4, LOOPBACK_V4);
+            set(&mut (*sa).user_port, u32::from(proxy_port.to_be()));
+        }
+    }
+    ALLOW
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn connect6(ctx: SockAddrContext) -> i32 {
+    let sa = ctx.sock_addr;
+    // SAFETY: as in connect4. Each word of user_ip6 is its own 4-byte access.
+    unsafe {
+        if let Some(proxy_port) = tagged(sa) {
+            let addr = [
+                get(&(*sa).user_ip6[0]),
+                get(&(*sa).user_ip6[1]),
+                get(&(*sa).user_ip6[2]),
+                get(&(*sa).user_ip6[3]),
+            ];
+            let original = Endpoint {
+                family: AF_INET6,
+                port: u32::from(u16::from_be(get(&(*sa).user_port) as u16)),
+                addr,
+            };
+            let _ = BY_COOKIE.insert(&bpf_get_socket_cookie(ctx.as_ptr()), &original, 0);
+            // A v4-mapped destination travels over IPv4: send it to ::ffff:127.0.0.1, which
+            // reaches the proxy's IPv4 listener, as with nftables.
+            let loopback = if is_v4_mapped(&addr) {
+                [0, 0, V4_MAPPED_WORD, LOOPBACK_V4]
+            } else {
+                [0, 0, 0, LOOPBACK_V6_LAST]
+            };
+            set(&mut (*sa).user_ip6[0], loopback[0]);
+            set(&mut (*sa).user_ip6[1], loopback[1]);
+            set(&mut (*sa).user_ip6[2], loopback[2]);
+            set(&mut (*sa).user_ip6[3], loopback[3]);
+            set(&mut (*sa).user_port, u32::from(proxy_port.to_be()));
+        }
+    }
+    ALLOW
+}
+
+/// The local end of a socket, a v4-mapped address as the IPv4 address it stands for.
+unsafe fn local_end(ops: *const bpf_sock_ops) -> Endpoint {
+    unsafe {
+        let port = get(&(*ops).local_port);
+        if get(&(*ops).family) == AF_INET {
+            return Endpoint { family: AF_INET, port, addr: [get(&(*ops).local_ip4), 0, 0, 0] };
+        }
+        let addr = [
+            get(&(*ops).local_ip6[0]),
+            get(&(*ops).local_ip6[1]),
+            get(&(*ops).local_ip6[2]),
+            get(&(*ops).local_ip6[3]),
+        ];
+        as_ipv4_if_mapped(Endpoint { family: AF_INET6, port, addr })
+    }
+}
+
+fn as_ipv4_if_mapped(end: Endpoint) -> Endpoint {
+    if end.family == AF_INET6 && is_v4_mapped(&end.addr) {
+        Endpoint { family: AF_INET, port: end.port, addr: [end.addr[3], 0, 0, 0] }
+    } else {
+        end
+    }
+}
+
+#[sock_ops]
+pub fn track_sockets(ctx: SockOpsContext) -> u32 {
+    let ops = ctx.ops;
+    // SAFETY: the kernel passes a valid context.
+    unsafe {
+        let op = get(&(*ops).op);
+        let closing = op == BPF_SOCK_OPS_STATE_CB && ctx.arg(1) == TCP_CLOSE;
+        if op != BPF_SOCK_OPS_TCP_CONNECT_CB && op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && !closing {
+            return 1;
+        }
+        let cookie = bpf_get_socket_cookie(ctx.as_ptr());
+        let Some(original) = BY_COOKIE.get(&cookie).copied() else {
+            return 1; // not a redirected socket
+        };
+        if op == BPF_SOCK_OPS_TCP_CONNECT_CB {
+            // Be told when it closes, whether or not it ever connects.
+            let flags = get(&(*ops).bpf_sock_ops_cb_flags) | BPF_SOCK_OPS_STATE_CB_FLAG;
+            let _ = ctx.set_cb_flags(flags as i32);
+        } else if op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB {
+            // The proxy asks for the IPv4 form of a v4-mapped destination (SOL_IP).
+            let _ = BY_CLIENT.insert(&local_end(ops), &as_ipv4_if_mapped(original), 0);
+        } else {
+            let _ = BY_CLIENT.remove(&local_end(ops));
+            let _ = BY_COOKIE.remove(&cookie);
+        }
+    }
+    1
+}
+
+/// The remote end of the proxy's accepted socket: the client's local end.
+unsafe fn peer_end(sk: *const bpf_sock) -> Endpoint {
+    unsafe {
+        let port = u32::from(u16::from_be(get(&(*sk).dst_port)));
+        if get(&(*sk).family) == AF_INET {
+            return Endpoint { family: AF_INET, port, addr: [get(&(*sk).dst_ip4), 0, 0, 0] };
+        }
+        let addr = [
+            get(&(*sk).dst_ip6[0]),
+            get(&(*sk).dst_ip6[1]),
+            get(&(*sk).dst_ip6[2]),
+            get(&(*sk).dst_ip6[3]),
+        ];
+        as_ipv4_if_mapped(Endpoint { family: AF_INET6, port, addr })
+    }
+}
+
+#[cgroup_sockopt(getsockopt)]
+pub fn getsockopt(ctx: SockoptContext) -> i32 {
+    let so = ctx.sockopt;
+    // SAFETY: the kernel passes a valid context; optval is only written after the bounds
+    // check against optval_end that the verifier requires.
+    unsafe {
+        if !answer_original_destination(so) && get(&(*so).optlen) > PAGE_SIZE {
+            set(&mut (*so).optlen, 0);
+        }
+    }
+    ALLOW
+}
+
+/// `struct sockaddr_in` and `struct sockaddr_in6`, as the proxy's getsockopt expects them.
+#[repr(C)]
+struct SockaddrIn {
+    family: u16,
+    port: u16,
+    addr: u32,
+    zero: [u8; 8],
+}
+
+#[repr(C)]
+struct SockaddrIn6 {
+    family: u16,
+    port: u16,
+    flowinfo: u32,
+    addr: [u32; 4],
+    scope_id: u32,
+}
+
+unsafe fn answer_original_destination(so: *mut bpf_sockopt) -> bool {
+    unsafe {
+        let level = get(&(*so).level);
+        if get(&(*so).optname) != SO_ORIGINAL_DST || (level != SOL_IP && level != SOL_IPV6) {
+            return false;
+        }
+        let sk = (*so).__bindgen_anon_1.sk;
+        if sk.is_null() {
+            return false;
+        }
+        let Some(original) = BY_CLIENT.get(&peer_end(sk)).copied() else {
+            return false; // not one of ours: the kernel's answer stands
+        };
+        let optval = (*so).__bindgen_anon_2.optval as *mut u8;
+        let end = (*so).__bindgen_anon_3.optval_end as *mut u8;
+        let port = (original.port as u16).to_be();
+        if level == SOL_IP && original.family == AF_INET {
+            const LEN: usize = core::mem::size_of::<SockaddrIn>();
+            if optval.add(LEN) > end {
+                return false;
+            }
+            let answer = SockaddrIn { family: AF_INET as u16, port, addr: original.addr[0], zero: [0; 8] };
+            (optval as *mut SockaddrIn).write_unaligned(answer);
+            set(&mut (*so).optlen, LEN as i32);
+        } else if level == SOL_IPV6 && original.family == AF_INET6 {
+            const LEN: usize = core::mem::size_of::<SockaddrIn6>();
+            if optval.add(LEN) > end {
+                return false;
+            }
+            let answer = SockaddrIn6 { family: AF_INET6 as u16, port, flowinfo: 0, addr: original.addr, scope_id: 0 };
+            (optval as *mut SockaddrIn6).write_unaligned(answer);
+            set(&mut (*so).optlen, LEN as i32);
+        } else {
+            return false;
+        }
+        set(&mut (*so).retval, 0);
+        true
+    }
+}
+
+/// getpeername on a redirected socket: the original destination, not the proxy.
+#[cgroup_sock_addr(getpeername4)]
+pub fn getpeername4(ctx: SockAddrContext) -> i32 {
+    let sa = ctx.sock_addr;
+    // SAFETY: as in connect4.
+    unsafe {
+        if let Some(original) = BY_COOKIE.get(&bpf_get_socket_cookie(ctx.as_ptr())).copied() {
+            if original.family == AF_INET {
+                set(&mut (*sa).user_ip4, original.addr[0]);
+                set(&mut (*sa).user_port, u32::from((original.port as u16).to_be()));
+            }
+        }
+    }
+    ALLOW
+}
+
+#[cgroup_sock_addr(getpeername6)]
+pub fn getpeername6(ctx: SockAddrContext) -> i32 {
+    let sa = ctx.sock_addr;
+    // SAFETY: as in connect6.
+    unsafe {
+        if let Some(original) = BY_COOKIE.get(&bpf_get_socket_cookie(ctx.as_ptr())).copied() {
+            if original.family == AF_INET6 {
+                set(&mut (*sa).user_ip6[0], original.addr[0]);
+                set(&mut (*sa).user_ip6[1], original.addr[1]);
+                set(&mut (*sa).user_ip6[2], original.addr[2]);
+                set(&mut (*sa).user_ip6[3], original.addr[3]);
+                set(&mut (*sa).user_port, u32::from((original.port as u16).to_be()));
+            }
+        }
+    }
+    ALLOW
+}
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    // SAFETY: the verifier proves that no path of a loaded program reaches a panic.
+    unsafe { core::hint::unreachable_unchecked() }
+}
