@@ -48,15 +48,19 @@ fn enable(args: &EnableArgs) -> Result<u8, Error> {
     let policy = Policy::new(group, &args.ports, args.proxy_port, exempt)?;
     let cgroup = match (&args.cgroup, args.backend) {
         (Some(_), BackendKind::Nftables) => {
-            return Err(Error::Config("--cgroup only applies to --backend ebpf".into()));
+            return Err(Error::Config(
+                "--cgroup only applies to --backend ebpf".into(),
+            ));
         }
         (Some(path), BackendKind::Ebpf) => Some(path.clone()),
         (None, BackendKind::Ebpf) => Some(ebpf::mounts::cgroup2_root()?),
         (None, BackendKind::Nftables) => None,
     };
 
-    args.backend
-        .apply(&policy, cgroup.as_deref().unwrap_or(std::path::Path::new("/")))?;
+    args.backend.apply(
+        &policy,
+        cgroup.as_deref().unwrap_or(std::path::Path::new("/")),
+    )?;
     // Exactly one backend active: remove what another one may have left.
     for other in BackendKind::ALL.into_iter().filter(|b| *b != args.backend) {
         other.remove()?;

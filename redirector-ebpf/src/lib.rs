@@ -26,7 +26,14 @@ pub const SOCKOPS: &str = "track_sockets";
 pub const GETSOCKOPT: &str = "getsockopt";
 pub const GETPEERNAME4: &str = "getpeername4";
 pub const GETPEERNAME6: &str = "getpeername6";
-pub const PROGRAMS: [&str; 6] = [CONNECT4, CONNECT6, SOCKOPS, GETSOCKOPT, GETPEERNAME4, GETPEERNAME6];
+pub const PROGRAMS: [&str; 6] = [
+    CONNECT4,
+    CONNECT6,
+    SOCKOPS,
+    GETSOCKOPT,
+    GETPEERNAME4,
+    GETPEERNAME6,
+];
 
 pub const AF_INET: u32 = 2;
 pub const AF_INET6: u32 = 10;

@@ -23,7 +23,9 @@ use aya_ebpf::helpers::generated::bpf_get_socket_cookie;
 use aya_ebpf::macros::{cgroup_sock_addr, cgroup_sockopt, map, sock_ops};
 use aya_ebpf::maps::{Array, LruHashMap};
 use aya_ebpf::programs::{SockAddrContext, SockOpsContext, SockoptContext};
-use redirector_ebpf::{AF_INET, AF_INET6, Config, Endpoint, MAX_CONNECTIONS, MAX_EXEMPT_USERS, MAX_PORTS};
+use redirector_ebpf::{
+    AF_INET, AF_INET6, Config, Endpoint, MAX_CONNECTIONS, MAX_EXEMPT_USERS, MAX_PORTS,
+};
 
 // Maps are pinned by name in the loader's directory, so a new `enable` reuses them.
 #[map]
@@ -108,7 +110,7 @@ pub fn connect4(ctx: SockAddrContext) -> i32 {
             };
             // Redirect even if recording fails: the proxy then refuses the connection,
             // which is closed, never plaintext.
-            let _ = BY_COOKIE.insert(&bpf_get_socket_cookie(ctx.as_ptr()), &original, 0);
+            let _ = BY_COOKIE.insert(bpf_get_socket_cookie(ctx.as_ptr()), original, 0);
             set(&mut (*sa).user_ip4, LOOPBACK_V4);
             set(&mut (*sa).user_port, u32::from(proxy_port.to_be()));
         }
@@ -133,7 +135,7 @@ pub fn connect6(ctx: SockAddrContext) -> i32 {
                 port: u32::from(u16::from_be(get(&(*sa).user_port) as u16)),
                 addr,
             };
-            let _ = BY_COOKIE.insert(&bpf_get_socket_cookie(ctx.as_ptr()), &original, 0);
+            let _ = BY_COOKIE.insert(bpf_get_socket_cookie(ctx.as_ptr()), original, 0);
             // A v4-mapped destination travels over IPv4: send it to ::ffff:127.0.0.1, which
             // reaches the proxy's IPv4 listener, as with nftables.
             let loopback = if is_v4_mapped(&addr) {
@@ -156,7 +158,11 @@ unsafe fn local_end(ops: *const bpf_sock_ops) -> Endpoint {
     unsafe {
         let port = get(&(*ops).local_port);
         if get(&(*ops).family) == AF_INET {
-            return Endpoint { family: AF_INET, port, addr: [get(&(*ops).local_ip4), 0, 0, 0] };
+            return Endpoint {
+                family: AF_INET,
+                port,
+                addr: [get(&(*ops).local_ip4), 0, 0, 0],
+            };
         }
         let addr = [
             get(&(*ops).local_ip6[0]),
@@ -164,13 +170,21 @@ unsafe fn local_end(ops: *const bpf_sock_ops) -> Endpoint {
             get(&(*ops).local_ip6[2]),
             get(&(*ops).local_ip6[3]),
         ];
-        as_ipv4_if_mapped(Endpoint { family: AF_INET6, port, addr })
+        as_ipv4_if_mapped(Endpoint {
+            family: AF_INET6,
+            port,
+            addr,
+        })
     }
 }
 
 fn as_ipv4_if_mapped(end: Endpoint) -> Endpoint {
     if end.family == AF_INET6 && is_v4_mapped(&end.addr) {
-        Endpoint { family: AF_INET, port: end.port, addr: [end.addr[3], 0, 0, 0] }
+        Endpoint {
+            family: AF_INET,
+            port: end.port,
+            addr: [end.addr[3], 0, 0, 0],
+        }
     } else {
         end
     }
@@ -183,11 +197,12 @@ pub fn track_sockets(ctx: SockOpsContext) -> u32 {
     unsafe {
         let op = get(&(*ops).op);
         let closing = op == BPF_SOCK_OPS_STATE_CB && ctx.arg(1) == TCP_CLOSE;
-        if op != BPF_SOCK_OPS_TCP_CONNECT_CB && op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && !closing {
+        if op != BPF_SOCK_OPS_TCP_CONNECT_CB && op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && !closing
+        {
             return 1;
         }
         let cookie = bpf_get_socket_cookie(ctx.as_ptr());
-        let Some(original) = BY_COOKIE.get(&cookie).copied() else {
+        let Some(original) = BY_COOKIE.get(cookie).copied() else {
             return 1; // not a redirected socket
         };
         if op == BPF_SOCK_OPS_TCP_CONNECT_CB {
@@ -196,10 +211,10 @@ pub fn track_sockets(ctx: SockOpsContext) -> u32 {
             let _ = ctx.set_cb_flags(flags as i32);
         } else if op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB {
             // The proxy asks for the IPv4 form of a v4-mapped destination (SOL_IP).
-            let _ = BY_CLIENT.insert(&local_end(ops), &as_ipv4_if_mapped(original), 0);
+            let _ = BY_CLIENT.insert(local_end(ops), as_ipv4_if_mapped(original), 0);
         } else {
-            let _ = BY_CLIENT.remove(&local_end(ops));
-            let _ = BY_COOKIE.remove(&cookie);
+            let _ = BY_CLIENT.remove(local_end(ops));
+            let _ = BY_COOKIE.remove(cookie);
         }
     }
     1
@@ -210,7 +225,11 @@ unsafe fn peer_end(sk: *const bpf_sock) -> Endpoint {
     unsafe {
         let port = u32::from(u16::from_be(get(&(*sk).dst_port)));
         if get(&(*sk).family) == AF_INET {
-            return Endpoint { family: AF_INET, port, addr: [get(&(*sk).dst_ip4), 0, 0, 0] };
+            return Endpoint {
+                family: AF_INET,
+                port,
+                addr: [get(&(*sk).dst_ip4), 0, 0, 0],
+            };
         }
         let addr = [
             get(&(*sk).dst_ip6[0]),
@@ -218,7 +237,11 @@ unsafe fn peer_end(sk: *const bpf_sock) -> Endpoint {
             get(&(*sk).dst_ip6[2]),
             get(&(*sk).dst_ip6[3]),
         ];
-        as_ipv4_if_mapped(Endpoint { family: AF_INET6, port, addr })
+        as_ipv4_if_mapped(Endpoint {
+            family: AF_INET6,
+            port,
+            addr,
+        })
     }
 }
 
@@ -263,7 +286,7 @@ unsafe fn answer_original_destination(so: *mut bpf_sockopt) -> bool {
         if sk.is_null() {
             return false;
         }
-        let Some(original) = BY_CLIENT.get(&peer_end(sk)).copied() else {
+        let Some(original) = BY_CLIENT.get(peer_end(sk)).copied() else {
             return false; // not one of ours: the kernel's answer stands
         };
         let optval = (*so).__bindgen_anon_2.optval as *mut u8;
@@ -274,7 +297,12 @@ unsafe fn answer_original_destination(so: *mut bpf_sockopt) -> bool {
             if optval.add(LEN) > end {
                 return false;
             }
-            let answer = SockaddrIn { family: AF_INET as u16, port, addr: original.addr[0], zero: [0; 8] };
+            let answer = SockaddrIn {
+                family: AF_INET as u16,
+                port,
+                addr: original.addr[0],
+                zero: [0; 8],
+            };
             (optval as *mut SockaddrIn).write_unaligned(answer);
             set(&mut (*so).optlen, LEN as i32);
         } else if level == SOL_IPV6 && original.family == AF_INET6 {
@@ -282,7 +310,13 @@ unsafe fn answer_original_destination(so: *mut bpf_sockopt) -> bool {
             if optval.add(LEN) > end {
                 return false;
             }
-            let answer = SockaddrIn6 { family: AF_INET6 as u16, port, flowinfo: 0, addr: original.addr, scope_id: 0 };
+            let answer = SockaddrIn6 {
+                family: AF_INET6 as u16,
+                port,
+                flowinfo: 0,
+                addr: original.addr,
+                scope_id: 0,
+            };
             (optval as *mut SockaddrIn6).write_unaligned(answer);
             set(&mut (*so).optlen, LEN as i32);
         } else {
@@ -299,11 +333,14 @@ pub fn getpeername4(ctx: SockAddrContext) -> i32 {
     let sa = ctx.sock_addr;
     // SAFETY: as in connect4.
     unsafe {
-        if let Some(original) = BY_COOKIE.get(&bpf_get_socket_cookie(ctx.as_ptr())).copied() {
-            if original.family == AF_INET {
-                set(&mut (*sa).user_ip4, original.addr[0]);
-                set(&mut (*sa).user_port, u32::from((original.port as u16).to_be()));
-            }
+        if let Some(original) = BY_COOKIE.get(bpf_get_socket_cookie(ctx.as_ptr())).copied()
+            && original.family == AF_INET
+        {
+            set(&mut (*sa).user_ip4, original.addr[0]);
+            set(
+                &mut (*sa).user_port,
+                u32::from((original.port as u16).to_be()),
+            );
         }
     }
     ALLOW
@@ -314,14 +351,17 @@ pub fn getpeername6(ctx: SockAddrContext) -> i32 {
     let sa = ctx.sock_addr;
     // SAFETY: as in connect6.
     unsafe {
-        if let Some(original) = BY_COOKIE.get(&bpf_get_socket_cookie(ctx.as_ptr())).copied() {
-            if original.family == AF_INET6 {
-                set(&mut (*sa).user_ip6[0], original.addr[0]);
-                set(&mut (*sa).user_ip6[1], original.addr[1]);
-                set(&mut (*sa).user_ip6[2], original.addr[2]);
-                set(&mut (*sa).user_ip6[3], original.addr[3]);
-                set(&mut (*sa).user_port, u32::from((original.port as u16).to_be()));
-            }
+        if let Some(original) = BY_COOKIE.get(bpf_get_socket_cookie(ctx.as_ptr())).copied()
+            && original.family == AF_INET6
+        {
+            set(&mut (*sa).user_ip6[0], original.addr[0]);
+            set(&mut (*sa).user_ip6[1], original.addr[1]);
+            set(&mut (*sa).user_ip6[2], original.addr[2]);
+            set(&mut (*sa).user_ip6[3], original.addr[3]);
+            set(
+                &mut (*sa).user_port,
+                u32::from((original.port as u16).to_be()),
+            );
         }
     }
     ALLOW

@@ -230,7 +230,11 @@ pub fn reenabling_under_load_never_leaks_plaintext(backend: &str) {
     std::thread::scope(|scope| {
         scope.spawn(|| {
             for i in 0..20 {
-                enable(&cli, backend, if i % 2 == 0 { "8333,18444" } else { "8333" });
+                enable(
+                    &cli,
+                    backend,
+                    if i % 2 == 0 { "8333,18444" } else { "8333" },
+                );
             }
         });
         for _ in 0..CLIENTS {
@@ -239,7 +243,9 @@ pub fn reenabling_under_load_never_leaks_plaintext(backend: &str) {
             assert!(run.success, "{}", run.stderr);
         }
     });
-    let reports = node.responder.wait_for_reports(CLIENTS, Duration::from_secs(10));
+    let reports = node
+        .responder
+        .wait_for_reports(CLIENTS, Duration::from_secs(10));
     assert_eq!(reports.len(), CLIENTS);
     reports.iter().for_each(assert_encrypted);
 }
@@ -384,28 +390,56 @@ fn ebpf_disable_leaves_no_program_link_pin_or_map() {
         .clone();
     assert_eq!(view["present"], true);
     assert_eq!(view["matches"], true, "{view}");
-    assert_eq!(view["policy"]["ports"], serde_json::json!([8333, 18444]), "read back from the map");
+    assert_eq!(
+        view["policy"]["ports"],
+        serde_json::json!([8333, 18444]),
+        "read back from the map"
+    );
     assert_eq!(view["policy"]["group"]["id"], TAGGED_GID);
-    let programs: Vec<u64> = view["program_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
-    let maps: Vec<u64> = view["map_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    let programs: Vec<u64> = view["program_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    let maps: Vec<u64> = view["map_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
     assert_eq!(programs.len(), 6, "{view}");
     assert_eq!(maps.len(), 3, "{view}");
     let cgroup = hosts.cgroup.path().to_str().unwrap();
     assert_eq!(status["cgroup"], cgroup);
     let attached = String::from_utf8(bpftool(&["cgroup", "show", cgroup]).stdout).unwrap();
     for id in &programs {
-        assert!(attached.contains(&id.to_string()), "program {id} attached to the cgroup:\n{attached}");
-        assert!(bpftool(&["prog", "show", "id", &id.to_string()]).status.success());
+        assert!(
+            attached.contains(&id.to_string()),
+            "program {id} attached to the cgroup:\n{attached}"
+        );
+        assert!(
+            bpftool(&["prog", "show", "id", &id.to_string()])
+                .status
+                .success()
+        );
     }
 
     cli.ok(&["disable"]);
     let pin_dir = hosts.bpffs.path().join("bip324-redirect");
     assert!(!pin_dir.exists(), "pins left in {}", pin_dir.display());
     let attached = bpftool(&["cgroup", "show", cgroup]);
-    assert!(String::from_utf8_lossy(&attached.stdout).trim().is_empty(), "{attached:?}");
+    assert!(
+        String::from_utf8_lossy(&attached.stdout).trim().is_empty(),
+        "{attached:?}"
+    );
     // The kernel frees programs and maps once their last reference goes (after an RCU grace
     // period): wait a little for that.
-    let gone = |kind: &str, id: &u64| !bpftool(&[kind, "show", "id", &id.to_string()]).status.success();
+    let gone = |kind: &str, id: &u64| {
+        !bpftool(&[kind, "show", "id", &id.to_string()])
+            .status
+            .success()
+    };
     for _ in 0..100 {
         if programs.iter().all(|id| gone("prog", id)) && maps.iter().all(|id| gone("map", id)) {
             return;
@@ -430,7 +464,10 @@ fn switching_backends_leaves_exactly_one_active() {
         assert_eq!(status["backend"], backend);
         for view in status["kernel"].as_array().unwrap() {
             let active = view["backend"] == backend;
-            assert_eq!(view["present"], active, "only {backend} is installed: {status}");
+            assert_eq!(
+                view["present"], active,
+                "only {backend} is installed: {status}"
+            );
         }
         assert_encrypted(&tagged_client(&hosts, &node, &remote, i));
     }

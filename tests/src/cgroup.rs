@@ -38,8 +38,14 @@ pub struct Cgroup {
 impl Cgroup {
     pub fn create(label: &str) -> Cgroup {
         let path = cgroup2_root().join(unique(label));
-        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("create cgroup {}: {e}", path.display()));
-        let procs = CString::new(path.join("cgroup.procs").into_os_string().into_encoded_bytes()).unwrap();
+        std::fs::create_dir(&path)
+            .unwrap_or_else(|e| panic!("create cgroup {}: {e}", path.display()));
+        let procs = CString::new(
+            path.join("cgroup.procs")
+                .into_os_string()
+                .into_encoded_bytes(),
+        )
+        .unwrap();
         Cgroup { path, procs }
     }
 
@@ -91,7 +97,11 @@ impl BpfMount {
     pub fn create() -> BpfMount {
         let path = std::env::temp_dir().join(unique("bpffs"));
         std::fs::create_dir(&path).expect("bpffs mount point");
-        let status = Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&path).status().expect("run mount");
+        let status = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&path)
+            .status()
+            .expect("run mount");
         assert!(status.success(), "mount -t bpf failed");
         BpfMount { path }
     }

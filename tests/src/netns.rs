@@ -27,7 +27,10 @@ impl Netns {
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = format!("{PREFIX}{}-{n}-{label}", std::process::id());
         run(Command::new("ip").args(["netns", "add", &name]));
-        let ns = Netns { name, cgroup_procs: None };
+        let ns = Netns {
+            name,
+            cgroup_procs: None,
+        };
         ns.ip(&["link", "set", "lo", "up"]);
         ns
     }

@@ -307,7 +307,9 @@ impl<'a> RedirectCli<'a> {
     pub fn run(&self, args: &[&str]) -> CommandRun {
         // Attached anywhere else, eBPF programs would reach the host's processes.
         assert!(
-            !(args.first() == Some(&"enable") && args.contains(&"ebpf") && !args.contains(&"--cgroup")),
+            !(args.first() == Some(&"enable")
+                && args.contains(&"ebpf")
+                && !args.contains(&"--cgroup")),
             "eBPF tests attach to their own cgroup: use RedirectCli::enable"
         );
         let binary = workspace_binary("bip324-redirect", "BIP324_REDIRECT_BIN");
@@ -317,7 +319,10 @@ impl<'a> RedirectCli<'a> {
             .command(&binary, None)
             .args(args)
             .env("BIP324_REDIRECT_STATE_DIR", &self.state_dir)
-            .env("BIP324_REDIRECT_BPF_DIR", self.hosts.bpffs.path().join("bip324-redirect"))
+            .env(
+                "BIP324_REDIRECT_BPF_DIR",
+                self.hosts.bpffs.path().join("bip324-redirect"),
+            )
             .output()
             .expect("run bip324-redirect");
         CommandRun {

@@ -3,6 +3,7 @@
 //! Each task sets up what it needs first, so a fresh Debian 12 machine goes from clone to
 //! result with one command.
 
+mod ebpf;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -12,9 +13,15 @@ const USAGE: &str = "\
 usage: cargo xtask <task> [args]
 
 tasks:
-  setup        install what building and testing need (Debian packages, as root)
-  test         setup, build, then run every test: unit, BIP-324 vectors, interop, and the
-               end-to-end tests in network namespaces (these need root)
+  setup        install what building and testing need: Debian packages (as root), nightly's
+               rust-src and a bpf-linker matching nightly's LLVM (nightly itself is never
+               installed or updated)
+  test         setup, check that the committed eBPF object is current, build, then run every
+               test: unit, BIP-324 vectors, interop, and the end-to-end tests in network
+               namespaces, for both redirect backends (these need root)
+  ebpf [--check]
+               rebuild redirector-ebpf/prebuilt/redirector-ebpf.bpf.o from source (nightly,
+               bpf-linker), or check that the committed one is what the source builds
   run [ARGS]   setup, build the release proxy, and run it in the foreground
                (ARGS go to bip324-proxy; try `cargo xtask run -- --help`)
   lint         rustfmt and clippy, warnings as errors
@@ -23,7 +30,8 @@ tasks:
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("setup") => setup::run(),
+        Some("setup") => setup::run().and_then(|()| ebpf::toolchain()),
+        Some("ebpf") => ebpf::run(&args[1..]),
         Some("test") => test(),
         Some("run") => run_proxy(&args[1..]),
         Some("lint") => lint(),
@@ -77,6 +85,8 @@ fn test() -> Result {
             "the end-to-end tests create network namespaces and nftables rules: run as root".into(),
         );
     }
+    // The CLI embeds the committed eBPF object: it must be what this source builds.
+    ebpf::run(&["--check".to_string()])?;
     // The end-to-end tests run the real binaries: build them before the tests.
     cargo(&["build", "--workspace", "--bins"])?;
     // The BIP-324 vector test prints how many rows of each file ran.
@@ -113,5 +123,8 @@ fn lint() -> Result {
         "--",
         "-D",
         "warnings",
-    ])
+    ])?;
+    // The eBPF programs only exist for the BPF target: a host build leaves them out.
+    ebpf::toolchain()?;
+    ebpf::clippy()
 }

@@ -13,10 +13,10 @@ use std::fs::File;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
+use aya::EbpfLoader;
 use aya::maps::{Array, Map, MapData, MapInfo};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{CgroupAttachMode, Program};
-use aya::EbpfLoader;
 use caps::Capability;
 use redirector_ebpf::{CONFIG_MAP, Config, MAPS, MAX_EXEMPT_USERS, MAX_PORTS, PROGRAMS};
 
@@ -31,13 +31,19 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(
 ));
 
 /// Loading programs, attaching them to a cgroup, and pinning them.
-const NEEDED: [Capability; 3] = [Capability::CAP_BPF, Capability::CAP_NET_ADMIN, Capability::CAP_SYS_ADMIN];
+const NEEDED: [Capability; 3] = [
+    Capability::CAP_BPF,
+    Capability::CAP_NET_ADMIN,
+    Capability::CAP_SYS_ADMIN,
+];
 
 /// The directory in bpffs holding everything this backend installs. Tests give each run its
 /// own with `BIP324_REDIRECT_BPF_DIR`.
 pub fn pin_dir() -> PathBuf {
-    std::env::var_os("BIP324_REDIRECT_BPF_DIR")
-        .map_or_else(|| Path::new(mounts::BPFFS).join("bip324-redirect"), PathBuf::from)
+    std::env::var_os("BIP324_REDIRECT_BPF_DIR").map_or_else(
+        || Path::new(mounts::BPFFS).join("bip324-redirect"),
+        PathBuf::from,
+    )
 }
 
 // bpffs refuses names with a dot: pins are named with underscores.
@@ -70,7 +76,9 @@ pub fn apply(policy: &Policy, cgroup: &Path) -> Result<(), Error> {
         .default_map_pin_directory(&dir)
         .load(OBJECT)
         .map_err(|e| kernel("load the eBPF object (an older, incompatible instance may be pinned: run `bip324-redirect disable` first)", e))?;
-    let map = ebpf.map_mut(CONFIG_MAP).ok_or_else(|| missing(CONFIG_MAP))?;
+    let map = ebpf
+        .map_mut(CONFIG_MAP)
+        .ok_or_else(|| missing(CONFIG_MAP))?;
     let mut config_map: Array<&mut MapData, Config> =
         Array::try_from(map).map_err(|e| kernel("open the policy map", e))?;
     config_map
@@ -104,7 +112,11 @@ fn staged(pin: &Path) -> PathBuf {
 
 /// Loads `program`, attaches it to `cgroup` beside any other program there, and pins the
 /// link at `pin` so the attachment outlives this process.
-fn attach_and_pin(program: &mut Program, cgroup: &File, pin: &Path) -> Result<(), Box<dyn std::error::Error>> {
+fn attach_and_pin(
+    program: &mut Program,
+    cgroup: &File,
+    pin: &Path,
+) -> Result<(), Box<dyn std::error::Error>> {
     // bpf_link attachments always coexist with other programs on the cgroup (the kernel
     // refuses BPF_F_ALLOW_MULTI for links): the plain mode is the right one.
     let mode = CgroupAttachMode::Single;
@@ -121,7 +133,11 @@ fn attach_and_pin(program: &mut Program, cgroup: &File, pin: &Path) -> Result<()
         }
         Program::CgroupSockopt(p) => {
             p.load()?;
-            return Ok(sockopt_link::attach_getsockopt(p.fd()?.as_fd(), cgroup.as_fd(), pin)?);
+            return Ok(sockopt_link::attach_getsockopt(
+                p.fd()?.as_fd(),
+                cgroup.as_fd(),
+                pin,
+            )?);
         }
         other => return Err(format!("unexpected program type {:?}", other.prog_type()).into()),
     };
@@ -159,13 +175,14 @@ pub fn inspect(expected: Option<&Policy>) -> Result<Inspection, Error> {
     match read_config(&dir) {
         Ok(config) => {
             let policy = policy_of(&config);
-            inspection.objects.push(format!("policy map: {}", policy.describe()));
+            inspection
+                .objects
+                .push(format!("policy map: {}", policy.describe()));
             if let Some(expected) = expected {
                 if config_of(expected).ok() != Some(config) {
-                    inspection.details.push(format!(
-                        "the pinned policy is `{}`",
-                        policy.describe()
-                    ));
+                    inspection
+                        .details
+                        .push(format!("the pinned policy is `{}`", policy.describe()));
                 }
             }
             inspection.policy = Some(policy);
@@ -176,11 +193,15 @@ pub fn inspect(expected: Option<&Policy>) -> Result<Inspection, Error> {
         match PinnedLink::from_pin(link_pin(&dir, name)).map(|link| FdLink::from(link).info()) {
             Ok(Ok(info)) => {
                 inspection.program_ids.push(info.program_id());
-                inspection
-                    .objects
-                    .push(format!("{name} attached (program {}, link {})", info.program_id(), info.id()));
+                inspection.objects.push(format!(
+                    "{name} attached (program {}, link {})",
+                    info.program_id(),
+                    info.id()
+                ));
             }
-            _ => inspection.details.push(format!("program {name} is not attached")),
+            _ => inspection
+                .details
+                .push(format!("program {name} is not attached")),
         }
     }
     for name in MAPS {
@@ -193,10 +214,13 @@ pub fn inspect(expected: Option<&Policy>) -> Result<Inspection, Error> {
 }
 
 fn read_config(dir: &Path) -> Result<Config, Error> {
-    let data = MapData::from_pin(dir.join(CONFIG_MAP)).map_err(|e| kernel("open the pinned policy map", e))?;
+    let data = MapData::from_pin(dir.join(CONFIG_MAP))
+        .map_err(|e| kernel("open the pinned policy map", e))?;
     let array: Array<MapData, Config> =
         Array::try_from(Map::Array(data)).map_err(|e| kernel("read the pinned policy map", e))?;
-    array.get(&0, 0).map_err(|e| kernel("read the pinned policy", e))
+    array
+        .get(&0, 0)
+        .map_err(|e| kernel("read the pinned policy", e))
 }
 
 fn config_of(policy: &Policy) -> Result<Config, Error> {
@@ -213,7 +237,8 @@ fn config_of(policy: &Policy) -> Result<Config, Error> {
         ..Config::default()
     };
     // Policy::new caps the ports at MAX_PORTS.
-    config.ports[..policy.ports.len()].copy_from_slice(&policy.ports[..policy.ports.len().min(MAX_PORTS)]);
+    config.ports[..policy.ports.len()]
+        .copy_from_slice(&policy.ports[..policy.ports.len().min(MAX_PORTS)]);
     for (slot, user) in config.exempt_uids.iter_mut().zip(&policy.exempt_users) {
         *slot = user.id;
     }
@@ -224,7 +249,10 @@ fn policy_of(config: &Config) -> Policy {
     let ports = &config.ports[..usize::from(config.port_count).min(MAX_PORTS)];
     let exempt = &config.exempt_uids[..(config.exempt_count as usize).min(MAX_EXEMPT_USERS)];
     Policy {
-        group: Id { id: config.gid, name: None },
+        group: Id {
+            id: config.gid,
+            name: None,
+        },
         ports: ports.to_vec(),
         proxy_port: config.proxy_port,
         exempt_users: exempt.iter().map(|&id| Id { id, name: None }).collect(),
@@ -249,7 +277,9 @@ fn kernel(action: &str, error: impl Into<Box<dyn std::error::Error>>) -> Error {
 }
 
 fn missing(name: &str) -> Error {
-    Error::Kernel(format!("the embedded eBPF object has no {name}: rebuild it with `cargo xtask ebpf`"))
+    Error::Kernel(format!(
+        "the embedded eBPF object has no {name}: rebuild it with `cargo xtask ebpf`"
+    ))
 }
 
 fn io(path: &Path, e: std::io::Error) -> Error {
@@ -263,10 +293,16 @@ mod tests {
     #[test]
     fn policy_survives_the_config_map_layout() {
         let policy = Policy::new(
-            Id { id: 1001, name: None },
+            Id {
+                id: 1001,
+                name: None,
+            },
             &[8333, 18333, 18444],
             1324,
-            vec![Id { id: 105, name: None }],
+            vec![Id {
+                id: 105,
+                name: None,
+            }],
         )
         .unwrap();
         let config = config_of(&policy).unwrap();

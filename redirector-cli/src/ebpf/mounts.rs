@@ -38,7 +38,9 @@ fn unescape(field: &str) -> PathBuf {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).and_then(|d| u8::from_str_radix(std::str::from_utf8(d).ok()?, 8).ok());
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .and_then(|d| u8::from_str_radix(std::str::from_utf8(d).ok()?, 8).ok());
         match (bytes[i], octal) {
             (b'\\', Some(byte)) => {
                 out.push(byte);
@@ -57,8 +59,14 @@ fn unescape(field: &str) -> PathBuf {
 pub fn require_cgroup2(path: &Path) -> Result<(), Error> {
     match statfs(path) {
         Ok(fs) if fs.filesystem_type() == CGROUP2_SUPER_MAGIC => Ok(()),
-        Ok(_) => Err(Error::Config(format!("{} is not a cgroup v2 directory", path.display()))),
-        Err(e) => Err(Error::Config(format!("cannot use cgroup {}: {e}", path.display()))),
+        Ok(_) => Err(Error::Config(format!(
+            "{} is not a cgroup v2 directory",
+            path.display()
+        ))),
+        Err(e) => Err(Error::Config(format!(
+            "cannot use cgroup {}: {e}",
+            path.display()
+        ))),
     }
 }
 
@@ -76,8 +84,14 @@ pub fn ensure_bpffs(dir: &Path) -> Result<(), Error> {
             parent.display()
         )));
     }
-    nix::mount::mount(Some("bpf"), BPFFS, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
-        .map_err(|e| Error::Kernel(format!("cannot mount the BPF filesystem on {BPFFS}: {e}")))
+    nix::mount::mount(
+        Some("bpf"),
+        BPFFS,
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| Error::Kernel(format!("cannot mount the BPF filesystem on {BPFFS}: {e}")))
 }
 
 pub fn is_bpffs(path: &Path) -> bool {
@@ -94,15 +108,27 @@ mod tests {
 25 30 0:22 / /sys rw,nosuid - sysfs sysfs rw
 40 31 0:37 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,name=systemd
 41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw";
-        assert_eq!(cgroup2_mount_point(hybrid), Some(PathBuf::from("/sys/fs/cgroup/unified")));
+        assert_eq!(
+            cgroup2_mount_point(hybrid),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
         let unified = "29 23 0:26 / /sys/fs/cgroup rw shared:4 - cgroup2 cgroup2 rw,nsdelegate";
-        assert_eq!(cgroup2_mount_point(unified), Some(PathBuf::from("/sys/fs/cgroup")));
-        assert_eq!(cgroup2_mount_point("1 2 0:1 / / rw - ext4 /dev/vda rw"), None);
+        assert_eq!(
+            cgroup2_mount_point(unified),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+        assert_eq!(
+            cgroup2_mount_point("1 2 0:1 / / rw - ext4 /dev/vda rw"),
+            None
+        );
     }
 
     #[test]
     fn unescapes_octal() {
-        assert_eq!(unescape("/mnt/with\\040space"), PathBuf::from("/mnt/with space"));
+        assert_eq!(
+            unescape("/mnt/with\\040space"),
+            PathBuf::from("/mnt/with space")
+        );
         assert_eq!(unescape("/plain"), PathBuf::from("/plain"));
     }
 }

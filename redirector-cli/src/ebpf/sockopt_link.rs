@@ -33,12 +33,27 @@ struct ObjPin {
 fn bpf<T>(command: libc::c_long, attr: &T) -> io::Result<libc::c_long> {
     // SAFETY: `attr` is a valid, fully initialised prefix of `union bpf_attr` for `command`;
     // the kernel reads at most `size_of::<T>()` bytes of it.
-    let ret = unsafe { libc::syscall(libc::SYS_bpf, command, attr as *const T, std::mem::size_of::<T>()) };
-    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            command,
+            attr as *const T,
+            std::mem::size_of::<T>(),
+        )
+    };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
 }
 
 /// Attaches the getsockopt program to `cgroup` through a new bpf_link pinned at `pin`.
-pub fn attach_getsockopt(program: BorrowedFd<'_>, cgroup: BorrowedFd<'_>, pin: &Path) -> io::Result<()> {
+pub fn attach_getsockopt(
+    program: BorrowedFd<'_>,
+    cgroup: BorrowedFd<'_>,
+    pin: &Path,
+) -> io::Result<()> {
     let create = LinkCreate {
         prog_fd: program.as_raw_fd() as u32,
         target_fd: cgroup.as_raw_fd() as u32,
