@@ -205,17 +205,16 @@ pub fn render(report: &Report) -> String {
         out.push_str(&format!("cgroup:   processes below {}\n", cgroup.display()));
     }
     for view in &report.kernel {
-        let found = if view.inspection.present {
-            let verdict = match view.inspection.matches {
-                Some(true) => ", matches the policy",
-                Some(false) => ", DIFFERS from the policy",
-                None => "",
-            };
-            format!("{}{verdict}", view.inspection.objects.join(", "))
-        } else {
-            "nothing installed".to_string()
+        let verdict = match (view.inspection.present, view.inspection.matches) {
+            (false, _) => "nothing installed",
+            (true, Some(true)) => "installed, matches the policy",
+            (true, Some(false)) => "installed, DIFFERS from the policy",
+            (true, None) => "installed",
         };
-        out.push_str(&format!("kernel:   {}: {found}\n", view.backend));
+        out.push_str(&format!("kernel:   {}: {verdict}\n", view.backend));
+        for object in &view.inspection.objects {
+            out.push_str(&format!("            {object}\n"));
+        }
     }
     let answering: Vec<String> = report
         .proxy
