@@ -4,7 +4,9 @@
 //! result with one command.
 
 mod ebpf;
+mod package;
 mod setup;
+mod system_test;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -19,6 +21,10 @@ tasks:
   test         setup, check that the committed eBPF object is current, build, then run every
                test: unit, BIP-324 vectors, interop, and the end-to-end tests in network
                namespaces, for both redirect backends (these need root)
+  package      build the Debian package (target/debian/bip324-redirect_*.deb)
+  system-test  the package in a real systemd: debootstrap a bookworm root, boot it with
+               systemd-nspawn, install the package, enable the units, run a v1 client in
+               group btc against an independent v2 node, then stop, restart and purge (root)
   ebpf [--check]
                rebuild redirector-ebpf/prebuilt/redirector-ebpf.bpf.o from source (nightly,
                bpf-linker), or check that the committed one is what the source builds
@@ -32,6 +38,8 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("setup") => setup::run().and_then(|()| ebpf::toolchain()),
         Some("ebpf") => ebpf::run(&args[1..]),
+        Some("package") => package::run().map(|_| ()),
+        Some("system-test") => setup::run().and_then(|()| system_test::run()),
         Some("test") => test(),
         Some("run") => run_proxy(&args[1..]),
         Some("lint") => lint(),
@@ -99,7 +107,9 @@ fn test() -> Result {
         "--",
         "--nocapture",
     ])?;
-    cargo(&["test", "--workspace", "--no-fail-fast"])
+    cargo(&["test", "--workspace", "--no-fail-fast"])?;
+    // The package in a real systemd: about a minute, a little more the first time.
+    system_test::run()
 }
 
 fn run_proxy(args: &[String]) -> Result {

@@ -24,7 +24,13 @@ pub fn init(level: &str) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_target(false);
     if under_journald {
-        let format = JournalPriority(Format::default().without_time().with_ansi(false));
+        let format = Format::default()
+            .without_time()
+            .with_ansi(false)
+            .with_target(false)
+            // The priority prefix says it, and journalctl shows it.
+            .with_level(false);
+        let format = JournalPriority(format);
         builder.with_ansi(false).event_format(format).init();
     } else {
         builder.with_ansi(std::io::stderr().is_terminal()).init();

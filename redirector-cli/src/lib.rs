@@ -1,0 +1,132 @@
+//! `bip324-redirect`: installs, removes and reports the kernel redirect that sends a group's
+//! Bitcoin P2P connections to `bip324-proxy`.
+
+mod backend;
+pub mod cli;
+mod ebpf;
+mod error;
+mod nftables;
+mod policy;
+mod privileges;
+mod proxy_probe;
+mod state;
+mod status;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::backend::BackendKind;
+use crate::cli::{Cli, Command, EnableArgs};
+use crate::error::{Error, exit};
+use crate::policy::{Policy, resolve_group, resolve_user};
+use crate::state::Enabled;
+
+/// Runs the command line; the binary's whole `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Enable(args) => enable(&args),
+        Command::Disable => disable(),
+        Command::Status { json } => status(json),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("bip324-redirect: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn enable(args: &EnableArgs) -> Result<u8, Error> {
+    let group = resolve_group(&args.group)?;
+    let exempt = args
+        .exempt_users
+        .iter()
+        .map(|u| resolve_user(u))
+        .collect::<Result<Vec<_>, _>>()?;
+    let policy = Policy::new(group, &args.ports, args.proxy_port, exempt)?;
+    let cgroup = match (&args.cgroup, args.backend) {
+        (Some(_), BackendKind::Nftables) => {
+            return Err(Error::Config(
+                "--cgroup only applies to --backend ebpf".into(),
+            ));
+        }
+        (Some(path), BackendKind::Ebpf) => Some(path.clone()),
+        (None, BackendKind::Ebpf) => Some(ebpf::mounts::cgroup2_root()?),
+        (None, BackendKind::Nftables) => None,
+    };
+
+    args.backend.apply(
+        &policy,
+        cgroup.as_deref().unwrap_or(std::path::Path::new("/")),
+    )?;
+    // Exactly one backend active: remove what another one may have left.
+    for other in BackendKind::ALL.into_iter().filter(|b| *b != args.backend) {
+        other.remove()?;
+    }
+    state::save(&Enabled {
+        backend: args.backend,
+        policy: policy.clone(),
+        cgroup,
+    })?;
+
+    println!(
+        "bip324-redirect: enabled ({}): {}",
+        args.backend,
+        policy.describe()
+    );
+    let group = policy
+        .group
+        .name
+        .clone()
+        .unwrap_or_else(|| policy.group.id.to_string());
+    println!("start a client in the group: sg {group} -c 'your-client ...'");
+    let probes = proxy_probe::probe(policy.proxy_port);
+    if probes.iter().all(|p| !p.answering) {
+        eprintln!(
+            "warning: nothing answers on {} yet: tagged connections are refused until the proxy \
+             runs (`systemctl start bip324-proxy.socket`, or `bip324-proxy`)",
+            proxy_probe::addresses(&probes)
+        );
+    }
+    Ok(exit::OK)
+}
+
+fn disable() -> Result<u8, Error> {
+    let was_enabled = matches!(state::load(), Ok(Some(_)));
+    let mut removed = Vec::new();
+    for backend in BackendKind::ALL {
+        if backend.remove()? {
+            removed.push(backend.name());
+        }
+    }
+    state::clear()?;
+    if removed.is_empty() && was_enabled {
+        println!(
+            "bip324-redirect: disabled (its kernel objects had already been removed by someone else)"
+        );
+    } else if removed.is_empty() {
+        println!("bip324-redirect: nothing to remove; the redirect was not enabled");
+    } else {
+        println!(
+            "bip324-redirect: disabled ({} removed): clients of the group now connect directly",
+            removed.join(", ")
+        );
+    }
+    Ok(exit::OK)
+}
+
+fn status(json: bool) -> Result<u8, Error> {
+    let report = status::gather()?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("report serialises")
+        );
+    } else {
+        print!("{}", status::render(&report));
+    }
+    Ok(report.exit_code())
+}

@@ -1,0 +1,224 @@
+//! `cargo xtask package`: the Debian package, assembled from the workspace with dpkg-deb.
+//!
+//! Contents: both binaries, the systemd units, the sysusers file, the default configuration,
+//! man pages and shell completions generated from the clap definitions, and maintainer
+//! scripts (packaging/debian/) that create the group and user, reload systemd, stop and
+//! disable the units on removal, and on purge remove what the package created.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use clap::CommandFactory;
+
+use crate::{Result, root, step};
+
+pub const PACKAGE: &str = "bip324-redirect";
+
+fn version() -> String {
+    format!("{}-1", env!("CARGO_PKG_VERSION"))
+}
+
+/// Where the package is written.
+pub fn deb_path() -> PathBuf {
+    root().join(format!("target/debian/{PACKAGE}_{}_amd64.deb", version()))
+}
+
+/// Builds the release binaries and the package; returns its path.
+pub fn run() -> Result<PathBuf> {
+    step(
+        env!("CARGO"),
+        &[
+            "build",
+            "--release",
+            "-p",
+            "bip324-proxy",
+            "-p",
+            "bip324-redirect",
+        ],
+    )?;
+    let stage = root().join("target/debian/stage");
+    let _ = std::fs::remove_dir_all(&stage);
+    let install = |from: &Path, to: &str, mode: u32| -> Result {
+        let dest = stage.join(to);
+        std::fs::create_dir_all(dest.parent().expect("a directory")).map_err(|e| e.to_string())?;
+        std::fs::copy(from, &dest).map_err(|e| format!("{}: {e}", from.display()))?;
+        set_mode(&dest, mode)
+    };
+    let root = root();
+    for binary in ["bip324-proxy", "bip324-redirect"] {
+        install(
+            &root.join("target/release").join(binary),
+            &format!("usr/bin/{binary}"),
+            0o755,
+        )?;
+    }
+    for unit in [
+        "bip324-proxy.socket",
+        "bip324-proxy.service",
+        "bip324-redirect.service",
+    ] {
+        install(
+            &root.join("systemd").join(unit),
+            &format!("usr/lib/systemd/system/{unit}"),
+            0o644,
+        )?;
+    }
+    install(
+        &root.join("systemd/nftables.service.d/bip324-redirect.conf"),
+        "usr/lib/systemd/system/nftables.service.d/bip324-redirect.conf",
+        0o644,
+    )?;
+    install(
+        &root.join("systemd/bip324.sysusers"),
+        "usr/lib/sysusers.d/bip324.conf",
+        0o644,
+    )?;
+    for config in ["proxy.conf", "redirect.conf"] {
+        install(
+            &root.join("packaging/config").join(config),
+            &format!("etc/bip324/{config}"),
+            0o644,
+        )?;
+    }
+    install(
+        &root.join("README.md"),
+        "usr/share/doc/bip324-redirect/README.md",
+        0o644,
+    )?;
+    install(
+        &root.join("packaging/debian/copyright"),
+        "usr/share/doc/bip324-redirect/copyright",
+        0o644,
+    )?;
+
+    let commands = [
+        bip324_proxy::daemon::Config::command(),
+        bip324_redirect::cli::Cli::command(),
+    ];
+    for command in &commands {
+        man_pages(command, &stage.join("usr/share/man/man8"))?;
+        completions(command.clone(), &stage)?;
+    }
+
+    let debian = stage.join("DEBIAN");
+    std::fs::create_dir_all(&debian).map_err(|e| e.to_string())?;
+    std::fs::write(debian.join("control"), control(&stage)?).map_err(|e| e.to_string())?;
+    std::fs::write(
+        debian.join("conffiles"),
+        "/etc/bip324/proxy.conf\n/etc/bip324/redirect.conf\n",
+    )
+    .map_err(|e| e.to_string())?;
+    for script in ["postinst", "prerm", "postrm"] {
+        install(
+            &root.join("packaging/debian").join(script),
+            &format!("DEBIAN/{script}"),
+            0o755,
+        )?;
+    }
+
+    let deb = deb_path();
+    step(
+        "dpkg-deb",
+        &[
+            "--build",
+            "--root-owner-group",
+            stage.to_str().expect("UTF-8"),
+            deb.to_str().expect("UTF-8"),
+        ],
+    )?;
+    eprintln!("==> {}", deb.display());
+    Ok(deb)
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| e.to_string())
+}
+
+/// A man page for the command and one per subcommand (`bip324-redirect-enable.8`), gzipped.
+fn man_pages(command: &clap::Command, dir: &Path) -> Result {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let mut pages = vec![(command.get_name().to_string(), command.clone())];
+    for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+        let name = format!("{}-{}", command.get_name(), sub.get_name());
+        pages.push((name.clone(), sub.clone().name(name)));
+    }
+    for (name, page) in pages {
+        let mut text = Vec::new();
+        clap_mangen::Man::new(page.version(env!("CARGO_PKG_VERSION")))
+            .section("8")
+            .render(&mut text)
+            .map_err(|e| e.to_string())?;
+        let path = dir.join(format!("{name}.8"));
+        std::fs::write(&path, text).map_err(|e| e.to_string())?;
+        // -n: no name or time stamp in the archive, so the package is reproducible.
+        step("gzip", &["-9nf", path.to_str().expect("UTF-8")])?;
+    }
+    Ok(())
+}
+
+fn completions(mut command: clap::Command, stage: &Path) -> Result {
+    use clap_complete::Shell;
+    let name = command.get_name().to_string();
+    for (shell, dir, file) in [
+        (
+            Shell::Bash,
+            "usr/share/bash-completion/completions",
+            name.clone(),
+        ),
+        (
+            Shell::Zsh,
+            "usr/share/zsh/vendor-completions",
+            format!("_{name}"),
+        ),
+        (
+            Shell::Fish,
+            "usr/share/fish/vendor_completions.d",
+            format!("{name}.fish"),
+        ),
+    ] {
+        let dir = stage.join(dir);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let mut out = std::fs::File::create(dir.join(file)).map_err(|e| e.to_string())?;
+        clap_complete::generate(shell, &mut command, &name, &mut out);
+    }
+    Ok(())
+}
+
+fn control(stage: &Path) -> Result<String> {
+    let size_kib = disk_usage_kib(stage)?;
+    Ok(format!(
+        "Package: {PACKAGE}
+Version: {version}
+Architecture: amd64
+Maintainer: bip324-redirect developers <bip324-redirect@users.noreply.github.com>
+Installed-Size: {size_kib}
+Depends: libc6 (>= 2.34), libgcc-s1, libnftnl11 (>= 1.2.0), libmnl0, systemd
+Recommends: bpftool
+Section: net
+Priority: optional
+Homepage: https://github.com/bip324-redirect/bip324-redirect
+Description: BIP-324 encrypted transport for unmodified Bitcoin light clients
+ The kernel sends the outbound Bitcoin P2P connections of processes running
+ with group btc to a local proxy (nftables or cgroup eBPF), which finds their
+ real destination with SO_ORIGINAL_DST, performs the BIP-324 v2 handshake and
+ translates v1 <-> v2 both ways. Clients need no patch: start them with
+ `sg btc -c ...` after `systemctl enable --now bip324-proxy.socket
+ bip324-redirect.service`.
+",
+        version = version()
+    ))
+}
+
+fn disk_usage_kib(dir: &Path) -> Result<u64> {
+    let out = Command::new("du")
+        .args(["-sk", "--exclude=DEBIAN"])
+        .arg(dir)
+        .output()
+        .map_err(|e| e.to_string())?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| "cannot measure the package size".into())
+}
