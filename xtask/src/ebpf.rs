@@ -38,7 +38,7 @@ pub fn run(args: &[String]) -> Result {
 }
 
 /// A command for the nightly toolchain, free of the variables `cargo xtask` runs under.
-fn nightly(program: &str) -> Command {
+pub fn nightly(program: &str) -> Command {
     let mut command = Command::new("rustup");
     command.args(["run", "nightly", program]);
     for var in [

@@ -4,6 +4,7 @@
 //! result with one command.
 
 mod ebpf;
+mod fuzz;
 mod package;
 mod setup;
 mod system_test;
@@ -21,6 +22,8 @@ tasks:
   test         setup, check that the committed eBPF object is current, build, then run every
                test: unit, BIP-324 vectors, interop, and the end-to-end tests in network
                namespaces, for both redirect backends (these need root)
+  fuzz [--seconds N] [TARGET...]
+               run the fuzz targets of fuzz/ (cargo-fuzz, nightly) for N seconds each (30)
   package      build the Debian package (target/debian/bip324-redirect_*.deb)
   system-test  the package in a real systemd: debootstrap a bookworm root, boot it with
                systemd-nspawn, install the package, enable the units, run a v1 client in
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
         Some("setup") => setup::run().and_then(|()| ebpf::toolchain()),
         Some("ebpf") => ebpf::run(&args[1..]),
         Some("package") => package::run().map(|_| ()),
+        Some("fuzz") => ebpf::toolchain().and_then(|()| fuzz::run(&args[1..])),
         Some("system-test") => setup::run().and_then(|()| system_test::run()),
         Some("test") => test(),
         Some("run") => run_proxy(&args[1..]),
@@ -108,6 +112,8 @@ fn test() -> Result {
         "--nocapture",
     ])?;
     cargo(&["test", "--workspace", "--no-fail-fast"])?;
+    // A short run of every fuzz target; longer runs are documented in fuzz/README.md.
+    fuzz::run(&[])?;
     // The package in a real systemd: about a minute, a little more the first time.
     system_test::run()
 }
