@@ -27,6 +27,7 @@ fn start_peer(decoy_every: usize) -> Peer {
         decoys_after_version: 3,
         decoy_every,
         upstream: echo.addr(),
+        keep_received: true,
     };
     let responder = Responder::spawn(TcpListener::bind("127.0.0.1:0").unwrap(), options).unwrap();
     Peer {

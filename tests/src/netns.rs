@@ -99,6 +99,27 @@ impl Netns {
         })
     }
 
+    /// Runs `f` on a thread inside the namespace whose only group is `gid`. The raw system
+    /// calls change this thread's credentials alone (glibc's wrappers would change every
+    /// thread of the test process).
+    pub fn run_as_group<T: Send + 'static>(
+        &self,
+        gid: u32,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> T {
+        self.run(move || {
+            // SAFETY: plain system calls on the current thread's credentials.
+            unsafe {
+                assert_eq!(
+                    libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()),
+                    0
+                );
+                assert_eq!(libc::syscall(libc::SYS_setresgid, gid, gid, gid), 0);
+            }
+            f()
+        })
+    }
+
     /// Runs `f` inside the namespace and returns its result.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
         self.spawn(f).join().expect("thread in namespace panicked")

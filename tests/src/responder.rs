@@ -26,6 +26,8 @@ pub struct ResponderOptions {
     pub decoy_every: usize,
     /// The v1 node every connection is relayed to.
     pub upstream: SocketAddr,
+    /// Keep every byte received in the reports (off for long runs: it all stays in memory).
+    pub keep_received: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,7 +42,7 @@ pub struct Report {
     pub peer: SocketAddr,
     pub transport: Transport,
     pub session_id: Option<[u8; 32]>,
-    /// Every byte the peer sent.
+    /// Every byte the peer sent (empty unless `keep_received`).
     pub received: Vec<u8>,
     pub decoys_sent: usize,
     pub error: Option<String>,
@@ -79,16 +81,18 @@ impl Responder {
     }
 }
 
-/// Records every byte read through it.
+/// Records every byte read through it, when asked to.
 struct Recorder<R> {
     inner: R,
-    log: Arc<Mutex<Vec<u8>>>,
+    log: Option<Arc<Mutex<Vec<u8>>>>,
 }
 
 impl<R: Read> Read for Recorder<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.log.lock().unwrap().extend_from_slice(&buf[..n]);
+        if let Some(log) = &self.log {
+            log.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
         Ok(n)
     }
 }
@@ -108,7 +112,9 @@ fn serve(stream: TcpStream, options: &ResponderOptions) -> Report {
     if let Err(e) = serve_connection(&stream, options, &log, &mut report) {
         report.error = Some(e.to_string());
     }
-    report.received = std::mem::take(&mut *log.lock().unwrap());
+    if options.keep_received {
+        report.received = std::mem::take(&mut *log.lock().unwrap());
+    }
     report
 }
 
@@ -121,7 +127,7 @@ fn serve_connection(
     stream.set_read_timeout(Some(Duration::from_secs(120)))?;
     let mut reader = Recorder {
         inner: stream.try_clone()?,
-        log: Arc::clone(log),
+        log: options.keep_received.then(|| Arc::clone(log)),
     };
     let mut writer = stream.try_clone()?;
     let upstream = TcpStream::connect(options.upstream)?;

@@ -117,6 +117,7 @@ pub fn noisy_responder(upstream: SocketAddr) -> ResponderOptions {
         decoys_after_version: 2,
         decoy_every: 1000,
         upstream,
+        keep_received: true,
     }
 }
 
@@ -203,6 +204,72 @@ impl Proxy {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Open file descriptors of the proxy process.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map_or(0, |d| d.count())
+    }
+
+    /// A `/proc/<pid>/status` figure in KiB (VmRSS, VmHWM, ...).
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Kills the proxy at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The line that ends the connection from `client` (closed, failed or refused), once
+    /// it is logged.
+    pub fn wait_for_end_of(&self, client: SocketAddr, timeout: Duration) -> Option<String> {
+        let needle = format!("client={client}");
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let ended = self
+                .log()
+                .lines()
+                .find(|l| {
+                    l.contains(&needle)
+                        && [
+                            "connection closed",
+                            "connection failed",
+                            "refused connection",
+                        ]
+                        .iter()
+                        .any(|end| l.contains(end))
+                })
+                .map(str::to_string);
+            if ended.is_some() {
+                return ended;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Waits until `needle` appears `count` times in the log.
+    pub fn wait_for_count(&self, needle: &str, count: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log().matches(needle).count() >= count {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {

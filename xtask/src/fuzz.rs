@@ -27,7 +27,10 @@ pub fn run(args: &[String]) -> Result {
         } else if TARGETS.contains(&arg.as_str()) {
             targets.push(arg.as_str());
         } else {
-            return Err(format!("unknown fuzz target {arg}; targets: {}", TARGETS.join(", ")));
+            return Err(format!(
+                "unknown fuzz target {arg}; targets: {}",
+                TARGETS.join(", ")
+            ));
         }
     }
     if targets.is_empty() {
@@ -41,7 +44,13 @@ pub fn run(args: &[String]) -> Result {
         std::fs::create_dir_all(&corpus).map_err(|e| e.to_string())?;
         let out = ebpf::nightly("cargo")
             .current_dir(root().join("fuzz"))
-            .args(["fuzz", "run", target, "--", &format!("-max_total_time={seconds}")])
+            .args([
+                "fuzz",
+                "run",
+                target,
+                "--",
+                &format!("-max_total_time={seconds}"),
+            ])
             .output()
             .map_err(|e| format!("cannot run cargo fuzz: {e}"))?;
         let log = String::from_utf8_lossy(&out.stderr);
@@ -55,7 +64,11 @@ pub fn run(args: &[String]) -> Result {
             ));
         }
         // libFuzzer's last status line: "#N DONE cov: C ft: F corp: ... exec/s: E ...".
-        let done = log.lines().rev().find(|l| l.contains("DONE")).unwrap_or("(no summary)");
+        let done = log
+            .lines()
+            .rev()
+            .find(|l| l.contains("DONE"))
+            .unwrap_or("(no summary)");
         summary.push(format!("{target:<20} {done}"));
     }
     eprintln!("==> fuzzing summary (runs, edge coverage, features, corpus, speed):");
@@ -73,5 +86,14 @@ fn install_cargo_fuzz() -> Result {
     if installed {
         return Ok(());
     }
-    crate::step(env!("CARGO"), &["install", "cargo-fuzz", "--version", CARGO_FUZZ_VERSION, "--locked"])
+    crate::step(
+        env!("CARGO"),
+        &[
+            "install",
+            "cargo-fuzz",
+            "--version",
+            CARGO_FUZZ_VERSION,
+            "--locked",
+        ],
+    )
 }

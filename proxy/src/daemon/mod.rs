@@ -26,8 +26,35 @@ use tracing::{Instrument, debug, info, info_span, warn};
 pub use config::Config;
 use connection::Context;
 
+/// Each proxied connection holds two sockets; this many more are kept for listeners,
+/// logging and the runtime.
+const SPARE_FDS: u64 = 64;
+
+/// Raises the soft limit on open files to the hard one (the default soft limit, often 1024,
+/// caps a proxy at a few hundred connections) and warns when `max_connections` cannot fit.
+fn raise_fd_limit(max_connections: usize) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let limit = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    let room = limit.saturating_sub(SPARE_FDS) / 2;
+    if (max_connections as u64) > room {
+        warn!(
+            "--max-connections {max_connections} needs about {} file descriptors, but the limit \
+             is {limit}: beyond {room} connections, accepting slows down (raise LimitNOFILE)",
+            max_connections as u64 * 2 + SPARE_FDS
+        );
+    }
+}
+
 /// Runs the proxy until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    raise_fd_limit(config.max_connections);
     let listeners = listeners::open(&config.listen).await?;
     let listening = listeners
         .iter()
