@@ -181,18 +181,32 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn start(host: &Netns, extra_args: &[&str]) -> Proxy {
+        Proxy::start_with_fd_limit(host, extra_args, None)
+    }
+
+    /// Starts the proxy with at most `fd_limit` open files (soft and hard), when given.
+    pub fn start_with_fd_limit(host: &Netns, extra_args: &[&str], fd_limit: Option<u64>) -> Proxy {
         let binary = workspace_binary("bip324-proxy", "BIP324_PROXY_BIN");
         let log_path = std::env::temp_dir().join(format!("{}-proxy.log", host.name()));
         let log = std::fs::File::create(&log_path).expect("proxy log file");
-        let child = host
-            .command(&binary, None)
+        let mut command = host.command(&binary, None);
+        command
             .args(["--listen", "127.0.0.1:1324", "--listen", "[::1]:1324"])
             .args(extra_args)
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start bip324-proxy");
+            .stderr(log);
+        if let Some(limit) = fd_limit {
+            // SAFETY: setrlimit is async-signal-safe.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+                    use nix::sys::resource::{Resource, setrlimit};
+                    setrlimit(Resource::RLIMIT_NOFILE, limit, limit)?;
+                    Ok(())
+                });
+            }
+        }
+        let child = command.spawn().expect("start bip324-proxy");
         let proxy = Proxy { child, log_path };
         assert!(
             proxy.wait_for_log("ready", Duration::from_secs(10)),
@@ -200,6 +214,11 @@ impl Proxy {
             proxy.log()
         );
         proxy
+    }
+
+    /// Whether the proxy process still runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     pub fn log(&self) -> String {
