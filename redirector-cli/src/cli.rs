@@ -57,14 +57,32 @@ pub enum Command {
 
     /// Show whether the redirect is in place and as asked, and whether the proxy answers.
     #[command(long_about = "Show whether the redirect is in place and matches what enable was \
-        asked, whether the proxy answers on its port, and what to do when something is wrong \
-        (for example when `nft flush ruleset` removed the rules: clients then connect directly, \
-        in plaintext). Reading the kernel's rules needs CAP_NET_ADMIN.", after_help = EXIT_CODES)]
-    Status {
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+        asked, whether the proxy answers on its port, its live connections (client, \
+        destination, transport, v2 session id, traffic), and what to do when something is \
+        wrong (for example when `nft flush ruleset` removed the rules: clients then connect \
+        directly, in plaintext). Compare a connection's session id with the one the remote \
+        node's operator sees (Bitcoin Core: getpeerinfo) to rule out a man in the middle. \
+        Reading the kernel's rules needs CAP_NET_ADMIN.", after_help = EXIT_CODES)]
+    Status(StatusArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Print the report as JSON (with every connection's counters).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Refresh the report in place until interrupted.
+    #[arg(long, conflicts_with = "json")]
+    pub watch: bool,
+
+    /// Seconds between refreshes with --watch.
+    #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
+    pub interval: f64,
+
+    /// The proxy's control socket, for its live connections.
+    #[arg(long, value_name = "PATH", default_value = crate::proxy_control::DEFAULT_SOCKET)]
+    pub control: std::path::PathBuf,
 }
 
 #[derive(Args, Debug)]

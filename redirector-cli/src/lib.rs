@@ -8,6 +8,7 @@ mod error;
 mod nftables;
 mod policy;
 mod privileges;
+mod proxy_control;
 mod proxy_probe;
 mod state;
 mod status;
@@ -17,7 +18,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::backend::BackendKind;
-use crate::cli::{Cli, Command, EnableArgs};
+use crate::cli::{Cli, Command, EnableArgs, StatusArgs};
 use crate::error::{Error, exit};
 use crate::policy::{Policy, resolve_group, resolve_user};
 use crate::state::Enabled;
@@ -28,7 +29,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Enable(args) => enable(&args),
         Command::Disable => disable(),
-        Command::Status { json } => status(json),
+        Command::Status(args) => status(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -118,15 +119,25 @@ fn disable() -> Result<u8, Error> {
     Ok(exit::OK)
 }
 
-fn status(json: bool) -> Result<u8, Error> {
-    let report = status::gather()?;
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("report serialises")
-        );
-    } else {
-        print!("{}", status::render(&report));
+fn status(args: &StatusArgs) -> Result<u8, Error> {
+    if !args.watch {
+        let report = status::gather(&args.control)?;
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).expect("report serialises")
+            );
+        } else {
+            print!("{}", status::render(&report));
+        }
+        return Ok(report.exit_code());
     }
-    Ok(report.exit_code())
+    let interval = std::time::Duration::from_secs_f64(args.interval.max(0.2));
+    loop {
+        let report = status::gather(&args.control)?;
+        // Clear the screen and go home, then draw: the report refreshes in place.
+        print!("\x1b[2J\x1b[H{}", status::render(&report));
+        println!("(every {:.1}s; Ctrl-C to stop)", interval.as_secs_f64());
+        std::thread::sleep(interval);
+    }
 }

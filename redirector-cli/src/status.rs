@@ -6,6 +6,7 @@ use serde::Serialize;
 use crate::backend::{BackendKind, Inspection};
 use crate::error::{Error, exit};
 use crate::policy::Policy;
+use crate::proxy_control;
 use crate::proxy_probe::{self, Probe};
 use crate::state::{self, Enabled};
 
@@ -37,6 +38,12 @@ pub struct Report {
     /// What each backend found in the kernel.
     pub kernel: Vec<BackendView>,
     pub proxy: Vec<Probe>,
+    /// The proxy's own report (live connections, totals), from its control socket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_status: Option<serde_json::Value>,
+    /// Why the proxy's report is missing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_status_error: Option<String>,
     /// Each a sentence that says what is wrong and what to do.
     pub problems: Vec<String>,
 }
@@ -61,8 +68,12 @@ impl Report {
 
 /// Gathers the report. Reading the kernel needs capabilities; without them the report says
 /// so and shows what it can.
-pub fn gather() -> Result<Report, Error> {
+pub fn gather(control_socket: &std::path::Path) -> Result<Report, Error> {
     let enabled = state::load()?;
+    let (proxy_status, proxy_status_error) = match proxy_control::status(control_socket) {
+        Ok(status) => (Some(status), None),
+        Err(e) => (None, Some(e)),
+    };
     let policy = enabled.as_ref().map(|e| e.policy.clone());
     let proxy_port = policy
         .as_ref()
@@ -75,6 +86,8 @@ pub fn gather() -> Result<Report, Error> {
         cgroup: enabled.as_ref().and_then(|e| e.cgroup.clone()),
         kernel: Vec::new(),
         proxy,
+        proxy_status,
+        proxy_status_error,
         problems: Vec::new(),
     };
     for backend in BackendKind::ALL {
@@ -232,6 +245,11 @@ pub fn render(report: &Report) -> String {
         })
         .collect();
     out.push_str(&format!("proxy:    {}\n", answering.join(", ")));
+    match (&report.proxy_status, &report.proxy_status_error) {
+        (Some(status), _) => render_connections(&mut out, status),
+        (None, Some(error)) => out.push_str(&format!("connections: unknown ({error})\n")),
+        (None, None) => {}
+    }
     if let Some(policy) = &report.policy {
         let group = policy
             .group
@@ -249,4 +267,55 @@ pub fn render(report: &Report) -> String {
         out.push_str(&format!("problem:  {problem}\n"));
     }
     out
+}
+
+/// The proxy's live connections as a table, session ids shortened to their first 8 digits.
+fn render_connections(out: &mut String, status: &serde_json::Value) {
+    let empty = Vec::new();
+    let connections = status["connections"].as_array().unwrap_or(&empty);
+    let totals = &status["totals"];
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    out.push_str(&format!(
+        "traffic:  client {} in / {} out (v1), remote {} in / {} out, since the proxy started\n",
+        bytes(n(&totals["client_in"])),
+        bytes(n(&totals["client_out"])),
+        bytes(n(&totals["remote_in"])),
+        bytes(n(&totals["remote_out"]))
+    ));
+    if connections.is_empty() {
+        out.push_str("connections: none open\n");
+        return;
+    }
+    out.push_str(&format!("connections: {} open\n", connections.len()));
+    out.push_str(&format!(
+        "  {:<22} {:<22} {:<9} {:<11} {:<9} {:>7} {:>10} {:>10}\n",
+        "CLIENT", "DESTINATION", "NETWORK", "TRANSPORT", "SESSION", "AGE", "SENT", "RECEIVED"
+    ));
+    for c in connections {
+        let text = |key: &str| c[key].as_str().unwrap_or("-").to_string();
+        let session = c["session_id"]
+            .as_str()
+            .map_or("-".to_string(), |s| s.chars().take(8).collect());
+        let age = c["duration_seconds"].as_f64().unwrap_or(0.0);
+        out.push_str(&format!(
+            "  {:<22} {:<22} {:<9} {:<11} {:<9} {:>7} {:>10} {:>10}\n",
+            text("client"),
+            text("destination"),
+            text("network"),
+            text("transport"),
+            session,
+            format!("{age:.0}s"),
+            bytes(n(&c["client_in"])),
+            bytes(n(&c["client_out"]))
+        ));
+    }
+}
+
+fn bytes(n: u64) -> String {
+    match n {
+        0..1_000 => format!("{n} B"),
+        1_000..1_000_000 => format!("{:.1} kB", n as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} MB", n as f64 / 1e6),
+        _ => format!("{:.2} GB", n as f64 / 1e9),
+    }
 }

@@ -6,6 +6,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,9 @@ pub struct Report {
     pub session_id: Option<[u8; 32]>,
     /// Every byte the peer sent (empty unless `keep_received`).
     pub received: Vec<u8>,
+    /// How many bytes the peer sent, and how many were sent to it.
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
     pub decoys_sent: usize,
     pub error: Option<String>,
 }
@@ -81,19 +85,45 @@ impl Responder {
     }
 }
 
-/// Records every byte read through it, when asked to.
+#[derive(Default)]
+struct Counts {
+    received: AtomicU64,
+    sent: AtomicU64,
+}
+
+/// Counts every byte read through it, and records them when asked to.
 struct Recorder<R> {
     inner: R,
     log: Option<Arc<Mutex<Vec<u8>>>>,
+    counts: Arc<Counts>,
 }
 
 impl<R: Read> Read for Recorder<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
+        self.counts.received.fetch_add(n as u64, Ordering::Relaxed);
         if let Some(log) = &self.log {
             log.lock().unwrap().extend_from_slice(&buf[..n]);
         }
         Ok(n)
+    }
+}
+
+/// Counts every byte written through it.
+struct Counter<W> {
+    inner: W,
+    counts: Arc<Counts>,
+}
+
+impl<W: Write> Write for Counter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.counts.sent.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -106,12 +136,17 @@ fn serve(stream: TcpStream, options: &ResponderOptions) -> Report {
         transport: Transport::V2,
         session_id: None,
         received: Vec::new(),
+        bytes_received: 0,
+        bytes_sent: 0,
         decoys_sent: 0,
         error: None,
     };
-    if let Err(e) = serve_connection(&stream, options, &log, &mut report) {
+    let counts = Arc::new(Counts::default());
+    if let Err(e) = serve_connection(&stream, options, &log, &counts, &mut report) {
         report.error = Some(e.to_string());
     }
+    report.bytes_received = counts.received.load(Ordering::Relaxed);
+    report.bytes_sent = counts.sent.load(Ordering::Relaxed);
     if options.keep_received {
         report.received = std::mem::take(&mut *log.lock().unwrap());
     }
@@ -122,14 +157,19 @@ fn serve_connection(
     stream: &TcpStream,
     options: &ResponderOptions,
     log: &Arc<Mutex<Vec<u8>>>,
+    counts: &Arc<Counts>,
     report: &mut Report,
 ) -> io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(120)))?;
     let mut reader = Recorder {
         inner: stream.try_clone()?,
         log: options.keep_received.then(|| Arc::clone(log)),
+        counts: Arc::clone(counts),
     };
-    let mut writer = stream.try_clone()?;
+    let mut writer = Counter {
+        inner: stream.try_clone()?,
+        counts: Arc::clone(counts),
+    };
     let upstream = TcpStream::connect(options.upstream)?;
 
     // Bitcoin Core's rule: 16 bytes equal to magic + "version" padded mean a v1 peer.
@@ -146,7 +186,7 @@ fn serve_connection(
             let (mut from, mut to) = (upstream, writer);
             move || {
                 let _ = io::copy(&mut from, &mut to);
-                let _ = to.shutdown(Shutdown::Write);
+                let _ = to.inner.shutdown(Shutdown::Write);
             }
         });
         io::copy(&mut reader, &mut up)?;
@@ -186,7 +226,7 @@ fn serve_connection(
                 outbound.encrypt_to_vec(&encode_contents(&message), PacketType::Genuine, None);
             writer.write_all(&packet)?;
         }
-        writer.shutdown(Shutdown::Write)?;
+        writer.inner.shutdown(Shutdown::Write)?;
         Ok(decoys)
     });
 

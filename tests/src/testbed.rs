@@ -192,6 +192,8 @@ impl Proxy {
         let mut command = host.command(&binary, None);
         command
             .args(["--listen", "127.0.0.1:1324", "--listen", "[::1]:1324"])
+            .arg("--control")
+            .arg(control_socket(host))
             .args(extra_args)
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
@@ -320,6 +322,11 @@ impl Drop for Proxy {
     }
 }
 
+/// The control socket of the proxy on `host`: one per test, as tests share a filesystem.
+pub fn control_socket(host: &Netns) -> PathBuf {
+    std::env::temp_dir().join(format!("{}-control.sock", host.name()))
+}
+
 /// What the v1 client program reported.
 #[derive(Debug)]
 pub struct ClientRun {
@@ -438,7 +445,8 @@ impl<'a> RedirectCli<'a> {
 
     /// `status --json`: the exit code and the report.
     pub fn status(&self) -> (i32, serde_json::Value) {
-        let run = self.run(&["status", "--json"]);
+        let control = control_socket(&self.hosts.client);
+        let run = self.run(&["status", "--json", "--control", control.to_str().unwrap()]);
         let report = serde_json::from_str(&run.stdout)
             .unwrap_or_else(|e| panic!("status --json is not JSON ({e}): {run:?}"));
         (run.code, report)

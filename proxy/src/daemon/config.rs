@@ -1,6 +1,7 @@
 //! Command line of `bip324-proxy`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
@@ -30,7 +31,7 @@ Examples:
   RUST_LOG=bip324_proxy=debug bip324-proxy      # one log line per message
 
 Under systemd, sockets passed by socket activation (LISTEN_FDS) are used instead of the default \
-addresses."
+addresses: TCP ones for redirected connections, a Unix one for the control socket."
 )]
 pub struct Config {
     /// Address to accept redirected connections on (repeatable). Default: 127.0.0.1:1324 and
@@ -60,6 +61,25 @@ pub struct Config {
     /// Most connections handled at once; further clients wait in the listen backlog.
     #[arg(long, value_name = "N", default_value_t = 4096)]
     pub max_connections: usize,
+
+    /// Unix socket answering status requests (live connections, totals), read by
+    /// `bip324-redirect status`. Under systemd, a Unix socket passed by socket activation is
+    /// used instead.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/run/bip324-proxy/control.sock"
+    )]
+    pub control: PathBuf,
+
+    /// Do not open the control socket.
+    #[arg(long, conflicts_with = "control")]
+    pub no_control: bool,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics (off by default; keep it on loopback,
+    /// e.g. 127.0.0.1:9324).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
 
     /// Log level: error, warn, info (one line per connection opened and closed), debug (one
     /// line per message) or trace. RUST_LOG, when set, takes precedence.

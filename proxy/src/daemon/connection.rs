@@ -14,13 +14,15 @@ use tracing::{debug, info, warn};
 use super::config::Config;
 use super::fallback::V1OnlyDestinations;
 use super::loop_guard::{LoopGuard, Refusal, UpstreamPort};
+use super::metrics::{Direction, Metrics};
 use super::original_dst::original_destination;
-use super::relay::{CloseReason, Side, Traffic, relay};
-use super::v2_connect::{HandshakeFailure, V2Connection, connect_v2};
+use super::registry::{Entry, Registry};
+use super::relay::{CloseReason, RelayContext, Side, Traffic, relay};
+use super::v2_connect::{HandshakeError, HandshakeFailure, V2Connection, connect_v2};
 use crate::protocol::client_hello::PREFIX_LEN;
 use crate::protocol::splice::Splice;
 use crate::protocol::{
-    ClientHello, Event, Magic, NetworkLabel, Pipe, ProtocolError, classify_client_hello,
+    ClientHello, Event, NetworkLabel, Pipe, ProtocolError, classify_client_hello,
 };
 
 /// What all connections share.
@@ -30,6 +32,8 @@ pub struct Context {
     pub listening: Vec<SocketAddr>,
     pub loop_guard: Arc<LoopGuard>,
     pub v1_only: Option<V1OnlyDestinations>,
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Context {
@@ -42,6 +46,8 @@ impl Context {
             listening,
             loop_guard: Arc::default(),
             v1_only,
+            registry: Arc::default(),
+            metrics: Arc::default(),
         }
     }
 }
@@ -56,6 +62,27 @@ enum Failure {
     ConnectTimeout,
     Handshake(HandshakeFailure),
     Shutdown,
+}
+
+impl Failure {
+    /// Its `reason` label in the metrics.
+    fn label(&self) -> &'static str {
+        match self {
+            Failure::ClientTimeout => "client_timeout",
+            Failure::ClientClosedEarly { .. } => "client_closed",
+            Failure::ClientIo(_) => "client_error",
+            Failure::Connect(_) => "connect_error",
+            Failure::ConnectTimeout => "connect_timeout",
+            Failure::Handshake(h) => match h.error {
+                HandshakeError::Connect(_) => "connect_error",
+                HandshakeError::Timeout => "handshake_timeout",
+                HandshakeError::Closed => "handshake_closed",
+                HandshakeError::Io(_) | HandshakeError::Entropy(_) => "handshake_error",
+                HandshakeError::Protocol(_) => "handshake_protocol",
+            },
+            Failure::Shutdown => "shutdown",
+        }
+    }
 }
 
 impl std::fmt::Display for Failure {
@@ -84,6 +111,7 @@ impl std::fmt::Display for Failure {
 pub async fn handle(
     mut client: TcpStream,
     client_addr: SocketAddr,
+    id: u64,
     ctx: Arc<Context>,
     shutdown: CancellationToken,
 ) {
@@ -91,28 +119,32 @@ pub async fn handle(
         Ok(destination) => destination,
         // A loop is a configuration problem; a direct connection (a probe, a curious local
         // user) is not.
-        Err(refusal @ Refusal::OwnUpstream) => {
-            warn!(client = %client_addr, "refused connection: {refusal}");
-            return;
-        }
         Err(refusal) => {
-            info!(client = %client_addr, "refused connection: {refusal}");
+            ctx.metrics.refused(refusal.label());
+            if matches!(refusal, Refusal::OwnUpstream) {
+                warn!(client = %client_addr, "refused connection: {refusal}");
+            } else {
+                info!(client = %client_addr, "refused connection: {refusal}");
+            }
             return;
         }
     };
     let _ = client.set_nodelay(true);
     let started = Instant::now();
-    let traffic = Traffic::default();
-    let mut network = None;
+    let registration = ctx.registry.register(id, client_addr, destination);
+    let entry = &registration.entry;
+    let traffic = &entry.traffic;
+    let events = |side: Side, event: Event| account(entry, &ctx.metrics, side, event);
     let result = tokio::select! {
-        result = open(&mut client, destination, &ctx, &traffic, &mut network) => result,
+        result = open(&mut client, destination, &ctx, entry, &events) => result,
         _ = shutdown.cancelled() => Err(Failure::Shutdown),
     };
-    let network = network.map_or_else(|| "unknown".to_string(), |m| NetworkLabel(m).to_string());
+    let network = entry.network().unwrap_or_else(|| "unknown".to_string());
     let t = |c| Traffic::get(c);
     let mut opened = match result {
         Ok(opened) => opened,
         Err(failure) => {
+            ctx.metrics.failed(failure.label());
             let hint = match &failure {
                 Failure::Handshake(h) if h.allows_v1_fallback() && !ctx.config.v1_fallback => {
                     "; it may be a v1-only node: --v1-fallback would retry it in plaintext"
@@ -132,12 +164,15 @@ pub async fn handle(
             return;
         }
     };
+    let label = opened.transport.label();
+    entry.set_opened(label, opened.transport.session_id());
+    ctx.metrics.opened(opened.transport.metrics_label());
     match &opened.transport {
         Transport::V2 { session_id } => info!(
             client = %client_addr,
             destination = %destination,
             network = %network,
-            transport = %"v2",
+            transport = %label,
             session_id = %hex::encode(session_id),
             "connection opened"
         ),
@@ -145,18 +180,23 @@ pub async fn handle(
             client = %client_addr,
             destination = %destination,
             network = %network,
-            transport = %"v1-fallback",
+            transport = %label,
             "connection opened in PLAINTEXT v1 (--v1-fallback): {why}"
         ),
         Transport::Passthrough => info!(
             client = %client_addr,
             destination = %destination,
             network = %network,
-            transport = %"passthrough",
+            transport = %label,
             "connection opened: the client does not speak v1, its bytes pass unchanged"
         ),
     }
-    let reason = opened.relay(&mut client, &traffic, &shutdown).await;
+    let cx = RelayContext {
+        traffic,
+        events: &events,
+        shutdown: &shutdown,
+    };
+    let reason = opened.relay(&mut client, &cx).await;
     info!(
         client = %client_addr,
         destination = %destination,
@@ -168,6 +208,25 @@ pub async fn handle(
         reason = %reason,
         "connection closed"
     );
+}
+
+/// Counts a message or packet for the connection's status and the metrics, and logs it at
+/// debug level.
+fn account(entry: &Entry, metrics: &Metrics, from: Side, event: Event) {
+    log_event(from, event);
+    match event {
+        Event::Message { command, .. } => {
+            let (counter, direction) = match from {
+                Side::Client => (&entry.messages_from_client, Direction::ClientToRemote),
+                Side::Remote => (&entry.messages_to_client, Direction::RemoteToClient),
+            };
+            Traffic::add(counter, 1);
+            metrics.message(direction, &command);
+        }
+        Event::Decoy { .. } => metrics.decoy(),
+        Event::Dropped { .. } => metrics.dropped(),
+        Event::VersionPacket { .. } => {}
+    }
 }
 
 /// Time since a start, as seconds with millisecond precision.
@@ -206,6 +265,32 @@ enum Transport {
     Passthrough,
 }
 
+impl Transport {
+    /// As logs and the control socket name it.
+    fn label(&self) -> &'static str {
+        match self {
+            Transport::V2 { .. } => "v2",
+            Transport::V1Fallback { .. } => "v1-fallback",
+            Transport::Passthrough => "passthrough",
+        }
+    }
+
+    fn metrics_label(&self) -> &'static str {
+        match self {
+            Transport::V2 { .. } => "v2",
+            Transport::V1Fallback { .. } => "v1_fallback",
+            Transport::Passthrough => "passthrough",
+        }
+    }
+
+    fn session_id(&self) -> Option<[u8; 32]> {
+        match self {
+            Transport::V2 { session_id } => Some(*session_id),
+            _ => None,
+        }
+    }
+}
+
 impl Opened {
     fn plain(
         remote: (TcpStream, UpstreamPort),
@@ -221,43 +306,48 @@ impl Opened {
         }
     }
 
-    async fn relay(
+    async fn relay<E: Fn(Side, Event) + Sync>(
         &mut self,
         client: &mut TcpStream,
-        traffic: &Traffic,
-        shutdown: &CancellationToken,
+        cx: &RelayContext<'_, E>,
     ) -> CloseReason {
-        let events = |side: Side, event: Event| log_event(side, event);
-        let remote = &mut self.remote;
+        let (remote, first) = (&mut self.remote, &self.first_bytes[..]);
         match &mut self.v2 {
-            Some(v2) => {
-                let (up, down) = (&mut v2.encoder, &mut v2.decoder);
-                if let Err(error) = push_first_bytes(up, &self.first_bytes) {
-                    return CloseReason::Protocol {
-                        side: Side::Client,
-                        error,
-                    };
-                }
-                relay(client, remote, up, down, traffic, &events, shutdown).await
-            }
+            Some(v2) => forward(client, remote, first, &mut v2.encoder, &mut v2.decoder, cx).await,
             None => {
                 let (up, down) = (&mut Splice::default(), &mut Splice::default());
-                if let Err(error) = push_first_bytes(up, &self.first_bytes) {
-                    return CloseReason::Protocol {
-                        side: Side::Client,
-                        error,
-                    };
-                }
-                relay(client, remote, up, down, traffic, &events, shutdown).await
+                forward(client, remote, first, up, down, cx).await
             }
         }
     }
 }
 
+/// Relays, after the client's first bytes.
+async fn forward<E: Fn(Side, Event) + Sync>(
+    client: &mut TcpStream,
+    remote: &mut TcpStream,
+    first_bytes: &[u8],
+    up: &mut impl Pipe,
+    down: &mut impl Pipe,
+    cx: &RelayContext<'_, E>,
+) -> CloseReason {
+    if let Err(error) = push_first_bytes(up, first_bytes, cx.events) {
+        return CloseReason::Protocol {
+            side: Side::Client,
+            error,
+        };
+    }
+    relay(client, remote, up, down, cx).await
+}
+
 /// The client's first bytes (at most `PREFIX_LEN`, less than any pipe's staging) go in before
 /// anything else it sends.
-fn push_first_bytes(up: &mut impl Pipe, first_bytes: &[u8]) -> Result<(), ProtocolError> {
-    let taken = up.push(first_bytes, &mut |event| log_event(Side::Client, event))?;
+fn push_first_bytes(
+    up: &mut impl Pipe,
+    first_bytes: &[u8],
+    events: &impl Fn(Side, Event),
+) -> Result<(), ProtocolError> {
+    let taken = up.push(first_bytes, &mut |event| events(Side::Client, event))?;
     assert_eq!(taken, first_bytes.len(), "staging holds the first bytes");
     Ok(())
 }
@@ -290,9 +380,10 @@ async fn open(
     client: &mut TcpStream,
     destination: SocketAddr,
     ctx: &Context,
-    traffic: &Traffic,
-    network: &mut Option<Magic>,
+    entry: &Entry,
+    events: &(impl Fn(Side, Event) + Sync),
 ) -> Result<Opened, Failure> {
+    let traffic = &entry.traffic;
     let hello = read_hello(client, traffic);
     let (first_bytes, hello) = tokio::time::timeout(ctx.config.first_bytes_timeout, hello)
         .await
@@ -301,7 +392,7 @@ async fn open(
         let remote = connect_plain(ctx, destination).await?;
         return Ok(Opened::plain(remote, first_bytes, Transport::Passthrough));
     };
-    *network = Some(magic);
+    entry.set_network(NetworkLabel(magic).to_string());
 
     if let Some(v1_only) = &ctx.v1_only {
         if v1_only.is_v1_only(destination, Instant::now()) {
@@ -315,27 +406,30 @@ async fn open(
         }
     }
 
-    let mut events = |event| log_event(Side::Remote, event);
+    let mut handshake_events = |event| events(Side::Remote, event);
     let timeout = ctx.config.handshake_timeout;
-    match connect_v2(
+    let handshake_started = Instant::now();
+    let attempt = connect_v2(
         &ctx.loop_guard,
         destination,
         magic,
         timeout,
         traffic,
-        &mut events,
-    )
-    .await
-    {
-        Ok((remote, port, v2)) => Ok(Opened {
-            remote,
-            _port: port,
-            first_bytes,
-            transport: Transport::V2 {
-                session_id: v2.session_id,
-            },
-            v2: Some(Box::new(v2)),
-        }),
+        &mut handshake_events,
+    );
+    match attempt.await {
+        Ok((remote, port, v2)) => {
+            ctx.metrics.handshake(handshake_started.elapsed());
+            Ok(Opened {
+                remote,
+                _port: port,
+                first_bytes,
+                transport: Transport::V2 {
+                    session_id: v2.session_id,
+                },
+                v2: Some(Box::new(v2)),
+            })
+        }
         Err(failure) => {
             let Some(v1_only) = ctx
                 .v1_only

@@ -13,14 +13,30 @@ use super::config::DEFAULT_LISTEN;
 /// First file descriptor systemd passes (`SD_LISTEN_FDS_START`).
 const LISTEN_FDS_START: RawFd = 3;
 
+/// The sockets the proxy accepts on.
+pub struct Listeners {
+    pub tcp: Vec<TcpListener>,
+    /// A Unix socket from systemd, for the control endpoint.
+    pub control: Option<std::os::unix::net::UnixListener>,
+}
+
 /// Opens every listener: systemd's sockets, then `--listen` addresses; the defaults only when
 /// neither gave any. A default address that cannot be bound (IPv6 disabled, say) is skipped
 /// with a warning as long as another one works; an explicit one is an error.
-pub async fn open(explicit: &[SocketAddr]) -> anyhow::Result<Vec<TcpListener>> {
+pub async fn open(explicit: &[SocketAddr]) -> anyhow::Result<Listeners> {
     let mut listeners = Vec::new();
+    let mut control = None;
     for fd in systemd_fds()? {
-        let std_listener = listener_from_fd(fd)?;
-        listeners.push(TcpListener::from_std(std_listener)?);
+        check_listening(&fd)?;
+        if is_unix(&fd) {
+            let unix = std::os::unix::net::UnixListener::from(fd);
+            unix.set_nonblocking(true)?;
+            control = Some(unix);
+        } else {
+            let std_listener = StdListener::from(fd);
+            std_listener.set_nonblocking(true)?;
+            listeners.push(TcpListener::from_std(std_listener)?);
+        }
     }
     for addr in explicit {
         let listener = TcpListener::bind(addr)
@@ -43,7 +59,17 @@ pub async fn open(explicit: &[SocketAddr]) -> anyhow::Result<Vec<TcpListener>> {
             );
         }
     }
-    Ok(listeners)
+    Ok(Listeners {
+        tcp: listeners,
+        control,
+    })
+}
+
+fn is_unix(fd: &OwnedFd) -> bool {
+    use nix::sys::socket::{AddressFamily, SockaddrLike, SockaddrStorage, getsockname};
+    use std::os::fd::AsRawFd;
+    getsockname::<SockaddrStorage>(fd.as_raw_fd())
+        .is_ok_and(|addr| addr.family() == Some(AddressFamily::Unix))
 }
 
 /// The descriptors systemd passed to this very process, if any.
@@ -65,18 +91,16 @@ fn systemd_fds() -> anyhow::Result<Vec<OwnedFd>> {
         .collect())
 }
 
-fn listener_from_fd(fd: OwnedFd) -> anyhow::Result<StdListener> {
+fn check_listening(fd: &OwnedFd) -> anyhow::Result<()> {
     use std::os::fd::AsRawFd;
-    let raw = fd.as_raw_fd();
-    let is_stream = getsockopt(&fd, sockopt::SockType).map(|t| t == SockType::Stream);
-    let listening = getsockopt(&fd, sockopt::AcceptConn);
+    let is_stream = getsockopt(fd, sockopt::SockType).map(|t| t == SockType::Stream);
+    let listening = getsockopt(fd, sockopt::AcceptConn);
     if !matches!((is_stream, listening), (Ok(true), Ok(true))) {
         bail!(
-            "file descriptor {raw} from systemd is not a listening TCP socket; \
-             check ListenStream= in bip324-proxy.socket"
+            "file descriptor {} from systemd is not a listening stream socket; \
+             check ListenStream= in bip324-proxy.socket",
+            fd.as_raw_fd()
         );
     }
-    let listener = StdListener::from(fd);
-    listener.set_nonblocking(true)?;
-    Ok(listener)
+    Ok(())
 }

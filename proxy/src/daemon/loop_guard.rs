@@ -30,6 +30,18 @@ pub enum Refusal {
     OwnUpstream,
 }
 
+impl Refusal {
+    /// Its `reason` label in the metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Refusal::Unreadable(_) => "unreadable",
+            Refusal::NotRedirected => "not_redirected",
+            Refusal::DestinationIsProxy => "destination_is_proxy",
+            Refusal::OwnUpstream => "loop",
+        }
+    }
+}
+
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

@@ -2,11 +2,14 @@
 
 pub mod config;
 pub mod connection;
+pub mod control;
 pub mod fallback;
 pub mod listeners;
 pub mod logging;
 pub mod loop_guard;
+pub mod metrics;
 pub mod original_dst;
+pub mod registry;
 pub mod relay;
 pub mod v2_connect;
 
@@ -55,11 +58,20 @@ fn raise_fd_limit(max_connections: usize) {
 /// Runs the proxy until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     raise_fd_limit(config.max_connections);
-    let listeners = listeners::open(&config.listen).await?;
+    let opened = listeners::open(&config.listen).await?;
+    let listeners = opened.tcp;
     let listening = listeners
         .iter()
         .map(TcpListener::local_addr)
         .collect::<io::Result<Vec<SocketAddr>>>()?;
+    let metrics_listener = match config.metrics {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot serve metrics on {addr}"))?,
+        ),
+        None => None,
+    };
     let limit = Arc::new(Semaphore::new(config.max_connections));
     info!(
         listen = ?listening,
@@ -69,8 +81,46 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "bip324-proxy {} ready",
         env!("CARGO_PKG_VERSION")
     );
+    let control_listener = match (opened.control, config.no_control) {
+        (Some(from_systemd), _) => Some(tokio::net::UnixListener::from_std(from_systemd)?),
+        (None, true) => None,
+        (None, false) => match control::bind(&config.control) {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                warn!(
+                    "no control socket at {}: {e}; `bip324-redirect status` will not list \
+                     connections (--control PATH elsewhere, or --no-control)",
+                    config.control.display()
+                );
+                None
+            }
+        },
+    };
     let ctx = Arc::new(Context::new(config, listening));
     let shutdown = CancellationToken::new();
+    let mut services = Vec::new();
+    if let Some(listener) = control_listener {
+        let control = Arc::new(control::Control {
+            registry: Arc::clone(&ctx.registry),
+            listen: ctx.listening.clone(),
+            started: std::time::SystemTime::now(),
+        });
+        services.push(tokio::spawn(control::serve(
+            listener,
+            control,
+            shutdown.clone(),
+        )));
+    }
+    if let Some(listener) = metrics_listener {
+        info!(address = %listener.local_addr()?, "serving Prometheus metrics at /metrics");
+        let (metrics, registry) = (Arc::clone(&ctx.metrics), Arc::clone(&ctx.registry));
+        services.push(tokio::spawn(metrics::serve(
+            listener,
+            metrics,
+            registry,
+            shutdown.clone(),
+        )));
+    }
     let connections = TaskTracker::new();
     let next_id = Arc::new(AtomicU64::new(1));
     let mut accept_loops = Vec::new();
@@ -91,8 +141,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "shutting down: no new connections; closing the open ones"
     );
     shutdown.cancel();
-    for accept_loop in accept_loops {
-        let _ = accept_loop.await;
+    for task in accept_loops.into_iter().chain(services) {
+        let _ = task.await;
     }
     connections.close();
     connections.wait().await;
@@ -134,7 +184,8 @@ async fn accept_loop(
             Ok((stream, client)) => {
                 let id = next_id.fetch_add(1, Ordering::Relaxed);
                 let span = info_span!("conn", id);
-                let task = connection::handle(stream, client, Arc::clone(&ctx), shutdown.clone());
+                let task =
+                    connection::handle(stream, client, id, Arc::clone(&ctx), shutdown.clone());
                 connections.spawn(
                     async move {
                         task.await;

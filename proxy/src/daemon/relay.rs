@@ -117,17 +117,28 @@ impl std::fmt::Display for CloseReason {
     }
 }
 
+/// What a relay reports to and listens for.
+pub struct RelayContext<'a, E> {
+    pub traffic: &'a Traffic,
+    /// Every message, decoy and dropped message, by the side it came from.
+    pub events: &'a E,
+    pub shutdown: &'a CancellationToken,
+}
+
 /// Relays until both directions end, one fails, or shutdown is requested. `up` carries the
 /// client's bytes to the remote, `down` the remote's bytes to the client.
-pub async fn relay(
+pub async fn relay<E: Fn(Side, Event) + Sync>(
     client: &mut TcpStream,
     remote: &mut TcpStream,
     up: &mut impl Pipe,
     down: &mut impl Pipe,
-    traffic: &Traffic,
-    events: &(impl Fn(Side, Event) + Sync),
-    shutdown: &CancellationToken,
+    cx: &RelayContext<'_, E>,
 ) -> CloseReason {
+    let RelayContext {
+        traffic,
+        events,
+        shutdown,
+    } = *cx;
     let (client_read, mut client_write) = client.split();
     let (remote_read, mut remote_write) = remote.split();
     let up_fut = pump(

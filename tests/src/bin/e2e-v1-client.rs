@@ -2,8 +2,10 @@
 //! node, does the version handshake and a ping, then sends one large and many small messages
 //! and checks each echo byte for byte, in order.
 //!
-//! Usage: e2e-v1-client ADDR [--large BYTES] [--small COUNT]
-//! Prints `key=value` lines (peer, local, echoed, bytes_echoed); exits 1 on any mismatch.
+//! Usage: e2e-v1-client ADDR [--large BYTES] [--small COUNT] [--hold-ms MS]
+//! Prints `key=value` lines (peer, local, echoed, bytes_echoed, and the bytes it sent and
+//! received on the wire); with --hold-ms, keeps the connection open that long after printing.
+//! Exits 1 on any mismatch.
 
 use std::io::{BufReader, BufWriter, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -21,19 +23,21 @@ struct Args {
     addr: SocketAddr,
     large: usize,
     small: usize,
+    hold_ms: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
     let addr = args
         .next()
-        .ok_or("usage: e2e-v1-client ADDR [--large BYTES] [--small COUNT]")?
+        .ok_or("usage: e2e-v1-client ADDR [--large BYTES] [--small COUNT] [--hold-ms MS]")?
         .parse()
         .map_err(|e| format!("bad address: {e}"))?;
     let mut parsed = Args {
         addr,
         large: 4_000_000,
         small: 10_000,
+        hold_ms: 0,
     };
     while let Some(flag) = args.next() {
         let value: usize = args
@@ -43,6 +47,7 @@ fn parse_args() -> Result<Args, String> {
         match flag.as_str() {
             "--large" => parsed.large = value,
             "--small" => parsed.small = value,
+            "--hold-ms" => parsed.hold_ms = value,
             _ => return Err(format!("unknown option {flag}")),
         }
     }
@@ -91,13 +96,16 @@ fn run(args: &Args) -> Result<(), String> {
         0x5eed,
         &format!("/e2e-v1-client:{}/", String::from_utf8_lossy(MARKER)),
     );
+    let version_len = 24 + version.len();
     write_message(&mut writer, magic, &Message::new("version", version)).map_err(io)?;
-    expect("version")?;
+    let their_version = expect("version")?;
     expect("verack")?;
     write_message(&mut writer, magic, &Message::new("verack", [])).map_err(io)?;
     let nonce = 0x0123_4567_89ab_cdefu64.to_le_bytes();
     write_message(&mut writer, magic, &Message::new("ping", nonce)).map_err(io)?;
     let pong = expect("pong")?;
+    // version, verack and pong, with their headers.
+    let received_handshake = 24 + their_version.payload.len() + 24 + 24 + pong.payload.len();
     if pong.payload != nonce {
         return Err(format!(
             "pong carries {:02x?}, expected the ping's nonce",
@@ -132,6 +140,19 @@ fn run(args: &Args) -> Result<(), String> {
         .map_err(|e| format!("send: {e}"))?;
     println!("echoed={echoed}");
     println!("bytes_echoed={bytes}");
+    // Every byte on the wire: the handshake's and the workload's, both ways.
+    let handshake_sent = [version_len, 24, 24 + 8];
+    let sent: usize = handshake_sent.iter().sum::<usize>()
+        + workload(args.large, args.small)
+            .map(|m| 24 + m.payload.len())
+            .sum::<usize>();
+    println!("bytes_sent={sent}");
+    println!(
+        "bytes_received={}",
+        received_handshake + 24 * echoed + bytes
+    );
+    std::io::Write::flush(&mut std::io::stdout()).map_err(|e| e.to_string())?;
+    std::thread::sleep(Duration::from_millis(args.hold_ms as u64));
     Ok(())
 }
 

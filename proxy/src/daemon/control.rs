@@ -1,0 +1,178 @@
+//! The control socket: a Unix socket answering one small, versioned JSON request with the
+//! live connections and totals. `bip324-redirect status` uses it.
+//!
+//! Request (one line): `{"version":1,"request":"status"}`. Answer: one JSON document, then
+//! the socket closes. A client is served within fixed limits (4 KiB of request, 2 s to send
+//! it, 5 s to read the answer, 4 clients at once), so it can neither hold the proxy nor slow
+//! the connections it relays.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::registry::{ConnectionStatus, Registry, Totals};
+
+pub const PROTOCOL_VERSION: u32 = 1;
+const MAX_REQUEST: usize = 4096;
+const MAX_CLIENTS: usize = 4;
+
+#[derive(Deserialize)]
+struct Request {
+    version: u32,
+    request: String,
+}
+
+#[derive(Serialize)]
+struct Status<'a> {
+    version: u32,
+    proxy: ProxyInfo<'a>,
+    connections: Vec<ConnectionStatus>,
+    totals: Totals,
+}
+
+#[derive(Serialize)]
+struct ProxyInfo<'a> {
+    version: &'static str,
+    pid: u32,
+    started: f64,
+    listen: &'a [SocketAddr],
+}
+
+#[derive(Serialize)]
+struct Failure {
+    version: u32,
+    error: String,
+}
+
+/// What the control socket needs to answer.
+pub struct Control {
+    pub registry: Arc<Registry>,
+    pub listen: Vec<SocketAddr>,
+    pub started: SystemTime,
+}
+
+/// Binds the control socket at `path`: the directory is created if missing, a stale socket
+/// replaced; owner and group may read and write it.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
+}
+
+pub async fn serve(listener: UnixListener, control: Arc<Control>, shutdown: CancellationToken) {
+    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.cancelled() => return,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                warn!("control socket: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            debug!("control socket: {MAX_CLIENTS} clients already, refusing another");
+            continue;
+        };
+        let control = Arc::clone(&control);
+        tokio::spawn(async move {
+            if let Err(e) = answer(stream, &control).await {
+                debug!("control socket client: {e}");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn answer(mut stream: UnixStream, control: &Control) -> std::io::Result<()> {
+    let request = tokio::time::timeout(Duration::from_secs(2), read_request(&mut stream)).await;
+    let body = match request {
+        Err(_) => failure("no request within 2 seconds"),
+        Ok(Err(e)) => failure(&e),
+        Ok(Ok(request)) if request.version != PROTOCOL_VERSION => failure(&format!(
+            "unsupported version {} (this proxy speaks {PROTOCOL_VERSION})",
+            request.version
+        )),
+        Ok(Ok(request)) if request.request == "status" => status(control),
+        Ok(Ok(request)) => failure(&format!(
+            "unknown request {:?} (try \"status\")",
+            request.request
+        )),
+    };
+    let write = async {
+        stream.write_all(body.as_bytes()).await?;
+        stream.write_all(b"\n").await?;
+        stream.shutdown().await
+    };
+    tokio::time::timeout(Duration::from_secs(5), write)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+}
+
+/// One line of at most MAX_REQUEST bytes; anything longer is refused unread.
+async fn read_request(stream: &mut UnixStream) -> Result<Request, String> {
+    let mut line = Vec::with_capacity(128);
+    let mut buf = [0u8; 512];
+    loop {
+        let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
+        if n == 0 && line.is_empty() {
+            return Err("empty request".into());
+        }
+        let end = buf[..n].iter().position(|&b| b == b'\n');
+        line.extend_from_slice(&buf[..end.unwrap_or(n)]);
+        if line.len() > MAX_REQUEST {
+            return Err(format!("request longer than {MAX_REQUEST} bytes"));
+        }
+        if end.is_some() || n == 0 {
+            break;
+        }
+    }
+    serde_json::from_slice(&line).map_err(|e| format!("not a request: {e}"))
+}
+
+fn failure(error: &str) -> String {
+    let failure = Failure {
+        version: PROTOCOL_VERSION,
+        error: error.to_string(),
+    };
+    serde_json::to_string(&failure).expect("serialisable")
+}
+
+fn status(control: &Control) -> String {
+    let started = control
+        .started
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    let status = Status {
+        version: PROTOCOL_VERSION,
+        proxy: ProxyInfo {
+            version: env!("CARGO_PKG_VERSION"),
+            pid: std::process::id(),
+            started: started.as_secs_f64(),
+            listen: &control.listen,
+        },
+        connections: control.registry.snapshot(),
+        totals: control.registry.totals(),
+    };
+    serde_json::to_string(&status).expect("serialisable")
+}

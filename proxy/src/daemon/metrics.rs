@@ -1,0 +1,394 @@
+//! Prometheus metrics: plain atomic counters on the data path (no lock per message), rendered
+//! in the text exposition format on scrape, served by a deliberately small HTTP responder on
+//! loopback (`--metrics 127.0.0.1:9324`, off by default).
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::registry::Registry;
+use crate::protocol::message_type;
+use crate::protocol::v1::Command;
+
+pub const TRANSPORTS: [&str; 3] = ["v2", "v1_fallback", "passthrough"];
+pub const REFUSALS: [&str; 4] = [
+    "not_redirected",
+    "destination_is_proxy",
+    "loop",
+    "unreadable",
+];
+pub const FAILURES: [&str; 10] = [
+    "client_timeout",
+    "client_closed",
+    "client_error",
+    "connect_error",
+    "connect_timeout",
+    "handshake_timeout",
+    "handshake_closed",
+    "handshake_error",
+    "handshake_protocol",
+    "shutdown",
+];
+/// Commands without a short ID that are common enough to count on their own; any other is
+/// counted as "other" (a peer chooses command names: labels must stay few).
+const LONG_COMMANDS: [&str; 8] = [
+    "version",
+    "verack",
+    "sendheaders",
+    "wtxidrelay",
+    "sendaddrv2",
+    "getaddr",
+    "sendtxrcncl",
+    "reject",
+];
+const TYPES: usize = 28 + LONG_COMMANDS.len() + 1;
+const BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    ClientToRemote = 0,
+    RemoteToClient = 1,
+}
+
+pub struct Metrics {
+    opened: [AtomicU64; TRANSPORTS.len()],
+    refused: [AtomicU64; REFUSALS.len()],
+    failed: [AtomicU64; FAILURES.len()],
+    messages: [[AtomicU64; TYPES]; 2],
+    decoys: AtomicU64,
+    dropped: AtomicU64,
+    handshake_buckets: [AtomicU64; BUCKETS.len()],
+    handshake_count: AtomicU64,
+    handshake_micros: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            opened: Default::default(),
+            refused: Default::default(),
+            failed: Default::default(),
+            // Default stops at arrays of 32.
+            messages: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            decoys: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            handshake_buckets: Default::default(),
+            handshake_count: AtomicU64::new(0),
+            handshake_micros: AtomicU64::new(0),
+        }
+    }
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+fn index_of(names: &[&str], name: &str) -> usize {
+    names
+        .iter()
+        .position(|n| *n == name)
+        .expect("a known label")
+}
+
+/// The label of a command: its own name if it has a short ID or is a common one, else "other".
+fn type_index(command: &Command) -> usize {
+    if let Some(id) = message_type::short_id(command) {
+        return usize::from(id) - 1;
+    }
+    LONG_COMMANDS
+        .iter()
+        .position(|c| *c == command.name())
+        .map_or(TYPES - 1, |i| 28 + i)
+}
+
+fn type_label(index: usize) -> String {
+    match index {
+        0..28 => message_type::command_for_short_id(index as u8 + 1)
+            .map(|c| c.name().to_string())
+            .unwrap_or_default(),
+        i if i < 28 + LONG_COMMANDS.len() => LONG_COMMANDS[i - 28].to_string(),
+        _ => "other".to_string(),
+    }
+}
+
+impl Metrics {
+    pub fn opened(&self, transport: &str) {
+        bump(&self.opened[index_of(&TRANSPORTS, transport)]);
+    }
+
+    pub fn refused(&self, reason: &str) {
+        bump(&self.refused[index_of(&REFUSALS, reason)]);
+    }
+
+    pub fn failed(&self, reason: &str) {
+        bump(&self.failed[index_of(&FAILURES, reason)]);
+    }
+
+    pub fn message(&self, direction: Direction, command: &Command) {
+        bump(&self.messages[direction as usize][type_index(command)]);
+    }
+
+    pub fn decoy(&self) {
+        bump(&self.decoys);
+    }
+
+    pub fn dropped(&self) {
+        bump(&self.dropped);
+    }
+
+    pub fn handshake(&self, duration: Duration) {
+        let seconds = duration.as_secs_f64();
+        for (bucket, bound) in self.handshake_buckets.iter().zip(BUCKETS) {
+            if seconds <= bound {
+                bump(bucket);
+            }
+        }
+        bump(&self.handshake_count);
+        self.handshake_micros
+            .fetch_add(duration.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// The text exposition format (version 0.0.4).
+    pub fn render(&self, registry: &Registry) -> String {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut out = String::new();
+        render_labelled(
+            &mut out,
+            "connections_opened_total",
+            "Connections relayed, by transport.",
+            "transport",
+            &TRANSPORTS,
+            &self.opened,
+        );
+        render_labelled(
+            &mut out,
+            "connections_refused_total",
+            "Connections refused before anything was read, by reason.",
+            "reason",
+            &REFUSALS,
+            &self.refused,
+        );
+        render_labelled(
+            &mut out,
+            "connections_failed_total",
+            "Connections that ended before they were relayed, by reason.",
+            "reason",
+            &FAILURES,
+            &self.failed,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP bip324_proxy_connections_open Connections open now.\n# TYPE bip324_proxy_connections_open gauge\nbip324_proxy_connections_open {}",
+            registry.len()
+        );
+        let totals = registry.totals();
+        let _ = writeln!(
+            out,
+            "# HELP bip324_proxy_bytes_total Bytes moved, by direction and by side: v1 between client and proxy, v2 between proxy and remote.\n# TYPE bip324_proxy_bytes_total counter"
+        );
+        for (direction, side, value) in [
+            ("client_to_remote", "v1", totals.client_in),
+            ("client_to_remote", "v2", totals.remote_out),
+            ("remote_to_client", "v2", totals.remote_in),
+            ("remote_to_client", "v1", totals.client_out),
+        ] {
+            let _ = writeln!(
+                out,
+                "bip324_proxy_bytes_total{{direction=\"{direction}\",side=\"{side}\"}} {value}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP bip324_proxy_messages_total Messages translated, by direction and type.\n# TYPE bip324_proxy_messages_total counter"
+        );
+        for (direction, counts) in ["client_to_remote", "remote_to_client"]
+            .iter()
+            .zip(&self.messages)
+        {
+            for (index, count) in counts.iter().enumerate() {
+                let value = get(count);
+                if value > 0 {
+                    let _ = writeln!(
+                        out,
+                        "bip324_proxy_messages_total{{direction=\"{direction}\",type=\"{}\"}} {value}",
+                        type_label(index)
+                    );
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP bip324_proxy_decoys_received_total Decoy packets authenticated and skipped.\n# TYPE bip324_proxy_decoys_received_total counter\nbip324_proxy_decoys_received_total {}",
+            get(&self.decoys)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP bip324_proxy_messages_dropped_total v2 messages without a v1 equivalent, dropped.\n# TYPE bip324_proxy_messages_dropped_total counter\nbip324_proxy_messages_dropped_total {}",
+            get(&self.dropped)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP bip324_proxy_handshake_duration_seconds Time to connect and complete the v2 handshake.\n# TYPE bip324_proxy_handshake_duration_seconds histogram"
+        );
+        for (bound, count) in BUCKETS.iter().zip(&self.handshake_buckets) {
+            let _ = writeln!(
+                out,
+                "bip324_proxy_handshake_duration_seconds_bucket{{le=\"{bound}\"}} {}",
+                get(count)
+            );
+        }
+        let count = get(&self.handshake_count);
+        let _ = writeln!(
+            out,
+            "bip324_proxy_handshake_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "bip324_proxy_handshake_duration_seconds_sum {}",
+            get(&self.handshake_micros) as f64 / 1e6
+        );
+        let _ = writeln!(out, "bip324_proxy_handshake_duration_seconds_count {count}");
+        out
+    }
+}
+
+fn render_labelled(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: &[&str],
+    counts: &[AtomicU64],
+) {
+    let _ = writeln!(
+        out,
+        "# HELP bip324_proxy_{name} {help}\n# TYPE bip324_proxy_{name} counter"
+    );
+    for (value, count) in values.iter().zip(counts) {
+        let _ = writeln!(
+            out,
+            "bip324_proxy_{name}{{{label}=\"{value}\"}} {}",
+            count.load(Ordering::Relaxed)
+        );
+    }
+}
+
+/// Serves `GET /metrics` until shutdown. A scrape reads counters and takes the registry lock
+/// briefly; requests are small, bounded and time-limited.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    registry: Arc<Registry>,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(8));
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.cancelled() => return,
+        };
+        let Ok((stream, peer)) = accepted else {
+            continue;
+        };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            debug!("metrics: too many scrapes at once, closing {peer}");
+            continue;
+        };
+        let (metrics, registry) = (Arc::clone(&metrics), Arc::clone(&registry));
+        tokio::spawn(async move {
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), respond(stream, &metrics, &registry))
+                    .await;
+            drop(permit);
+        });
+    }
+}
+
+async fn respond(
+    mut stream: TcpStream,
+    metrics: &Metrics,
+    registry: &Registry,
+) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 || head.len() + n > 8192 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let request_line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let (status, body) = if request_line.starts_with(b"GET /metrics ") {
+        ("200 OK", metrics.render(registry))
+    } else {
+        ("404 Not Found", "metrics are at /metrics\n".to_string())
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family_with_its_counts() {
+        let metrics = Metrics::default();
+        let registry = Registry::default();
+        metrics.opened("v2");
+        metrics.refused("loop");
+        metrics.failed("handshake_timeout");
+        metrics.message(
+            Direction::ClientToRemote,
+            &Command::from_name("ping").unwrap(),
+        );
+        metrics.message(
+            Direction::RemoteToClient,
+            &Command::from_name("version").unwrap(),
+        );
+        metrics.message(
+            Direction::RemoteToClient,
+            &Command::from_name("madeup").unwrap(),
+        );
+        metrics.handshake(Duration::from_millis(30));
+        let text = metrics.render(&registry);
+        for line in [
+            "bip324_proxy_connections_opened_total{transport=\"v2\"} 1",
+            "bip324_proxy_connections_refused_total{reason=\"loop\"} 1",
+            "bip324_proxy_connections_failed_total{reason=\"handshake_timeout\"} 1",
+            "bip324_proxy_connections_open 0",
+            "bip324_proxy_messages_total{direction=\"client_to_remote\",type=\"ping\"} 1",
+            "bip324_proxy_messages_total{direction=\"remote_to_client\",type=\"version\"} 1",
+            "bip324_proxy_messages_total{direction=\"remote_to_client\",type=\"other\"} 1",
+            "bip324_proxy_handshake_duration_seconds_bucket{le=\"0.025\"} 0",
+            "bip324_proxy_handshake_duration_seconds_bucket{le=\"0.05\"} 1",
+            "bip324_proxy_handshake_duration_seconds_bucket{le=\"+Inf\"} 1",
+            "bip324_proxy_handshake_duration_seconds_count 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
+        }
+        // Every sample belongs to a family announced by TYPE.
+        for sample in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = sample.split(['{', ' ']).next().unwrap();
+            let family = name
+                .trim_end_matches("_bucket")
+                .trim_end_matches("_sum")
+                .trim_end_matches("_count");
+            assert!(text.contains(&format!("# TYPE {family} ")), "{sample}");
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! The live connections, for the control socket: who, where, which transport and session,
+//! and their traffic, read while they run.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use super::relay::Traffic;
+
+/// A connection as the control socket reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionStatus {
+    pub id: u64,
+    pub client: SocketAddr,
+    pub destination: SocketAddr,
+    /// `null` until the client's first bytes tell.
+    pub network: Option<String>,
+    /// "connecting" until the connection opens, then "v2", "v1-fallback" or "passthrough".
+    pub transport: &'static str,
+    pub session_id: Option<String>,
+    /// Unix time, seconds.
+    pub started: f64,
+    pub duration_seconds: f64,
+    /// Bytes read from and written to the client (v1) and the remote (v2 unless the
+    /// transport is plaintext).
+    pub client_in: u64,
+    pub client_out: u64,
+    pub remote_in: u64,
+    pub remote_out: u64,
+    pub messages_from_client: u64,
+    pub messages_to_client: u64,
+}
+
+/// One live connection; its counters are updated by its relay without locking.
+pub struct Entry {
+    id: u64,
+    client: SocketAddr,
+    destination: SocketAddr,
+    started: SystemTime,
+    pub traffic: Traffic,
+    pub messages_from_client: AtomicU64,
+    pub messages_to_client: AtomicU64,
+    opened: Mutex<Opened>,
+}
+
+#[derive(Default)]
+struct Opened {
+    network: Option<String>,
+    transport: Option<&'static str>,
+    session_id: Option<String>,
+}
+
+impl Entry {
+    pub fn network(&self) -> Option<String> {
+        self.opened().network.clone()
+    }
+
+    pub fn set_network(&self, network: String) {
+        self.opened().network = Some(network);
+    }
+
+    pub fn set_opened(&self, transport: &'static str, session_id: Option<[u8; 32]>) {
+        let mut opened = self.opened();
+        opened.transport = Some(transport);
+        opened.session_id = session_id.map(hex::encode);
+    }
+
+    fn opened(&self) -> std::sync::MutexGuard<'_, Opened> {
+        self.opened.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn status(&self) -> ConnectionStatus {
+        let opened = self.opened();
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let started = self
+            .started
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
+        ConnectionStatus {
+            id: self.id,
+            client: self.client,
+            destination: self.destination,
+            network: opened.network.clone(),
+            transport: opened.transport.unwrap_or("connecting"),
+            session_id: opened.session_id.clone(),
+            started: started.as_secs_f64(),
+            duration_seconds: self
+                .started
+                .elapsed()
+                .unwrap_or(Duration::ZERO)
+                .as_secs_f64(),
+            client_in: get(&self.traffic.client_in),
+            client_out: get(&self.traffic.client_out),
+            remote_in: get(&self.traffic.remote_in),
+            remote_out: get(&self.traffic.remote_out),
+            messages_from_client: get(&self.messages_from_client),
+            messages_to_client: get(&self.messages_to_client),
+        }
+    }
+}
+
+/// Traffic of all connections, live and closed.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Totals {
+    pub client_in: u64,
+    pub client_out: u64,
+    pub remote_in: u64,
+    pub remote_out: u64,
+    pub messages_from_client: u64,
+    pub messages_to_client: u64,
+}
+
+impl Totals {
+    fn add(&mut self, entry: &Entry) {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        self.client_in += get(&entry.traffic.client_in);
+        self.client_out += get(&entry.traffic.client_out);
+        self.remote_in += get(&entry.traffic.remote_in);
+        self.remote_out += get(&entry.traffic.remote_out);
+        self.messages_from_client += get(&entry.messages_from_client);
+        self.messages_to_client += get(&entry.messages_to_client);
+    }
+}
+
+#[derive(Default)]
+pub struct Registry {
+    live: Mutex<Live>,
+}
+
+/// Under one lock, so a connection moves from `entries` to `closed` atomically and totals
+/// never go backwards.
+#[derive(Default)]
+struct Live {
+    entries: HashMap<u64, Arc<Entry>>,
+    closed: Totals,
+}
+
+impl Registry {
+    /// Adds a connection; it leaves the registry when the returned guard drops.
+    pub fn register(
+        self: &Arc<Self>,
+        id: u64,
+        client: SocketAddr,
+        destination: SocketAddr,
+    ) -> Registration {
+        let entry = Arc::new(Entry {
+            id,
+            client,
+            destination,
+            started: SystemTime::now(),
+            traffic: Traffic::default(),
+            messages_from_client: AtomicU64::new(0),
+            messages_to_client: AtomicU64::new(0),
+            opened: Mutex::default(),
+        });
+        self.lock().entries.insert(id, Arc::clone(&entry));
+        Registration {
+            registry: Arc::clone(self),
+            entry,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Live> {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// Traffic of every connection so far, the live ones included.
+    pub fn totals(&self) -> Totals {
+        let live = self.lock();
+        let mut totals = live.closed;
+        for entry in live.entries.values() {
+            totals.add(entry);
+        }
+        totals
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every live connection, oldest first. The lock is held only to copy the handles.
+    pub fn snapshot(&self) -> Vec<ConnectionStatus> {
+        let entries: Vec<Arc<Entry>> = self.lock().entries.values().cloned().collect();
+        let mut statuses: Vec<ConnectionStatus> = entries.iter().map(|e| e.status()).collect();
+        statuses.sort_by_key(|s| s.id);
+        statuses
+    }
+}
+
+/// Keeps a connection listed; dropping it unlists it.
+pub struct Registration {
+    registry: Arc<Registry>,
+    pub entry: Arc<Entry>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut live = self.registry.lock();
+        live.entries.remove(&self.entry.id);
+        live.closed.add(&self.entry);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_are_listed_while_registered() {
+        let registry = Arc::new(Registry::default());
+        let client: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+        let destination: SocketAddr = "10.0.0.2:8333".parse().unwrap();
+        let first = registry.register(1, client, destination);
+        let second = registry.register(2, client, destination);
+        first.entry.set_network("regtest".into());
+        first.entry.set_opened("v2", Some([0xab; 32]));
+        Traffic::add(&first.entry.traffic.client_in, 100);
+        let snapshot = registry.snapshot();
+        assert_eq!(snapshot.len(), 2);
+        assert_eq!(snapshot[0].transport, "v2");
+        assert_eq!(snapshot[0].client_in, 100);
+        assert_eq!(
+            snapshot[0].session_id.as_deref(),
+            Some(&"ab".repeat(32)[..])
+        );
+        assert_eq!(snapshot[1].transport, "connecting");
+        Traffic::add(&second.entry.traffic.remote_out, 7);
+        let before = registry.totals();
+        assert_eq!((before.client_in, before.remote_out), (100, 7));
+        drop(first);
+        assert_eq!(registry.snapshot().len(), 1);
+        assert_eq!(
+            registry.totals(),
+            before,
+            "closing moves the counts, keeps the totals"
+        );
+        drop(second);
+        assert!(registry.is_empty());
+        assert_eq!(registry.totals(), before);
+    }
+}

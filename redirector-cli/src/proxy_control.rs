@@ -1,0 +1,37 @@
+//! Asks the proxy's control socket for its live connections (`bip324-proxy --control`).
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+pub const DEFAULT_SOCKET: &str = "/run/bip324-proxy/control.sock";
+
+/// The proxy's answer to a status request, as JSON; an error sentence when it cannot be had.
+pub fn status(socket: &Path) -> Result<serde_json::Value, String> {
+    let mut stream = UnixStream::connect(socket).map_err(|e| {
+        format!(
+            "cannot reach the proxy's control socket {}: {e}",
+            socket.display()
+        )
+    })?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .and_then(|()| stream.set_write_timeout(Some(Duration::from_secs(5))))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(b"{\"version\":1,\"request\":\"status\"}\n")
+        .map_err(|e| format!("control socket: {e}"))?;
+    let mut answer = Vec::new();
+    // Thousands of connections fit in a few megabytes; stop well beyond.
+    stream
+        .take(256 << 20)
+        .read_to_end(&mut answer)
+        .map_err(|e| format!("control socket: {e}"))?;
+    let value: serde_json::Value = serde_json::from_slice(&answer)
+        .map_err(|e| format!("control socket answered nonsense: {e}"))?;
+    match value.get("error").and_then(|e| e.as_str()) {
+        Some(error) => Err(format!("the proxy refused the request: {error}")),
+        None => Ok(value),
+    }
+}

@@ -1,0 +1,253 @@
+//! What the proxy shows: `bip324-redirect status` lists a live connection with its session id
+//! and exact byte counts, the Prometheus metrics count it right (bytes on both sides match
+//! what each end sent), and both forget it once closed. The control socket cuts off a client
+//! that floods it, without slowing the connections it relays.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use bip324_e2e::responder::Transport;
+use bip324_e2e::testbed::{
+    NODE_PORT, Proxy, REMOTE_V4, RedirectCli, RemoteNode, TAGGED_GID, TwoHosts, control_socket,
+    noisy_responder, run_client,
+};
+
+const CLIENT: &str = env!("CARGO_BIN_EXE_e2e-v1-client");
+const METRICS: &str = "127.0.0.1:9324";
+
+/// One scrape of the metrics endpoint, from inside the client host.
+fn scrape(hosts: &TwoHosts) -> String {
+    hosts.client.run(|| {
+        let mut stream = std::net::TcpStream::connect(METRICS).expect("metrics endpoint");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+        response
+    })
+}
+
+fn sample(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{metrics}"))
+}
+
+#[test]
+fn status_and_metrics_report_a_live_connection_then_forget_it() {
+    let hosts = TwoHosts::create();
+    let node = RemoteNode::start(&hosts.remote, noisy_responder);
+    let proxy = Proxy::start(&hosts.client, &["--metrics", METRICS]);
+    let cli = RedirectCli::new(&hosts);
+    assert_eq!(
+        cli.enable(
+            "nftables",
+            &["--group", &TAGGED_GID.to_string(), "--ports", "8333"]
+        )
+        .code,
+        0
+    );
+    let before = scrape(&hosts);
+    assert_eq!(sample(&before, "bip324_proxy_connections_open"), 0);
+
+    // A client that does its exchange, reports its byte counts, then stays connected.
+    let remote = format!("{REMOTE_V4}:{NODE_PORT}");
+    let mut client = hosts
+        .client
+        .command(CLIENT, Some(TAGGED_GID))
+        .args([
+            &remote,
+            "--large",
+            "100000",
+            "--small",
+            "100",
+            "--hold-ms",
+            "3000",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut counts = std::collections::HashMap::new();
+    for line in BufReader::new(client.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some((key, value)) = line.split_once('=') {
+            counts.insert(key.to_string(), value.to_string());
+        }
+        if line.starts_with("bytes_received=") {
+            break;
+        }
+    }
+    let count = |key: &str| counts[key].parse::<u64>().unwrap();
+
+    // Open: listed, with the remote's session id and the client's exact byte counts.
+    let (_, status) = cli.status();
+    let connections = status["proxy_status"]["connections"]
+        .as_array()
+        .expect("the proxy's report");
+    assert_eq!(connections.len(), 1, "{status}");
+    let live = &connections[0];
+    assert_eq!(live["transport"], "v2");
+    assert_eq!(live["network"], "regtest");
+    assert_eq!(live["destination"], remote);
+    assert_eq!(live["client"], counts["local"]);
+    assert_eq!(live["client_in"], count("bytes_sent"), "{live}");
+    assert_eq!(live["client_out"], count("bytes_received"), "{live}");
+    assert_eq!(live["messages_from_client"], 3 + 1 + 100);
+    assert_eq!(live["messages_to_client"], 3 + 1 + 100);
+    let metrics = scrape(&hosts);
+    assert_eq!(sample(&metrics, "bip324_proxy_connections_open"), 1);
+    let text = cli.run(&[
+        "status",
+        "--control",
+        control_socket(&hosts.client).to_str().unwrap(),
+    ]);
+    let session = live["session_id"].as_str().unwrap();
+    assert!(
+        text.stdout.contains("connections: 1 open"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains(&session[..8]),
+        "short session id in the table: {}",
+        text.stdout
+    );
+
+    // Closed: gone from the status; counted in the metrics, both sides exact.
+    assert!(client.wait().unwrap().success());
+    let report = node.responder.wait_for_reports(1, Duration::from_secs(10))[0].clone();
+    assert_eq!(report.transport, Transport::V2);
+    assert_eq!(
+        hex::encode(report.session_id.unwrap()),
+        session,
+        "the remote's session id"
+    );
+    assert!(proxy.wait_for_log("connection closed", Duration::from_secs(5)));
+    let (_, status) = cli.status();
+    assert_eq!(
+        status["proxy_status"]["connections"],
+        serde_json::json!([]),
+        "{status}"
+    );
+    let metrics = scrape(&hosts);
+    let series = |direction: &str, side: &str| {
+        sample(
+            &metrics,
+            &format!("bip324_proxy_bytes_total{{direction=\"{direction}\",side=\"{side}\"}}"),
+        )
+    };
+    assert_eq!(series("client_to_remote", "v1"), count("bytes_sent"));
+    assert_eq!(series("remote_to_client", "v1"), count("bytes_received"));
+    assert_eq!(
+        series("client_to_remote", "v2"),
+        report.bytes_received,
+        "what the remote received"
+    );
+    assert_eq!(
+        series("remote_to_client", "v2"),
+        report.bytes_sent,
+        "what the remote sent"
+    );
+    assert_eq!(sample(&metrics, "bip324_proxy_connections_open"), 0);
+    assert_eq!(
+        sample(
+            &metrics,
+            "bip324_proxy_connections_opened_total{transport=\"v2\"}"
+        ),
+        1
+    );
+    let messages = |direction: &str, kind: &str| {
+        sample(
+            &metrics,
+            &format!("bip324_proxy_messages_total{{direction=\"{direction}\",type=\"{kind}\"}}"),
+        )
+    };
+    // The client sent version, verack, ping, one block, then 20 of each small command.
+    assert_eq!(messages("client_to_remote", "version"), 1);
+    assert_eq!(messages("client_to_remote", "ping"), 1);
+    assert_eq!(messages("client_to_remote", "block"), 1);
+    assert_eq!(messages("client_to_remote", "tx"), 20);
+    assert_eq!(
+        messages("client_to_remote", "other"),
+        20,
+        "e2e-custom is not a known command"
+    );
+    assert_eq!(messages("remote_to_client", "pong"), 1);
+    assert_eq!(messages("remote_to_client", "headers"), 20);
+    assert!(sample(&metrics, "bip324_proxy_decoys_received_total") >= report.decoys_sent as u64);
+    assert_eq!(
+        sample(&metrics, "bip324_proxy_handshake_duration_seconds_count"),
+        1
+    );
+    // The refused probe connections of `status` are counted too.
+    assert!(
+        sample(
+            &metrics,
+            "bip324_proxy_connections_refused_total{reason=\"destination_is_proxy\"}"
+        ) >= 2
+    );
+}
+
+#[test]
+fn control_socket_cuts_off_a_flooding_client_without_touching_the_data_path() {
+    let hosts = TwoHosts::create();
+    let _node = RemoteNode::start(&hosts.remote, noisy_responder);
+    let _proxy = Proxy::start(&hosts.client, &[]);
+    let cli = RedirectCli::new(&hosts);
+    assert_eq!(
+        cli.enable(
+            "nftables",
+            &["--group", &TAGGED_GID.to_string(), "--ports", "8333"]
+        )
+        .code,
+        0
+    );
+    let socket = control_socket(&hosts.client);
+    let remote = format!("{REMOTE_V4}:{NODE_PORT}");
+
+    std::thread::scope(|scope| {
+        // The data path, busy the whole time.
+        let traffic =
+            scope.spawn(|| run_client(CLIENT, &hosts.client, Some(TAGGED_GID), &[&remote]));
+        // A flood: endless bytes without a newline. The proxy stops reading after 4 KiB
+        // and closes: the writer fails within seconds.
+        let flood = scope.spawn(|| {
+            let mut stream = UnixStream::connect(&socket).unwrap();
+            let started = Instant::now();
+            let chunk = [b'x'; 4096];
+            while stream.write_all(&chunk).is_ok() {
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "the flood is never cut off"
+                );
+            }
+            started.elapsed()
+        });
+        // Meanwhile an honest client is answered.
+        std::thread::sleep(Duration::from_millis(200));
+        let (_, status) = cli.status();
+        assert!(status["proxy_status"]["connections"].is_array(), "{status}");
+        let cut = flood.join().unwrap();
+        eprintln!("flooding control client cut off after {cut:?}");
+        let run = traffic.join().unwrap();
+        assert!(
+            run.success,
+            "the relayed connection was unaffected: {}",
+            run.stderr
+        );
+    });
+
+    // A request of an unknown version gets a clear error, not silence.
+    let mut stream = UnixStream::connect(&socket).unwrap();
+    stream
+        .write_all(b"{\"version\":99,\"request\":\"status\"}\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.contains("unsupported version 99"), "{answer}");
+}
