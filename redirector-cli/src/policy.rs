@@ -95,8 +95,9 @@ impl Policy {
     pub fn describe(&self) -> String {
         let ports: Vec<String> = self.ports.iter().map(u16::to_string).collect();
         let mut text = format!(
-            "TCP connections to ports {} from processes whose primary group is {} go to the \
+            "TCP connections to port{} {} from processes whose primary group is {} go to the \
              proxy on 127.0.0.1/[::1] port {}",
+            if ports.len() == 1 { "" } else { "s" },
             ports.join(","),
             self.group,
             self.proxy_port

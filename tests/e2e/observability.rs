@@ -107,6 +107,7 @@ fn status_and_metrics_report_a_live_connection_then_forget_it() {
         control_socket(&hosts.client).to_str().unwrap(),
     ]);
     let session = live["session_id"].as_str().unwrap();
+    eprintln!("{}", text.stdout);
     assert!(
         text.stdout.contains("connections: 1 open"),
         "{}",

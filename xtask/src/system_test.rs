@@ -71,7 +71,10 @@ pub fn run() -> Result {
     c.ok("bip324-redirect status")?;
     // systemd made the control socket: root and the adm group may read it.
     let mode = c.ok("stat -c '%G %a' /run/bip324-proxy/control.sock")?;
-    expect(mode.trim() == "adm 660", "the control socket belongs to group adm, mode 0660")?;
+    expect(
+        mode.trim() == "adm 660",
+        "the control socket belongs to group adm, mode 0660",
+    )?;
 
     // An unmodified v1 client in the group: v2 on the wire, payloads byte for byte.
     let run = |what: &str| format!("sg btc -c '/usr/local/bin/e2e-v1-client {remote} {what}'");
@@ -85,7 +88,10 @@ pub fn run() -> Result {
     )?;
     let session_id = hex::encode(first.session_id.unwrap_or_default());
     let status = c.ok("bip324-redirect status --json")?;
-    expect(status.contains("\"client_in\""), "status reports the proxy's traffic from its control socket")?;
+    expect(
+        status.contains("\"client_in\""),
+        "status reports the proxy's traffic from its control socket",
+    )?;
     let journal = c.ok("journalctl -u bip324-proxy.service --no-pager -o cat")?;
     expect(
         journal.contains(&session_id),

@@ -87,9 +87,10 @@ pub fn inspect(expected: Option<&Policy>) -> Result<Inspection, Error> {
         matches: expected.map(|_| differences.is_empty()),
         details: differences,
         objects: vec![format!(
-            "table inet {} ({} rules)",
+            "table inet {} ({} rule{})",
             ruleset::TABLE.to_string_lossy(),
-            rules.len()
+            rules.len(),
+            if rules.len() == 1 { "" } else { "s" }
         )],
         ..Inspection::default()
     })
