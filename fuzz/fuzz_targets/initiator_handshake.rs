@@ -2,14 +2,14 @@
 //! decoder it hands over: no panic, consistent progress, bounded garbage search.
 #![no_main]
 
-use bip324_proxy::protocol::{HandshakeEntropy, InitiatorHandshake, Magic, Pipe, Progress};
+use bip324_proxy::protocol::{HandshakeEntropy, Handshake, Magic, Pipe, Progress};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&chunk, bytes)) = data.split_first() else { return };
     let chunk = usize::from(chunk).max(1);
     let entropy = HandshakeEntropy { secret_key: [0x42; 32], aux_rand: [1; 32], garbage: vec![3; 10] };
-    let (mut handshake, first) = InitiatorHandshake::start(Magic([0xf9, 0xbe, 0xb4, 0xd9]), entropy).unwrap();
+    let (mut handshake, first) = Handshake::start(Magic([0xf9, 0xbe, 0xb4, 0xd9]), entropy).unwrap();
     assert_eq!(first.len(), 64 + 10);
     let mut sent = Vec::new();
     let mut fed = 0;

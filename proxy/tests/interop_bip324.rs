@@ -10,7 +10,7 @@ use bip324_e2e::echo::spawn_echo_node;
 use bip324_e2e::responder::{Responder, ResponderOptions, Transport};
 use bip324_e2e::v1::{Message, REGTEST_MAGIC, read_message};
 use bip324_proxy::protocol::{
-    Decoder, Encoder, HandshakeEntropy, InitiatorHandshake, Magic, Pipe, Progress,
+    Decoder, Encoder, Handshake, HandshakeEntropy, Magic, Pipe, Progress,
 };
 
 struct Peer {
@@ -52,8 +52,7 @@ fn entropy() -> HandshakeEntropy {
 
 /// Handshake with reads of at most `chunk` bytes.
 fn handshake(stream: &mut TcpStream, chunk: usize) -> ([u8; 32], Encoder, Decoder) {
-    let (mut initiator, first) =
-        InitiatorHandshake::start(Magic(REGTEST_MAGIC), entropy()).unwrap();
+    let (mut initiator, first) = Handshake::start(Magic(REGTEST_MAGIC), entropy()).unwrap();
     stream.write_all(&first).unwrap();
     let mut buf = vec![0u8; chunk];
     let mut reply = Vec::new();

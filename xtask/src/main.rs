@@ -3,6 +3,7 @@
 //! Each task sets up what it needs first, so a fresh Debian 12 machine goes from clone to
 //! result with one command.
 
+mod bench;
 mod ebpf;
 mod fuzz;
 mod package;
@@ -22,6 +23,9 @@ tasks:
   test         setup, check that the committed eBPF object is current, build, then run every
                test: unit, BIP-324 vectors, interop, and the end-to-end tests in network
                namespaces, for both redirect backends (these need root)
+  bench        the end-to-end benchmark (release, root): bulk throughput per core, round
+               trips, handshakes and memory per idle connection, each beside its bound
+               (microbenchmarks: cargo bench -p bip324-proxy)
   fuzz [--seconds N] [TARGET...]
                run the fuzz targets of fuzz/ (cargo-fuzz, nightly) for N seconds each (30)
   package      build the Debian package (target/debian/bip324-redirect_*.deb)
@@ -42,6 +46,7 @@ fn main() -> ExitCode {
         Some("setup") => setup::run().and_then(|()| ebpf::toolchain()),
         Some("ebpf") => ebpf::run(&args[1..]),
         Some("package") => package::run().map(|_| ()),
+        Some("bench") => bench::run(),
         Some("fuzz") => ebpf::toolchain().and_then(|()| fuzz::run(&args[1..])),
         Some("system-test") => setup::run().and_then(|()| system_test::run()),
         Some("test") => test(),

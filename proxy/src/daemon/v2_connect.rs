@@ -12,8 +12,8 @@ use super::loop_guard::{LoopGuard, UpstreamPort};
 use super::relay::Traffic;
 use crate::protocol::handshake::MAX_GARBAGE_LEN;
 use crate::protocol::{
-    Decoder, Encoder, Event, HandshakeEntropy, InitiatorHandshake, Magic, Pipe, Progress,
-    ProtocolError, Session,
+    Decoder, Encoder, Event, Handshake, HandshakeEntropy, Magic, Pipe, Progress, ProtocolError,
+    Session,
 };
 
 /// A handshake that completed: the responder's version packet authenticated.
@@ -137,7 +137,7 @@ async fn handshake(
     events: &mut (dyn FnMut(Event) + Send),
 ) -> Result<V2Connection, HandshakeError> {
     let entropy = fresh_entropy().map_err(HandshakeError::Entropy)?;
-    let (mut handshake, key_and_garbage) = InitiatorHandshake::start(magic, entropy)?;
+    let (mut handshake, key_and_garbage) = Handshake::start(magic, entropy)?;
     send(remote, &key_and_garbage, traffic).await?;
 
     let mut buf = vec![0u8; 4096];

@@ -2,17 +2,15 @@
 //!
 //! * `FsChaCha20` encrypts the 3-byte length of each packet with one continuous ChaCha20
 //!   keystream, rekeyed every 224 lengths.
-//! * `FsChaCha20Poly1305` encrypts `header | contents` with RFC 8439 ChaCha20-Poly1305, the
-//!   nonce derived from the packet counter, rekeyed every 224 packets.
+//! * `FsChaCha20Poly1305` encrypts `header | contents` with RFC 8439 ChaCha20-Poly1305
+//!   (`aead`), the nonce derived from the packet counter, rekeyed every 224 packets.
 //!
 //! Everything works in place on caller-owned buffers, so the hot path allocates nothing.
 
 use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
 use chacha20::{ChaCha20, Key, Nonce};
-use poly1305::Poly1305;
-use poly1305::universal_hash::{KeyInit, UniversalHash};
 
-use super::ProtocolError;
+use super::{ProtocolError, aead};
 
 pub const LENGTH_LEN: usize = 3;
 pub const HEADER_LEN: usize = 1;
@@ -79,12 +77,17 @@ impl FsChaCha20Poly1305 {
     }
 
     fn encrypt(&mut self, aad: &[u8], text: &mut [u8], tag_out: &mut [u8]) {
-        aead_encrypt(&self.key, self.nonce(), aad, text, tag_out);
+        tag_out.copy_from_slice(&aead::encrypt(&self.key, self.nonce(), aad, text));
         self.advance();
     }
 
     fn decrypt(&mut self, aad: &[u8], text: &mut [u8], tag: &[u8]) -> Result<(), ProtocolError> {
-        aead_decrypt(&self.key, self.nonce(), aad, text, tag)?;
+        let tag: &[u8; TAG_LEN] = tag
+            .try_into()
+            .map_err(|_| ProtocolError::V2AuthenticationFailed)?;
+        if !aead::decrypt(&self.key, self.nonce(), aad, text, tag) {
+            return Err(ProtocolError::V2AuthenticationFailed);
+        }
         self.advance();
         Ok(())
     }
@@ -104,51 +107,6 @@ impl FsChaCha20Poly1305 {
             self.key = key;
         }
     }
-}
-
-/// A ChaCha20 positioned at block 1 and the Poly1305 keyed from block 0 (RFC 8439).
-fn aead_start(key: &[u8; 32], nonce: [u8; 12]) -> (ChaCha20, Poly1305) {
-    let mut stream = ChaCha20::new(&Key::from(*key), &Nonce::from(nonce));
-    let mut block0 = [0u8; 64];
-    stream.apply_keystream(&mut block0);
-    let mut poly_key = [0u8; 32];
-    poly_key.copy_from_slice(&block0[..32]);
-    (stream, Poly1305::new(&poly_key.into()))
-}
-
-/// Feeds Poly1305 what RFC 8439 authenticates: padded AAD, padded ciphertext, lengths.
-fn authenticate(mut poly: Poly1305, aad: &[u8], ciphertext: &[u8]) -> Poly1305 {
-    poly.update_padded(aad);
-    poly.update_padded(ciphertext);
-    let mut lengths = [0u8; 16];
-    lengths[..8].copy_from_slice(&(aad.len() as u64).to_le_bytes());
-    lengths[8..].copy_from_slice(&(ciphertext.len() as u64).to_le_bytes());
-    poly.update(&[lengths.into()]);
-    poly
-}
-
-fn aead_encrypt(key: &[u8; 32], nonce: [u8; 12], aad: &[u8], text: &mut [u8], tag_out: &mut [u8]) {
-    let (mut stream, poly) = aead_start(key, nonce);
-    stream.apply_keystream(text);
-    tag_out.copy_from_slice(&authenticate(poly, aad, text).finalize());
-}
-
-fn aead_decrypt(
-    key: &[u8; 32],
-    nonce: [u8; 12],
-    aad: &[u8],
-    text: &mut [u8],
-    tag: &[u8],
-) -> Result<(), ProtocolError> {
-    let (mut stream, poly) = aead_start(key, nonce);
-    let mut given = poly1305::Tag::default();
-    given.copy_from_slice(tag);
-    // `verify` compares in constant time.
-    authenticate(poly, aad, text)
-        .verify(&given)
-        .map_err(|_| ProtocolError::V2AuthenticationFailed)?;
-    stream.apply_keystream(text);
-    Ok(())
 }
 
 /// Total bytes of a packet carrying `contents_len` bytes of contents.
@@ -225,27 +183,6 @@ impl PacketOpener {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// RFC 8439 section 2.8.2, the AEAD test vector.
-    #[test]
-    fn aead_matches_rfc8439() {
-        let key: [u8; 32] = core::array::from_fn(|i| 0x80 + i as u8);
-        let nonce = [
-            0x07, 0, 0, 0, 0x40, 0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47,
-        ];
-        let aad = [
-            0x50, 0x51, 0x52, 0x53, 0xc0, 0xc1, 0xc2, 0xc3, 0xc4, 0xc5, 0xc6, 0xc7,
-        ];
-        let plaintext = *b"Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.";
-        let mut text = plaintext;
-        let mut tag = [0u8; 16];
-        aead_encrypt(&key, nonce, &aad, &mut text, &mut tag);
-        assert_eq!(hex::encode(&text[..16]), "d31a8d34648e60db7b86afbc53ef7ec2");
-        assert_eq!(hex::encode(&text[text.len() - 2..]), "6116");
-        assert_eq!(hex::encode(tag), "1ae10b594f09e26a7e902ecbd0600691");
-        aead_decrypt(&key, nonce, &aad, &mut text, &tag).unwrap();
-        assert_eq!(text, plaintext);
-    }
 
     #[test]
     fn seal_open_round_trip_across_rekeys() {

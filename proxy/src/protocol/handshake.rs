@@ -1,4 +1,5 @@
-//! The initiator side of the BIP-324 handshake, as a state machine over bytes.
+//! The BIP-324 handshake, as a state machine over bytes. The proxy is always the initiator;
+//! the responder role serves tests and benchmarks that need a peer.
 //!
 //! ```text
 //! initiator                                   responder
@@ -6,10 +7,10 @@
 //!                                      <-     key(64) | garbage | terminator | [decoys] | version
 //!   terminator | version packet (AAD = our garbage) ->
 //! ```
-//! The initiator sends its key and garbage at once. When the responder's key arrives, it
-//! derives the session keys and sends its terminator and version packet; when the
-//! responder's terminator is found, it hands over an `Encoder` and a `Decoder`. The decoder
-//! then authenticates the responder's decoys and version packet before any message.
+//! Each side sends its key and garbage at once. When the other's key arrives, it derives the
+//! session keys and sends its terminator and version packet; when the other's terminator is
+//! found, it hands over an `Encoder` and a `Decoder`. The decoder then authenticates the
+//! other's decoys and version packet before any message.
 
 use super::ProtocolError;
 use super::cipher::{PACKET_OVERHEAD, PacketSealer};
@@ -28,12 +29,12 @@ pub struct HandshakeEntropy {
     pub garbage: Vec<u8>,
 }
 
-/// An established v2 session, handed over once the responder's terminator is found.
+/// An established v2 session, handed over once the other side's terminator is found.
 pub struct Session {
     pub session_id: [u8; SESSION_ID_LEN],
-    /// Client -> remote direction.
+    /// Our messages to the other side.
     pub encoder: Encoder,
-    /// Remote -> client direction; still expects the responder's version packet.
+    /// The other side's messages; still expects its version packet.
     pub decoder: Decoder,
 }
 
@@ -48,8 +49,9 @@ pub enum Progress {
     },
 }
 
-pub struct InitiatorHandshake {
+pub struct Handshake {
     magic: Magic,
+    initiating: bool,
     state: State,
 }
 
@@ -69,11 +71,28 @@ enum State {
     Finished,
 }
 
-impl InitiatorHandshake {
-    /// Starts a handshake; returns it with the bytes to send at once: key and garbage.
+impl Handshake {
+    /// Starts a handshake as the initiator; returns it with the bytes to send at once: key
+    /// and garbage.
     pub fn start(
         magic: Magic,
         entropy: HandshakeEntropy,
+    ) -> Result<(Self, Vec<u8>), ProtocolError> {
+        Self::start_as(magic, entropy, true)
+    }
+
+    /// Starts a handshake as the responder (for test and benchmark peers).
+    pub fn respond(
+        magic: Magic,
+        entropy: HandshakeEntropy,
+    ) -> Result<(Self, Vec<u8>), ProtocolError> {
+        Self::start_as(magic, entropy, false)
+    }
+
+    fn start_as(
+        magic: Magic,
+        entropy: HandshakeEntropy,
+        initiating: bool,
     ) -> Result<(Self, Vec<u8>), ProtocolError> {
         if entropy.garbage.len() > MAX_GARBAGE_LEN {
             return Err(ProtocolError::TooMuchGarbage);
@@ -88,16 +107,19 @@ impl InitiatorHandshake {
             }
             aux_rand[0] = aux_rand[0].wrapping_add(1);
         };
-        Ok(Self::with_key(magic, key, entropy.garbage))
+        let (mut handshake, first_bytes) = Self::with_key(magic, key, entropy.garbage);
+        handshake.initiating = initiating;
+        Ok((handshake, first_bytes))
     }
 
-    /// Starts with a given key (tests use the BIP's vectors).
+    /// Starts as the initiator with a given key (tests use the BIP's vectors).
     pub fn with_key(magic: Magic, key: EphemeralKey, garbage: Vec<u8>) -> (Self, Vec<u8>) {
         let mut first_bytes = Vec::with_capacity(ELLSWIFT_LEN + garbage.len());
         first_bytes.extend_from_slice(&key.encoding());
         first_bytes.extend_from_slice(&garbage);
-        let handshake = InitiatorHandshake {
+        let handshake = Handshake {
             magic,
+            initiating: true,
             state: State::AwaitingKey {
                 key,
                 our_garbage: garbage,
@@ -108,13 +130,13 @@ impl InitiatorHandshake {
         (handshake, first_bytes)
     }
 
-    /// True until the responder has sent anything that counts as its key: Bitcoin Core's
+    /// True until the other side has sent anything that counts as its key: Bitcoin Core's
     /// condition for retrying a peer in v1.
     pub fn in_key_phase(&self) -> bool {
         matches!(self.state, State::AwaitingKey { .. })
     }
 
-    /// Consumes bytes from the responder, appending what must be sent back to `send`.
+    /// Consumes bytes from the other side, appending what must be sent back to `send`.
     pub fn receive(&mut self, input: &[u8], send: &mut Vec<u8>) -> Result<Progress, ProtocolError> {
         let mut consumed = 0;
         loop {
@@ -133,11 +155,11 @@ impl InitiatorHandshake {
                     if *received < ELLSWIFT_LEN {
                         return Ok(Progress::NeedMore);
                     }
-                    let secret = key.shared_secret(their_key, true);
+                    let secret = key.shared_secret(their_key, self.initiating);
                     let keys = Box::new(SessionKeys::derive(&secret, self.magic));
-                    let mut sealer = keys.sealer(true);
+                    let mut sealer = keys.sealer(self.initiating);
                     // Terminator, then our version packet (empty contents, AAD = our garbage).
-                    send.extend_from_slice(&keys.send_terminator(true));
+                    send.extend_from_slice(&keys.send_terminator(self.initiating));
                     let start = send.len();
                     send.resize(start + PACKET_OVERHEAD, 0);
                     sealer.seal(&mut send[start..], our_garbage, false);
@@ -149,7 +171,7 @@ impl InitiatorHandshake {
                 }
                 State::AwaitingTerminator { keys, scanned, .. } => {
                     const LIMIT: usize = MAX_GARBAGE_LEN + TERMINATOR_LEN;
-                    let terminator = keys.recv_terminator(true);
+                    let terminator = keys.recv_terminator(self.initiating);
                     let before = scanned.len();
                     let take = (LIMIT - before).min(input.len() - consumed);
                     scanned.extend_from_slice(&input[consumed..consumed + take]);
@@ -191,7 +213,78 @@ impl InitiatorHandshake {
         Session {
             session_id: keys.session_id,
             encoder: Encoder::new(self.magic, sealer),
-            decoder: Decoder::new(self.magic, keys.opener(true), scanned),
+            decoder: Decoder::new(self.magic, keys.opener(self.initiating), scanned),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::pipe::Pipe;
+
+    fn entropy(seed: u8, garbage: usize) -> HandshakeEntropy {
+        HandshakeEntropy {
+            secret_key: [seed; 32],
+            aux_rand: [seed ^ 0xff; 32],
+            garbage: vec![seed; garbage],
+        }
+    }
+
+    /// Runs one side over the other's bytes until it is established.
+    fn establish(side: &mut Handshake, input: &[u8], send: &mut Vec<u8>) -> (usize, Session) {
+        match side.receive(input, send).unwrap() {
+            Progress::Established { consumed, session } => (consumed, *session),
+            Progress::NeedMore => panic!("established with all the bytes"),
+        }
+    }
+
+    #[test]
+    fn initiator_and_responder_agree() {
+        let magic = crate::protocol::Network::Regtest.magic();
+        let (mut initiator, to_responder) = Handshake::start(magic, entropy(1, 300)).unwrap();
+        let (mut responder, to_initiator) = Handshake::respond(magic, entropy(2, 4095)).unwrap();
+        let (mut from_initiator, mut from_responder) = (Vec::new(), Vec::new());
+        // Each needs the other's key before it answers with terminator and version packet.
+        assert!(matches!(
+            initiator
+                .receive(&to_initiator[..64], &mut from_initiator)
+                .unwrap(),
+            Progress::NeedMore
+        ));
+        assert!(matches!(
+            responder
+                .receive(&to_responder[..64], &mut from_responder)
+                .unwrap(),
+            Progress::NeedMore
+        ));
+        let mut rest_for_initiator = to_initiator[64..].to_vec();
+        rest_for_initiator.extend_from_slice(&from_responder);
+        let mut rest_for_responder = to_responder[64..].to_vec();
+        rest_for_responder.extend_from_slice(&from_initiator);
+        let (used_i, mut at_initiator) =
+            establish(&mut initiator, &rest_for_initiator, &mut Vec::new());
+        let (used_r, mut at_responder) =
+            establish(&mut responder, &rest_for_responder, &mut Vec::new());
+        assert_eq!(at_initiator.session_id, at_responder.session_id);
+        // The version packets authenticate, and a message goes through each way.
+        at_initiator
+            .decoder
+            .push(&rest_for_initiator[used_i..], &mut |_| {})
+            .unwrap();
+        at_responder
+            .decoder
+            .push(&rest_for_responder[used_r..], &mut |_| {})
+            .unwrap();
+        assert!(at_initiator.decoder.version_received() && at_responder.decoder.version_received());
+        let mut ping = vec![0u8; 24];
+        let command = crate::protocol::v1::Command::from_name("ping").unwrap();
+        let header: &mut [u8; 24] = (&mut ping[..]).try_into().unwrap();
+        crate::protocol::v1::Header::write(header, magic, &command, &[5; 8]);
+        ping.extend_from_slice(&[5; 8]);
+        at_initiator.encoder.push(&ping, &mut |_| {}).unwrap();
+        let wire = at_initiator.encoder.output().to_vec();
+        at_responder.decoder.push(&wire, &mut |_| {}).unwrap();
+        assert_eq!(at_responder.decoder.output(), &ping[..]);
     }
 }

@@ -3,6 +3,7 @@
 //! Everything here takes and returns bytes: no sockets, no clocks, no randomness of its own
 //! (the caller passes entropy in). The daemon drives it; tests and fuzzers feed it directly.
 
+pub mod aead;
 mod buffers;
 pub mod cipher;
 pub mod client_hello;
@@ -22,7 +23,7 @@ mod test_util;
 pub use client_hello::{ClientHello, classify as classify_client_hello};
 pub use decoder::Decoder;
 pub use encoder::Encoder;
-pub use handshake::{HandshakeEntropy, InitiatorHandshake, Progress, Session};
+pub use handshake::{Handshake, HandshakeEntropy, Progress, Session};
 pub use network::{Magic, Network, NetworkLabel};
 pub use pipe::{Event, Pipe};
 

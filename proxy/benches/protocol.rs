@@ -1,0 +1,321 @@
+//! Microbenchmarks of the protocol, each beside its bound measured in the same run:
+//!
+//! * `cipher/seal|open`: one FSChaCha20Poly1305 packet, encrypted / authenticated and
+//!   decrypted, contents of 64 B, 1 KiB, 64 KiB and 4 MB;
+//! * `aead/portable|simd`: the two ChaCha20-Poly1305 engines from 64 B to 4 KiB, to place
+//!   the size at which packets switch from one to the other (`aead::Engine::SIMD_FROM`);
+//! * `v1_checksum`: double SHA-256 of a payload (one full pass, one of 32 bytes);
+//! * `translate/v1_to_v2|v2_to_v1`: one message through the encoder / decoder, framing,
+//!   checksum and cipher included;
+//! * `handshake/initiator`: key generation, ElligatorSwift ECDH, key schedule, version packet;
+//! * `bound/*`: the raw crates on the same sizes (`chacha20`, `poly1305`, one SHA-256 pass,
+//!   and the secp256k1 work of one handshake): what the figures above cannot beat;
+//! * `bip324_crate/*`: rust-bitcoin's `bip324` cipher on the same sizes, for comparison.
+//!
+//! Run: `cargo bench -p bip324-proxy --bench protocol`.
+
+use std::hint::black_box;
+
+use bip324_proxy::protocol::aead::Engine;
+use bip324_proxy::protocol::cipher::{LENGTH_LEN, PacketOpener, PacketSealer, packet_len};
+use bip324_proxy::protocol::keys::EphemeralKey;
+use bip324_proxy::protocol::v1::{self, Command};
+use bip324_proxy::protocol::{Decoder, Encoder, Handshake, HandshakeEntropy, Magic, Pipe};
+use chacha20::cipher::{KeyIvInit, StreamCipher};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use poly1305::universal_hash::{KeyInit, UniversalHash};
+use sha2::{Digest, Sha256};
+
+const SIZES: [(usize, &str); 4] = [
+    (64, "64B"),
+    (1024, "1KiB"),
+    (65536, "64KiB"),
+    (4_000_000, "4MB"),
+];
+const MAGIC: Magic = Magic([0xf9, 0xbe, 0xb4, 0xd9]);
+const KEYS: ([u8; 32], [u8; 32]) = ([1; 32], [2; 32]);
+
+fn sealed(contents: &[u8]) -> Vec<u8> {
+    let mut sealer = PacketSealer::new(KEYS.0, KEYS.1);
+    let mut packet = vec![0u8; packet_len(contents.len())];
+    packet[LENGTH_LEN + 1..][..contents.len()].copy_from_slice(contents);
+    sealer.seal(&mut packet, &[], false);
+    packet
+}
+
+fn cipher(c: &mut Criterion) {
+    let mut group = c.benchmark_group("cipher");
+    for (size, name) in SIZES {
+        group.throughput(Throughput::Bytes(size as u64));
+        let mut sealer = PacketSealer::new(KEYS.0, KEYS.1);
+        let mut packet = vec![0u8; packet_len(size)];
+        group.bench_function(format!("seal/{name}"), |b| {
+            b.iter(|| sealer.seal(black_box(&mut packet), &[], false))
+        });
+        let packet = sealed(&vec![7u8; size]);
+        group.bench_function(format!("open/{name}"), |b| {
+            b.iter_batched_ref(
+                || (PacketOpener::new(KEYS.0, KEYS.1), packet.clone()),
+                |(opener, packet)| {
+                    let len = opener.open_length(packet[..LENGTH_LEN].try_into().unwrap());
+                    black_box(len);
+                    opener.open(&[], &mut packet[LENGTH_LEN..]).unwrap()
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+fn aead_engines(c: &mut Criterion) {
+    let mut group = c.benchmark_group("aead");
+    for size in [64, 256, 512, 768, 1024, 1536, 2048, 4096] {
+        group.throughput(Throughput::Bytes(size as u64));
+        let mut text = vec![5u8; size];
+        for (engine, name) in [(Engine::Portable, "portable"), (Engine::Simd, "simd")] {
+            group.bench_function(format!("{name}/{size}B"), |b| {
+                b.iter(|| engine.encrypt(&KEYS.0, [9; 12], &[], black_box(&mut text)))
+            });
+        }
+    }
+    group.finish();
+}
+
+fn checksum(c: &mut Criterion) {
+    let mut group = c.benchmark_group("v1_checksum");
+    for (size, name) in SIZES {
+        group.throughput(Throughput::Bytes(size as u64));
+        let payload = vec![9u8; size];
+        group.bench_function(name, |b| b.iter(|| v1::checksum(black_box(&payload))));
+    }
+    group.finish();
+}
+
+fn v1_frame(command: &str, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0u8; v1::HEADER_LEN];
+    let header: &mut [u8; v1::HEADER_LEN] = (&mut frame[..]).try_into().unwrap();
+    v1::Header::write(
+        header,
+        MAGIC,
+        &Command::from_name(command).unwrap(),
+        payload,
+    );
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// Feeds a whole input and drains the output, as the relay does.
+fn run_through(pipe: &mut impl Pipe, input: &[u8]) -> usize {
+    let (mut fed, mut out) = (0, 0);
+    while fed < input.len() {
+        let space = pipe.input_space();
+        let n = space.len().min(input.len() - fed);
+        space[..n].copy_from_slice(&input[fed..fed + n]);
+        fed += n;
+        pipe.commit_input(n, &mut |_| {}).unwrap();
+        out += pipe.output().len();
+        let len = pipe.output().len();
+        pipe.consume_output(len);
+    }
+    out
+}
+
+fn translate(c: &mut Criterion) {
+    let mut group = c.benchmark_group("translate");
+    for (size, name) in SIZES {
+        group.throughput(Throughput::Bytes(size as u64));
+        let frame = v1_frame("block", &vec![5u8; size]);
+        let mut encoder = Encoder::new(MAGIC, PacketSealer::new(KEYS.0, KEYS.1));
+        group.bench_function(format!("v1_to_v2/{name}"), |b| {
+            b.iter(|| run_through(&mut encoder, black_box(&frame)))
+        });
+        // The decoder's first packet is the peer's version packet.
+        let mut sealer = PacketSealer::new(KEYS.0, KEYS.1);
+        let mut version = vec![0u8; packet_len(0)];
+        sealer.seal(&mut version, &[], false);
+        let mut contents = vec![2u8]; // "block"
+        contents.extend(vec![5u8; size]);
+        let mut message = vec![0u8; packet_len(contents.len())];
+        message[LENGTH_LEN + 1..][..contents.len()].copy_from_slice(&contents);
+        sealer.seal(&mut message, &[], false);
+        group.bench_function(format!("v2_to_v1/{name}"), |b| {
+            b.iter_batched_ref(
+                || {
+                    let mut decoder =
+                        Decoder::new(MAGIC, PacketOpener::new(KEYS.0, KEYS.1), Vec::new());
+                    run_through(&mut decoder, &version);
+                    decoder
+                },
+                |decoder| run_through(decoder, black_box(&message)),
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+fn handshake(c: &mut Criterion) {
+    let responder = EphemeralKey::new([0x77; 32], [0x11; 32])
+        .unwrap()
+        .encoding();
+    c.bench_function("handshake/initiator", |b| {
+        b.iter(|| {
+            let entropy = HandshakeEntropy {
+                secret_key: [0x42; 32],
+                aux_rand: [0x24; 32],
+                garbage: Vec::new(),
+            };
+            let (mut initiator, first) = Handshake::start(MAGIC, entropy).unwrap();
+            let mut reply = Vec::new();
+            let _ = initiator
+                .receive(black_box(&responder), &mut reply)
+                .unwrap();
+            (first, reply)
+        })
+    });
+}
+
+fn bound(c: &mut Criterion) {
+    let mut group = c.benchmark_group("bound");
+    for (size, name) in SIZES {
+        group.throughput(Throughput::Bytes(size as u64));
+        let mut data = vec![3u8; size];
+        group.bench_function(format!("chacha20/{name}"), |b| {
+            b.iter(|| {
+                let mut stream = chacha20::ChaCha20::new(&[1u8; 32].into(), &[0u8; 12].into());
+                stream.apply_keystream(black_box(&mut data));
+            })
+        });
+        group.bench_function(format!("poly1305/{name}"), |b| {
+            b.iter(|| {
+                let mut mac = poly1305::Poly1305::new(&[1u8; 32].into());
+                mac.update_padded(black_box(&data));
+                mac.finalize()
+            })
+        });
+        group.bench_function(format!("sha256/{name}"), |b| {
+            b.iter(|| Sha256::digest(black_box(&data)))
+        });
+    }
+    // The elliptic-curve work of one initiator handshake: key and encoding, then ECDH.
+    let responder = secp256k1::ellswift::ElligatorSwift::from_array(
+        EphemeralKey::new([0x77; 32], [0x11; 32])
+            .unwrap()
+            .encoding(),
+    );
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("secp256k1/handshake", |b| {
+        b.iter(|| {
+            let secret = secp256k1::SecretKey::from_secret_bytes([0x42; 32]).unwrap();
+            let ours = secp256k1::ellswift::ElligatorSwift::from_seckey(secret, Some([0x24; 32]));
+            secp256k1::ellswift::ElligatorSwift::shared_secret(
+                ours,
+                black_box(responder),
+                secret,
+                secp256k1::ellswift::Party::Initiator,
+            )
+        })
+    });
+    group.finish();
+}
+
+fn bip324_crate(c: &mut Criterion) {
+    let mut group = c.benchmark_group("bip324_crate");
+    for (size, name) in SIZES {
+        group.throughput(Throughput::Bytes(size as u64));
+        let plaintext = vec![7u8; size];
+        let (mut initiator, _) = bip324_pair();
+        let mut packet = vec![0u8; bip324::OutboundCipher::encryption_buffer_len(size)];
+        group.bench_function(format!("encrypt/{name}"), |b| {
+            b.iter(|| {
+                initiator
+                    .outbound()
+                    .encrypt(
+                        black_box(&plaintext),
+                        &mut packet,
+                        bip324::PacketType::Genuine,
+                        None,
+                    )
+                    .unwrap()
+            })
+        });
+        group.bench_function(format!("decrypt/{name}"), |b| {
+            b.iter_batched_ref(
+                || {
+                    let (mut initiator, responder) = bip324_pair();
+                    let packet = initiator.outbound().encrypt_to_vec(
+                        &plaintext,
+                        bip324::PacketType::Genuine,
+                        None,
+                    );
+                    (responder, packet)
+                },
+                |(responder, packet)| {
+                    let len = responder
+                        .inbound()
+                        .decrypt_packet_len(packet[..3].try_into().unwrap());
+                    black_box(len);
+                    responder
+                        .inbound()
+                        .decrypt_in_place(&mut packet[3..], None)
+                        .map(|(t, _)| t)
+                        .unwrap()
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+/// Two `bip324` sessions that talk to each other, from the crate's own handshake.
+fn bip324_pair() -> (bip324::CipherSession, bip324::CipherSession) {
+    use bip324::{GarbageResult, Handshake, Initialized, ReceivedKey, Role, VersionResult};
+    let mut keys = [[0u8; 64]; 2];
+    let initiator = Handshake::<Initialized>::new(MAGIC.0, Role::Initiator).unwrap();
+    let responder = Handshake::<Initialized>::new(MAGIC.0, Role::Responder).unwrap();
+    let initiator = initiator.send_key(None, &mut keys[0]).unwrap();
+    let responder = responder.send_key(None, &mut keys[1]).unwrap();
+    let initiator = initiator.receive_key(keys[1]).unwrap();
+    let responder = responder.receive_key(keys[0]).unwrap();
+    let len = Handshake::<ReceivedKey>::send_version_len(None);
+    let (mut to_responder, mut to_initiator) = (vec![0u8; len], vec![0u8; len]);
+    let initiator = initiator.send_version(&mut to_responder, None).unwrap();
+    let responder = responder.send_version(&mut to_initiator, None).unwrap();
+    let finish = |handshake: Handshake<bip324::SentVersion>, bytes: &[u8]| {
+        let GarbageResult::FoundGarbage {
+            mut handshake,
+            consumed_bytes,
+        } = handshake.receive_garbage(bytes).unwrap()
+        else {
+            panic!("terminator in the bytes")
+        };
+        let rest = &bytes[consumed_bytes..];
+        let len = handshake
+            .decrypt_packet_len(rest[..3].try_into().unwrap())
+            .unwrap();
+        let mut packet = rest[3..3 + len].to_vec();
+        let VersionResult::Complete { cipher } = handshake.receive_version(&mut packet).unwrap()
+        else {
+            panic!("a version packet")
+        };
+        cipher
+    };
+    (
+        finish(initiator, &to_initiator),
+        finish(responder, &to_responder),
+    )
+}
+
+criterion_group!(
+    benches,
+    cipher,
+    aead_engines,
+    checksum,
+    translate,
+    handshake,
+    bound,
+    bip324_crate
+);
+criterion_main!(benches);
