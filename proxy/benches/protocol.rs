@@ -15,6 +15,7 @@
 //! Run: `cargo bench -p bip324-proxy --bench protocol`.
 
 use std::hint::black_box;
+use std::time::{Duration, Instant};
 
 use bip324_proxy::protocol::aead::Engine;
 use bip324_proxy::protocol::cipher::{LENGTH_LEN, PacketOpener, PacketSealer, packet_len};
@@ -35,11 +36,10 @@ const SIZES: [(usize, &str); 4] = [
 const MAGIC: Magic = Magic([0xf9, 0xbe, 0xb4, 0xd9]);
 const KEYS: ([u8; 32], [u8; 32]) = ([1; 32], [2; 32]);
 
-fn sealed(contents: &[u8]) -> Vec<u8> {
-    let mut sealer = PacketSealer::new(KEYS.0, KEYS.1);
+/// An unsealed packet holding `contents`.
+fn unsealed_packet(contents: &[u8]) -> Vec<u8> {
     let mut packet = vec![0u8; packet_len(contents.len())];
     packet[LENGTH_LEN + 1..][..contents.len()].copy_from_slice(contents);
-    sealer.seal(&mut packet, &[], false);
     packet
 }
 
@@ -52,17 +52,33 @@ fn cipher(c: &mut Criterion) {
         group.bench_function(format!("seal/{name}"), |b| {
             b.iter(|| sealer.seal(black_box(&mut packet), &[], false))
         });
-        let packet = sealed(&vec![7u8; size]);
+        // Packets are opened in sequence, as on a connection: a fresh opener per packet
+        // would time the length cipher's first keystream block over and over.
+        let batch = (16 << 20) / packet_len(size);
+        let template = unsealed_packet(&vec![7u8; size]);
         group.bench_function(format!("open/{name}"), |b| {
-            b.iter_batched_ref(
-                || (PacketOpener::new(KEYS.0, KEYS.1), packet.clone()),
-                |(opener, packet)| {
-                    let len = opener.open_length(packet[..LENGTH_LEN].try_into().unwrap());
-                    black_box(len);
-                    opener.open(&[], &mut packet[LENGTH_LEN..]).unwrap()
-                },
-                BatchSize::LargeInput,
-            )
+            let (mut sealer, mut opener) = (
+                PacketSealer::new(KEYS.0, KEYS.1),
+                PacketOpener::new(KEYS.0, KEYS.1),
+            );
+            b.iter_custom(|iters| {
+                let mut timed = Duration::ZERO;
+                let mut left = iters as usize;
+                while left > 0 {
+                    let mut packets = vec![template.clone(); left.min(batch)];
+                    left -= packets.len();
+                    for packet in &mut packets {
+                        sealer.seal(packet, &[], false);
+                    }
+                    let started = Instant::now();
+                    for packet in &mut packets {
+                        black_box(opener.open_length(packet[..LENGTH_LEN].try_into().unwrap()));
+                        opener.open(&[], &mut packet[LENGTH_LEN..]).unwrap();
+                    }
+                    timed += started.elapsed();
+                }
+                timed
+            })
         });
     }
     group.finish();

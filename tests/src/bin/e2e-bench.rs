@@ -3,11 +3,19 @@
 //! v2 node that decrypts everything, over loopback. Prints one table; each figure stands
 //! beside its bound or baseline, measured in the same run.
 //!
-//! * bulk: 4,000,000-byte messages each way; payload per second of the proxy's CPU time
+//! The same traffic also goes straight to a v1 node (the baseline) and through a plain TCP
+//! relay that only copies (what any user-space hop costs the kernel and the scheduler), so
+//! each bound can be read with and without that cost.
+//!
+//! * `bulk`: 4,000,000-byte messages each way; payload per second of the proxy's CPU time
 //!   (user + system, from /proc), beside the crypto bound of that direction's work;
-//! * round trip of ping/pong, median and p99, proxied beside direct;
-//! * handshakes per second of the proxy's CPU time, beside the secp256k1 work of one;
-//! * resident memory per idle proxied connection, 10,000 of them.
+//! * `rtt`: ping/pong round trips, median and p99, with every process on one core (the work
+//!   on the path) and unpinned (plus the scheduler's cross-CPU wakeups);
+//! * `handshakes`: per second of the proxy's CPU time, beside the secp256k1 work of one;
+//! * `idle`: resident memory per idle proxied connection, 10,000 of them (or as many as the
+//!   hard `RLIMIT_NOFILE` allows).
+//!
+//! `e2e-bench [bulk] [rtt] [handshakes] [idle]` measures only the figures named.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -95,8 +103,28 @@ fn sibling(name: &str) -> std::path::PathBuf {
     path
 }
 
-/// A child process, killed on drop.
+/// A child process, killed on drop, or when this process dies.
 struct Child(std::process::Child);
+
+impl Child {
+    fn spawn(mut command: std::process::Command) -> Child {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: one system call between fork and exec. It comes after any credential
+        // change, which would clear it.
+        unsafe {
+            command.pre_exec(|| {
+                Ok(nix::sys::prctl::set_pdeathsig(
+                    nix::sys::signal::Signal::SIGKILL,
+                )?)
+            });
+        }
+        Child(command.spawn().unwrap())
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
 
 impl Drop for Child {
     fn drop(&mut self) {
@@ -172,141 +200,169 @@ async fn run(phases: Phases, idle: usize) -> String {
         .unwrap();
     assert!(redirect.status.success(), "{redirect:?}");
     let proxy = start_proxy();
-    let pid = proxy.0.id();
-    let myself = std::env::current_exe().unwrap();
-    let nodes = Child(
-        std::process::Command::new(&myself)
-            .arg("serve")
-            .spawn()
-            .unwrap(),
-    );
-    let relay = Child(
-        std::process::Command::new(&myself)
-            .arg("relay")
-            .spawn()
-            .unwrap(),
-    );
-    let relay_pid = relay.0.id();
-    let proxied: SocketAddr = ([127, 0, 0, 1], PROXIED_PORT).into();
-    let direct: SocketAddr = ([127, 0, 0, 1], DIRECT_PORT).into();
-    let relayed: SocketAddr = ([127, 0, 0, 1], RELAY_PORT).into();
+    let myself = |role: &str| {
+        let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+        command.arg(role);
+        command
+    };
+    let nodes = Child::spawn(myself("serve"));
+    let relay = Child::spawn(myself("relay"));
+    let setup = Setup {
+        proxied: ([127, 0, 0, 1], PROXIED_PORT).into(),
+        direct: ([127, 0, 0, 1], DIRECT_PORT).into(),
+        relayed: ([127, 0, 0, 1], RELAY_PORT).into(),
+        proxy: proxy.pid(),
+        relay: relay.pid(),
+        processes: [std::process::id(), proxy.pid(), nodes.pid(), relay.pid()],
+    };
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let mut rows = Vec::new();
     if phases.bulk {
-        let bound = crypto_bound();
-        for (name, upload) in [
-            ("client -> remote (v1 -> v2)", true),
-            ("remote -> client (v2 -> v1)", false),
-        ] {
-            eprintln!("e2e-bench: bulk, {name}");
-            let direct_wall = bulk(direct, upload, None).await.1;
-            let relay_per_core = bulk(relayed, upload, Some(relay_pid)).await.0;
-            let (per_core, wall) = bulk(proxied, upload, Some(pid)).await;
-            // What a relay must spend at best: the crypto, plus what the kernel costs a relay
-            // that does nothing else.
-            let limit = 1.0 / (1.0 / bound + 1.0 / relay_per_core);
-            rows.push(Row::new(
-                &format!("bulk {name}"),
-                format!(
-                    "{:.3} GB/s per core, {:.2} GB/s wall (direct: {:.2} GB/s)",
-                    per_core / 1e9,
-                    wall / 1e9,
-                    direct_wall / 1e9
-                ),
-                format!("{:.3} GB/s per core: crypto", bound / 1e9),
-                per_core / bound,
-                "≥ 80% and ≥ 0.6 GB/s",
-                per_core >= 0.8 * bound && per_core >= 0.6e9,
-            ));
-            rows.push(Row::new(
-                "  the same, beside crypto + plain relay",
-                format!(
-                    "(plain relay alone: {:.2} GB/s per core)",
-                    relay_per_core / 1e9
-                ),
-                format!("{:.3} GB/s per core", limit / 1e9),
-                per_core / limit,
-                "(reported)",
-                true,
-            ));
-        }
+        bulk_rows(&setup, &mut rows).await;
     }
-
     if phases.rtt {
-        let processes = [std::process::id(), pid, nodes.0.id(), relay_pid];
-        for (label, cpus) in [("all on one core", Some(0)), ("unpinned", None)] {
-            eprintln!("e2e-bench: round trips, {label}");
-            pin(&processes, cpus);
-            let [direct, relayed, proxied] = round_trips([direct, relayed, proxied]).await;
-            let added = proxied.median.saturating_sub(direct.median);
-            let relay_added = relayed.median.saturating_sub(direct.median);
-            rows.push(Row::new(
-                &format!("round trip, median, {label}"),
-                format!(
-                    "{} µs: {} µs added ({} µs by a plain relay)",
-                    proxied.median.as_micros(),
-                    added.as_micros(),
-                    relay_added.as_micros()
-                ),
-                format!("{} µs direct", direct.median.as_micros()),
-                proxied.median.as_secs_f64() / direct.median.as_secs_f64(),
-                "≤ 25 µs added",
-                added <= Duration::from_micros(25),
-            ));
-            rows.push(Row::new(
-                &format!("round trip, p99, {label}"),
-                format!(
-                    "{} µs ({} µs plain relay)",
-                    proxied.p99.as_micros(),
-                    relayed.p99.as_micros()
-                ),
-                format!("{} µs direct", direct.p99.as_micros()),
-                proxied.p99.as_secs_f64() / direct.p99.as_secs_f64(),
-                "(reported)",
-                true,
-            ));
-        }
+        round_trip_rows(&setup, &mut rows).await;
     }
-
     if phases.handshakes {
-        eprintln!("e2e-bench: handshakes");
-        let secp = secp256k1_handshakes_per_second();
-        let relay_per_core = handshakes(relayed, relay_pid).await.0;
-        let (per_core, wall) = handshakes(proxied, pid).await;
-        let limit = 1.0 / (1.0 / secp + 1.0 / relay_per_core);
+        handshake_rows(&setup, &mut rows).await;
+    }
+    if phases.idle {
+        idle_row(&setup, idle, &mut rows).await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    render(&rows)
+}
+
+/// The addresses of the three paths, and the processes measured.
+struct Setup {
+    proxied: SocketAddr,
+    direct: SocketAddr,
+    relayed: SocketAddr,
+    proxy: u32,
+    relay: u32,
+    /// Everything on the paths: this process, the proxy, the nodes, the relay.
+    processes: [u32; 4],
+}
+
+async fn bulk_rows(setup: &Setup, rows: &mut Vec<Row>) {
+    let bound = crypto_bound();
+    for (name, upload) in [
+        ("client -> remote (v1 -> v2)", true),
+        ("remote -> client (v2 -> v1)", false),
+    ] {
+        eprintln!("e2e-bench: bulk, {name}");
+        let direct_wall = bulk(setup.direct, upload, None).await.1;
+        let relay_per_core = bulk(setup.relayed, upload, Some(setup.relay)).await.0;
+        let (per_core, wall) = bulk(setup.proxied, upload, Some(setup.proxy)).await;
+        // What a relay must spend at best: the crypto, plus what the kernel costs a relay
+        // that does nothing else.
+        let limit = 1.0 / (1.0 / bound + 1.0 / relay_per_core);
         rows.push(Row::new(
-            "handshakes",
-            format!("{per_core:.0}/s per core, {wall:.0}/s wall"),
-            format!("{secp:.0}/s: secp256k1 work of one"),
-            per_core / secp,
-            "≥ 80%",
-            per_core >= 0.8 * secp,
+            &format!("bulk {name}"),
+            format!(
+                "{:.3} GB/s per core, {:.2} GB/s wall (direct: {:.2} GB/s)",
+                per_core / 1e9,
+                wall / 1e9,
+                direct_wall / 1e9
+            ),
+            format!("{:.3} GB/s per core: crypto", bound / 1e9),
+            per_core / bound,
+            "≥ 80% and ≥ 0.6 GB/s",
+            per_core >= 0.8 * bound && per_core >= 0.6e9,
         ));
         rows.push(Row::new(
-            "  the same, beside secp256k1 + plain relay",
-            format!("(plain relay alone: {relay_per_core:.0} connections/s per core)"),
-            format!("{limit:.0}/s"),
+            "  the same, beside crypto + plain relay",
+            format!(
+                "(plain relay alone: {:.2} GB/s per core)",
+                relay_per_core / 1e9
+            ),
+            format!("{:.3} GB/s per core", limit / 1e9),
             per_core / limit,
             "(reported)",
             true,
         ));
     }
+}
 
-    if phases.idle {
-        eprintln!("e2e-bench: {idle} idle connections");
-        let per_connection = idle_memory(proxied, pid, idle).await;
+async fn round_trip_rows(setup: &Setup, rows: &mut Vec<Row>) {
+    for (label, cpus) in [("all on one core", Some(0)), ("unpinned", None)] {
+        eprintln!("e2e-bench: round trips, {label}");
+        pin(&setup.processes, cpus);
+        let [direct, relayed, proxied] =
+            round_trips([setup.direct, setup.relayed, setup.proxied]).await;
+        let added = proxied.median.saturating_sub(direct.median);
+        let relay_added = relayed.median.saturating_sub(direct.median);
         rows.push(Row::new(
-            &format!("memory per idle connection ({idle} open)"),
-            format!("{:.1} KiB", per_connection / 1024.0),
-            "32 KiB (target)".to_string(),
-            per_connection / (32.0 * 1024.0),
-            "≤ 32 KiB",
-            per_connection <= 32.0 * 1024.0,
+            &format!("round trip, median, {label}"),
+            format!(
+                "{} µs: {} µs added ({} µs by a plain relay)",
+                proxied.median.as_micros(),
+                added.as_micros(),
+                relay_added.as_micros()
+            ),
+            format!("{} µs direct", direct.median.as_micros()),
+            proxied.median.as_secs_f64() / direct.median.as_secs_f64(),
+            "≤ 25 µs added",
+            added <= Duration::from_micros(25),
+        ));
+        rows.push(Row::new(
+            &format!("round trip, p99, {label}"),
+            format!(
+                "{} µs ({} µs plain relay)",
+                proxied.p99.as_micros(),
+                relayed.p99.as_micros()
+            ),
+            format!("{} µs direct", direct.p99.as_micros()),
+            proxied.p99.as_secs_f64() / direct.p99.as_secs_f64(),
+            "(reported)",
+            true,
         ));
     }
-    let _ = std::fs::remove_dir_all(&dir);
-    render(&rows)
+}
+
+async fn handshake_rows(setup: &Setup, rows: &mut Vec<Row>) {
+    eprintln!("e2e-bench: handshakes");
+    let secp = secp256k1_handshakes_per_second();
+    let relay_per_core = handshakes(setup.relayed, setup.relay).await.0;
+    let (per_core, wall) = handshakes(setup.proxied, setup.proxy).await;
+    let limit = 1.0 / (1.0 / secp + 1.0 / relay_per_core);
+    rows.push(Row::new(
+        "handshakes",
+        format!("{per_core:.0}/s per core, {wall:.0}/s wall"),
+        format!("{secp:.0}/s: secp256k1 work of one"),
+        per_core / secp,
+        "≥ 80%",
+        per_core >= 0.8 * secp,
+    ));
+    rows.push(Row::new(
+        "  the same, beside secp256k1 + plain relay",
+        format!("(plain relay alone: {relay_per_core:.0} connections/s per core)"),
+        format!("{limit:.0}/s"),
+        per_core / limit,
+        "(reported)",
+        true,
+    ));
+}
+
+async fn idle_row(setup: &Setup, idle: usize, rows: &mut Vec<Row>) {
+    eprintln!("e2e-bench: {idle} idle connections");
+    let per_connection = idle_memory(setup.proxied, setup.proxy, idle).await;
+    rows.push(Row::new(
+        "memory per idle connection",
+        if idle < IDLE_CONNECTIONS {
+            format!(
+                "{:.1} KiB, {idle} open (all the fd limit allows)",
+                per_connection / 1024.0
+            )
+        } else {
+            format!("{:.1} KiB, {idle} open", per_connection / 1024.0)
+        },
+        "32 KiB (target)".to_string(),
+        per_connection / (32.0 * 1024.0),
+        "≤ 32 KiB",
+        per_connection <= 32.0 * 1024.0,
+    ));
 }
 
 fn start_proxy() -> Child {
@@ -334,9 +390,7 @@ fn start_proxy() -> Child {
             Ok(())
         });
     }
-    let child = Child(command.spawn().unwrap());
-    std::thread::sleep(Duration::from_millis(300));
-    child
+    Child::spawn(command)
 }
 
 /// Bytes per second of: ChaCha20, Poly1305 and one SHA-256 pass, one after the other over
