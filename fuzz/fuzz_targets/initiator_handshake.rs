@@ -2,7 +2,7 @@
 //! decoder it hands over: no panic, consistent progress, bounded garbage search.
 #![no_main]
 
-use bip324_proxy::protocol::{HandshakeEntropy, Handshake, Magic, Pipe, Progress};
+use bip324_proxy::protocol::{Handshake, HandshakeEntropy, Magic, Pipe, Progress};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
