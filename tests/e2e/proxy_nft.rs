@@ -173,6 +173,51 @@ fn direct_connection_to_the_proxy_is_refused() {
     assert!(!proxy.log().contains("connection opened"));
 }
 
+/// A local user who floods the proxy with direct connections gets a few log lines a second,
+/// and the next line logged accounts for every refusal left out.
+#[test]
+fn a_flood_of_refusals_is_logged_in_part_and_accounted_for() {
+    const FLOOD: usize = 200;
+    let hosts = TwoHosts::create();
+    let proxy = Proxy::start(&hosts.client, &[]);
+    let connect = || {
+        TcpStream::connect("127.0.0.1:1324").expect("the proxy accepts");
+    };
+    hosts.client.run(move || (0..FLOOD).for_each(|_| connect()));
+    // Past the window of the flood, one more refusal is logged with the count left out.
+    std::thread::sleep(Duration::from_secs(2));
+    hosts.client.run(connect);
+    let refusals = || {
+        proxy
+            .log()
+            .lines()
+            .filter(|l| l.contains("refused connection"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let accounted = |lines: &[String]| {
+        let left_out: usize = lines
+            .iter()
+            .filter_map(|l| {
+                let before = l.split_once(" more refused since")?.0;
+                before.rsplit_once('(')?.1.parse::<usize>().ok()
+            })
+            .sum::<usize>();
+        lines.len() + left_out
+    };
+    while accounted(&refusals()) < FLOOD + 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let lines = refusals();
+    assert_eq!(accounted(&lines), FLOOD + 1, "{}", proxy.log());
+    assert!(
+        lines.len() < FLOOD,
+        "the flood was not capped: {}",
+        lines.len()
+    );
+}
+
 const V2_CLIENT: &str = env!("CARGO_BIN_EXE_e2e-v2-client");
 
 #[test]

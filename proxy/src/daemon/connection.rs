@@ -13,6 +13,7 @@ use tracing::{debug, info, warn};
 
 use super::config::Config;
 use super::fallback::V1OnlyDestinations;
+use super::log_budget::LogBudget;
 use super::loop_guard::{LoopGuard, Refusal, UpstreamPort};
 use super::metrics::{Direction, Metrics};
 use super::original_dst::original_destination;
@@ -34,6 +35,8 @@ pub struct Context {
     pub v1_only: Option<V1OnlyDestinations>,
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
+    /// Refused connections log at most this many lines a second; the metrics count them all.
+    pub refusal_log: LogBudget,
 }
 
 impl Context {
@@ -48,6 +51,7 @@ impl Context {
             v1_only,
             registry: Arc::default(),
             metrics: Arc::default(),
+            refusal_log: LogBudget::per_second(10),
         }
     }
 }
@@ -121,10 +125,17 @@ pub async fn handle(
         // user) is not.
         Err(refusal) => {
             ctx.metrics.refused(refusal.label());
+            let Some(suppressed) = ctx.refusal_log.take(Instant::now()) else {
+                return;
+            };
+            let more = match suppressed {
+                0 => String::new(),
+                n => format!(" ({n} more refused since the last such line, not logged)"),
+            };
             if matches!(refusal, Refusal::OwnUpstream) {
-                warn!(client = %client_addr, "refused connection: {refusal}");
+                warn!(client = %client_addr, "refused connection: {refusal}{more}");
             } else {
-                info!(client = %client_addr, "refused connection: {refusal}");
+                info!(client = %client_addr, "refused connection: {refusal}{more}");
             }
             return;
         }

@@ -5,6 +5,7 @@ pub mod connection;
 pub mod control;
 pub mod fallback;
 pub mod listeners;
+pub mod log_budget;
 pub mod logging;
 pub mod loop_guard;
 pub mod metrics;
