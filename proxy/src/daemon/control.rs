@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::registry::{ConnectionStatus, Registry, Totals};
+use super::registry::{ConnectionStatus, Counts, Registry};
 
 pub const PROTOCOL_VERSION: u32 = 1;
 const MAX_REQUEST: usize = 4096;
@@ -35,7 +35,7 @@ struct Status<'a> {
     version: u32,
     proxy: ProxyInfo<'a>,
     connections: Vec<ConnectionStatus>,
-    totals: Totals,
+    totals: Counts,
 }
 
 #[derive(Serialize)]

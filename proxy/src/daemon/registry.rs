@@ -25,14 +25,8 @@ pub struct ConnectionStatus {
     /// Unix time, seconds.
     pub started: f64,
     pub duration_seconds: f64,
-    /// Bytes read from and written to the client (v1) and the remote (v2 unless the
-    /// transport is plaintext).
-    pub client_in: u64,
-    pub client_out: u64,
-    pub remote_in: u64,
-    pub remote_out: u64,
-    pub messages_from_client: u64,
-    pub messages_to_client: u64,
+    #[serde(flatten)]
+    pub counts: Counts,
 }
 
 /// One live connection; its counters are updated by its relay without locking.
@@ -75,7 +69,6 @@ impl Entry {
 
     fn status(&self) -> ConnectionStatus {
         let opened = self.opened();
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let started = self
             .started
             .duration_since(UNIX_EPOCH)
@@ -93,6 +86,13 @@ impl Entry {
                 .elapsed()
                 .unwrap_or(Duration::ZERO)
                 .as_secs_f64(),
+            counts: self.counts(),
+        }
+    }
+
+    fn counts(&self) -> Counts {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Counts {
             client_in: get(&self.traffic.client_in),
             client_out: get(&self.traffic.client_out),
             remote_in: get(&self.traffic.remote_in),
@@ -103,9 +103,10 @@ impl Entry {
     }
 }
 
-/// Traffic of all connections, live and closed.
+/// Traffic of one connection, or of all of them, live and closed. Bytes read from and written
+/// to the client (v1) and the remote (v2 unless the transport is plaintext).
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
-pub struct Totals {
+pub struct Counts {
     pub client_in: u64,
     pub client_out: u64,
     pub remote_in: u64,
@@ -114,15 +115,14 @@ pub struct Totals {
     pub messages_to_client: u64,
 }
 
-impl Totals {
-    fn add(&mut self, entry: &Entry) {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        self.client_in += get(&entry.traffic.client_in);
-        self.client_out += get(&entry.traffic.client_out);
-        self.remote_in += get(&entry.traffic.remote_in);
-        self.remote_out += get(&entry.traffic.remote_out);
-        self.messages_from_client += get(&entry.messages_from_client);
-        self.messages_to_client += get(&entry.messages_to_client);
+impl Counts {
+    fn add(&mut self, other: Counts) {
+        self.client_in += other.client_in;
+        self.client_out += other.client_out;
+        self.remote_in += other.remote_in;
+        self.remote_out += other.remote_out;
+        self.messages_from_client += other.messages_from_client;
+        self.messages_to_client += other.messages_to_client;
     }
 }
 
@@ -136,7 +136,7 @@ pub struct Registry {
 #[derive(Default)]
 struct Live {
     entries: HashMap<u64, Arc<Entry>>,
-    closed: Totals,
+    closed: Counts,
 }
 
 impl Registry {
@@ -173,11 +173,11 @@ impl Registry {
     }
 
     /// Traffic of every connection so far, the live ones included.
-    pub fn totals(&self) -> Totals {
+    pub fn totals(&self) -> Counts {
         let live = self.lock();
         let mut totals = live.closed;
         for entry in live.entries.values() {
-            totals.add(entry);
+            totals.add(entry.counts());
         }
         totals
     }
@@ -205,7 +205,7 @@ impl Drop for Registration {
     fn drop(&mut self) {
         let mut live = self.registry.lock();
         live.entries.remove(&self.entry.id);
-        live.closed.add(&self.entry);
+        live.closed.add(self.entry.counts());
     }
 }
 
@@ -226,7 +226,10 @@ mod tests {
         let snapshot = registry.snapshot();
         assert_eq!(snapshot.len(), 2);
         assert_eq!(snapshot[0].transport, "v2");
-        assert_eq!(snapshot[0].client_in, 100);
+        assert_eq!(snapshot[0].counts.client_in, 100);
+        // The control socket's JSON keeps the counts beside the other fields.
+        let json = serde_json::to_value(&snapshot[0]).unwrap();
+        assert_eq!(json["client_in"], 100);
         assert_eq!(
             snapshot[0].session_id.as_deref(),
             Some(&"ab".repeat(32)[..])
