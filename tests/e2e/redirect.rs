@@ -250,51 +250,27 @@ pub fn reenabling_under_load_never_leaks_plaintext(backend: &str) {
     reports.iter().for_each(assert_encrypted);
 }
 
-macro_rules! backend_suite {
-    ($backend:ident) => {
-        mod $backend {
-            const BACKEND: &str = stringify!($backend);
-
-            #[test]
-            fn tagged_clients_are_encrypted_v4_v6_and_v4_mapped() {
-                super::tagged_clients_are_encrypted_v4_v6_and_v4_mapped(BACKEND);
-            }
-
-            #[test]
-            fn untagged_and_supplementary_only_clients_go_direct() {
-                super::untagged_and_supplementary_only_clients_go_direct(BACKEND);
-            }
-
-            #[test]
-            fn proxy_down_fails_closed() {
-                super::proxy_down_fails_closed(BACKEND);
-            }
-
-            #[test]
-            fn disable_restores_direct_connections_and_leaves_nothing() {
-                super::disable_restores_direct_connections_and_leaves_nothing(BACKEND);
-            }
-
-            #[test]
-            fn enable_again_replaces_the_policy() {
-                super::enable_again_replaces_the_policy(BACKEND);
-            }
-
-            #[test]
-            fn status_reflects_each_state() {
-                super::status_reflects_each_state(BACKEND);
-            }
-
-            #[test]
-            fn reenabling_under_load_never_leaks_plaintext() {
-                super::reenabling_under_load_never_leaks_plaintext(BACKEND);
-            }
+/// Runs each named test once per backend, as `nftables::NAME` and `ebpf::NAME`.
+macro_rules! for_each_backend {
+    ($($test:ident),+ $(,)?) => {
+        mod nftables {
+            $(#[test] fn $test() { super::$test("nftables"); })+
+        }
+        mod ebpf {
+            $(#[test] fn $test() { super::$test("ebpf"); })+
         }
     };
 }
 
-backend_suite!(nftables);
-backend_suite!(ebpf);
+for_each_backend!(
+    tagged_clients_are_encrypted_v4_v6_and_v4_mapped,
+    untagged_and_supplementary_only_clients_go_direct,
+    proxy_down_fails_closed,
+    disable_restores_direct_connections_and_leaves_nothing,
+    enable_again_replaces_the_policy,
+    status_reflects_each_state,
+    reenabling_under_load_never_leaks_plaintext,
+);
 
 /// nftables only: `nft flush ruleset` (what a reload of nftables.service does) removes the
 /// table behind our back. Status must notice: the clients go out in plaintext.
