@@ -113,51 +113,55 @@ impl Policy {
 /// Resolves a group given by name or number.
 pub fn resolve_group(group: &str) -> Result<Id, Error> {
     use nix::unistd::{Gid, Group};
-    let lookup = match group.parse::<u32>() {
-        Ok(gid) => Group::from_gid(Gid::from_raw(gid)),
-        Err(_) => Group::from_name(group),
-    };
-    match lookup {
-        Ok(Some(found)) => Ok(Id {
-            id: found.gid.as_raw(),
-            name: Some(found.name),
-        }),
-        // A number without a name in /etc/group still names a group the kernel can match.
-        Ok(None) => match group.parse::<u32>() {
-            Ok(gid) => Ok(Id {
-                id: gid,
-                name: None,
-            }),
-            Err(_) => Err(Error::Config(format!(
-                "group '{group}' does not exist: create it with `groupadd --system {group}`"
-            ))),
-        },
-        Err(e) => Err(Error::Config(format!(
-            "cannot look up group '{group}': {e}"
-        ))),
-    }
+    let found = |g: Option<Group>| g.map(|g| (g.gid.as_raw(), g.name));
+    resolve(
+        "group",
+        group,
+        |gid| Group::from_gid(Gid::from_raw(gid)).map(found),
+        |name| Group::from_name(name).map(found),
+        &format!(": create it with `groupadd --system {group}`"),
+    )
 }
 
 /// Resolves a user given by name or number.
 pub fn resolve_user(user: &str) -> Result<Id, Error> {
     use nix::unistd::{Uid, User};
-    let lookup = match user.parse::<u32>() {
-        Ok(uid) => User::from_uid(Uid::from_raw(uid)),
-        Err(_) => User::from_name(user),
+    let found = |u: Option<User>| u.map(|u| (u.uid.as_raw(), u.name));
+    resolve(
+        "user",
+        user,
+        |uid| User::from_uid(Uid::from_raw(uid)).map(found),
+        |name| User::from_name(name).map(found),
+        "",
+    )
+}
+
+/// A name is looked up; a number is looked up too, but a number without a name (in
+/// /etc/group or /etc/passwd) still names an id the kernel can match.
+fn resolve(
+    kind: &str,
+    text: &str,
+    by_id: impl FnOnce(u32) -> nix::Result<Option<(u32, String)>>,
+    by_name: impl FnOnce(&str) -> nix::Result<Option<(u32, String)>>,
+    missing_hint: &str,
+) -> Result<Id, Error> {
+    let number = text.parse::<u32>().ok();
+    let lookup = match number {
+        Some(id) => by_id(id),
+        None => by_name(text),
     };
-    match lookup {
-        Ok(Some(found)) => Ok(Id {
-            id: found.uid.as_raw(),
-            name: Some(found.name),
+    match (lookup, number) {
+        (Ok(Some((id, name))), _) => Ok(Id {
+            id,
+            name: Some(name),
         }),
-        Ok(None) => match user.parse::<u32>() {
-            Ok(uid) => Ok(Id {
-                id: uid,
-                name: None,
-            }),
-            Err(_) => Err(Error::Config(format!("user '{user}' does not exist"))),
-        },
-        Err(e) => Err(Error::Config(format!("cannot look up user '{user}': {e}"))),
+        (Ok(None), Some(id)) => Ok(Id { id, name: None }),
+        (Ok(None), None) => Err(Error::Config(format!(
+            "{kind} '{text}' does not exist{missing_hint}"
+        ))),
+        (Err(e), _) => Err(Error::Config(format!(
+            "cannot look up {kind} '{text}': {e}"
+        ))),
     }
 }
 
@@ -207,12 +211,19 @@ mod tests {
         assert_eq!(resolve_group("0").unwrap().id, 0);
         assert_eq!(resolve_group("root").unwrap().id, 0);
         assert_eq!(resolve_user("root").unwrap().id, 0);
+        assert_eq!(resolve_user("0").unwrap().name.as_deref(), Some("root"));
+        for unnamed in [resolve_group("54321"), resolve_user("54321")] {
+            assert_eq!(
+                unnamed.unwrap(),
+                Id {
+                    id: 54321,
+                    name: None
+                }
+            );
+        }
         assert_eq!(
-            resolve_group("54321").unwrap(),
-            Id {
-                id: 54321,
-                name: None
-            }
+            resolve_user("no-such-user-b324").unwrap_err().to_string(),
+            Error::Config("user 'no-such-user-b324' does not exist".into()).to_string()
         );
     }
 
