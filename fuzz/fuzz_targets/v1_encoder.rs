@@ -4,11 +4,9 @@
 
 use bip324_proxy::protocol::cipher::{LENGTH_LEN, TAG_LEN};
 use bip324_proxy::protocol::message_type;
-use bip324_proxy::protocol::v1::{self, Command};
+use bip324_proxy::protocol::test_util::{cipher_pair, feed, v1_frame};
 use bip324_proxy::protocol::{Encoder, Event, Magic};
 use libfuzzer_sys::fuzz_target;
-
-mod common;
 
 const MAGIC: Magic = Magic([0xfa, 0xbf, 0xb5, 0xda]);
 
@@ -22,20 +20,16 @@ fuzz_target!(|data: &[u8]| {
         let mut frames = Vec::new();
         for (i, piece) in rest.chunks(37).enumerate() {
             let name = ["ping", "version", "block", "e2e", "addrv2"][i % 5];
-            let command = Command::from_name(name).unwrap();
-            let mut header = [0u8; v1::HEADER_LEN];
-            v1::Header::write(&mut header, MAGIC, &command, piece);
-            frames.extend_from_slice(&header);
-            frames.extend_from_slice(piece);
+            frames.extend(v1_frame(MAGIC, name, piece));
         }
         frames
     };
-    let mut encoder = Encoder::new(MAGIC, common::sealer());
-    let (wire, events, result) = common::feed(&mut encoder, &input, usize::from(selector >> 1));
+    let (sealer, mut opener) = cipher_pair();
+    let mut encoder = Encoder::new(MAGIC, sealer);
+    let (wire, events, result) = feed(&mut encoder, &input, usize::from(selector >> 1));
     if selector & 1 == 1 {
         result.expect("valid frames translate");
     }
-    let mut opener = common::opener();
     let mut at = 0;
     for event in events {
         let Event::Message { command, payload_len } = event else { panic!("encoder events are messages") };

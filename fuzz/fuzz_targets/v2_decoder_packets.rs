@@ -5,11 +5,10 @@
 
 use arbitrary::Arbitrary;
 use bip324_proxy::protocol::message_type;
+use bip324_proxy::protocol::test_util::{cipher_pair, feed, seal};
 use bip324_proxy::protocol::v1;
 use bip324_proxy::protocol::{Decoder, Magic};
 use libfuzzer_sys::fuzz_target;
-
-mod common;
 
 #[derive(Arbitrary, Debug)]
 struct Input {
@@ -21,12 +20,12 @@ struct Input {
 const MAGIC: Magic = Magic([0xfa, 0xbf, 0xb5, 0xda]);
 
 fuzz_target!(|input: Input| {
-    let mut sealer = common::sealer();
+    let (mut sealer, opener) = cipher_pair();
     // The version packet, carrying the garbage as AAD.
-    let mut wire = common::seal(&mut sealer, b"", b"garbage", false);
+    let mut wire = seal(&mut sealer, b"", b"garbage", false);
     let mut expected = Vec::new();
     for (decoy, contents) in &input.packets {
-        wire.extend(common::seal(&mut sealer, contents, b"", *decoy));
+        wire.extend(seal(&mut sealer, contents, b"", *decoy));
         if !decoy {
             if let Ok((command, type_len)) = message_type::decode(contents) {
                 let payload = &contents[type_len..];
@@ -45,8 +44,8 @@ fuzz_target!(|input: Input| {
         }
         _ => false,
     };
-    let mut decoder = Decoder::new(MAGIC, common::opener(), b"garbage".to_vec());
-    let (output, _, result) = common::feed(&mut decoder, &wire, usize::from(input.chunk));
+    let mut decoder = Decoder::new(MAGIC, opener, b"garbage".to_vec());
+    let (output, _, result) = feed(&mut decoder, &wire, usize::from(input.chunk));
     use bip324_proxy::protocol::Pipe;
     if tampered {
         // Only authentic messages pass: what came out is a prefix of the truth, and all of it

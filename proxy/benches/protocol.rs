@@ -17,10 +17,11 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use bip324_e2e::v1::Message;
 use bip324_proxy::protocol::aead::Engine;
 use bip324_proxy::protocol::cipher::{LENGTH_LEN, PacketOpener, PacketSealer, packet_len};
 use bip324_proxy::protocol::keys::EphemeralKey;
-use bip324_proxy::protocol::v1::{self, Command};
+use bip324_proxy::protocol::v1;
 use bip324_proxy::protocol::{Decoder, Encoder, Handshake, HandshakeEntropy, Magic, Pipe};
 use chacha20::cipher::{KeyIvInit, StreamCipher};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
@@ -108,19 +109,6 @@ fn checksum(c: &mut Criterion) {
     group.finish();
 }
 
-fn v1_frame(command: &str, payload: &[u8]) -> Vec<u8> {
-    let mut frame = vec![0u8; v1::HEADER_LEN];
-    let header: &mut [u8; v1::HEADER_LEN] = (&mut frame[..]).try_into().unwrap();
-    v1::Header::write(
-        header,
-        MAGIC,
-        &Command::from_name(command).unwrap(),
-        payload,
-    );
-    frame.extend_from_slice(payload);
-    frame
-}
-
 /// Feeds a whole input and drains the output, as the relay does.
 fn run_through(pipe: &mut impl Pipe, input: &[u8]) -> usize {
     let (mut fed, mut out) = (0, 0);
@@ -141,19 +129,18 @@ fn translate(c: &mut Criterion) {
     let mut group = c.benchmark_group("translate");
     for (size, name) in SIZES {
         group.throughput(Throughput::Bytes(size as u64));
-        let frame = v1_frame("block", &vec![5u8; size]);
+        let frame = Message::new("block", vec![5u8; size]).to_wire(MAGIC.0);
         let mut encoder = Encoder::new(MAGIC, PacketSealer::new(KEYS.0, KEYS.1));
         group.bench_function(format!("v1_to_v2/{name}"), |b| {
             b.iter(|| run_through(&mut encoder, black_box(&frame)))
         });
         // The decoder's first packet is the peer's version packet.
         let mut sealer = PacketSealer::new(KEYS.0, KEYS.1);
-        let mut version = vec![0u8; packet_len(0)];
+        let mut version = unsealed_packet(&[]);
         sealer.seal(&mut version, &[], false);
         let mut contents = vec![2u8]; // "block"
         contents.extend(vec![5u8; size]);
-        let mut message = vec![0u8; packet_len(contents.len())];
-        message[LENGTH_LEN + 1..][..contents.len()].copy_from_slice(&contents);
+        let mut message = unsealed_packet(&contents);
         sealer.seal(&mut message, &[], false);
         group.bench_function(format!("v2_to_v1/{name}"), |b| {
             b.iter_batched_ref(

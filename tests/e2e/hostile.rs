@@ -15,8 +15,9 @@ use bip324_e2e::testbed::{
     run_client,
 };
 use bip324_e2e::v1::{self, Message, REGTEST_MAGIC};
-use bip324_proxy::protocol::cipher::{LENGTH_LEN, PacketOpener, PacketSealer, TAG_LEN, packet_len};
+use bip324_proxy::protocol::cipher::{LENGTH_LEN, PacketOpener, PacketSealer, TAG_LEN};
 use bip324_proxy::protocol::keys::{EphemeralKey, SessionKeys};
+use bip324_proxy::protocol::test_util::seal;
 use bip324_proxy::protocol::{Magic, message_type, v1::Command};
 
 const CLIENT: &str = env!("CARGO_BIN_EXE_e2e-v1-client");
@@ -126,13 +127,6 @@ fn handshake(stream: &mut TcpStream, wrong_key: bool) -> std::io::Result<Session
         opener: keys.opener(false),
         their_garbage: seen,
     })
-}
-
-fn seal(sealer: &mut PacketSealer, contents: &[u8], aad: &[u8], decoy: bool) -> Vec<u8> {
-    let mut packet = vec![0u8; packet_len(contents.len())];
-    packet[LENGTH_LEN + 1..][..contents.len()].copy_from_slice(contents);
-    sealer.seal(&mut packet, aad, decoy);
-    packet
 }
 
 /// A v2 message as contents: its type, then its payload.

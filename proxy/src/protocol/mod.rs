@@ -17,8 +17,8 @@ pub mod pipe;
 pub mod splice;
 pub mod v1;
 
-#[cfg(test)]
-mod test_util;
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_util;
 
 pub use client_hello::{ClientHello, classify as classify_client_hello};
 pub use decoder::Decoder;

@@ -1,4 +1,5 @@
-//! Helpers for the protocol's unit tests.
+//! Helpers for the protocol's unit tests, and (feature `test-util`) for the fuzz targets and
+//! the end-to-end tests.
 
 use super::ProtocolError;
 use super::cipher::{LENGTH_LEN, PacketOpener, PacketSealer, packet_len};
@@ -39,6 +40,7 @@ pub fn feed(
     input: &[u8],
     chunk: usize,
 ) -> (Vec<u8>, Vec<Event>, Result<(), ProtocolError>) {
+    let chunk = chunk.max(1);
     let mut output = Vec::new();
     let mut events = Vec::new();
     let mut fed = 0;
