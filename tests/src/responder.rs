@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bip324::{GarbageResult, Handshake, Initialized, PacketType, ReceivedKey, Role, VersionResult};
 
 use crate::server::Server;
-use crate::v1::{Message, read_message, write_message};
+use crate::v1::{Message, read_exact_or_eof, read_message, write_message};
 
 #[derive(Clone, Debug)]
 pub struct ResponderOptions {
@@ -318,18 +318,6 @@ fn handshake(
     let (cursor, _) = rest.into_inner();
     let leftover = cursor.get_ref()[cursor.position() as usize..].to_vec();
     Ok((cipher, leftover))
-}
-
-fn read_exact_or_eof(r: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match r.read(&mut buf[filled..])? {
-            0 if filled == 0 => return Ok(false),
-            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-            n => filled += n,
-        }
-    }
-    Ok(true)
 }
 
 /// BIP-324's one-byte message IDs, kept here apart from the proxy's table on purpose: the

@@ -50,16 +50,25 @@ pub fn sha256d(data: &[u8]) -> [u8; 32] {
     Sha256::digest(Sha256::digest(data)).into()
 }
 
-/// Reads one message; `Ok(None)` on a clean end of stream between messages.
-pub fn read_message(r: &mut impl Read, magic: [u8; 4]) -> io::Result<Option<Message>> {
-    let mut header = [0u8; 24];
+/// Fills `buf`; `Ok(false)` if the stream ended before its first byte, an error if it ended
+/// after.
+pub fn read_exact_or_eof(r: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
     let mut filled = 0;
-    while filled < header.len() {
-        match r.read(&mut header[filled..])? {
-            0 if filled == 0 => return Ok(None),
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..])? {
+            0 if filled == 0 => return Ok(false),
             0 => return Err(io::ErrorKind::UnexpectedEof.into()),
             n => filled += n,
         }
+    }
+    Ok(true)
+}
+
+/// Reads one message; `Ok(None)` on a clean end of stream between messages.
+pub fn read_message(r: &mut impl Read, magic: [u8; 4]) -> io::Result<Option<Message>> {
+    let mut header = [0u8; 24];
+    if !read_exact_or_eof(r, &mut header)? {
+        return Ok(None);
     }
     if header[..4] != magic {
         return Err(invalid(format!("wrong magic {:02x?}", &header[..4])));
