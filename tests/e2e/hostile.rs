@@ -371,6 +371,7 @@ fn hostile_peers_close_only_their_own_connection() {
             });
 
             for &(remote, port, reason) in &REMOTES {
+                let mark = proxy.log_mark();
                 let (received, closed, local) = probe(hosts, port, Vec::new());
                 match remote {
                     Remote::DecoyFlood => assert_eq!(
@@ -385,7 +386,7 @@ fn hostile_peers_close_only_their_own_connection() {
                     ),
                 }
                 let logged = proxy
-                    .wait_for_end_of(local, Duration::from_secs(15))
+                    .wait_for_end_of(local, mark, Duration::from_secs(15))
                     .unwrap_or_else(|| {
                         panic!(
                             "{remote:?}: no closing log line for {local}\n{}",
@@ -415,11 +416,12 @@ fn hostile_peers_close_only_their_own_connection() {
                 (bad_checksum, "'ping' message has a bad checksum"),
             ];
             for (then, reason) in client_cases {
+                let mark = proxy.log_mark();
                 let (received, closed, local) = probe(hosts, NODE_PORT, then);
                 assert!(closed, "{reason}: the connection closes");
                 assert_eq!(received.len(), 2, "version and verack came first");
                 let logged = proxy
-                    .wait_for_end_of(local, Duration::from_secs(15))
+                    .wait_for_end_of(local, mark, Duration::from_secs(15))
                     .unwrap_or_default();
                 assert!(
                     logged.contains(reason),
@@ -427,6 +429,7 @@ fn hostile_peers_close_only_their_own_connection() {
                 );
             }
             // A client that sends nothing at all.
+            let mark = proxy.log_mark();
             let local = hosts.client.run_as_group(TAGGED_GID, || {
                 let mut stream = TcpStream::connect((REMOTE_V4, NODE_PORT)).unwrap();
                 stream
@@ -441,7 +444,7 @@ fn hostile_peers_close_only_their_own_connection() {
                 stream.local_addr().unwrap()
             });
             let logged = proxy
-                .wait_for_end_of(local, Duration::from_secs(15))
+                .wait_for_end_of(local, mark, Duration::from_secs(15))
                 .unwrap_or_default();
             assert!(
                 logged.contains("too few bytes to tell v1 from v2 within --first-bytes-timeout"),

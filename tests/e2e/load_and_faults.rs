@@ -63,7 +63,17 @@ fn a_thousand_connections_of_mixed_traffic_lose_nothing() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     eprintln!("{stdout}proxy peak resident memory: {peak_rss} KiB");
-    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(
+        output.status.success(),
+        "{stdout}{stderr}\nwhat the proxy says of its failures:\n{}",
+        proxy
+            .log()
+            .lines()
+            .filter(|l| l.contains("connection failed"))
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     let value = |key: &str| -> u64 {
         stdout
             .lines()

@@ -21,6 +21,11 @@ impl Server {
         listener: TcpListener,
         handler: impl Fn(TcpStream) + Send + Sync + Clone + 'static,
     ) -> io::Result<Server> {
+        // A burst of connections (the load test opens a thousand at once) must wait in the
+        // queue, not overflow std's 128 into SYN retransmits that outlast the proxy's
+        // handshake timeout. Bitcoin Core listens with SOMAXCONN too; listening again on a
+        // listening socket only resizes its queue.
+        nix::sys::socket::listen(&listener, nix::sys::socket::Backlog::MAXALLOWABLE)?;
         let addr = listener.local_addr()?;
         let listener_fd = listener.as_raw_fd();
         let stopping = Arc::new(AtomicBool::new(false));

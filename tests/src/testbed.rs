@@ -253,28 +253,37 @@ impl Proxy {
         let _ = self.child.wait();
     }
 
-    /// The line that ends the connection from `client` (closed, failed or refused), once
-    /// it is logged.
-    pub fn wait_for_end_of(&self, client: SocketAddr, timeout: Duration) -> Option<String> {
+    /// Where the log ends now: [`Proxy::wait_for_end_of`] looks only past it.
+    pub fn log_mark(&self) -> usize {
+        std::fs::metadata(&self.log_path).map_or(0, |m| m.len() as usize)
+    }
+
+    /// The line that ends the connection from `client` (closed, failed or refused), once it
+    /// is logged past `mark`. Before the mark, an earlier connection that happened to use the
+    /// same client port may have ended.
+    pub fn wait_for_end_of(
+        &self,
+        client: SocketAddr,
+        mark: usize,
+        timeout: Duration,
+    ) -> Option<String> {
         let needle = format!("client={client}");
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            let ended = self
-                .log()
-                .lines()
-                .find(|l| {
-                    l.contains(&needle)
-                        && [
-                            "connection closed",
-                            "connection failed",
-                            "refused connection",
-                        ]
-                        .iter()
-                        .any(|end| l.contains(end))
-                })
-                .map(str::to_string);
-            if ended.is_some() {
-                return ended;
+            let log = std::fs::read(&self.log_path).unwrap_or_default();
+            let since = String::from_utf8_lossy(log.get(mark..).unwrap_or_default());
+            let ended = since.lines().find(|l| {
+                l.contains(&needle)
+                    && [
+                        "connection closed",
+                        "connection failed",
+                        "refused connection",
+                    ]
+                    .iter()
+                    .any(|end| l.contains(end))
+            });
+            if let Some(line) = ended {
+                return Some(line.to_string());
             }
             std::thread::sleep(Duration::from_millis(20));
         }

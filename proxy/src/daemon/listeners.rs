@@ -5,13 +5,18 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use anyhow::{Context, bail};
 use nix::sys::socket::{SockType, getsockopt, sockopt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tracing::warn;
 
 use super::config::DEFAULT_LISTEN;
 
 /// First file descriptor systemd passes (`SD_LISTEN_FDS_START`).
 const LISTEN_FDS_START: RawFd = 3;
+
+/// Listen queue length: room for a burst of clients (a node opening its outbound slots, or a
+/// test's thousand) while the accept loop catches up. The kernel caps it at
+/// `net.core.somaxconn`, as systemd's default `Backlog=` does.
+const BACKLOG: u32 = 4096;
 
 /// The sockets the proxy accepts on.
 pub struct Listeners {
@@ -23,7 +28,7 @@ pub struct Listeners {
 /// Opens every listener: systemd's sockets, then `--listen` addresses; the defaults only when
 /// neither gave any. A default address that cannot be bound (IPv6 disabled, say) is skipped
 /// with a warning as long as another one works; an explicit one is an error.
-pub async fn open(explicit: &[SocketAddr]) -> anyhow::Result<Listeners> {
+pub fn open(explicit: &[SocketAddr]) -> anyhow::Result<Listeners> {
     let mut listeners = Vec::new();
     let mut control = None;
     for fd in systemd_fds()? {
@@ -39,15 +44,13 @@ pub async fn open(explicit: &[SocketAddr]) -> anyhow::Result<Listeners> {
         }
     }
     for addr in explicit {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
+        let listener = bind(*addr).with_context(|| format!("cannot listen on {addr}"))?;
         listeners.push(listener);
     }
     if listeners.is_empty() {
         for addr in DEFAULT_LISTEN {
             let addr: SocketAddr = addr.parse().expect("valid default address");
-            match TcpListener::bind(addr).await {
+            match bind(addr) {
                 Ok(listener) => listeners.push(listener),
                 Err(e) => warn!("cannot listen on {addr}: {e}; continuing without it"),
             }
@@ -63,6 +66,18 @@ pub async fn open(explicit: &[SocketAddr]) -> anyhow::Result<Listeners> {
         tcp: listeners,
         control,
     })
+}
+
+/// Binds like `TcpListener::bind` (with `SO_REUSEADDR`, so a restart does not wait out
+/// TIME_WAIT), but with a listen queue of [`BACKLOG`] instead of tokio's 1024.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 fn is_unix(fd: &OwnedFd) -> bool {

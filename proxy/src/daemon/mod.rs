@@ -59,7 +59,7 @@ fn raise_fd_limit(max_connections: usize) {
 /// Runs the proxy until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     raise_fd_limit(config.max_connections);
-    let opened = listeners::open(&config.listen).await?;
+    let opened = listeners::open(&config.listen)?;
     let listeners = opened.tcp;
     let listening = listeners
         .iter()
