@@ -22,14 +22,6 @@ fn quiet_node(hosts: &TwoHosts) -> RemoteNode {
     })
 }
 
-fn enable(hosts: &TwoHosts) {
-    let run = RedirectCli::new(hosts).enable(
-        "nftables",
-        &["--group", &TAGGED_GID.to_string(), "--ports", "8333"],
-    );
-    assert_eq!(run.code, 0, "{run:?}");
-}
-
 /// The test process hosts the remote node: three sockets per connection.
 fn raise_own_fd_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
@@ -43,7 +35,7 @@ fn a_thousand_connections_of_mixed_traffic_lose_nothing() {
     let hosts = TwoHosts::create();
     let node = quiet_node(&hosts);
     let proxy = Proxy::start(&hosts.client, &[]);
-    enable(&hosts);
+    RedirectCli::new(&hosts).enable_tagged("nftables", "8333");
     let remote = format!("{REMOTE_V4}:{NODE_PORT}");
 
     let mut load = hosts
@@ -119,7 +111,7 @@ fn running_out_of_descriptors_slows_accepting_but_never_stops_it() {
     let _node = quiet_node(&hosts);
     // Room for about 20 connections: 100 at once exhaust it.
     let mut proxy = Proxy::start_with_fd_limit(&hosts.client, &[], Some(64));
-    enable(&hosts);
+    RedirectCli::new(&hosts).enable_tagged("nftables", "8333");
     let remote = format!("{REMOTE_V4}:{NODE_PORT}");
     let load = hosts
         .client
@@ -159,7 +151,7 @@ fn a_killed_proxy_closes_its_connections_fails_closed_and_recovers() {
     let hosts = TwoHosts::create();
     let node = RemoteNode::start(&hosts.remote, noisy_responder);
     let mut proxy = Proxy::start(&hosts.client, &[]);
-    enable(&hosts);
+    RedirectCli::new(&hosts).enable_tagged("nftables", "8333");
     let remote = format!("{REMOTE_V4}:{NODE_PORT}");
 
     // A long exchange, cut by a crash of the proxy.

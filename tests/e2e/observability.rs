@@ -44,14 +44,7 @@ fn status_and_metrics_report_a_live_connection_then_forget_it() {
     let node = RemoteNode::start(&hosts.remote, noisy_responder);
     let proxy = Proxy::start(&hosts.client, &["--metrics", METRICS]);
     let cli = RedirectCli::new(&hosts);
-    assert_eq!(
-        cli.enable(
-            "nftables",
-            &["--group", &TAGGED_GID.to_string(), "--ports", "8333"]
-        )
-        .code,
-        0
-    );
+    cli.enable_tagged("nftables", "8333");
     let before = scrape(&hosts);
     assert_eq!(sample(&before, "bip324_proxy_connections_open"), 0);
 
@@ -200,14 +193,7 @@ fn control_socket_cuts_off_a_flooding_client_without_touching_the_data_path() {
     let _node = RemoteNode::start(&hosts.remote, noisy_responder);
     let _proxy = Proxy::start(&hosts.client, &[]);
     let cli = RedirectCli::new(&hosts);
-    assert_eq!(
-        cli.enable(
-            "nftables",
-            &["--group", &TAGGED_GID.to_string(), "--ports", "8333"]
-        )
-        .code,
-        0
-    );
+    cli.enable_tagged("nftables", "8333");
     let socket = control_socket(&hosts.client);
     let remote = format!("{REMOTE_V4}:{NODE_PORT}");
 

@@ -12,16 +12,8 @@ use bip324_e2e::testbed::{
 use bip324_e2e::v1::PLAINTEXT_MARKER;
 
 const CLIENT: &str = env!("CARGO_BIN_EXE_e2e-v1-client");
-const TAGGED: &str = "32324";
 /// A workload that still crosses several rekeys, small enough to run many times.
 const WORKLOAD: [&str; 4] = ["--large", "1000000", "--small", "1000"];
-
-fn enable(cli: &RedirectCli, backend: &str, ports: &str) -> bip324_e2e::testbed::CommandRun {
-    let run = cli.enable(backend, &["--group", TAGGED, "--ports", ports]);
-    assert_eq!(run.code, 0, "enable failed: {run:?}");
-    assert!(run.stdout.contains("enabled"), "{run:?}");
-    run
-}
 
 /// Runs the client to `destination` as the tagged group; returns the responder's report.
 fn tagged_client(hosts: &TwoHosts, node: &RemoteNode, destination: &str, seen: usize) -> Report {
@@ -69,7 +61,7 @@ pub fn tagged_clients_are_encrypted_v4_v6_and_v4_mapped(backend: &str) {
     let node = RemoteNode::start(&hosts.remote, noisy_responder);
     let proxy = Proxy::start(&hosts.client, &[]);
     let cli = RedirectCli::new(&hosts);
-    enable(&cli, backend, "8333");
+    cli.enable_tagged(backend, "8333");
     let v4 = hosts.remote_v4().to_string();
     let v6 = hosts.remote_v6().to_string();
     let mapped = format!("[::ffff:{}]:8333", hosts.remote_v4().ip());
@@ -90,7 +82,7 @@ pub fn untagged_and_supplementary_only_clients_go_direct(backend: &str) {
     let node = RemoteNode::start(&hosts.remote, noisy_responder);
     let proxy = Proxy::start(&hosts.client, &[]);
     let cli = RedirectCli::new(&hosts);
-    enable(&cli, backend, "8333");
+    cli.enable_tagged(backend, "8333");
     let remote = hosts.remote_v4().to_string();
     let mut args = vec![remote.as_str()];
     args.extend(WORKLOAD);
@@ -113,7 +105,7 @@ pub fn proxy_down_fails_closed(backend: &str) {
     let hosts = TwoHosts::create();
     let node = RemoteNode::start(&hosts.remote, noisy_responder);
     let cli = RedirectCli::new(&hosts);
-    let run = enable(&cli, backend, "8333");
+    let run = cli.enable_tagged(backend, "8333");
     assert!(
         run.stderr.contains("nothing answers"),
         "enable warns: {run:?}"
@@ -140,7 +132,7 @@ pub fn disable_restores_direct_connections_and_leaves_nothing(backend: &str) {
     let node = RemoteNode::start(&hosts.remote, noisy_responder);
     let _proxy = Proxy::start(&hosts.client, &[]);
     let cli = RedirectCli::new(&hosts);
-    enable(&cli, backend, "8333");
+    cli.enable_tagged(backend, "8333");
     let remote = hosts.remote_v4().to_string();
     assert_encrypted(&tagged_client(&hosts, &node, &remote, 0));
     let run = cli.ok(&["disable"]);
@@ -163,14 +155,14 @@ pub fn enable_again_replaces_the_policy(backend: &str) {
     let node = RemoteNode::start(&hosts.remote, noisy_responder);
     let _proxy = Proxy::start(&hosts.client, &[]);
     let cli = RedirectCli::new(&hosts);
-    enable(&cli, backend, "8333");
-    enable(&cli, backend, "8333");
+    cli.enable_tagged(backend, "8333");
+    cli.enable_tagged(backend, "8333");
     let (code, status) = cli.status();
     assert_eq!((code, &status["state"]), (0, &"active".into()), "{status}");
     let remote = hosts.remote_v4().to_string();
     assert_encrypted(&tagged_client(&hosts, &node, &remote, 0));
     // A policy without 8333 replaces the old one: 8333 is no longer redirected.
-    enable(&cli, backend, "18444");
+    cli.enable_tagged(backend, "18444");
     let (code, status) = cli.status();
     assert_eq!(code, 0, "{status}");
     assert_eq!(status["policy"]["ports"], serde_json::json!([18444]));
@@ -187,7 +179,7 @@ pub fn status_reflects_each_state(backend: &str) {
         "{status}"
     );
 
-    enable(&cli, backend, "8333,18444");
+    cli.enable_tagged(backend, "8333,18444");
     let (code, status) = cli.status();
     assert_eq!(code, 6, "enabled without a proxy is a problem: {status}");
     assert_eq!(status["state"], "active");
@@ -224,17 +216,13 @@ pub fn reenabling_under_load_never_leaks_plaintext(backend: &str) {
     let node = RemoteNode::start(&hosts.remote, noisy_responder);
     let _proxy = Proxy::start(&hosts.client, &[]);
     let cli = RedirectCli::new(&hosts);
-    enable(&cli, backend, "8333");
+    cli.enable_tagged(backend, "8333");
     let remote = hosts.remote_v4().to_string();
     const CLIENTS: usize = 30;
     std::thread::scope(|scope| {
         scope.spawn(|| {
             for i in 0..20 {
-                enable(
-                    &cli,
-                    backend,
-                    if i % 2 == 0 { "8333,18444" } else { "8333" },
-                );
+                cli.enable_tagged(backend, if i % 2 == 0 { "8333,18444" } else { "8333" });
             }
         });
         for _ in 0..CLIENTS {
@@ -279,7 +267,7 @@ fn nftables_status_notices_a_flushed_ruleset() {
     let hosts = TwoHosts::create();
     let cli = RedirectCli::new(&hosts);
     let _proxy = Proxy::start(&hosts.client, &[]);
-    enable(&cli, "nftables", "8333");
+    cli.enable_tagged("nftables", "8333");
     let output = hosts
         .client
         .command("nft", None)
@@ -297,7 +285,7 @@ fn nftables_status_notices_a_flushed_ruleset() {
         "{problems}"
     );
     // Following the advice repairs it.
-    enable(&cli, "nftables", "8333");
+    cli.enable_tagged("nftables", "8333");
     assert_eq!(cli.status().0, 0);
 }
 
@@ -307,7 +295,7 @@ fn nftables_status_notices_modified_rules() {
     let hosts = TwoHosts::create();
     let cli = RedirectCli::new(&hosts);
     let _proxy = Proxy::start(&hosts.client, &[]);
-    enable(&cli, "nftables", "8333");
+    cli.enable_tagged("nftables", "8333");
     let output = hosts
         .client
         .command("nft", None)
@@ -354,7 +342,7 @@ fn ebpf_disable_leaves_no_program_link_pin_or_map() {
     let hosts = TwoHosts::create();
     let cli = RedirectCli::new(&hosts);
     let _proxy = Proxy::start(&hosts.client, &[]);
-    enable(&cli, "ebpf", "8333,18444");
+    cli.enable_tagged("ebpf", "8333,18444");
     let (code, status) = cli.status();
     assert_eq!(code, 0, "{status}");
     let view = status["kernel"]
@@ -434,7 +422,7 @@ fn switching_backends_leaves_exactly_one_active() {
     let cli = RedirectCli::new(&hosts);
     let remote = hosts.remote_v4().to_string();
     for (i, backend) in ["nftables", "ebpf", "nftables"].into_iter().enumerate() {
-        enable(&cli, backend, "8333");
+        cli.enable_tagged(backend, "8333");
         let (code, status) = cli.status();
         assert_eq!(code, 0, "{status}");
         assert_eq!(status["backend"], backend);

@@ -452,6 +452,17 @@ impl<'a> RedirectCli<'a> {
         self.run(&args)
     }
 
+    /// `enable` for the test's tagged group on `ports` (comma-separated), which must succeed.
+    pub fn enable_tagged(&self, backend: &str, ports: &str) -> CommandRun {
+        let run = self.enable(
+            backend,
+            &["--group", &TAGGED_GID.to_string(), "--ports", ports],
+        );
+        assert_eq!(run.code, 0, "enable failed: {run:?}");
+        assert!(run.stdout.contains("enabled"), "{run:?}");
+        run
+    }
+
     /// `status --json`: the exit code and the report.
     pub fn status(&self) -> (i32, serde_json::Value) {
         let control = control_socket(&self.hosts.client);
