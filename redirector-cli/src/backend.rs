@@ -1,60 +1,36 @@
 //! The backends that implement a policy in the kernel. Each has its own kernel objects;
 //! `enable` with one removes the other's, so exactly one is ever active.
 
-use serde::{Deserialize, Serialize};
-
 use std::path::Path;
+
+use serde::Serialize;
 
 use crate::error::Error;
 use crate::policy::Policy;
 use crate::{ebpf, nftables};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendKind {
-    /// One `inet` table with a NAT chain on the output hook (nf_tables, over netlink).
-    Nftables,
-    /// cgroup eBPF programs that redirect at connect() (no NAT, no conntrack).
-    Ebpf,
-}
+pub use bip324_redirect_args::BackendKind;
 
-impl BackendKind {
-    pub const ALL: [BackendKind; 2] = [BackendKind::Nftables, BackendKind::Ebpf];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            BackendKind::Nftables => "nftables",
-            BackendKind::Ebpf => "ebpf",
-        }
-    }
-
-    /// Installs `policy`; `cgroup` is where the eBPF backend attaches.
-    pub fn apply(self, policy: &Policy, cgroup: &Path) -> Result<(), Error> {
-        match self {
-            BackendKind::Nftables => nftables::apply(policy),
-            BackendKind::Ebpf => ebpf::apply(policy, cgroup),
-        }
-    }
-
-    /// Removes this backend's objects; `Ok(false)` when there were none.
-    pub fn remove(self) -> Result<bool, Error> {
-        match self {
-            BackendKind::Nftables => nftables::remove(),
-            BackendKind::Ebpf => ebpf::remove(),
-        }
-    }
-
-    pub fn inspect(self, expected: Option<&Policy>) -> Result<Inspection, Error> {
-        match self {
-            BackendKind::Nftables => nftables::inspect(expected),
-            BackendKind::Ebpf => ebpf::inspect(expected),
-        }
+/// Installs `policy` with `kind`; `cgroup` is where the eBPF backend attaches.
+pub fn apply(kind: BackendKind, policy: &Policy, cgroup: &Path) -> Result<(), Error> {
+    match kind {
+        BackendKind::Nftables => nftables::apply(policy),
+        BackendKind::Ebpf => ebpf::apply(policy, cgroup),
     }
 }
 
-impl std::fmt::Display for BackendKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+/// Removes `kind`'s objects; `Ok(false)` when there were none.
+pub fn remove(kind: BackendKind) -> Result<bool, Error> {
+    match kind {
+        BackendKind::Nftables => nftables::remove(),
+        BackendKind::Ebpf => ebpf::remove(),
+    }
+}
+
+pub fn inspect(kind: BackendKind, expected: Option<&Policy>) -> Result<Inspection, Error> {
+    match kind {
+        BackendKind::Nftables => nftables::inspect(expected),
+        BackendKind::Ebpf => ebpf::inspect(expected),
     }
 }
 

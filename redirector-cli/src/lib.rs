@@ -2,7 +2,6 @@
 //! Bitcoin P2P connections to `bip324-proxy`.
 
 mod backend;
-pub mod cli;
 mod ebpf;
 mod error;
 mod nftables;
@@ -18,7 +17,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::backend::BackendKind;
-use crate::cli::{Cli, Command, EnableArgs, StatusArgs};
+use bip324_redirect_args::{Cli, Command, EnableArgs, StatusArgs};
 use crate::error::{Error, exit};
 use crate::policy::{Policy, resolve_group, resolve_user};
 use crate::state::Enabled;
@@ -59,13 +58,14 @@ fn enable(args: &EnableArgs) -> Result<u8, Error> {
         (None, BackendKind::Nftables) => None,
     };
 
-    args.backend.apply(
+    backend::apply(
+        args.backend,
         &policy,
         cgroup.as_deref().unwrap_or(std::path::Path::new("/")),
     )?;
     // Exactly one backend active: remove what another one may have left.
     for other in BackendKind::ALL.into_iter().filter(|b| *b != args.backend) {
-        other.remove()?;
+        backend::remove(other)?;
     }
     state::save(&Enabled {
         backend: args.backend,
@@ -98,9 +98,9 @@ fn enable(args: &EnableArgs) -> Result<u8, Error> {
 fn disable() -> Result<u8, Error> {
     let was_enabled = matches!(state::load(), Ok(Some(_)));
     let mut removed = Vec::new();
-    for backend in BackendKind::ALL {
-        if backend.remove()? {
-            removed.push(backend.name());
+    for kind in BackendKind::ALL {
+        if backend::remove(kind)? {
+            removed.push(kind.name());
         }
     }
     state::clear()?;

@@ -5,7 +5,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 
-pub const DEFAULT_PROXY_PORT: u16 = 1324;
 /// More ports than any set of Bitcoin networks needs; keeps the rule set small.
 const MAX_PORTS: usize = 32;
 

@@ -5,8 +5,6 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-pub const DEFAULT_SOCKET: &str = "/run/bip324-proxy/control.sock";
-
 /// The proxy's answer to a status request, as JSON; an error sentence when it cannot be had.
 pub fn status(socket: &Path) -> Result<serde_json::Value, String> {
     let mut stream = UnixStream::connect(socket).map_err(|e| {

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::backend::{BackendKind, Inspection};
+use crate::backend::{self, BackendKind, Inspection};
 use crate::error::{Error, exit};
 use crate::policy::Policy;
 use crate::proxy_control;
@@ -77,7 +77,7 @@ pub fn gather(control_socket: &std::path::Path) -> Result<Report, Error> {
     let policy = enabled.as_ref().map(|e| e.policy.clone());
     let proxy_port = policy
         .as_ref()
-        .map_or(crate::policy::DEFAULT_PROXY_PORT, |p| p.proxy_port);
+        .map_or(bip324_redirect_args::DEFAULT_PROXY_PORT, |p| p.proxy_port);
     let proxy = proxy_probe::probe(proxy_port);
     let mut report = Report {
         state: State::Unknown,
@@ -90,14 +90,14 @@ pub fn gather(control_socket: &std::path::Path) -> Result<Report, Error> {
         proxy_status_error,
         problems: Vec::new(),
     };
-    for backend in BackendKind::ALL {
+    for kind in BackendKind::ALL {
         let expected = enabled
             .as_ref()
-            .filter(|e| e.backend == backend)
+            .filter(|e| e.backend == kind)
             .map(|e| &e.policy);
-        match backend.inspect(expected) {
+        match backend::inspect(kind, expected) {
             Ok(inspection) => report.kernel.push(BackendView {
-                backend,
+                backend: kind,
                 inspection,
             }),
             Err(e @ Error::Privileges(_)) => {

@@ -4,7 +4,9 @@
 //! result with one command.
 
 mod bench;
+mod debian_root;
 mod ebpf;
+mod fresh_machine;
 mod fuzz;
 mod package;
 mod setup;
@@ -32,6 +34,10 @@ tasks:
   system-test  the package in a real systemd: debootstrap a bookworm root, boot it with
                systemd-nspawn, install the package, enable the units, run a v1 client in
                group btc against an independent v2 node, then stop, restart and purge (root)
+  fresh-machine
+               the first command, `cargo xtask run`, in a Debian bookworm root that has only
+               what a fresh machine has (the host's Rust mounted read-only): passes when the
+               proxy listens, and `cargo xtask setup` then installs what the tests need (root)
   ebpf [--check]
                rebuild redirector-ebpf/prebuilt/redirector-ebpf.bpf.o from source (nightly,
                bpf-linker), or check that the committed one is what the source builds
@@ -49,6 +55,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(),
         Some("fuzz") => ebpf::toolchain().and_then(|()| fuzz::run(&args[1..])),
         Some("system-test") => setup::run().and_then(|()| system_test::run()),
+        Some("fresh-machine") => setup::run().and_then(|()| fresh_machine::run()),
         Some("test") => test(),
         Some("run") => run_proxy(&args[1..]),
         Some("lint") => lint(),
@@ -120,7 +127,9 @@ fn test() -> Result {
     // A short run of every fuzz target; longer runs are documented in fuzz/README.md.
     fuzz::run(&[])?;
     // The package in a real systemd: about a minute, a little more the first time.
-    system_test::run()
+    system_test::run()?;
+    // The README's first command where nothing was installed by hand: a few minutes.
+    fresh_machine::run()
 }
 
 fn run_proxy(args: &[String]) -> Result {
@@ -136,6 +145,7 @@ fn run_proxy(args: &[String]) -> Result {
 }
 
 fn lint() -> Result {
+    xtask_needs_no_system_library()?;
     cargo(&["fmt", "--all", "--", "--check"])?;
     cargo(&[
         "clippy",
@@ -148,4 +158,26 @@ fn lint() -> Result {
     // The eBPF programs only exist for the BPF target: a host build leaves them out.
     ebpf::toolchain()?;
     ebpf::clippy()
+}
+
+/// `cargo xtask` installs the system libraries, so it must build without them: nothing in its
+/// dependency tree may look for one with pkg-config (the fresh-machine test proves the rest).
+fn xtask_needs_no_system_library() -> Result {
+    let out = Command::new(env!("CARGO"))
+        .args(["tree", "-p", "xtask", "-e", "normal,build", "--prefix", "none"])
+        .current_dir(root())
+        .output()
+        .map_err(|e| format!("cannot run cargo tree: {e}"))?;
+    let tree = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || tree.is_empty() {
+        return Err("`cargo tree -p xtask` failed".into());
+    }
+    match tree.lines().find(|l| l.starts_with("pkg-config ")) {
+        Some(_) => Err(
+            "xtask depends on a crate that links a system library through pkg-config: \
+             `cargo xtask` could not build on a fresh machine (see `cargo tree -p xtask -i pkg-config`)"
+                .into(),
+        ),
+        None => Ok(()),
+    }
 }

@@ -93,7 +93,7 @@ pub fn run() -> Result<PathBuf> {
 
     let commands = [
         bip324_proxy::daemon::Config::command(),
-        bip324_redirect::cli::Cli::command(),
+        bip324_redirect_args::Cli::command(),
     ];
     for command in &commands {
         man_pages(command, &stage.join("usr/share/man/man8"))?;

@@ -4,7 +4,8 @@ use std::process::{Command, Stdio};
 
 use crate::{Result, step};
 
-/// Debian packages: what each is for.
+/// Debian packages: what each is for. A fresh Debian 12 machine with Rust has none of these
+/// (or not all): `cargo xtask` itself builds without them, then installs them here.
 const PACKAGES: &[(&str, &str)] = &[
     (
         "pkg-config",
@@ -25,6 +26,22 @@ const PACKAGES: &[(&str, &str)] = &[
     (
         "nftables",
         "`nft`: the redirect of the proxy's end-to-end tests",
+    ),
+    (
+        "bpftool",
+        "lists kernel BPF objects: the eBPF end-to-end tests check what is left behind",
+    ),
+    (
+        "systemd",
+        "`systemd-socket-activate`: the proxy's socket-activation test",
+    ),
+    (
+        "debootstrap",
+        "Debian roots for the system test and the fresh-machine test",
+    ),
+    (
+        "systemd-container",
+        "`systemd-nspawn`: boots the system test's root with a real systemd",
     ),
 ];
 

@@ -8,7 +8,7 @@
 //! arrive; then that stopping the redirect unit removes the redirect, that the proxy restarts
 //! behind its socket, and that `dpkg --purge` leaves no rules, units or group.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,9 +16,9 @@ use bip324_e2e::netns::{self, Netns};
 use bip324_e2e::responder::{Report, Transport};
 use bip324_e2e::testbed::{CLIENT_V4, RemoteNode, noisy_responder};
 
+use crate::debian_root::{self, path};
 use crate::{Result, package, root, step};
 
-const MIRROR: &str = "http://deb.debian.org/debian";
 const INCLUDE: &str = "systemd,systemd-sysv,dbus,iproute2,nftables";
 /// Highest `systemd-analyze security` exposure accepted for the proxy ("OK" up to 2.0... and
 /// beyond; the product's bar is 2.0).
@@ -33,11 +33,9 @@ pub fn run() -> Result {
     let client = root().join("target/debug/e2e-v1-client");
 
     let work = root().join("target/system-test");
-    let pristine = bootstrap(&work)?;
-    let rootfs = work.join("run");
-    let _ = std::fs::remove_dir_all(&rootfs);
-    step("cp", &["-a", path(&pristine), path(&rootfs)])?;
-    let _cleanup = RemoveOnDrop(rootfs.clone());
+    let pristine = debian_root::pristine(&work, INCLUDE, "usr/lib/systemd/systemd")?;
+    let scratch = debian_root::copy(&pristine, &work)?;
+    let rootfs = scratch.path();
     std::fs::copy(&deb, rootfs.join("root/bip324-redirect.deb")).map_err(|e| e.to_string())?;
     std::fs::copy(&client, rootfs.join("usr/local/bin/e2e-v1-client"))
         .map_err(|e| e.to_string())?;
@@ -54,7 +52,7 @@ pub fn run() -> Result {
     let node = RemoteNode::start(&remote_ns, noisy_responder);
     let remote = format!("{}:8333", bip324_e2e::testbed::REMOTE_V4);
 
-    let container = Container::boot(&rootfs, &host_ns)?;
+    let container = Container::boot(rootfs, &host_ns)?;
     let c = &container;
     c.ok("dpkg -i /root/bip324-redirect.deb")?;
     c.ok("systemd-analyze verify --man=no /usr/lib/systemd/system/bip324-proxy.socket \
@@ -173,10 +171,6 @@ pub fn run() -> Result {
     Ok(())
 }
 
-fn path(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 path")
-}
-
 fn expect(condition: bool, what: &str) -> Result {
     if condition {
         eprintln!("    ok: {what}");
@@ -204,37 +198,6 @@ fn exposure(security: &str) -> Result<f64> {
         })
         .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
         .ok_or_else(|| "no exposure level in systemd-analyze security's output".into())
-}
-
-/// A bookworm root with systemd, made once and kept as target/system-test/bookworm.
-fn bootstrap(work: &Path) -> Result<PathBuf> {
-    let pristine = work.join("bookworm");
-    if pristine.join("usr/lib/systemd/systemd").exists() {
-        return Ok(pristine);
-    }
-    std::fs::create_dir_all(work).map_err(|e| e.to_string())?;
-    let tmp = work.join("bookworm.tmp");
-    let _ = std::fs::remove_dir_all(&tmp);
-    step(
-        "debootstrap",
-        &[
-            "--variant=minbase",
-            &format!("--include={INCLUDE}"),
-            "bookworm",
-            path(&tmp),
-            MIRROR,
-        ],
-    )?;
-    std::fs::rename(&tmp, &pristine).map_err(|e| e.to_string())?;
-    Ok(pristine)
-}
-
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A booted container; powered off (or killed) on drop.

@@ -1,12 +1,45 @@
-//! Command line of `bip324-redirect`.
+//! The command line of `bip324-redirect`: one clap definition for its parser, `--help`, man
+//! pages and shell completions. It lives apart from the redirector so that `cargo xtask` can
+//! render man pages and completions without linking libnftnl and libmnl.
 
 use clap::{Args, Parser, Subcommand};
+use serde::{Deserialize, Serialize};
 
-use crate::backend::BackendKind;
-use crate::policy::DEFAULT_PROXY_PORT;
+/// Where `bip324-proxy` accepts redirected connections, on 127.0.0.1 and [::1].
+pub const DEFAULT_PROXY_PORT: u16 = 1324;
+
+/// The proxy's control socket, as `bip324-proxy.socket` creates it.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/bip324-proxy/control.sock";
 
 /// The public networks' P2P ports: mainnet, testnet3, testnet4, signet.
 const DEFAULT_PORTS_ARG: &str = "8333,18333,48333,38333";
+
+/// How the kernel redirects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// One `inet` table with a NAT chain on the output hook (nf_tables, over netlink).
+    Nftables,
+    /// cgroup eBPF programs that redirect at connect() (no NAT, no conntrack).
+    Ebpf,
+}
+
+impl BackendKind {
+    pub const ALL: [BackendKind; 2] = [BackendKind::Nftables, BackendKind::Ebpf];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Nftables => "nftables",
+            BackendKind::Ebpf => "ebpf",
+        }
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 const MODEL: &str = "\
 Redirects the outbound Bitcoin P2P connections of one group to the local bip324-proxy, which \
@@ -81,7 +114,7 @@ pub struct StatusArgs {
     pub interval: f64,
 
     /// The proxy's control socket, for its live connections.
-    #[arg(long, value_name = "PATH", default_value = crate::proxy_control::DEFAULT_SOCKET)]
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL_SOCKET)]
     pub control: std::path::PathBuf,
 }
 
