@@ -14,10 +14,10 @@ mod status;
 
 use std::process::ExitCode;
 
+use bip324_redirect_args::{Cli, Command, EnableArgs, StatusArgs};
 use clap::Parser;
 
 use crate::backend::BackendKind;
-use bip324_redirect_args::{Cli, Command, EnableArgs, StatusArgs};
 use crate::error::{Error, exit};
 use crate::policy::{Policy, resolve_group, resolve_user};
 use crate::state::Enabled;

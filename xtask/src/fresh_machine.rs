@@ -21,7 +21,8 @@ use crate::debian_root::{self, path};
 use crate::{Result, root};
 
 /// What this project's machines come with, among what a build could touch (Rust aside).
-const INCLUDE: &str = "ca-certificates,curl,gcc,libc6-dev,make,git,xz-utils,procps,iproute2,systemd";
+const INCLUDE: &str =
+    "ca-certificates,curl,gcc,libc6-dev,make,git,xz-utils,procps,iproute2,systemd";
 /// Where the copy of the source lives inside the root.
 const SOURCE: &str = "root/bip324-redirect";
 /// Commands the test command calls that `cargo xtask setup` must have installed.
@@ -64,7 +65,10 @@ pub fn run() -> Result {
             break;
         }
         if let Some(status) = proxy.child.try_wait().map_err(|e| e.to_string())? {
-            return Err(failure(&log, &format!("`cargo xtask run` exited ({status})")));
+            return Err(failure(
+                &log,
+                &format!("`cargo xtask run` exited ({status})"),
+            ));
         }
         if started.elapsed() > RUN_DEADLINE {
             return Err(failure(&log, "the proxy did not listen in time"));
@@ -102,7 +106,10 @@ pub fn run() -> Result {
         std::thread::sleep(Duration::from_millis(500));
     };
     if !status.success() {
-        return Err(failure(&log, &format!("`cargo xtask setup` failed ({status})")));
+        return Err(failure(
+            &log,
+            &format!("`cargo xtask setup` failed ({status})"),
+        ));
     }
     eprintln!(
         "    ok: `cargo xtask setup` installed {SET_UP_BY_SETUP} in {} s",
@@ -115,7 +122,13 @@ pub fn run() -> Result {
 /// The files a clone would have: tracked ones, and new ones git does not ignore.
 fn copy_source(dest: &Path) -> Result {
     let out = Command::new("git")
-        .args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
+        .args([
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ])
         .current_dir(root())
         .output()
         .map_err(|e| format!("cannot run git: {e}"))?;
@@ -176,7 +189,13 @@ exec chroot "$R" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
             .open(log)
             .map_err(|e| format!("{}: {e}", log.display()))?;
         let child = Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "--pid", "--kill-child"])
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "--pid",
+                "--kill-child",
+            ])
             .args(["/bin/sh", "-c", &script])
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
@@ -200,7 +219,11 @@ fn listening(addr: &SocketAddr) -> bool {
     let (table, local) = match addr {
         SocketAddr::V4(a) => (
             "/proc/net/tcp",
-            format!("{:08X}:{:04X}", u32::from_le_bytes(a.ip().octets()), a.port()),
+            format!(
+                "{:08X}:{:04X}",
+                u32::from_le_bytes(a.ip().octets()),
+                a.port()
+            ),
         ),
         SocketAddr::V6(a) => {
             let words: String = a
@@ -226,5 +249,8 @@ fn failure(log: &Path, what: &str) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     let tail = lines[lines.len().saturating_sub(40)..].join("\n    ");
-    format!("fresh-machine test: {what}; the end of {}:\n    {tail}", log.display())
+    format!(
+        "fresh-machine test: {what}; the end of {}:\n    {tail}",
+        log.display()
+    )
 }

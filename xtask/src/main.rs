@@ -164,7 +164,15 @@ fn lint() -> Result {
 /// dependency tree may look for one with pkg-config (the fresh-machine test proves the rest).
 fn xtask_needs_no_system_library() -> Result {
     let out = Command::new(env!("CARGO"))
-        .args(["tree", "-p", "xtask", "-e", "normal,build", "--prefix", "none"])
+        .args([
+            "tree",
+            "-p",
+            "xtask",
+            "-e",
+            "normal,build",
+            "--prefix",
+            "none",
+        ])
         .current_dir(root())
         .output()
         .map_err(|e| format!("cannot run cargo tree: {e}"))?;
