@@ -49,9 +49,14 @@ pub fn run() -> Result {
     let scratch = debian_root::copy(&pristine, &work)?;
     let rootfs = scratch.path();
     copy_source(&rootfs.join(SOURCE))?;
-    std::fs::copy("/etc/resolv.conf", rootfs.join("etc/resolv.conf"))
-        .map_err(|e| format!("resolv.conf: {e}"))?;
+    // The machine's own settings, which a fresh machine has as well: its name servers, and
+    // the certificates it trusts (a machine may reach the registries through a local CA).
+    for file in ["etc/resolv.conf", "etc/ssl/certs/ca-certificates.crt"] {
+        std::fs::copy(Path::new("/").join(file), rootfs.join(file))
+            .map_err(|e| format!("/{file}: {e}"))?;
+    }
     let log = work.join("log");
+    let _ = std::fs::remove_file(&log);
 
     let started = Instant::now();
     eprintln!(
