@@ -47,16 +47,18 @@ pub struct Config {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     pub first_bytes_timeout: Duration,
 
-    /// When a destination does not speak v2, retry it in plaintext v1 (Bitcoin Core's rule:
-    /// it closed or stayed silent during the key exchange). Off by default: without it, such a
+    /// When a destination does not speak v2, retry that connection once in plaintext v1
+    /// (Bitcoin Core's rule: it sent nothing and closed, reset or stayed silent during the key
+    /// exchange). Each connection tries v2 first: nothing is remembered, so an attacker who
+    /// resets one attempt downgrades that connection only. Off by default: without it, such a
     /// connection is closed and nothing is ever sent in plaintext.
     #[arg(long)]
     pub v1_fallback: bool,
 
-    /// With --v1-fallback: how long to remember a v1-only destination, so later connections
-    /// go to it in v1 directly instead of waiting for the v2 attempt to fail again.
-    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
-    pub v1_fallback_ttl: Duration,
+    /// No longer used (v1-only destinations are not remembered); accepted so that old
+    /// configurations still start.
+    #[arg(long, value_name = "DURATION", hide = true, value_parser = humantime::parse_duration)]
+    pub v1_fallback_ttl: Option<Duration>,
 
     /// Most connections handled at once; further clients wait in the listen backlog.
     #[arg(long, value_name = "N", default_value_t = 4096)]

@@ -12,7 +12,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::config::Config;
-use super::fallback::V1OnlyDestinations;
 use super::log_budget::LogBudget;
 use super::loop_guard::{LoopGuard, Refusal, UpstreamPort};
 use super::metrics::{Direction, Metrics};
@@ -32,7 +31,6 @@ pub struct Context {
     /// Addresses the proxy accepts on: a connection "to" one of them was not redirected.
     pub listening: Vec<SocketAddr>,
     pub loop_guard: Arc<LoopGuard>,
-    pub v1_only: Option<V1OnlyDestinations>,
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     /// Refused connections log at most this many lines a second; the metrics count them all.
@@ -41,14 +39,10 @@ pub struct Context {
 
 impl Context {
     pub fn new(config: Config, listening: Vec<SocketAddr>) -> Self {
-        let v1_only = config
-            .v1_fallback
-            .then(|| V1OnlyDestinations::new(config.v1_fallback_ttl));
         Context {
             config,
             listening,
             loop_guard: Arc::default(),
-            v1_only,
             registry: Arc::default(),
             metrics: Arc::default(),
             refusal_log: LogBudget::per_second(10),
@@ -405,18 +399,6 @@ async fn open(
     };
     entry.set_network(NetworkLabel(magic).to_string());
 
-    if let Some(v1_only) = &ctx.v1_only {
-        if v1_only.is_v1_only(destination, Instant::now()) {
-            let remote = connect_plain(ctx, destination).await?;
-            let why = "the destination recently failed v2 as a v1-only node".to_string();
-            return Ok(Opened::plain(
-                remote,
-                first_bytes,
-                Transport::V1Fallback { why },
-            ));
-        }
-    }
-
     let mut handshake_events = |event| events(Side::Remote, event);
     let timeout = ctx.config.handshake_timeout;
     let handshake_started = Instant::now();
@@ -442,14 +424,9 @@ async fn open(
             })
         }
         Err(failure) => {
-            let Some(v1_only) = ctx
-                .v1_only
-                .as_ref()
-                .filter(|_| failure.allows_v1_fallback())
-            else {
+            if !(ctx.config.v1_fallback && failure.allows_v1_fallback()) {
                 return Err(Failure::Handshake(failure));
-            };
-            v1_only.remember(destination, Instant::now());
+            }
             let remote = connect_plain(ctx, destination).await?;
             let why = format!("the v2 attempt failed: {failure}");
             Ok(Opened::plain(

@@ -2,19 +2,30 @@
 //!
 //! If the proxy ever matched the redirect rule (run with the redirected group, say), its own
 //! upstream connection would come straight back to it. On loopback that connection is
-//! accepted before the proxy's `connect()` even returns, so the upstream source port is
-//! registered between `bind()` and `connect()`.
+//! accepted before the proxy's `connect()` even returns, so the upstream source endpoint is
+//! registered between `bind()` and `connect()`: its port at once (the address is not chosen
+//! yet), its address as soon as `connect()` returns.
+//!
+//! Comparisons are by whole endpoint, never by port alone: testnet4 (48333) and signet
+//! (38333) lie inside Linux's ephemeral port range, so a real node's port can equal the source
+//! port of some live upstream connection.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::net::{TcpSocket, TcpStream};
 
+use super::original_dst::canonical;
+
 #[derive(Default)]
 pub struct LoopGuard {
-    upstream_ports: Mutex<HashSet<u16>>,
+    /// Live upstream source endpoints, by registration: the port from `bind()`, the address
+    /// once `connect()` chose it (`None` while connecting).
+    upstreams: Mutex<HashMap<u64, (Option<IpAddr>, u16)>>,
+    next: AtomicU64,
 }
 
 /// Why a connection is refused before anything is read from it.
@@ -74,21 +85,31 @@ impl LoopGuard {
         if destination == local || listening.contains(&destination) {
             return Err(Refusal::DestinationIsProxy);
         }
-        let ports = self.ports();
-        if ports.contains(&client.port()) || ports.contains(&destination.port()) {
+        let (client, destination) = (canonical(client), canonical(destination));
+        let upstreams = self.upstreams();
+        // The client is one of our upstream sockets: while it connects only its port is
+        // known, and a port the proxy bound is not handed to another socket of this host.
+        let client_is_upstream = upstreams
+            .values()
+            .any(|(ip, port)| *port == client.port() && ip.is_none_or(|ip| ip == client.ip()));
+        // The destination is one of our upstream sockets: only a known endpoint can match.
+        let destination_is_upstream = upstreams
+            .values()
+            .any(|(ip, port)| *ip == Some(destination.ip()) && *port == destination.port());
+        if client_is_upstream || destination_is_upstream {
             return Err(Refusal::OwnUpstream);
         }
         Ok(destination)
     }
 
-    fn ports(&self) -> std::sync::MutexGuard<'_, HashSet<u16>> {
-        // The set stays consistent even if a holder panicked: inserts and removes are atomic.
-        self.upstream_ports
+    fn upstreams(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Option<IpAddr>, u16)>> {
+        // The map stays consistent even if a holder panicked: inserts and removes are atomic.
+        self.upstreams
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Connects to `destination` from a source port registered for the whole life of the
+    /// Connects to `destination` from a source endpoint registered for the whole life of the
     /// returned stream.
     pub async fn connect(
         self: &Arc<Self>,
@@ -104,26 +125,30 @@ impl LoopGuard {
         };
         socket.bind(any)?;
         let port = socket.local_addr()?.port();
-        self.ports().insert(port);
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.upstreams().insert(id, (None, port));
         let registration = UpstreamPort {
             guard: Arc::clone(self),
-            port,
+            id,
         };
         let stream = socket.connect(destination).await?;
+        let source = canonical(stream.local_addr()?);
+        self.upstreams()
+            .insert(id, (Some(source.ip()), source.port()));
         stream.set_nodelay(true)?;
         Ok((stream, registration))
     }
 }
 
-/// Keeps an upstream source port registered; dropping it unregisters the port.
+/// Keeps an upstream source endpoint registered; dropping it unregisters the endpoint.
 pub struct UpstreamPort {
     guard: Arc<LoopGuard>,
-    port: u16,
+    id: u64,
 }
 
 impl Drop for UpstreamPort {
     fn drop(&mut self) {
-        self.guard.ports().remove(&self.port);
+        self.guard.upstreams().remove(&self.id);
     }
 }
 
@@ -174,12 +199,65 @@ mod tests {
             guard.check(upstream, Some(target), local, &[local]),
             Err(Refusal::OwnUpstream)
         ));
+        // A redirected connection whose destination is that upstream endpoint.
+        let client = addr("127.0.0.1:40000");
+        assert!(matches!(
+            guard.check(client, Some(upstream), local, &[local]),
+            Err(Refusal::OwnUpstream)
+        ));
         drop(registration);
         assert_eq!(
             guard
                 .check(upstream, Some(target), local, &[local])
                 .unwrap(),
             target
+        );
+    }
+
+    /// testnet4 and signet ports lie in the ephemeral range: a node on another host whose
+    /// port equals a live upstream source port is a real destination, not a loop.
+    #[tokio::test]
+    async fn a_destination_port_equal_to_an_upstream_source_port_is_served() {
+        let guard = Arc::new(LoopGuard::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (stream, _registration) = guard.connect(listener.local_addr().unwrap()).await.unwrap();
+        let source_port = stream.local_addr().unwrap().port();
+        let local = addr("127.0.0.1:1324");
+        let node = SocketAddr::from(([10, 0, 0, 2], source_port));
+        let client = addr("127.0.0.1:40000");
+        assert_eq!(
+            guard.check(client, Some(node), local, &[local]).unwrap(),
+            node
+        );
+        // The same holds for a client whose port equals it on another address.
+        let mapped_node: SocketAddr = format!("[::ffff:10.0.0.2]:{source_port}").parse().unwrap();
+        assert_eq!(
+            guard
+                .check(client, Some(mapped_node), local, &[local])
+                .unwrap(),
+            node
+        );
+    }
+
+    /// While `connect()` runs only the port is known, and the loopback accept may come
+    /// first: a client on that port is refused whatever its address.
+    #[test]
+    fn a_connecting_upstream_is_matched_by_port() {
+        let guard = LoopGuard::default();
+        guard.upstreams().insert(7, (None, 45000));
+        let local = addr("127.0.0.1:1324");
+        let dest = addr("10.0.0.2:8333");
+        assert!(matches!(
+            guard.check(addr("10.0.0.1:45000"), Some(dest), local, &[local]),
+            Err(Refusal::OwnUpstream)
+        ));
+        // ... but a destination with that port is not (its address is not known to be ours).
+        let node = addr("10.0.0.2:45000");
+        assert_eq!(
+            guard
+                .check(addr("127.0.0.1:40000"), Some(node), local, &[local])
+                .unwrap(),
+            node
         );
     }
 }

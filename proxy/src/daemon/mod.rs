@@ -3,7 +3,6 @@
 pub mod config;
 pub mod connection;
 pub mod control;
-pub mod fallback;
 pub mod listeners;
 pub mod log_budget;
 pub mod logging;
@@ -59,6 +58,13 @@ fn raise_fd_limit(max_connections: usize) {
 /// Runs the proxy until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     raise_fd_limit(config.max_connections);
+    if config.v1_fallback_ttl.is_some() {
+        warn!(
+            "--v1-fallback-ttl is ignored: v1-only destinations are no longer remembered (one \
+             injected reset would downgrade later connections); with --v1-fallback each \
+             connection tries v2 first, as Bitcoin Core does"
+        );
+    }
     let opened = listeners::open(&config.listen)?;
     let listeners = opened.tcp;
     let listening = listeners

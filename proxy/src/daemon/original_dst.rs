@@ -10,9 +10,11 @@ use nix::sys::socket::{getsockopt, sockopt};
 use tokio::net::TcpStream;
 
 /// Asks for `SO_ORIGINAL_DST` (IPv4) or `IP6T_SO_ORIGINAL_DST` (IPv6), chosen by the family
-/// of the accepted socket. `Ok(None)` when the kernel has no record: not redirected.
+/// of the connection: an IPv4 client accepted on a dual-stack `[::]` listener arrives
+/// v4-mapped, and its record is an IPv4 one. `Ok(None)` when the kernel has no record: not
+/// redirected.
 pub fn original_destination(stream: &TcpStream) -> io::Result<Option<SocketAddr>> {
-    let result = match stream.local_addr()? {
+    let result = match canonical(stream.local_addr()?) {
         SocketAddr::V4(_) => getsockopt(stream, sockopt::OriginalDst).map(|sa| {
             SocketAddr::V4(SocketAddrV4::new(
                 Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr)),
@@ -56,6 +58,21 @@ mod tests {
         assert_eq!(canonical(mapped), "10.1.2.3:8333".parse().unwrap());
         let v6: SocketAddr = "[fd00::1]:8333".parse().unwrap();
         assert_eq!(canonical(v6), v6);
+    }
+
+    /// On a dual-stack listener an IPv4 client is asked for with the IPv4 option, which the
+    /// kernel answers for a v4-mapped socket (here: no record, never an error).
+    #[tokio::test]
+    async fn dual_stack_listener_asks_v4_clients_with_the_ipv4_option() {
+        let listener = tokio::net::TcpListener::bind("[::]:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let _client = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let (accepted, peer) = listener.accept().await.unwrap();
+        assert!(matches!(peer, SocketAddr::V6(v6) if v6.ip().to_ipv4_mapped().is_some()));
+        match original_destination(&accepted).unwrap() {
+            None => {}
+            Some(dest) => assert_eq!(dest, SocketAddr::from(([127, 0, 0, 1], port))),
+        }
     }
 
     #[tokio::test]

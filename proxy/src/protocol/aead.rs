@@ -112,8 +112,9 @@ mod simd {
         let mut stream = ChaCha20::new(&Key::from(*key), &Nonce::from(nonce));
         let mut block0 = [0u8; 64];
         stream.apply_keystream(&mut block0);
-        let poly_key: [u8; 32] = block0[..32].try_into().expect("32 of 64 bytes");
-        (stream, Poly1305::new(&poly_key.into()))
+        let poly = Poly1305::new(block0[..32].try_into().expect("32 of 64 bytes"));
+        zeroize::Zeroize::zeroize(&mut block0);
+        (stream, poly)
     }
 
     pub(super) fn tag(mut poly: Poly1305, aad: &[u8], ciphertext: &[u8]) -> [u8; 16] {

@@ -9,6 +9,7 @@
 
 use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
 use chacha20::{ChaCha20, Key, Nonce};
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use super::{ProtocolError, aead};
 
@@ -31,11 +32,13 @@ struct FsChaCha20 {
 }
 
 impl FsChaCha20 {
-    fn new(key: [u8; 32]) -> Self {
-        FsChaCha20 {
+    fn new(mut key: [u8; 32]) -> Self {
+        let cipher = FsChaCha20 {
             stream: Self::stream(&key, 0),
             chunk_counter: 0,
-        }
+        };
+        key.zeroize();
+        cipher
     }
 
     fn stream(key: &[u8; 32], epoch: u64) -> ChaCha20 {
@@ -51,11 +54,13 @@ impl FsChaCha20 {
             let mut key = [0u8; 32];
             self.stream.apply_keystream(&mut key);
             self.stream = Self::stream(&key, self.chunk_counter / REKEY_INTERVAL);
+            key.zeroize();
         }
     }
 }
 
 /// The contents cipher: ChaCha20-Poly1305 with a nonce per packet.
+#[derive(Zeroize, ZeroizeOnDrop)]
 struct FsChaCha20Poly1305 {
     key: [u8; 32],
     packet_counter: u64,
@@ -105,6 +110,7 @@ impl FsChaCha20Poly1305 {
             let mut key = [0u8; 32];
             stream.apply_keystream(&mut key);
             self.key = key;
+            key.zeroize();
         }
     }
 }

@@ -91,7 +91,7 @@ impl Handshake {
 
     fn start_as(
         magic: Magic,
-        entropy: HandshakeEntropy,
+        mut entropy: HandshakeEntropy,
         initiating: bool,
     ) -> Result<(Self, Vec<u8>), ProtocolError> {
         if entropy.garbage.len() > MAX_GARBAGE_LEN {
@@ -101,12 +101,14 @@ impl Handshake {
         // crate's responder refuses it): pick another encoding of the same key then.
         let mut aux_rand = entropy.aux_rand;
         let key = loop {
-            let key = EphemeralKey::new(entropy.secret_key, aux_rand)?;
-            if key.encoding()[..4] != magic.0 {
+            let key = EphemeralKey::new(entropy.secret_key, aux_rand);
+            if key.as_ref().map_or(true, |k| k.encoding()[..4] != magic.0) {
                 break key;
             }
             aux_rand[0] = aux_rand[0].wrapping_add(1);
         };
+        zeroize::Zeroize::zeroize(&mut entropy.secret_key);
+        let key = key?;
         let (mut handshake, first_bytes) = Self::with_key(magic, key, entropy.garbage);
         handshake.initiating = initiating;
         Ok((handshake, first_bytes))

@@ -4,6 +4,7 @@ use hkdf::Hkdf;
 use secp256k1::SecretKey;
 use secp256k1::ellswift::{ElligatorSwift, Party};
 use sha2::Sha256;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use super::ProtocolError;
 use super::cipher::{PacketOpener, PacketSealer};
@@ -45,23 +46,35 @@ impl EphemeralKey {
     }
 
     /// The BIP-324 shared secret: the tagged hash of both encodings and the x-only ECDH point.
-    pub fn shared_secret(&self, theirs: &[u8; ELLSWIFT_LEN], initiating: bool) -> [u8; 32] {
+    pub fn shared_secret(
+        &self,
+        theirs: &[u8; ELLSWIFT_LEN],
+        initiating: bool,
+    ) -> Zeroizing<[u8; 32]> {
         let theirs = ElligatorSwift::from_array(*theirs);
         let (a, b, party) = if initiating {
             (self.encoding, theirs, Party::Initiator)
         } else {
             (theirs, self.encoding, Party::Responder)
         };
-        ElligatorSwift::shared_secret(a, b, self.secret, party).to_secret_bytes()
+        Zeroizing::new(ElligatorSwift::shared_secret(a, b, self.secret, party).to_secret_bytes())
     }
 }
 
-fn parse_secret(secret: [u8; 32]) -> Result<SecretKey, ProtocolError> {
-    SecretKey::from_secret_bytes(secret).map_err(|_| ProtocolError::InvalidSecretKey)
+impl Drop for EphemeralKey {
+    fn drop(&mut self) {
+        self.secret.non_secure_erase();
+    }
+}
+
+fn parse_secret(mut secret: [u8; 32]) -> Result<SecretKey, ProtocolError> {
+    let key = SecretKey::from_secret_bytes(secret).map_err(|_| ProtocolError::InvalidSecretKey);
+    secret.zeroize();
+    key
 }
 
 /// Everything the key schedule derives from the shared secret.
-#[derive(Clone)]
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct SessionKeys {
     pub initiator_l: [u8; 32],
     pub initiator_p: [u8; 32],
@@ -97,8 +110,8 @@ impl SessionKeys {
         expand(b"initiator_P", &mut keys.initiator_p);
         expand(b"responder_L", &mut keys.responder_l);
         expand(b"responder_P", &mut keys.responder_p);
-        let mut terminators = [0u8; 2 * TERMINATOR_LEN];
-        expand(b"garbage_terminators", &mut terminators);
+        let mut terminators = Zeroizing::new([0u8; 2 * TERMINATOR_LEN]);
+        expand(b"garbage_terminators", &mut terminators[..]);
         keys.initiator_terminator
             .copy_from_slice(&terminators[..TERMINATOR_LEN]);
         keys.responder_terminator
