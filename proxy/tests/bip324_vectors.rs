@@ -105,7 +105,7 @@ fn packet_encoding_vectors() {
         let key = EphemeralKey::with_encoding(secret, ours).unwrap();
         let shared = key.shared_secret(&theirs, initiating);
         assert_eq!(
-            shared,
+            *shared,
             bytes(&row["mid_shared_secret"]),
             "{}",
             ctx("shared secret")
