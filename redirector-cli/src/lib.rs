@@ -8,7 +8,7 @@ mod nftables;
 mod policy;
 mod privileges;
 mod proxy_control;
-mod proxy_probe;
+mod proxy_listener;
 mod state;
 mod status;
 
@@ -84,13 +84,22 @@ fn enable(args: &EnableArgs) -> Result<u8, Error> {
         .clone()
         .unwrap_or_else(|| policy.group.id.to_string());
     println!("start a client in the group: sg {group} -c 'your-client ...'");
-    let probes = proxy_probe::probe(policy.proxy_port);
-    if probes.iter().all(|p| !p.answering) {
+    if let Some(warning) = proxy_listener::port_warning(policy.proxy_port) {
+        eprintln!("warning: {warning}");
+    }
+    let probes = proxy_listener::probe(policy.proxy_port);
+    if probes.iter().all(|p| p.listeners.is_empty()) {
         eprintln!(
             "warning: nothing answers on {} yet: tagged connections are refused until the proxy \
-             runs (`systemctl start bip324-proxy.socket`, or `bip324-proxy`)",
-            proxy_probe::addresses(&probes)
+             runs (`systemctl start bip324-proxy.socket`, or `sudo bip324-proxy`)",
+            proxy_listener::addresses(&probes)
         );
+    }
+    for problem in proxy_listener::problems(&probes, None)
+        .into_iter()
+        .filter(|p| !p.contains("does not answer"))
+    {
+        eprintln!("warning: {problem}");
     }
     Ok(exit::OK)
 }

@@ -7,7 +7,7 @@ use crate::backend::{self, BackendKind, Inspection};
 use crate::error::{Error, exit};
 use crate::policy::Policy;
 use crate::proxy_control;
-use crate::proxy_probe::{self, Probe};
+use crate::proxy_listener::{self, Probe};
 use crate::state::{self, Enabled};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -78,7 +78,7 @@ pub fn gather(control_socket: &std::path::Path) -> Result<Report, Error> {
     let proxy_port = policy
         .as_ref()
         .map_or(bip324_redirect_args::DEFAULT_PROXY_PORT, |p| p.proxy_port);
-    let proxy = proxy_probe::probe(proxy_port);
+    let proxy = proxy_listener::probe(proxy_port);
     let mut report = Report {
         state: State::Unknown,
         backend: enabled.as_ref().map(|e| e.backend),
@@ -179,19 +179,16 @@ fn judge(report: &mut Report, enabled: Option<&Enabled>) {
                 other.backend, enabled.backend
             ));
         }
-        let silent: Vec<&Probe> = report.proxy.iter().filter(|p| !p.answering).collect();
-        if !silent.is_empty() {
-            let addresses = proxy_probe::addresses(&report.proxy);
-            report.problems.push(format!(
-                "the proxy does not answer on {} ({}): tagged connections are refused until it \
-                 runs (`systemctl start bip324-proxy.socket`, or `bip324-proxy`)",
-                if silent.len() == report.proxy.len() {
-                    addresses
-                } else {
-                    silent[0].address.to_string()
-                },
-                silent[0].error.as_deref().unwrap_or("no answer")
-            ));
+        let proxy_pid = report
+            .proxy_status
+            .as_ref()
+            .and_then(|s| s["proxy"]["pid"].as_u64())
+            .and_then(|pid| u32::try_from(pid).ok());
+        report
+            .problems
+            .extend(proxy_listener::problems(&report.proxy, proxy_pid));
+        if let Some(warning) = proxy_listener::port_warning(enabled.policy.proxy_port) {
+            report.problems.push(warning);
         }
     }
 }
@@ -229,22 +226,25 @@ pub fn render(report: &Report) -> String {
             out.push_str(&format!("            {object}\n"));
         }
     }
-    let answering: Vec<String> = report
-        .proxy
-        .iter()
-        .map(|p| {
-            format!(
+    for probe in &report.proxy {
+        let who = match (probe.listeners.as_slice(), probe.answering) {
+            ([], _) => "does NOT answer".to_string(),
+            (listeners, answering) => format!(
                 "{} {}",
-                p.address,
-                if p.answering {
-                    "answers"
+                if answering {
+                    "answers:"
                 } else {
-                    "does NOT answer"
-                }
-            )
-        })
-        .collect();
-    out.push_str(&format!("proxy:    {}\n", answering.join(", ")));
+                    "UNTRUSTED listener:"
+                },
+                listeners
+                    .iter()
+                    .map(proxy_listener::ListenerView::describe)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        };
+        out.push_str(&format!("proxy:    {} {who}\n", probe.address));
+    }
     match (&report.proxy_status, &report.proxy_status_error) {
         (Some(status), _) => render_connections(&mut out, status),
         (None, Some(error)) => out.push_str(&format!("connections: unknown ({error})\n")),

@@ -142,7 +142,7 @@ fn direct_connection_to_the_proxy_is_refused() {
     let hosts = TwoHosts::create();
     let proxy = Proxy::start(&hosts.client, &[]);
     nft_redirect(&hosts.client, TAGGED_GID);
-    for addr in ["127.0.0.1:1324", "[::1]:1324"] {
+    for addr in ["127.0.0.1:324", "[::1]:324"] {
         let closed = hosts.client.run(move || {
             let mut stream = TcpStream::connect(addr).expect("the proxy accepts");
             stream
@@ -181,7 +181,7 @@ fn a_flood_of_refusals_is_logged_in_part_and_accounted_for() {
     let hosts = TwoHosts::create();
     let proxy = Proxy::start(&hosts.client, &[]);
     let connect = || {
-        TcpStream::connect("127.0.0.1:1324").expect("the proxy accepts");
+        TcpStream::connect("127.0.0.1:324").expect("the proxy accepts");
     };
     hosts.client.run(move || (0..FLOOD).for_each(|_| connect()));
     // Past the window of the flood, one more refusal is logged with the count left out.

@@ -20,7 +20,7 @@ pub const CLIENT_V6: &str = "fd32:4::1";
 pub const REMOTE_V6: &str = "fd32:4::2";
 /// The port the remote node listens on: the redirect matches it.
 pub const NODE_PORT: u16 = 8333;
-pub const PROXY_PORT: u16 = 1324;
+pub const PROXY_PORT: u16 = 324;
 /// The group whose connections are redirected in tests, and one that is not.
 pub const TAGGED_GID: u32 = 32324;
 pub const OTHER_GID: u32 = 32325;
@@ -180,6 +180,8 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// Starts the proxy as root on its default addresses (127.0.0.1:324, [::1]:324) unless
+    /// `extra_args` give `--listen`; it switches to an unprivileged user once they are open.
     pub fn start(host: &Netns, extra_args: &[&str]) -> Proxy {
         Proxy::start_with_fd_limit(host, extra_args, None)
     }
@@ -191,7 +193,6 @@ impl Proxy {
         let log = std::fs::File::create(&log_path).expect("proxy log file");
         let mut command = host.command(&binary, None);
         command
-            .args(["--listen", "127.0.0.1:1324", "--listen", "[::1]:1324"])
             .arg("--control")
             .arg(control_socket(host))
             .args(extra_args)

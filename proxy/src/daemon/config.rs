@@ -6,7 +6,12 @@ use std::time::Duration;
 
 use clap::Parser;
 
-pub const DEFAULT_LISTEN: [&str; 2] = ["127.0.0.1:1324", "[::1]:1324"];
+/// Port 324, below 1024: no unprivileged process can bind it, so none can receive the
+/// redirected traffic while the proxy is not running (docs/security.md).
+pub const DEFAULT_LISTEN: [&str; 2] = ["127.0.0.1:324", "[::1]:324"];
+
+/// The identity a proxy started as root switches to once its sockets are open.
+pub const DEFAULT_USER: &str = "bip324-proxy";
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -22,22 +27,32 @@ performs the BIP-324 handshake, and translates v1 <-> v2 in both directions. A c
 was not redirected (someone connecting to the proxy's port directly) is refused: the proxy is not \
 an open relay. A client that already speaks v2 is passed through untouched.
 
-Run it as its own unprivileged user, never with the redirected group, or its own connections \
-would be redirected back to it (it refuses such loops).
+It listens on port 324 of 127.0.0.1 and [::1]: a privileged port, so that no other local user \
+can take it and receive the redirected plaintext while the proxy is down. Started as root it \
+opens its sockets, then switches to its own user (--user) before it accepts anything; under \
+systemd the socket unit opens them and the proxy never has any privilege. Never run it with the \
+redirected group, or its own connections would be redirected back to it (it refuses such loops).
 
 Examples:
-  bip324-proxy                                  # 127.0.0.1:1324 and [::1]:1324
-  bip324-proxy --listen 127.0.0.1:1324 --v1-fallback
-  RUST_LOG=bip324_proxy=debug bip324-proxy      # one log line per message
+  sudo bip324-proxy                             # 127.0.0.1:324 and [::1]:324, then user bip324-proxy
+  sudo bip324-proxy --v1-fallback --control /tmp/bip324.sock
+  RUST_LOG=bip324_proxy=debug sudo -E bip324-proxy   # one log line per message
 
 Under systemd, sockets passed by socket activation (LISTEN_FDS) are used instead of the default \
 addresses: TCP ones for redirected connections, a Unix one for the control socket."
 )]
 pub struct Config {
-    /// Address to accept redirected connections on (repeatable). Default: 127.0.0.1:1324 and
-    /// [::1]:1324, unless systemd passes listening sockets.
+    /// Address to accept redirected connections on (repeatable). Default: 127.0.0.1:324 and
+    /// [::1]:324, unless systemd passes listening sockets. A port that any user may bind
+    /// (1024 and above) is accepted with a warning: while the proxy is down, whoever binds it
+    /// receives the redirected plaintext.
     #[arg(short, long = "listen", value_name = "ADDR")]
     pub listen: Vec<SocketAddr>,
+
+    /// Started as root: the user to switch to once the sockets are open. Default:
+    /// bip324-proxy (the package creates it), or nobody when that user does not exist.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
 
     /// Time allowed to connect to the destination and complete the v2 handshake.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]

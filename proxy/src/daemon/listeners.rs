@@ -4,6 +4,7 @@ use std::net::{SocketAddr, TcpListener as StdListener};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use anyhow::{Context, bail};
+
 use nix::sys::socket::{SockType, getsockopt, sockopt};
 use tokio::net::{TcpListener, TcpSocket};
 use tracing::warn;
@@ -26,8 +27,9 @@ pub struct Listeners {
 }
 
 /// Opens every listener: systemd's sockets, then `--listen` addresses; the defaults only when
-/// neither gave any. A default address that cannot be bound (IPv6 disabled, say) is skipped
-/// with a warning as long as another one works; an explicit one is an error.
+/// neither gave any. A default address that does not exist on this host (IPv6 disabled, say)
+/// is skipped with a warning as long as another one works. An address that another program
+/// holds is always fatal: the redirect would hand the group's connections to that program.
 pub fn open(explicit: &[SocketAddr]) -> anyhow::Result<Listeners> {
     let mut listeners = Vec::new();
     let mut control = None;
@@ -44,15 +46,18 @@ pub fn open(explicit: &[SocketAddr]) -> anyhow::Result<Listeners> {
         }
     }
     for addr in explicit {
-        let listener = bind(*addr).with_context(|| format!("cannot listen on {addr}"))?;
-        listeners.push(listener);
+        listeners.push(bind(*addr).map_err(|e| bind_error(*addr, &e))?);
+        warn_if_unprivileged(*addr);
     }
     if listeners.is_empty() {
         for addr in DEFAULT_LISTEN {
             let addr: SocketAddr = addr.parse().expect("valid default address");
             match bind(addr) {
                 Ok(listener) => listeners.push(listener),
-                Err(e) => warn!("cannot listen on {addr}: {e}; continuing without it"),
+                Err(e) if is_missing_address(&e) => {
+                    warn!("cannot listen on {addr}: {e}; continuing without it");
+                }
+                Err(e) => return Err(bind_error(addr, &e)),
             }
         }
         if listeners.is_empty() {
@@ -66,6 +71,62 @@ pub fn open(explicit: &[SocketAddr]) -> anyhow::Result<Listeners> {
         tcp: listeners,
         control,
     })
+}
+
+/// The address family or address is not there (IPv6 disabled): nobody else can hold it.
+fn is_missing_address(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EADDRNOTAVAIL | libc::EAFNOSUPPORT)
+    )
+}
+
+/// A sentence for a failed bind that says what to do, naming the holder of a taken address.
+fn bind_error(addr: SocketAddr, e: &std::io::Error) -> anyhow::Error {
+    match e.raw_os_error() {
+        Some(libc::EADDRINUSE) => {
+            let holder = match bip324_sock_diag::listeners_for(addr) {
+                Ok(found) if !found.is_empty() => found
+                    .iter()
+                    .map(bip324_sock_diag::Listener::describe)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                _ => format!(
+                    "another program (`ss -ltnp 'sport = {}'` names it)",
+                    addr.port()
+                ),
+            };
+            anyhow::anyhow!(
+                "cannot listen on {addr}: it is taken by {holder}. Refusing to start: the \
+                 redirect would hand the group's connections to that program. Stop it, or move \
+                 the proxy and the redirect together (--listen, and bip324-redirect enable \
+                 --proxy-port)"
+            )
+        }
+        Some(libc::EACCES) => anyhow::anyhow!(
+            "cannot listen on {addr}: port {} is privileged. Start the proxy as root (it \
+             switches to --user once its sockets are open), through bip324-proxy.socket, or \
+             with CAP_NET_BIND_SERVICE",
+            addr.port()
+        ),
+        _ => anyhow::anyhow!("cannot listen on {addr}: {e}"),
+    }
+}
+
+/// Any user may bind ports from `net.ipv4.ip_unprivileged_port_start` (1024 by default) on:
+/// while the proxy is down, one of them could take such a port and receive the plaintext.
+fn warn_if_unprivileged(addr: SocketAddr) {
+    let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(1024);
+    if u32::from(addr.port()) >= start {
+        warn!(
+            "listening on {addr}, a port any local user may bind \
+             (net.ipv4.ip_unprivileged_port_start={start}): while the proxy is down, whoever \
+             takes it receives the redirected plaintext; prefer the default port 324"
+        );
+    }
 }
 
 /// Binds like `TcpListener::bind` (with `SO_REUSEADDR`, so a restart does not wait out

@@ -9,6 +9,7 @@ pub mod logging;
 pub mod loop_guard;
 pub mod metrics;
 pub mod original_dst;
+pub mod privileges;
 pub mod registry;
 pub mod relay;
 pub mod v2_connect;
@@ -103,6 +104,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         },
     };
+    // Every socket is open: nothing from here on needs root.
+    privileges::drop_root(config.user.as_deref())?;
     let ctx = Arc::new(Context::new(config, listening));
     let shutdown = CancellationToken::new();
     let mut services = Vec::new();

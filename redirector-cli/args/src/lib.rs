@@ -5,8 +5,9 @@
 use clap::{Args, Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 
-/// Where `bip324-proxy` accepts redirected connections, on 127.0.0.1 and [::1].
-pub const DEFAULT_PROXY_PORT: u16 = 1324;
+/// Where `bip324-proxy` accepts redirected connections, on 127.0.0.1 and [::1]: a privileged
+/// port, so that no unprivileged process can take it while the proxy is down.
+pub const DEFAULT_PROXY_PORT: u16 = 324;
 
 /// The proxy's control socket, as `bip324-proxy.socket` creates it.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/bip324-proxy/control.sock";
@@ -129,7 +130,9 @@ pub struct EnableArgs {
     #[arg(long, value_name = "PORTS", value_delimiter = ',', default_value = DEFAULT_PORTS_ARG)]
     pub ports: Vec<u16>,
 
-    /// Port the proxy listens on, on 127.0.0.1 and [::1].
+    /// Port the proxy listens on, on 127.0.0.1 and [::1]. Keep it below 1024 (more exactly,
+    /// below net.ipv4.ip_unprivileged_port_start): whoever holds this port while the proxy is
+    /// down receives the group's connections, and only privileged processes can bind those.
     #[arg(long, value_name = "PORT", default_value_t = DEFAULT_PROXY_PORT)]
     pub proxy_port: u16,
 
@@ -161,7 +164,7 @@ mod tests {
             panic!("enable parses as enable")
         };
         assert_eq!(args.ports, [8333, 18333, 48333, 38333]);
-        assert_eq!(args.proxy_port, 1324);
+        assert_eq!(args.proxy_port, 324);
         assert_eq!(args.backend, BackendKind::Nftables);
     }
 }

@@ -369,14 +369,7 @@ fn start_proxy() -> Child {
     use std::os::unix::process::CommandExt;
     let mut command = std::process::Command::new(sibling("bip324-proxy"));
     command
-        .args([
-            "--listen",
-            "127.0.0.1:1324",
-            "--max-connections",
-            "30000",
-            "--log-level",
-            "warn",
-        ])
+        .args(["--max-connections", "30000", "--log-level", "warn"])
         .arg("--no-control")
         .stdout(std::process::Stdio::null());
     // SAFETY: only system calls between fork and exec.

@@ -1,0 +1,185 @@
+//! Who listens where the redirect sends connections. Whoever holds the proxy port receives the
+//! group's plaintext, so "something answers" is not enough: the listener must have been made
+//! by root (the socket unit, or a proxy started as root) or by the proxy's own user, and be
+//! held by the proxy. Read over sock_diag, without connecting: checking never shows up in the
+//! proxy's logs or metrics.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use bip324_sock_diag::Listener;
+use nix::unistd::{Uid, User};
+use serde::Serialize;
+
+/// The proxy's own user, as the package creates it.
+const PROXY_USER: &str = "bip324-proxy";
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Probe {
+    pub address: SocketAddr,
+    /// A trusted listener is there: tagged connections reach the proxy.
+    pub answering: bool,
+    pub listeners: Vec<ListenerView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ListenerView {
+    pub local: SocketAddr,
+    pub uid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    pub holders: Vec<Holder>,
+    /// Made by root or the proxy's user.
+    pub trusted: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Holder {
+    pub pid: u32,
+    pub name: String,
+}
+
+impl ListenerView {
+    fn new(listener: Listener, trusted_uids: &[u32]) -> ListenerView {
+        ListenerView {
+            local: listener.local,
+            uid: listener.uid,
+            user: User::from_uid(Uid::from_raw(listener.uid))
+                .ok()
+                .flatten()
+                .map(|u| u.name),
+            trusted: trusted_uids.contains(&listener.uid),
+            holders: listener
+                .holders
+                .into_iter()
+                .map(|p| Holder {
+                    pid: p.pid,
+                    name: p.name,
+                })
+                .collect(),
+        }
+    }
+
+    /// "user nobody (uid 65534), held by python3 (pid 4242)".
+    pub fn describe(&self) -> String {
+        let mut text = match &self.user {
+            Some(user) => format!("user {user} (uid {})", self.uid),
+            None => format!("uid {}", self.uid),
+        };
+        if !self.holders.is_empty() {
+            let holders: Vec<String> = self
+                .holders
+                .iter()
+                .map(|h| format!("{} (pid {})", h.name, h.pid))
+                .collect();
+            text.push_str(&format!(", held by {}", holders.join(", ")));
+        }
+        text
+    }
+}
+
+/// Looks at the proxy's port on both loopback addresses (the redirect targets both).
+pub fn probe(port: u16) -> Vec<Probe> {
+    let mut trusted_uids = vec![0];
+    if let Ok(Some(proxy)) = User::from_name(PROXY_USER) {
+        trusted_uids.push(proxy.uid.as_raw());
+    }
+    [
+        SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        SocketAddr::from((Ipv6Addr::LOCALHOST, port)),
+    ]
+    .into_iter()
+    .map(|address| match bip324_sock_diag::listeners_for(address) {
+        Ok(found) => {
+            let listeners: Vec<ListenerView> = found
+                .into_iter()
+                .map(|l| ListenerView::new(l, &trusted_uids))
+                .collect();
+            Probe {
+                address,
+                answering: !listeners.is_empty() && listeners.iter().all(|l| l.trusted),
+                listeners,
+                error: None,
+            }
+        }
+        Err(e) => Probe {
+            address,
+            answering: false,
+            listeners: Vec::new(),
+            error: Some(format!("cannot list listening sockets: {e}")),
+        },
+    })
+    .collect()
+}
+
+/// Sentences for what is wrong with the listeners; `proxy_pid` is the pid the proxy's control
+/// socket reported, when it answered.
+pub fn problems(probes: &[Probe], proxy_pid: Option<u32>) -> Vec<String> {
+    let mut problems = Vec::new();
+    let silent: Vec<&Probe> = probes.iter().filter(|p| p.listeners.is_empty()).collect();
+    if !silent.is_empty() {
+        let list: Vec<String> = silent.iter().map(|p| p.address.to_string()).collect();
+        problems.push(format!(
+            "the proxy does not answer on {} ({}): tagged connections are refused until it \
+             runs (`systemctl start bip324-proxy.socket`, or `sudo bip324-proxy`)",
+            list.join(" and "),
+            silent[0]
+                .error
+                .as_deref()
+                .unwrap_or("nothing listens there")
+        ));
+    }
+    for probe in probes {
+        for listener in &probe.listeners {
+            if !listener.trusted {
+                problems.push(format!(
+                    "{} is held by {}, which is neither root nor {PROXY_USER}: it receives the \
+                     group's connections in PLAINTEXT. Stop that process now (`bip324-redirect \
+                     disable` sends the group direct meanwhile), then start the proxy",
+                    probe.address,
+                    listener.describe()
+                ));
+            } else if let Some(pid) = proxy_pid
+                && !listener.holders.is_empty()
+                && !listener.holders.iter().any(|h| h.pid == pid)
+            {
+                problems.push(format!(
+                    "{} is held by {}, not by the proxy that answers on the control socket \
+                     (pid {pid}): two proxies, or a stale one; stop the one you do not want",
+                    probe.address,
+                    listener.describe()
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// "127.0.0.1:324 and [::1]:324", for sentences.
+pub fn addresses(probes: &[Probe]) -> String {
+    let list: Vec<String> = probes.iter().map(|p| p.address.to_string()).collect();
+    list.join(" and ")
+}
+
+/// Ports from `net.ipv4.ip_unprivileged_port_start` on can be bound by any local user.
+pub fn unprivileged_port_start() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1024)
+}
+
+/// A warning when any local user may bind `port`.
+pub fn port_warning(port: u16) -> Option<String> {
+    let start = unprivileged_port_start();
+    (u32::from(port) >= start).then(|| {
+        format!(
+            "proxy port {port} can be bound by any local user \
+             (net.ipv4.ip_unprivileged_port_start={start}): whenever the proxy is not \
+             listening, whoever binds it receives the group's connections in PLAINTEXT; use a \
+             port below {start}, such as the default {}",
+            bip324_redirect_args::DEFAULT_PROXY_PORT
+        )
+    })
+}
