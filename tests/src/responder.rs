@@ -55,21 +55,32 @@ pub struct Report {
 pub struct Responder {
     server: Server,
     reports: Arc<Mutex<Vec<Report>>>,
+    upstream: SocketAddr,
 }
 
 impl Responder {
     pub fn spawn(listener: TcpListener, options: ResponderOptions) -> io::Result<Responder> {
         let reports = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&reports);
+        let upstream = options.upstream;
         let server = Server::spawn(listener, move |stream| {
             let report = serve(stream, &options);
             sink.lock().unwrap().push(report);
         })?;
-        Ok(Responder { server, reports })
+        Ok(Responder {
+            server,
+            reports,
+            upstream,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.server.addr()
+    }
+
+    /// The v1 node it relays to.
+    pub fn upstream(&self) -> SocketAddr {
+        self.upstream
     }
 
     /// Waits until `n` connections have ended and returns their reports.

@@ -1,0 +1,249 @@
+//! The local trust boundary, end to end: only the proxy ever receives the group's traffic.
+//! Each test has its own namespaces; needs root, fails (never skips) without it.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use bip324_e2e::responder::{Responder, Transport};
+use bip324_e2e::testbed::{
+    NODE_PORT, PROXY_PORT, Proxy, REMOTE_V4, RedirectCli, RemoteNode, TAGGED_GID, TwoHosts,
+    noisy_responder, run_client, workspace_binary,
+};
+use bip324_e2e::v1::{Message, REGTEST_MAGIC};
+
+const CLIENT: &str = env!("CARGO_BIN_EXE_e2e-v1-client");
+/// An unprivileged local user: nobody.
+const NOBODY: u32 = 65534;
+
+/// Every address on which a local user could try to catch redirected connections.
+fn proxy_addresses(port: u16) -> Vec<SocketAddr> {
+    ["127.0.0.1", "::1", "0.0.0.0", "::"]
+        .iter()
+        .map(|ip| SocketAddr::new(ip.parse().unwrap(), port))
+        .collect()
+}
+
+/// What an unprivileged user gets when binding each address: the listeners it got.
+fn impostor_binds(hosts: &TwoHosts, port: u16) -> Vec<TcpListener> {
+    let addresses = proxy_addresses(port);
+    hosts.client.run_as_user(NOBODY, NOBODY, move || {
+        addresses
+            .iter()
+            .filter_map(|a| TcpListener::bind(a).ok())
+            .collect()
+    })
+}
+
+fn tagged_client_ok(hosts: &TwoHosts, destination: SocketAddr) -> bool {
+    let destination = destination.to_string();
+    run_client(
+        CLIENT,
+        &hosts.client,
+        Some(TAGGED_GID),
+        &[&destination, "--large", "1000", "--small", "10"],
+    )
+    .success
+}
+
+/// With the default port, no unprivileged process can take the proxy's place, neither while
+/// the proxy is down nor while it runs: the group's connections are refused, then encrypted.
+pub fn an_unprivileged_impostor_never_receives_the_groups_traffic(backend: &str) {
+    let hosts = TwoHosts::create();
+    let node = RemoteNode::start(&hosts.remote, noisy_responder);
+    let cli = RedirectCli::new(&hosts);
+    cli.enable_tagged(backend, &NODE_PORT.to_string());
+
+    let caught = impostor_binds(&hosts, PROXY_PORT);
+    assert!(
+        caught.is_empty(),
+        "nobody bound {caught:?} with the proxy down"
+    );
+    for destination in [hosts.remote_v4(), hosts.remote_v6()] {
+        assert!(
+            !tagged_client_ok(&hosts, destination),
+            "proxy down: refused"
+        );
+    }
+    assert!(
+        node.responder
+            .wait_for_reports(1, Duration::from_millis(500))
+            .is_empty()
+    );
+
+    let proxy = Proxy::start(&hosts.client, &[]);
+    let caught = impostor_binds(&hosts, PROXY_PORT);
+    assert!(
+        caught.is_empty(),
+        "nobody bound {caught:?} beside the proxy"
+    );
+    for (n, destination) in [hosts.remote_v4(), hosts.remote_v6()]
+        .into_iter()
+        .enumerate()
+    {
+        assert!(tagged_client_ok(&hosts, destination), "{}", proxy.log());
+        let reports = node
+            .responder
+            .wait_for_reports(n + 1, Duration::from_secs(10));
+        assert_eq!(reports[n].transport, Transport::V2);
+    }
+    let (code, status) = cli.status();
+    assert_eq!(code, 0, "{status}");
+}
+
+/// An administrator who picks a port any user may bind is warned, and `status` names the
+/// user who holds it; the proxy refuses to start beside that user's listener and names it.
+pub fn an_impostor_on_an_unprivileged_port_is_named(backend: &str) {
+    let hosts = TwoHosts::create();
+    let cli = RedirectCli::new(&hosts);
+    let run = cli.enable(
+        backend,
+        &[
+            "--group",
+            &TAGGED_GID.to_string(),
+            "--ports",
+            "8333",
+            "--proxy-port",
+            "1324",
+        ],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr.contains("can be bound by any local user"),
+        "{run:?}"
+    );
+
+    let held = impostor_binds(&hosts, 1324);
+    assert_eq!(held.len(), 2, "nobody can bind port 1324 on both loopbacks");
+    let (code, status) = cli.status();
+    assert_eq!(code, 6, "{status}");
+    let problems = status["problems"].to_string();
+    assert!(problems.contains("user nobody (uid 65534)"), "{problems}");
+    assert!(problems.contains("PLAINTEXT"), "{problems}");
+    assert!(
+        status["proxy"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["answering"] == false),
+        "{status}"
+    );
+
+    let binary = workspace_binary("bip324-proxy", "BIP324_PROXY_BIN");
+    for listen in ["127.0.0.1:1324", "[::1]:1324"] {
+        let output = hosts
+            .client
+            .command(&binary, None)
+            .args(["--no-control", "--listen", listen])
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{log}");
+        assert!(
+            log.contains("it is taken by a socket of uid 65534"),
+            "{log}"
+        );
+    }
+    drop(held);
+}
+
+/// `--listen [::]:PORT`: IPv4 clients arrive v4-mapped and are served like IPv6 ones.
+pub fn a_dual_stack_listener_serves_ipv4_and_ipv6_clients(backend: &str) {
+    let hosts = TwoHosts::create();
+    let node = RemoteNode::start(&hosts.remote, noisy_responder);
+    let cli = RedirectCli::new(&hosts);
+    cli.enable_tagged(backend, &NODE_PORT.to_string());
+    let proxy = Proxy::start(&hosts.client, &["--listen", &format!("[::]:{PROXY_PORT}")]);
+    for (n, destination) in [hosts.remote_v4(), hosts.remote_v6()]
+        .into_iter()
+        .enumerate()
+    {
+        assert!(tagged_client_ok(&hosts, destination), "{}", proxy.log());
+        let reports = node
+            .responder
+            .wait_for_reports(n + 1, Duration::from_secs(10));
+        assert_eq!(reports[n].transport, Transport::V2, "{destination}");
+    }
+    assert!(!proxy.log().contains("refused"), "{}", proxy.log());
+}
+
+/// A node whose port equals the source port of a live upstream connection of the proxy
+/// (testnet4 and signet ports lie in the ephemeral range) is a destination, not a loop.
+pub fn a_destination_port_equal_to_an_upstream_source_port_is_served(backend: &str) {
+    let hosts = TwoHosts::create();
+    let node = RemoteNode::start(&hosts.remote, noisy_responder);
+    let cli = RedirectCli::new(&hosts);
+    cli.enable_tagged(backend, &NODE_PORT.to_string());
+    let proxy = Proxy::start(&hosts.client, &[]);
+
+    // A tagged connection that stays open: the proxy holds an upstream connection for it.
+    let remote = hosts.remote_v4();
+    let _held: TcpStream = hosts.client.run_as_group(TAGGED_GID, move || {
+        let mut stream = TcpStream::connect(remote).expect("tagged connect");
+        let hello = Message::new("version", vec![0u8; 100]).to_wire(REGTEST_MAGIC);
+        stream.write_all(&hello).expect("send version");
+        stream
+    });
+    let source_port = upstream_source_port(&hosts)
+        .unwrap_or_else(|| panic!("no upstream connection at the remote: {}", proxy.log()));
+
+    // A second node on exactly that port, redirected too.
+    let echo = node.responder.upstream();
+    let second = hosts
+        .remote
+        .run(move || {
+            let listener = TcpListener::bind(("::", source_port))?;
+            Responder::spawn(listener, noisy_responder(echo))
+        })
+        .expect("second node");
+    cli.enable_tagged(backend, &format!("{NODE_PORT},{source_port}"));
+    let destination = SocketAddr::new(REMOTE_V4.parse().unwrap(), source_port);
+    assert!(tagged_client_ok(&hosts, destination), "{}", proxy.log());
+    let reports = second.wait_for_reports(1, Duration::from_secs(10));
+    assert_eq!(reports[0].transport, Transport::V2);
+    assert!(!proxy.log().contains("loop"), "{}", proxy.log());
+}
+
+/// The proxy's upstream connection as the remote sees it: the peer port of the one
+/// connection established to the node.
+fn upstream_source_port(hosts: &TwoHosts) -> Option<u16> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let output = hosts
+            .remote
+            .command("ss", None)
+            .args([
+                "-tnH",
+                "state",
+                "established",
+                &format!("( sport = :{NODE_PORT} )"),
+            ])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        if let Some(peer) = text.split_whitespace().nth(3) {
+            return peer.rsplit(':').next()?.parse().ok();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+macro_rules! for_each_backend {
+    ($($test:ident),+ $(,)?) => {
+        mod nftables {
+            $(#[test] fn $test() { super::$test("nftables"); })+
+        }
+        mod ebpf {
+            $(#[test] fn $test() { super::$test("ebpf"); })+
+        }
+    };
+}
+
+for_each_backend!(
+    an_unprivileged_impostor_never_receives_the_groups_traffic,
+    an_impostor_on_an_unprivileged_port_is_named,
+    a_dual_stack_listener_serves_ipv4_and_ipv6_clients,
+    a_destination_port_equal_to_an_upstream_source_port_is_served,
+);
