@@ -9,13 +9,16 @@ pub const MAX_EXEMPT_USERS: usize = 8;
 /// Entries of each connection map: far more than the open connections of one host.
 pub const MAX_CONNECTIONS: u32 = 65536;
 
+// Maps are pinned by name, and a pinned map is reused by the next `enable`: a map whose layout
+// changes gets a new name, so that an upgrade loads beside the old instance without a gap.
+
 /// The single-entry array map holding the policy.
-pub const CONFIG_MAP: &str = "CONFIG";
+pub const CONFIG_MAP: &str = "POLICY";
 /// Original destination of a redirected socket, by socket cookie (for getpeername).
 pub const BY_COOKIE_MAP: &str = "BY_COOKIE";
-/// Original destination by the client end of a connection, as the proxy sees its peer
-/// (for SO_ORIGINAL_DST).
-pub const BY_CLIENT_MAP: &str = "BY_CLIENT";
+/// Original destination by the client end of a connection in its network namespace, as the
+/// proxy sees its peer (for SO_ORIGINAL_DST).
+pub const BY_CLIENT_MAP: &str = "BY_CLIENT_NS";
 pub const MAPS: [&str; 3] = [CONFIG_MAP, BY_COOKIE_MAP, BY_CLIENT_MAP];
 
 /// The programs, by the kind of cgroup hook each attaches to.
@@ -26,13 +29,17 @@ pub const SOCKOPS: &str = "track_sockets";
 pub const GETSOCKOPT: &str = "getsockopt";
 pub const GETPEERNAME4: &str = "getpeername4";
 pub const GETPEERNAME6: &str = "getpeername6";
-pub const PROGRAMS: [&str; 6] = [
+/// Forgets a socket's original destination when it is released, whether or not its
+/// `connect()` ever got as far as sending a SYN.
+pub const SOCK_RELEASE: &str = "forget_socket";
+pub const PROGRAMS: [&str; 7] = [
     CONNECT4,
     CONNECT6,
     SOCKOPS,
     GETSOCKOPT,
     GETPEERNAME4,
     GETPEERNAME6,
+    SOCK_RELEASE,
 ];
 
 pub const AF_INET: u32 = 2;
@@ -42,6 +49,10 @@ pub const AF_INET6: u32 = 10;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Config {
+    /// The network namespace `enable` ran in (`SO_NETNS_COOKIE`): programs attached at the
+    /// cgroup root see every namespace, and act in this one only. A redirect to 127.0.0.1
+    /// elsewhere (a container) would reach whatever listens on that namespace's loopback.
+    pub netns_cookie: u64,
     /// Real group id of the processes whose connections are redirected.
     pub gid: u32,
     /// Where the proxy listens, host byte order.
@@ -52,6 +63,8 @@ pub struct Config {
     pub ports: [u16; MAX_PORTS],
     /// Real user ids never redirected; the first `exempt_count` are used.
     pub exempt_uids: [u32; MAX_EXEMPT_USERS],
+    /// Zero; keeps the struct free of padding.
+    pub reserved: u32,
 }
 
 /// An address and port: a map key (the client end of a connection) or value (an original
@@ -67,8 +80,24 @@ pub struct Endpoint {
     pub addr: [u32; 4],
 }
 
+/// The client end of a connection in its network namespace: equal endpoints of two
+/// namespaces are different connections.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientKey {
+    pub netns_cookie: u64,
+    pub client: Endpoint,
+}
+
 // SAFETY: plain `repr(C)` integers without padding: any bit pattern is valid.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Config {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Endpoint {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for ClientKey {}
+
+const _: () = assert!(
+    core::mem::size_of::<Config>() == 8 + 4 + 2 + 2 + 4 + 2 * MAX_PORTS + 4 * MAX_EXEMPT_USERS + 4
+);
+const _: () = assert!(core::mem::size_of::<ClientKey>() == 8 + 24);

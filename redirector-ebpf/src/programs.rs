@@ -1,12 +1,18 @@
 //! The redirect, at `connect()`, before any packet exists:
 //!
-//! * `connect4`/`connect6`: a TCP connect by a tagged process to a policy port records the
-//!   original destination under the socket cookie and goes to the proxy on loopback instead.
-//! * `sockops`: once that connection is established, files the original destination under
-//!   the client's end of it, which is what the proxy sees as its peer; forgets both at close.
-//! * `getsockopt`: answers the proxy's `SO_ORIGINAL_DST` / `IP6T_SO_ORIGINAL_DST` from that,
-//!   so the proxy reads it exactly as with nftables.
+//! * `connect4`/`connect6`: a TCP connect by a tagged process, in the network namespace where
+//!   the redirect was enabled, to a policy port records the original destination under the
+//!   socket cookie and goes to the proxy on loopback instead. Any other connect of a socket
+//!   forgets what an earlier, failed one recorded.
+//! * `sockops`: once that connection is established to the proxy port, files the original
+//!   destination under the client's end of it in its namespace, which is what the proxy sees
+//!   as its peer; forgets both at close.
+//! * `getsockopt`: answers `SO_ORIGINAL_DST` / `IP6T_SO_ORIGINAL_DST` from that, for sockets
+//!   accepted on the proxy port in that namespace only, so the proxy reads it exactly as with
+//!   nftables.
 //! * `getpeername4`/`getpeername6`: the client still sees the original remote.
+//! * `forget_socket` (sock_release): a socket's record goes with the socket, even when its
+//!   `connect()` failed before any packet.
 //!
 //! Context fields are read and written with volatile 4-byte accesses: the verifier refuses
 //! wider or merged accesses to them, which LLVM would otherwise emit for arrays.
@@ -16,24 +22,25 @@ use core::ptr::{read_volatile, write_volatile};
 use aya_ebpf::EbpfContext;
 use aya_ebpf::bindings::{
     BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG,
-    BPF_SOCK_OPS_TCP_CONNECT_CB, bpf_sock, bpf_sock_addr, bpf_sock_ops, bpf_sockopt,
+    BPF_SOCK_OPS_TCP_CONNECT_CB, bpf_sock, bpf_sock_ops,
 };
 use aya_ebpf::helpers::bpf_get_current_uid_gid;
-use aya_ebpf::helpers::generated::bpf_get_socket_cookie;
-use aya_ebpf::macros::{cgroup_sock_addr, cgroup_sockopt, map, sock_ops};
+use aya_ebpf::helpers::generated::{bpf_get_netns_cookie, bpf_get_socket_cookie};
+use aya_ebpf::macros::{cgroup_sock, cgroup_sock_addr, cgroup_sockopt, map, sock_ops};
 use aya_ebpf::maps::{Array, LruHashMap};
-use aya_ebpf::programs::{SockAddrContext, SockOpsContext, SockoptContext};
+use aya_ebpf::programs::{SockAddrContext, SockContext, SockOpsContext, SockoptContext};
 use redirector_ebpf::{
-    AF_INET, AF_INET6, Config, Endpoint, MAX_CONNECTIONS, MAX_EXEMPT_USERS, MAX_PORTS,
+    AF_INET, AF_INET6, ClientKey, Config, Endpoint, MAX_CONNECTIONS, MAX_EXEMPT_USERS, MAX_PORTS,
 };
 
-// Maps are pinned by name in the loader's directory, so a new `enable` reuses them.
+// Maps are pinned by name in the loader's directory, so a new `enable` reuses them (the
+// names are the loader's `*_MAP` constants).
 #[map]
-static CONFIG: Array<Config> = Array::pinned(1, 0);
+static POLICY: Array<Config> = Array::pinned(1, 0);
 #[map]
 static BY_COOKIE: LruHashMap<u64, Endpoint> = LruHashMap::pinned(MAX_CONNECTIONS, 0);
 #[map]
-static BY_CLIENT: LruHashMap<Endpoint, Endpoint> = LruHashMap::pinned(MAX_CONNECTIONS, 0);
+static BY_CLIENT_NS: LruHashMap<ClientKey, Endpoint> = LruHashMap::pinned(MAX_CONNECTIONS, 0);
 
 /// cgroup sock_addr and sockopt programs: 1 lets the call proceed.
 const ALLOW: i32 = 1;
@@ -64,13 +71,18 @@ fn is_v4_mapped(addr: &[u32; 4]) -> bool {
     addr[0] == 0 && addr[1] == 0 && addr[2] == V4_MAPPED_WORD
 }
 
-/// The proxy port, if the caller is tagged and the destination port is in the policy.
+/// The proxy port, if the caller is tagged, in the policy's network namespace, and the
+/// destination port is in the policy.
 #[inline(always)]
-unsafe fn tagged(sa: *const bpf_sock_addr) -> Option<u16> {
+unsafe fn tagged(ctx: &SockAddrContext) -> Option<u16> {
+    let sa = ctx.sock_addr;
     if unsafe { get(&(*sa).protocol) } != IPPROTO_TCP {
         return None;
     }
-    let config = CONFIG.get(0)?;
+    let config = POLICY.get(0)?;
+    if unsafe { bpf_get_netns_cookie(ctx.as_ptr()) } != config.netns_cookie {
+        return None;
+    }
     let port = u16::from_be(unsafe { get(&(*sa).user_port) } as u16);
     let count = config.port_count as usize;
     let mut wanted = false;
@@ -102,7 +114,8 @@ pub fn connect4(ctx: SockAddrContext) -> i32 {
     let sa = ctx.sock_addr;
     // SAFETY: the kernel passes a valid context; fields are accessed as the verifier allows.
     unsafe {
-        if let Some(proxy_port) = tagged(sa) {
+        let cookie = bpf_get_socket_cookie(ctx.as_ptr());
+        if let Some(proxy_port) = tagged(&ctx) {
             let original = Endpoint {
                 family: AF_INET,
                 port: u32::from(u16::from_be(get(&(*sa).user_port) as u16)),
@@ -110,9 +123,12 @@ pub fn connect4(ctx: SockAddrContext) -> i32 {
             };
             // Redirect even if recording fails: the proxy then refuses the connection,
             // which is closed, never plaintext.
-            let _ = BY_COOKIE.insert(bpf_get_socket_cookie(ctx.as_ptr()), original, 0);
+            let _ = BY_COOKIE.insert(cookie, original, 0);
             set(&mut (*sa).user_ip4, LOOPBACK_V4);
             set(&mut (*sa).user_port, u32::from(proxy_port.to_be()));
+        } else {
+            // This socket is not redirected (now): no record of an earlier attempt may stay.
+            let _ = BY_COOKIE.remove(cookie);
         }
     }
     ALLOW
@@ -123,7 +139,8 @@ pub fn connect6(ctx: SockAddrContext) -> i32 {
     let sa = ctx.sock_addr;
     // SAFETY: as in connect4. Each word of user_ip6 is its own 4-byte access.
     unsafe {
-        if let Some(proxy_port) = tagged(sa) {
+        let cookie = bpf_get_socket_cookie(ctx.as_ptr());
+        if let Some(proxy_port) = tagged(&ctx) {
             let addr = [
                 get(&(*sa).user_ip6[0]),
                 get(&(*sa).user_ip6[1]),
@@ -135,7 +152,7 @@ pub fn connect6(ctx: SockAddrContext) -> i32 {
                 port: u32::from(u16::from_be(get(&(*sa).user_port) as u16)),
                 addr,
             };
-            let _ = BY_COOKIE.insert(bpf_get_socket_cookie(ctx.as_ptr()), original, 0);
+            let _ = BY_COOKIE.insert(cookie, original, 0);
             // A v4-mapped destination travels over IPv4: send it to ::ffff:127.0.0.1, which
             // reaches the proxy's IPv4 listener, as with nftables.
             let loopback = if is_v4_mapped(&addr) {
@@ -148,6 +165,8 @@ pub fn connect6(ctx: SockAddrContext) -> i32 {
             set(&mut (*sa).user_ip6[2], loopback[2]);
             set(&mut (*sa).user_ip6[3], loopback[3]);
             set(&mut (*sa).user_port, u32::from(proxy_port.to_be()));
+        } else {
+            let _ = BY_COOKIE.remove(cookie);
         }
     }
     ALLOW
@@ -202,6 +221,18 @@ pub fn track_sockets(ctx: SockOpsContext) -> u32 {
             return 1;
         }
         let cookie = bpf_get_socket_cookie(ctx.as_ptr());
+        let key = ClientKey {
+            netns_cookie: bpf_get_netns_cookie(ctx.as_ptr()),
+            client: local_end(ops),
+        };
+        if closing {
+            // Only redirected sockets asked for this callback. Their cookie record may be
+            // gone already: `forget_socket` runs when the descriptor closes, before the
+            // connection has finished closing.
+            let _ = BY_CLIENT_NS.remove(&key);
+            let _ = BY_COOKIE.remove(cookie);
+            return 1;
+        }
         let Some(original) = BY_COOKIE.get(cookie).copied() else {
             return 1; // not a redirected socket
         };
@@ -210,11 +241,13 @@ pub fn track_sockets(ctx: SockOpsContext) -> u32 {
             let flags = get(&(*ops).bpf_sock_ops_cb_flags) | BPF_SOCK_OPS_STATE_CB_FLAG;
             let _ = ctx.set_cb_flags(flags as i32);
         } else if op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB {
-            // The proxy asks for the IPv4 form of a v4-mapped destination (SOL_IP).
-            let _ = BY_CLIENT.insert(local_end(ops), as_ipv4_if_mapped(original), 0);
-        } else {
-            let _ = BY_CLIENT.remove(local_end(ops));
-            let _ = BY_COOKIE.remove(cookie);
+            // Only a connection to the proxy port is the proxy's peer. (`remote_port` holds
+            // the port in network byte order in its upper half.)
+            let remote_port = u16::from_be((get(&(*ops).remote_port) >> 16) as u16);
+            if POLICY.get(0).is_some_and(|c| c.proxy_port == remote_port) {
+                // The proxy asks for the IPv4 form of a v4-mapped destination (SOL_IP).
+                let _ = BY_CLIENT_NS.insert(&key, &as_ipv4_if_mapped(original), 0);
+            }
         }
     }
     1
@@ -251,7 +284,7 @@ pub fn getsockopt(ctx: SockoptContext) -> i32 {
     // SAFETY: the kernel passes a valid context; optval is only written after the bounds
     // check against optval_end that the verifier requires.
     unsafe {
-        if !answer_original_destination(so) && get(&(*so).optlen) > PAGE_SIZE {
+        if !answer_original_destination(&ctx) && get(&(*so).optlen) > PAGE_SIZE {
             set(&mut (*so).optlen, 0);
         }
     }
@@ -276,7 +309,10 @@ struct SockaddrIn6 {
     scope_id: u32,
 }
 
-unsafe fn answer_original_destination(so: *mut bpf_sockopt) -> bool {
+/// Answers only for a socket accepted on the proxy port in the policy's namespace: the port
+/// is privileged, so only the proxy (or root) holds such sockets.
+unsafe fn answer_original_destination(ctx: &SockoptContext) -> bool {
+    let so = ctx.sockopt;
     unsafe {
         let level = get(&(*so).level);
         if get(&(*so).optname) != SO_ORIGINAL_DST || (level != SOL_IP && level != SOL_IPV6) {
@@ -286,7 +322,20 @@ unsafe fn answer_original_destination(so: *mut bpf_sockopt) -> bool {
         if sk.is_null() {
             return false;
         }
-        let Some(original) = BY_CLIENT.get(peer_end(sk)).copied() else {
+        let Some(config) = POLICY.get(0) else {
+            return false;
+        };
+        let netns_cookie = bpf_get_netns_cookie(ctx.as_ptr());
+        if netns_cookie != config.netns_cookie
+            || get(&(*sk).src_port) != u32::from(config.proxy_port)
+        {
+            return false;
+        }
+        let key = ClientKey {
+            netns_cookie,
+            client: peer_end(sk),
+        };
+        let Some(original) = BY_CLIENT_NS.get(&key).copied() else {
             return false; // not one of ours: the kernel's answer stands
         };
         let optval = (*so).__bindgen_anon_2.optval as *mut u8;
@@ -363,6 +412,15 @@ pub fn getpeername6(ctx: SockAddrContext) -> i32 {
                 u32::from((original.port as u16).to_be()),
             );
         }
+    }
+    ALLOW
+}
+
+#[cgroup_sock(sock_release)]
+pub fn forget_socket(ctx: SockContext) -> i32 {
+    // SAFETY: the kernel passes a valid context.
+    unsafe {
+        let _ = BY_COOKIE.remove(bpf_get_socket_cookie(ctx.as_ptr()));
     }
     ALLOW
 }

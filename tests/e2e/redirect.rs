@@ -372,7 +372,7 @@ fn ebpf_disable_leaves_no_program_link_pin_or_map() {
         .iter()
         .map(|v| v.as_u64().unwrap())
         .collect();
-    assert_eq!(programs.len(), 6, "{view}");
+    assert_eq!(programs.len(), 7, "{view}");
     assert_eq!(maps.len(), 3, "{view}");
     let cgroup = hosts.cgroup.path().to_str().unwrap();
     assert_eq!(status["cgroup"], cgroup);

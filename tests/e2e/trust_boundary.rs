@@ -1,16 +1,16 @@
 //! The local trust boundary, end to end: only the proxy ever receives the group's traffic.
 //! Each test has its own namespaces; needs root, fails (never skips) without it.
 
-use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use bip324_e2e::netns::Netns;
 use bip324_e2e::responder::{Responder, Transport};
 use bip324_e2e::testbed::{
     NODE_PORT, PROXY_PORT, Proxy, REMOTE_V4, RedirectCli, RemoteNode, TAGGED_GID, TwoHosts,
     noisy_responder, run_client, workspace_binary,
 };
-use bip324_e2e::v1::{Message, REGTEST_MAGIC};
 
 const CLIENT: &str = env!("CARGO_BIN_EXE_e2e-v1-client");
 /// An unprivileged local user: nobody.
@@ -177,14 +177,23 @@ pub fn a_destination_port_equal_to_an_upstream_source_port_is_served(backend: &s
     cli.enable_tagged(backend, &NODE_PORT.to_string());
     let proxy = Proxy::start(&hosts.client, &[]);
 
-    // A tagged connection that stays open: the proxy holds an upstream connection for it.
-    let remote = hosts.remote_v4();
-    let _held: TcpStream = hosts.client.run_as_group(TAGGED_GID, move || {
-        let mut stream = TcpStream::connect(remote).expect("tagged connect");
-        let hello = Message::new("version", vec![0u8; 100]).to_wire(REGTEST_MAGIC);
-        stream.write_all(&hello).expect("send version");
-        stream
-    });
+    // A tagged client that stays connected: the proxy holds an upstream connection for it.
+    let _held = KillOnDrop(
+        hosts
+            .client
+            .command(CLIENT, Some(TAGGED_GID))
+            .args([
+                &hosts.remote_v4().to_string(),
+                "--large",
+                "0",
+                "--small",
+                "1",
+            ])
+            .args(["--hold-ms", "30000"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the held client"),
+    );
     let source_port = upstream_source_port(&hosts)
         .unwrap_or_else(|| panic!("no upstream connection at the remote: {}", proxy.log()));
 
@@ -203,6 +212,107 @@ pub fn a_destination_port_equal_to_an_upstream_source_port_is_served(backend: &s
     let reports = second.wait_for_reports(1, Duration::from_secs(10));
     assert_eq!(reports[0].transport, Transport::V2);
     assert!(!proxy.log().contains("loop"), "{}", proxy.log());
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// eBPF programs attached at the cgroup root see every network namespace. A process of the
+/// tagged gid in another one (a container with the host's ids) is left alone: it is not
+/// sent to its own namespace's loopback, where whatever listens would get its plaintext.
+#[test]
+fn ebpf_leaves_other_network_namespaces_alone() {
+    let hosts = TwoHosts::create();
+    let cli = RedirectCli::new(&hosts);
+    cli.enable_tagged("ebpf", &NODE_PORT.to_string());
+    let _proxy = Proxy::start(&hosts.client, &[]);
+    let mut container = Netns::create("container");
+    container.place_processes_in(&hosts.cgroup);
+    let traps: Vec<TcpListener> = container.run(|| {
+        ["127.0.0.1", "::1"]
+            .iter()
+            .map(|ip| {
+                let trap = TcpListener::bind((*ip, PROXY_PORT)).expect("bind in the container");
+                trap.set_nonblocking(true).unwrap();
+                trap
+            })
+            .collect()
+    });
+    for destination in [hosts.remote_v4(), hosts.remote_v6()] {
+        let run = run_client(
+            CLIENT,
+            &container,
+            Some(TAGGED_GID),
+            &[&destination.to_string(), "--large", "0", "--small", "1"],
+        );
+        // The container has no route to the remote: its own connect fails, untouched.
+        assert!(!run.success, "{run:?}");
+    }
+    for trap in &traps {
+        assert!(
+            trap.accept().is_err(),
+            "the container's {} received a tagged connection",
+            trap.local_addr().unwrap()
+        );
+    }
+}
+
+/// A redirected socket's records go with it: a `connect()` that fails before any packet (an
+/// IPv6-only socket to a v4-mapped address) and a connection that ran and closed leave no
+/// entry in the maps.
+#[test]
+fn ebpf_failed_and_closed_connections_leave_no_map_entries() {
+    let hosts = TwoHosts::create();
+    let _node = RemoteNode::start(&hosts.remote, noisy_responder);
+    let cli = RedirectCli::new(&hosts);
+    cli.enable_tagged("ebpf", &NODE_PORT.to_string());
+    let proxy = Proxy::start(&hosts.client, &[]);
+    let mapped = format!("[::ffff:{REMOTE_V4}]:{NODE_PORT}");
+    let run = run_client(
+        CLIENT,
+        &hosts.client,
+        Some(TAGGED_GID),
+        &[&mapped, "--ipv6-only", "1"],
+    );
+    assert!(!run.success && run.stderr.contains("connect to"), "{run:?}");
+    assert!(
+        tagged_client_ok(&hosts, hosts.remote_v4()),
+        "{}",
+        proxy.log()
+    );
+
+    let pins = hosts.bpffs.path().join("bip324-redirect");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut left = Vec::new();
+    while Instant::now() < deadline {
+        left = ["BY_COOKIE", "BY_CLIENT_NS"]
+            .iter()
+            .map(|map| {
+                let output = std::process::Command::new("bpftool")
+                    .args(["-j", "map", "dump", "pinned"])
+                    .arg(pins.join(map))
+                    .output()
+                    .expect("run bpftool (apt-get install bpftool)");
+                assert!(output.status.success(), "{output:?}");
+                (
+                    map,
+                    String::from_utf8_lossy(&output.stdout).trim().to_string(),
+                )
+            })
+            .filter(|(_, dump)| dump != "[]")
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("entries left behind: {left:?}");
 }
 
 /// The proxy's upstream connection as the remote sees it: the peer port of the one

@@ -65,6 +65,10 @@ pub fn apply(policy: &Policy, cgroup: &Path) -> Result<(), Error> {
     let dir = pin_dir();
     mounts::ensure_bpffs(&dir)?;
     std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+    let config = Config {
+        netns_cookie: netns_cookie()?,
+        ..config
+    };
     // Leftovers of an interrupted enable would block the new pins.
     for program in PROGRAMS {
         for pin in [link_pin(&dir, program), program_pin(&dir, program)] {
@@ -100,7 +104,58 @@ pub fn apply(policy: &Policy, cgroup: &Path) -> Result<(), Error> {
             std::fs::rename(staged(&pin), &pin).map_err(|e| io(&pin, e))?;
         }
     }
+    remove_stale_pins(&dir)
+}
+
+/// Pins of an older version (maps since renamed, programs since dropped): their programs
+/// were replaced above, so unpinning them frees what is left.
+fn remove_stale_pins(dir: &Path) -> Result<(), Error> {
+    let current: Vec<PathBuf> = PROGRAMS
+        .iter()
+        .flat_map(|p| [program_pin(dir, p), link_pin(dir, p)])
+        .chain(MAPS.iter().map(|m| dir.join(m)))
+        .collect();
+    for entry in std::fs::read_dir(dir).map_err(|e| io(dir, e))? {
+        let path = entry.map_err(|e| io(dir, e))?.path();
+        if !current.contains(&path) {
+            std::fs::remove_file(&path).map_err(|e| io(&path, e))?;
+        }
+    }
     Ok(())
+}
+
+/// The cookie of this process's network namespace: the programs act in this one only.
+fn netns_cookie() -> Result<u64, Error> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
+    use std::os::fd::AsRawFd;
+    /// From asm-generic/socket.h (Linux 5.14); not in libc or nix yet.
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| Error::Kernel(format!("cannot open a socket: {e}")))?;
+    let mut cookie = 0u64;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: `cookie` and `len` are valid for writes of the sizes given.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&raw mut cookie).cast(),
+            &raw mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(Error::Kernel(format!(
+            "cannot read this network namespace's cookie (SO_NETNS_COOKIE needs Linux 5.14): {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(cookie)
 }
 
 /// Where a pin is made before it replaces the old one.
@@ -127,6 +182,11 @@ fn attach_and_pin(
             p.take_link(id)?.try_into()?
         }
         Program::SockOps(p) => {
+            p.load()?;
+            let id = p.attach(cgroup, mode)?;
+            p.take_link(id)?.try_into()?
+        }
+        Program::CgroupSock(p) => {
             p.load()?;
             let id = p.attach(cgroup, mode)?;
             p.take_link(id)?.try_into()?
@@ -178,8 +238,20 @@ pub fn inspect(expected: Option<&Policy>) -> Result<Inspection, Error> {
             inspection
                 .objects
                 .push(format!("policy map: {}", policy.describe()));
+            if netns_cookie().is_ok_and(|here| here != config.netns_cookie) {
+                inspection.details.push(
+                    "the programs act in another network namespace than this one (enabled \
+                     from a container or `ip netns exec`?)"
+                        .to_string(),
+                );
+            }
             if let Some(expected) = expected {
-                if config_of(expected).ok() != Some(config) {
+                // The namespace is judged above; the policy here.
+                let wanted = config_of(expected).map(|c| Config {
+                    netns_cookie: config.netns_cookie,
+                    ..c
+                });
+                if wanted.ok() != Some(config) {
                     inspection
                         .details
                         .push(format!("the pinned policy is `{}`", policy.describe()));

@@ -2,10 +2,11 @@
 //! node, does the version handshake and a ping, then sends one large and many small messages
 //! and checks each echo byte for byte, in order.
 //!
-//! Usage: e2e-v1-client ADDR [--large BYTES] [--small COUNT] [--hold-ms MS]
+//! Usage: e2e-v1-client ADDR [--large BYTES] [--small COUNT] [--hold-ms MS] [--ipv6-only 1]
 //! Prints `key=value` lines (peer, local, echoed, bytes_echoed, and the bytes it sent and
-//! received on the wire); with --hold-ms, keeps the connection open that long after printing.
-//! Exits 1 on any mismatch.
+//! received on the wire); with --hold-ms, keeps the connection open that long after printing;
+//! with --ipv6-only 1, connects from an IPv6-only socket (which cannot reach a v4-mapped
+//! address: the kernel fails such a connect before any packet). Exits 1 on any mismatch.
 
 use std::io::{BufReader, BufWriter, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -24,13 +25,16 @@ struct Args {
     large: usize,
     small: usize,
     hold_ms: usize,
+    ipv6_only: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
     let addr = args
         .next()
-        .ok_or("usage: e2e-v1-client ADDR [--large BYTES] [--small COUNT] [--hold-ms MS]")?
+        .ok_or(
+            "usage: e2e-v1-client ADDR [--large BYTES] [--small COUNT] [--hold-ms MS] [--ipv6-only 1]",
+        )?
         .parse()
         .map_err(|e| format!("bad address: {e}"))?;
     let mut parsed = Args {
@@ -38,6 +42,7 @@ fn parse_args() -> Result<Args, String> {
         large: 4_000_000,
         small: 10_000,
         hold_ms: 0,
+        ipv6_only: false,
     };
     while let Some(flag) = args.next() {
         let value: usize = args
@@ -48,6 +53,7 @@ fn parse_args() -> Result<Args, String> {
             "--large" => parsed.large = value,
             "--small" => parsed.small = value,
             "--hold-ms" => parsed.hold_ms = value,
+            "--ipv6-only" => parsed.ipv6_only = value != 0,
             _ => return Err(format!("unknown option {flag}")),
         }
     }
@@ -71,9 +77,30 @@ fn workload(large: usize, small: usize) -> impl Iterator<Item = Message> {
     big.into_iter().chain(smalls)
 }
 
+fn connect(args: &Args) -> std::io::Result<TcpStream> {
+    let SocketAddr::V6(v6) = args.addr else {
+        return TcpStream::connect_timeout(&args.addr, Duration::from_secs(10));
+    };
+    if !args.ipv6_only {
+        return TcpStream::connect_timeout(&args.addr, Duration::from_secs(10));
+    }
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrIn6, setsockopt, socket, sockopt,
+    };
+    use std::os::fd::AsRawFd;
+    let fd = socket(
+        AddressFamily::Inet6,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+    nix::sys::socket::connect(fd.as_raw_fd(), &SockaddrIn6::from(v6))?;
+    Ok(TcpStream::from(fd))
+}
+
 fn run(args: &Args) -> Result<(), String> {
-    let stream = TcpStream::connect_timeout(&args.addr, Duration::from_secs(10))
-        .map_err(|e| format!("connect to {}: {e}", args.addr))?;
+    let stream = connect(args).map_err(|e| format!("connect to {}: {e}", args.addr))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
         .map_err(|e| e.to_string())?;
