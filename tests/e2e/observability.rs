@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use bip324_e2e::responder::Transport;
 use bip324_e2e::testbed::{
-    NODE_PORT, Proxy, REMOTE_V4, RedirectCli, RemoteNode, TAGGED_GID, TwoHosts, control_socket,
-    noisy_responder, run_client,
+    NODE_PORT, PROXY_PORT, Proxy, REMOTE_V4, RedirectCli, RemoteNode, TAGGED_GID, TwoHosts,
+    control_socket, noisy_responder, run_client,
 };
 
 const CLIENT: &str = env!("CARGO_BIN_EXE_e2e-v1-client");
@@ -178,13 +178,20 @@ fn status_and_metrics_report_a_live_connection_then_forget_it() {
         sample(&metrics, "bip324_proxy_handshake_duration_seconds_count"),
         1
     );
-    // The refused probe connections of `status` are counted too.
-    assert!(
-        sample(
-            &metrics,
-            "bip324_proxy_connections_refused_total{reason=\"destination_is_proxy\"}"
-        ) >= 2
-    );
+    // `status` ran three times without connecting to the proxy: no refusal is counted.
+    let refused = "bip324_proxy_connections_refused_total{reason=\"destination_is_proxy\"}";
+    assert_eq!(sample(&metrics, refused), 0);
+    // Direct connections to the proxy port are refused, and counted.
+    hosts.client.run(|| {
+        for addr in [
+            format!("127.0.0.1:{PROXY_PORT}"),
+            format!("[::1]:{PROXY_PORT}"),
+        ] {
+            let _ = std::net::TcpStream::connect(addr).unwrap();
+        }
+    });
+    assert!(proxy.wait_for_count("refused connection", 2, Duration::from_secs(5)));
+    assert_eq!(sample(&scrape(&hosts), refused), 2);
 }
 
 #[test]
