@@ -229,7 +229,7 @@ pub fn track_sockets(ctx: SockOpsContext) -> u32 {
             // Only redirected sockets asked for this callback. Their cookie record may be
             // gone already: `forget_socket` runs when the descriptor closes, before the
             // connection has finished closing.
-            let _ = BY_CLIENT_NS.remove(&key);
+            let _ = BY_CLIENT_NS.remove(key);
             let _ = BY_COOKIE.remove(cookie);
             return 1;
         }
@@ -246,7 +246,7 @@ pub fn track_sockets(ctx: SockOpsContext) -> u32 {
             let remote_port = u16::from_be((get(&(*ops).remote_port) >> 16) as u16);
             if POLICY.get(0).is_some_and(|c| c.proxy_port == remote_port) {
                 // The proxy asks for the IPv4 form of a v4-mapped destination (SOL_IP).
-                let _ = BY_CLIENT_NS.insert(&key, &as_ipv4_if_mapped(original), 0);
+                let _ = BY_CLIENT_NS.insert(key, as_ipv4_if_mapped(original), 0);
             }
         }
     }
@@ -335,7 +335,7 @@ unsafe fn answer_original_destination(ctx: &SockoptContext) -> bool {
             netns_cookie,
             client: peer_end(sk),
         };
-        let Some(original) = BY_CLIENT_NS.get(&key).copied() else {
+        let Some(original) = BY_CLIENT_NS.get(key).copied() else {
             return false; // not one of ours: the kernel's answer stands
         };
         let optval = (*so).__bindgen_anon_2.optval as *mut u8;
