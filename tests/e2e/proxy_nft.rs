@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bip324_e2e::responder::{Report, Transport};
 use bip324_e2e::testbed::{
-    OTHER_GID, Proxy, RemoteNode, TAGGED_GID, TwoHosts, contains, nft_redirect, noisy_responder,
-    run_client,
+    NODE_PORT, OTHER_GID, Proxy, RemoteNode, TAGGED_GID, TwoHosts, contains, nft_redirect,
+    noisy_responder, run_client,
 };
 use bip324_e2e::v1::{Message, PLAINTEXT_MARKER, REGTEST_MAGIC};
 
@@ -300,4 +300,90 @@ fn v1_fallback_retries_each_connection_in_plaintext_and_remembers_nothing() {
     // Bitcoin Core's rule, per connection: the second one tries v2 again, so one failure
     // (which an attacker can inject) never downgrades later connections.
     assert_eq!(log.matches("does not speak v2").count(), 2, "{log}");
+}
+
+/// With `--v1-fallback`, an on-path attacker who resets the first v2 attempt gets that one
+/// connection in plaintext, never the next: each connection tries v2 first again.
+#[test]
+fn one_injected_reset_does_not_downgrade_the_next_connection() {
+    use bip324_e2e::echo::spawn_echo_node;
+    use bip324_e2e::responder::Responder;
+    use bip324_e2e::server::Server;
+    use std::net::TcpListener;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let hosts = TwoHosts::create();
+    // The node (echo behind a v2 responder) and, in front of it on the node port, the
+    // attacker: it resets the first connection once the key exchange began, and relays the
+    // others untouched.
+    let (_echo, responder, _attacker) = hosts
+        .remote
+        .run(|| {
+            let echo = spawn_echo_node(TcpListener::bind("127.0.0.1:0")?, REGTEST_MAGIC)?;
+            let responder = Responder::spawn(
+                TcpListener::bind("127.0.0.1:0")?,
+                noisy_responder(echo.addr()),
+            )?;
+            let node = responder.addr();
+            let reset_done = Arc::new(AtomicBool::new(false));
+            let attacker =
+                Server::spawn(TcpListener::bind(("::", NODE_PORT))?, move |mut client| {
+                    if !reset_done.swap(true, Ordering::SeqCst) {
+                        let mut key = [0u8; 64];
+                        let _ = client.read_exact(&mut key);
+                        let _ = nix::sys::socket::setsockopt(
+                            &client,
+                            nix::sys::socket::sockopt::Linger,
+                            &libc::linger {
+                                l_onoff: 1,
+                                l_linger: 0,
+                            },
+                        );
+                        return; // dropped with linger 0: a reset
+                    }
+                    let Ok(upstream) = TcpStream::connect(node) else {
+                        return;
+                    };
+                    let (mut a, mut b) =
+                        (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                    let forward = std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut a, &mut b);
+                        let _ = b.shutdown(std::net::Shutdown::Write);
+                    });
+                    let (mut upstream, mut client) = (upstream, client);
+                    let _ = std::io::copy(&mut upstream, &mut client);
+                    let _ = client.shutdown(std::net::Shutdown::Write);
+                    let _ = forward.join();
+                })?;
+            std::io::Result::Ok((echo, responder, attacker))
+        })
+        .expect("start the node and the attacker");
+    nft_redirect(&hosts.client, TAGGED_GID);
+    let proxy = Proxy::start(&hosts.client, &["--v1-fallback"]);
+    let remote = hosts.remote_v4().to_string();
+    for _ in 0..2 {
+        let run = run_client(
+            CLIENT,
+            &hosts.client,
+            Some(TAGGED_GID),
+            &[&remote, "--large", "1000", "--small", "10"],
+        );
+        assert!(run.success, "{}\n{}", run.stderr, proxy.log());
+    }
+    let reports = responder.wait_for_reports(2, Duration::from_secs(10));
+    assert_eq!(reports.len(), 2, "{}", proxy.log());
+    assert_eq!(
+        reports[0].transport,
+        Transport::V1,
+        "the reset one fell back"
+    );
+    assert_eq!(
+        reports[1].transport,
+        Transport::V2,
+        "the next one is encrypted"
+    );
+    let log = proxy.log();
+    assert_eq!(log.matches("transport=v1-fallback").count(), 1, "{log}");
+    assert_eq!(log.matches("transport=v2").count(), 1, "{log}");
 }
