@@ -126,12 +126,20 @@ pub fn connect4(ctx: SockAddrContext) -> i32 {
             let _ = BY_COOKIE.insert(cookie, original, 0);
             set(&mut (*sa).user_ip4, LOOPBACK_V4);
             set(&mut (*sa).user_port, u32::from(proxy_port.to_be()));
-        } else {
+        } else if !to_the_proxy(get(&(*sa).user_ip4) == LOOPBACK_V4, get(&(*sa).user_port)) {
             // This socket is not redirected (now): no record of an earlier attempt may stay.
             let _ = BY_COOKIE.remove(cookie);
         }
     }
     ALLOW
+}
+
+/// The destination is the proxy: this connect() was redirected by another instance of these
+/// programs attached beside this one (while `enable` replaces them), whose record must stay.
+#[inline(always)]
+fn to_the_proxy(loopback: bool, user_port: u32) -> bool {
+    let port = u16::from_be(user_port as u16);
+    loopback && POLICY.get(0).is_some_and(|c| c.proxy_port == port)
 }
 
 #[cgroup_sock_addr(connect6)]
@@ -166,7 +174,17 @@ pub fn connect6(ctx: SockAddrContext) -> i32 {
             set(&mut (*sa).user_ip6[3], loopback[3]);
             set(&mut (*sa).user_port, u32::from(proxy_port.to_be()));
         } else {
-            let _ = BY_COOKIE.remove(cookie);
+            let addr = [
+                get(&(*sa).user_ip6[0]),
+                get(&(*sa).user_ip6[1]),
+                get(&(*sa).user_ip6[2]),
+                get(&(*sa).user_ip6[3]),
+            ];
+            let loopback =
+                addr == [0, 0, 0, LOOPBACK_V6_LAST] || addr == [0, 0, V4_MAPPED_WORD, LOOPBACK_V4];
+            if !to_the_proxy(loopback, get(&(*sa).user_port)) {
+                let _ = BY_COOKIE.remove(cookie);
+            }
         }
     }
     ALLOW
