@@ -1,7 +1,7 @@
 //! Message type decoding: no panic, and what decodes re-encodes to the same command.
 #![no_main]
 
-use bip324_proxy::protocol::message_type;
+use bip324_protocol::message_type;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|contents: &[u8]| {

@@ -2,10 +2,10 @@
 //! must decrypt, packet by packet, to the messages it reported.
 #![no_main]
 
-use bip324_proxy::protocol::cipher::{LENGTH_LEN, TAG_LEN};
-use bip324_proxy::protocol::message_type;
-use bip324_proxy::protocol::test_util::{cipher_pair, feed, v1_frame};
-use bip324_proxy::protocol::{Encoder, Event, Magic};
+use bip324_protocol::cipher::{LENGTH_LEN, TAG_LEN};
+use bip324_protocol::message_type;
+use bip324_protocol::test_util::{cipher_pair, feed, v1_frame};
+use bip324_protocol::{Encoder, Event, Magic};
 use libfuzzer_sys::fuzz_target;
 
 const MAGIC: Magic = Magic([0xfa, 0xbf, 0xb5, 0xda]);

@@ -4,10 +4,10 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use bip324_proxy::protocol::message_type;
-use bip324_proxy::protocol::test_util::{cipher_pair, feed, seal};
-use bip324_proxy::protocol::v1;
-use bip324_proxy::protocol::{Decoder, Magic};
+use bip324_protocol::message_type;
+use bip324_protocol::test_util::{cipher_pair, feed, seal};
+use bip324_protocol::v1;
+use bip324_protocol::{Decoder, Magic};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]
@@ -46,7 +46,7 @@ fuzz_target!(|input: Input| {
     };
     let mut decoder = Decoder::new(MAGIC, opener, b"garbage".to_vec());
     let (output, _, result) = feed(&mut decoder, &wire, usize::from(input.chunk));
-    use bip324_proxy::protocol::Pipe;
+    use bip324_protocol::Pipe;
     if tampered {
         // Only authentic messages pass: what came out is a prefix of the truth, and all of it
         // unless the damage was refused or left the decoder waiting for a longer packet.

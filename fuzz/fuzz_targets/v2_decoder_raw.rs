@@ -2,8 +2,8 @@
 //! never produce output (nothing random authenticates).
 #![no_main]
 
-use bip324_proxy::protocol::test_util::{cipher_pair, feed};
-use bip324_proxy::protocol::{Decoder, Magic};
+use bip324_protocol::test_util::{cipher_pair, feed};
+use bip324_protocol::{Decoder, Magic};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

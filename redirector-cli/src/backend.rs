@@ -9,10 +9,10 @@ use crate::error::Error;
 use crate::policy::Policy;
 use crate::{ebpf, nftables};
 
-pub use bip324_redirect_args::BackendKind;
+pub(crate) use bip324_redirect_args::BackendKind;
 
 /// Installs `policy` with `kind`; `cgroup` is where the eBPF backend attaches.
-pub fn apply(kind: BackendKind, policy: &Policy, cgroup: &Path) -> Result<(), Error> {
+pub(crate) fn apply(kind: BackendKind, policy: &Policy, cgroup: &Path) -> Result<(), Error> {
     match kind {
         BackendKind::Nftables => nftables::apply(policy),
         BackendKind::Ebpf => ebpf::apply(policy, cgroup),
@@ -20,14 +20,14 @@ pub fn apply(kind: BackendKind, policy: &Policy, cgroup: &Path) -> Result<(), Er
 }
 
 /// Removes `kind`'s objects; `Ok(false)` when there were none.
-pub fn remove(kind: BackendKind) -> Result<bool, Error> {
+pub(crate) fn remove(kind: BackendKind) -> Result<bool, Error> {
     match kind {
         BackendKind::Nftables => nftables::remove(),
         BackendKind::Ebpf => ebpf::remove(),
     }
 }
 
-pub fn inspect(kind: BackendKind, expected: Option<&Policy>) -> Result<Inspection, Error> {
+pub(crate) fn inspect(kind: BackendKind, expected: Option<&Policy>) -> Result<Inspection, Error> {
     match kind {
         BackendKind::Nftables => nftables::inspect(expected),
         BackendKind::Ebpf => ebpf::inspect(expected),
@@ -36,7 +36,7 @@ pub fn inspect(kind: BackendKind, expected: Option<&Policy>) -> Result<Inspectio
 
 /// What a backend found in the kernel.
 #[derive(Clone, Debug, Default, Serialize)]
-pub struct Inspection {
+pub(crate) struct Inspection {
     /// Its objects exist.
     pub present: bool,
     /// They implement the expected policy exactly (`None`: nothing to compare with).
@@ -56,7 +56,7 @@ pub struct Inspection {
 }
 
 impl Inspection {
-    pub fn absent() -> Inspection {
+    pub(crate) fn absent() -> Inspection {
         Inspection::default()
     }
 }

@@ -1,23 +1,23 @@
 //! Errors as sentences, and the exit codes they map to (documented in `--help`).
 
 /// Exit codes of `bip324-redirect`.
-pub mod exit {
-    pub const OK: u8 = 0;
+pub(crate) mod exit {
+    pub(crate) const OK: u8 = 0;
     /// The kernel refused a change, or another runtime failure.
-    pub const FAILURE: u8 = 1;
+    pub(crate) const FAILURE: u8 = 1;
     // 2: wrong command line, reported by clap itself.
     /// Missing privileges (capabilities).
-    pub const PRIVILEGES: u8 = 3;
+    pub(crate) const PRIVILEGES: u8 = 3;
     /// Bad configuration: unknown group or user, invalid ports.
-    pub const CONFIG: u8 = 4;
+    pub(crate) const CONFIG: u8 = 4;
     /// `status`: the redirect is not enabled.
-    pub const NOT_ENABLED: u8 = 5;
+    pub(crate) const NOT_ENABLED: u8 = 5;
     /// `status`: enabled, but something is wrong (rules vanished or differ, proxy not answering).
-    pub const DEGRADED: u8 = 6;
+    pub(crate) const DEGRADED: u8 = 6;
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     #[error("{0}")]
     Config(String),
     #[error("{0}")]
@@ -29,7 +29,7 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         match self {
             Error::Config(_) => exit::CONFIG,
             Error::Privileges(_) => exit::PRIVILEGES,

@@ -10,7 +10,7 @@ const MAX_PORTS: usize = 32;
 
 /// A group or user, by number, with the name it had when the policy was made.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Id {
+pub(crate) struct Id {
     pub id: u32,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub name: Option<String>,
@@ -26,7 +26,7 @@ impl std::fmt::Display for Id {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Policy {
+pub(crate) struct Policy {
     /// Connections of sockets whose owner's primary group is this one are redirected.
     pub group: Id,
     /// Destination TCP ports that are redirected, sorted, without duplicates.
@@ -38,7 +38,7 @@ pub struct Policy {
 }
 
 impl Policy {
-    pub fn new(
+    pub(crate) fn new(
         group: Id,
         ports: &[u16],
         proxy_port: u16,
@@ -74,7 +74,7 @@ impl Policy {
     }
 
     /// The command that (re)installs this policy.
-    pub fn enable_command(&self, backend: &str) -> String {
+    pub(crate) fn enable_command(&self, backend: &str) -> String {
         let name = |id: &Id| id.name.clone().unwrap_or_else(|| id.id.to_string());
         let ports: Vec<String> = self.ports.iter().map(u16::to_string).collect();
         let mut command = format!(
@@ -91,7 +91,7 @@ impl Policy {
     }
 
     /// One sentence for humans.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let ports: Vec<String> = self.ports.iter().map(u16::to_string).collect();
         let mut text = format!(
             "TCP connections to port{} {} from processes whose primary group is {} go to the \
@@ -110,7 +110,7 @@ impl Policy {
 }
 
 /// Resolves a group given by name or number.
-pub fn resolve_group(group: &str) -> Result<Id, Error> {
+pub(crate) fn resolve_group(group: &str) -> Result<Id, Error> {
     use nix::unistd::{Gid, Group};
     let found = |g: Option<Group>| g.map(|g| (g.gid.as_raw(), g.name));
     resolve(
@@ -123,7 +123,7 @@ pub fn resolve_group(group: &str) -> Result<Id, Error> {
 }
 
 /// Resolves a user given by name or number.
-pub fn resolve_user(user: &str) -> Result<Id, Error> {
+pub(crate) fn resolve_user(user: &str) -> Result<Id, Error> {
     use nix::unistd::{Uid, User};
     let found = |u: Option<User>| u.map(|u| (u.uid.as_raw(), u.name));
     resolve(

@@ -6,11 +6,11 @@ use caps::{CapSet, Capability};
 use crate::error::Error;
 
 /// Fails with what is missing and how to get it.
-pub fn require(needed: &[Capability], action: &str) -> Result<(), Error> {
+pub(crate) fn require(needed: &[Capability], action: &str) -> Result<(), Error> {
     let missing: Vec<String> = needed
         .iter()
         .filter(|cap| !caps::has_cap(None, CapSet::Effective, **cap).unwrap_or(false))
-        .map(|cap| cap.to_string())
+        .map(std::string::ToString::to_string)
         .collect();
     if missing.is_empty() {
         return Ok(());

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 /// The proxy's answer to a status request, as JSON; an error sentence when it cannot be had.
-pub fn status(socket: &Path) -> Result<serde_json::Value, String> {
+pub(crate) fn status(socket: &Path) -> Result<serde_json::Value, String> {
     let mut stream = UnixStream::connect(socket).map_err(|e| {
         format!(
             "cannot reach the proxy's control socket {}: {e}",

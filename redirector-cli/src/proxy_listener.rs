@@ -14,7 +14,7 @@ use serde::Serialize;
 const PROXY_USER: &str = "bip324-proxy";
 
 #[derive(Clone, Debug, Serialize)]
-pub struct Probe {
+pub(crate) struct Probe {
     pub address: SocketAddr,
     /// A trusted listener is there: tagged connections reach the proxy.
     pub answering: bool,
@@ -24,7 +24,7 @@ pub struct Probe {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct ListenerView {
+pub(crate) struct ListenerView {
     pub local: SocketAddr,
     pub uid: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -35,7 +35,7 @@ pub struct ListenerView {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct Holder {
+pub(crate) struct Holder {
     pub pid: u32,
     pub name: String,
 }
@@ -62,7 +62,7 @@ impl ListenerView {
     }
 
     /// "user nobody (uid 65534), held by python3 (pid 4242)".
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut text = match &self.user {
             Some(user) => format!("user {user} (uid {})", self.uid),
             None => format!("uid {}", self.uid),
@@ -80,7 +80,7 @@ impl ListenerView {
 }
 
 /// Looks at the proxy's port on both loopback addresses (the redirect targets both).
-pub fn probe(port: u16) -> Vec<Probe> {
+pub(crate) fn probe(port: u16) -> Vec<Probe> {
     let mut trusted_uids = vec![0];
     if let Ok(Some(proxy)) = User::from_name(PROXY_USER) {
         trusted_uids.push(proxy.uid.as_raw());
@@ -115,7 +115,7 @@ pub fn probe(port: u16) -> Vec<Probe> {
 
 /// Sentences for what is wrong with the listeners; `proxy_pid` is the pid the proxy's control
 /// socket reported, when it answered.
-pub fn problems(probes: &[Probe], proxy_pid: Option<u32>) -> Vec<String> {
+pub(crate) fn problems(probes: &[Probe], proxy_pid: Option<u32>) -> Vec<String> {
     let mut problems = Vec::new();
     let silent: Vec<&Probe> = probes.iter().filter(|p| p.listeners.is_empty()).collect();
     if !silent.is_empty() {
@@ -157,13 +157,13 @@ pub fn problems(probes: &[Probe], proxy_pid: Option<u32>) -> Vec<String> {
 }
 
 /// "127.0.0.1:324 and [::1]:324", for sentences.
-pub fn addresses(probes: &[Probe]) -> String {
+pub(crate) fn addresses(probes: &[Probe]) -> String {
     let list: Vec<String> = probes.iter().map(|p| p.address.to_string()).collect();
     list.join(" and ")
 }
 
 /// Ports from `net.ipv4.ip_unprivileged_port_start` on can be bound by any local user.
-pub fn unprivileged_port_start() -> u32 {
+pub(crate) fn unprivileged_port_start() -> u32 {
     std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -171,7 +171,7 @@ pub fn unprivileged_port_start() -> u32 {
 }
 
 /// A warning when any local user may bind `port`.
-pub fn port_warning(port: u16) -> Option<String> {
+pub(crate) fn port_warning(port: u16) -> Option<String> {
     let start = unprivileged_port_start();
     (u32::from(port) >= start).then(|| {
         format!(

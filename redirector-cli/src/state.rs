@@ -16,7 +16,7 @@ use crate::policy::Policy;
 const DEFAULT_DIR: &str = "/run/bip324-redirect";
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Enabled {
+pub(crate) struct Enabled {
     pub backend: BackendKind,
     pub policy: Policy,
     /// Where the eBPF backend attached its programs.
@@ -33,7 +33,7 @@ fn path() -> Result<PathBuf, Error> {
     Ok(dir.join(format!("netns-{netns}.json")))
 }
 
-pub fn load() -> Result<Option<Enabled>, Error> {
+pub(crate) fn load() -> Result<Option<Enabled>, Error> {
     let path = path()?;
     match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
@@ -48,7 +48,7 @@ pub fn load() -> Result<Option<Enabled>, Error> {
 }
 
 /// Writes the record atomically (temporary file, then rename).
-pub fn save(enabled: &Enabled) -> Result<(), Error> {
+pub(crate) fn save(enabled: &Enabled) -> Result<(), Error> {
     let path = path()?;
     let io = |e: std::io::Error| Error::Io(format!("cannot write {}: {e}", path.display()));
     if let Some(dir) = path.parent() {
@@ -60,7 +60,7 @@ pub fn save(enabled: &Enabled) -> Result<(), Error> {
     std::fs::rename(&tmp, &path).map_err(io)
 }
 
-pub fn clear() -> Result<(), Error> {
+pub(crate) fn clear() -> Result<(), Error> {
     let path = path()?;
     match std::fs::remove_file(&path) {
         Ok(()) => Ok(()),

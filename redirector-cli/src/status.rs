@@ -12,7 +12,7 @@ use crate::state::{self, Enabled};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum State {
+pub(crate) enum State {
     /// Enabled, in the kernel, exactly as asked.
     Active,
     /// Not enabled, nothing in the kernel.
@@ -28,7 +28,7 @@ pub enum State {
 }
 
 #[derive(Debug, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     pub state: State,
     pub backend: Option<BackendKind>,
     pub policy: Option<Policy>,
@@ -49,14 +49,14 @@ pub struct Report {
 }
 
 #[derive(Debug, Serialize)]
-pub struct BackendView {
+pub(crate) struct BackendView {
     pub backend: BackendKind,
     #[serde(flatten)]
     pub inspection: Inspection,
 }
 
 impl Report {
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         match self.state {
             State::Disabled => exit::NOT_ENABLED,
             State::Unknown => exit::PRIVILEGES,
@@ -68,7 +68,7 @@ impl Report {
 
 /// Gathers the report. Reading the kernel needs capabilities; without them the report says
 /// so and shows what it can.
-pub fn gather(control_socket: &std::path::Path) -> Result<Report, Error> {
+pub(crate) fn gather(control_socket: &std::path::Path) -> Result<Report, Error> {
     let enabled = state::load()?;
     let (proxy_status, proxy_status_error) = match proxy_control::status(control_socket) {
         Ok(status) => (Some(status), None),
@@ -194,7 +194,7 @@ fn judge(report: &mut Report, enabled: Option<&Enabled>) {
 }
 
 /// The report for a terminal.
-pub fn render(report: &Report) -> String {
+pub(crate) fn render(report: &Report) -> String {
     let mut out = String::new();
     let state = match report.state {
         State::Active => "active",

@@ -15,10 +15,10 @@ use bip324_e2e::testbed::{
     run_client,
 };
 use bip324_e2e::v1::{self, Message, REGTEST_MAGIC};
-use bip324_proxy::protocol::cipher::{LENGTH_LEN, PacketOpener, PacketSealer, TAG_LEN};
-use bip324_proxy::protocol::keys::{EphemeralKey, SessionKeys};
-use bip324_proxy::protocol::test_util::seal;
-use bip324_proxy::protocol::{Magic, message_type, v1::Command};
+use bip324_protocol::cipher::{LENGTH_LEN, PacketOpener, PacketSealer, TAG_LEN};
+use bip324_protocol::keys::{EphemeralKey, SessionKeys};
+use bip324_protocol::test_util::seal;
+use bip324_protocol::{Magic, Role, message_type, v1::Command};
 
 const CLIENT: &str = env!("CARGO_BIN_EXE_e2e-v1-client");
 
@@ -100,21 +100,21 @@ fn handshake(stream: &mut TcpStream, wrong_key: bool) -> std::io::Result<Session
     let mut their_key = [0u8; 64];
     stream.read_exact(&mut their_key)?;
     let key = EphemeralKey::new([0x5a; 32], [0x33; 32]).unwrap();
-    let keys = SessionKeys::derive(&key.shared_secret(&their_key, false), magic());
+    let keys = SessionKeys::derive(&key.shared_secret(&their_key, Role::Responder), magic());
     let garbage = vec![0x47u8; 100];
     // The right length key, so the failure is the authentication itself.
     let mut sealer = if wrong_key {
         PacketSealer::new(keys.responder_l, [0xbb; 32])
     } else {
-        keys.sealer(false)
+        keys.sealer(Role::Responder)
     };
     let mut out = key.encoding().to_vec();
     out.extend_from_slice(&garbage);
-    out.extend_from_slice(&keys.send_terminator(false));
+    out.extend_from_slice(&keys.send_terminator(Role::Responder));
     out.extend(seal(&mut sealer, b"", &garbage, false));
     stream.write_all(&out)?;
     // The initiator's garbage, up to its terminator.
-    let terminator = keys.recv_terminator(false);
+    let terminator = keys.recv_terminator(Role::Responder);
     let mut seen = Vec::new();
     while !seen.ends_with(&terminator) {
         let mut byte = [0u8; 1];
@@ -124,7 +124,7 @@ fn handshake(stream: &mut TcpStream, wrong_key: bool) -> std::io::Result<Session
     seen.truncate(seen.len() - terminator.len());
     Ok(Session {
         sealer,
-        opener: keys.opener(false),
+        opener: keys.opener(Role::Responder),
         their_garbage: seen,
     })
 }

@@ -296,7 +296,7 @@ fn v1_fallback_retries_each_connection_in_plaintext_and_remembers_nothing() {
         assert_eq!(run.value("echoed"), Some("101"));
     }
     let log = proxy.log();
-    assert_eq!(log.matches("transport=v1-fallback").count(), 2, "{log}");
+    assert_eq!(log.matches("transport=v1_fallback").count(), 2, "{log}");
     // Bitcoin Core's rule, per connection: the second one tries v2 again, so one failure
     // (which an attacker can inject) never downgrades later connections.
     assert_eq!(log.matches("does not speak v2").count(), 2, "{log}");
@@ -384,6 +384,6 @@ fn one_injected_reset_does_not_downgrade_the_next_connection() {
         "the next one is encrypted"
     );
     let log = proxy.log();
-    assert_eq!(log.matches("transport=v1-fallback").count(), 1, "{log}");
+    assert_eq!(log.matches("transport=v1_fallback").count(), 1, "{log}");
     assert_eq!(log.matches("transport=v2").count(), 1, "{log}");
 }

@@ -234,7 +234,7 @@ impl Proxy {
 
     /// Open file descriptors of the proxy process.
     pub fn open_fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map_or(0, |d| d.count())
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map_or(0, std::iter::Iterator::count)
     }
 
     /// A `/proc/<pid>/status` figure in KiB (VmRSS, VmHWM, ...).

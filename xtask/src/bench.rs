@@ -3,7 +3,7 @@
 
 use crate::{Result, root, setup, step};
 
-pub fn run() -> Result {
+pub(crate) fn run() -> Result {
     setup::run()?;
     if !setup::is_root() {
         return Err(

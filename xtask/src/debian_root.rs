@@ -9,7 +9,7 @@ const MIRROR: &str = "http://deb.debian.org/debian";
 
 /// A minbase bookworm root with `include` (comma-separated packages), made once and kept as
 /// `work/bookworm`; `marker` is a file that only a finished root has.
-pub fn pristine(work: &Path, include: &str, marker: &str) -> Result<PathBuf> {
+pub(crate) fn pristine(work: &Path, include: &str, marker: &str) -> Result<PathBuf> {
     let pristine = work.join("bookworm");
     if pristine.join(marker).exists() {
         return Ok(pristine);
@@ -32,7 +32,7 @@ pub fn pristine(work: &Path, include: &str, marker: &str) -> Result<PathBuf> {
 }
 
 /// A fresh copy of `pristine` at `work/run`, removed on drop.
-pub fn copy(pristine: &Path, work: &Path) -> Result<Scratch> {
+pub(crate) fn copy(pristine: &Path, work: &Path) -> Result<Scratch> {
     let run = work.join("run");
     Scratch::remove(&run);
     step("cp", &["-a", path(pristine), path(&run)])?;
@@ -41,10 +41,10 @@ pub fn copy(pristine: &Path, work: &Path) -> Result<Scratch> {
 
 /// A copied root, deleted on drop unless something is still mounted inside it (deleting
 /// through a bind mount would delete the mounted files).
-pub struct Scratch(PathBuf);
+pub(crate) struct Scratch(PathBuf);
 
 impl Scratch {
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 
@@ -80,6 +80,6 @@ fn mounted_under(dir: &Path) -> Option<String> {
         .map(str::to_string)
 }
 
-pub fn path(p: &Path) -> &str {
+pub(crate) fn path(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
 }

@@ -13,7 +13,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const OBJECT: &str = "redirector-ebpf/prebuilt/redirector-ebpf.bpf.o";
 
 /// `cargo xtask ebpf [--check]`.
-pub fn run(args: &[String]) -> Result {
+pub(crate) fn run(args: &[String]) -> Result {
     let check = match args {
         [] => false,
         [flag] if flag == "--check" => true,
@@ -38,7 +38,7 @@ pub fn run(args: &[String]) -> Result {
 }
 
 /// A command for the nightly toolchain, free of the variables `cargo xtask` runs under.
-pub fn nightly(program: &str) -> Command {
+pub(crate) fn nightly(program: &str) -> Command {
     let mut command = Command::new("rustup");
     command.args(["run", "nightly", program]);
     for var in [
@@ -98,7 +98,7 @@ fn build() -> Result<PathBuf> {
 }
 
 /// Clippy on the eBPF programs, which a host build leaves out.
-pub fn clippy() -> Result {
+pub(crate) fn clippy() -> Result {
     nightly_cargo("clippy", &["--", "-D", "warnings"])
 }
 
@@ -111,7 +111,7 @@ fn output(command: &mut Command) -> Option<String> {
 
 /// Makes sure nightly has `rust-src` and that a `bpf-linker` built against nightly's LLVM is
 /// installed; never installs or updates nightly itself.
-pub fn toolchain() -> Result {
+pub(crate) fn toolchain() -> Result {
     let version = output(nightly("rustc").arg("-vV")).ok_or(
         "no nightly toolchain: the eBPF programs need one (install it once with \
          `rustup toolchain install nightly`; this task never changes it)",

@@ -32,7 +32,7 @@ const SET_UP_BY_SETUP: &str =
 const RUN_DEADLINE: Duration = Duration::from_secs(40 * 60);
 const SETUP_DEADLINE: Duration = Duration::from_secs(20 * 60);
 
-pub fn run() -> Result {
+pub(crate) fn run() -> Result {
     let listen: Vec<SocketAddr> = bip324_proxy::daemon::config::DEFAULT_LISTEN
         .iter()
         .map(|a| a.parse().expect("valid default address"))

@@ -6,7 +6,7 @@ use std::process::Command;
 use crate::{Result, ebpf, root};
 
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
-pub const TARGETS: [&str; 5] = [
+pub(crate) const TARGETS: [&str; 5] = [
     "v2_decoder_raw",
     "v2_decoder_packets",
     "initiator_handshake",
@@ -14,7 +14,7 @@ pub const TARGETS: [&str; 5] = [
     "message_type",
 ];
 
-pub fn run(args: &[String]) -> Result {
+pub(crate) fn run(args: &[String]) -> Result {
     let mut seconds = 30u64;
     let mut targets = Vec::new();
     let mut args = args.iter();

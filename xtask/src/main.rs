@@ -9,6 +9,7 @@ mod ebpf;
 mod fresh_machine;
 mod fuzz;
 mod package;
+mod rules;
 mod setup;
 mod system_test;
 
@@ -117,7 +118,7 @@ fn test() -> Result {
     cargo(&[
         "test",
         "-p",
-        "bip324-proxy",
+        "bip324-protocol",
         "--test",
         "bip324_vectors",
         "--",
@@ -145,7 +146,7 @@ fn run_proxy(args: &[String]) -> Result {
 }
 
 fn lint() -> Result {
-    xtask_needs_no_system_library()?;
+    rules::check()?;
     cargo(&["fmt", "--all", "--", "--check"])?;
     cargo(&[
         "clippy",
@@ -158,34 +159,4 @@ fn lint() -> Result {
     // The eBPF programs only exist for the BPF target: a host build leaves them out.
     ebpf::toolchain()?;
     ebpf::clippy()
-}
-
-/// `cargo xtask` installs the system libraries, so it must build without them: nothing in its
-/// dependency tree may look for one with pkg-config (the fresh-machine test proves the rest).
-fn xtask_needs_no_system_library() -> Result {
-    let out = Command::new(env!("CARGO"))
-        .args([
-            "tree",
-            "-p",
-            "xtask",
-            "-e",
-            "normal,build",
-            "--prefix",
-            "none",
-        ])
-        .current_dir(root())
-        .output()
-        .map_err(|e| format!("cannot run cargo tree: {e}"))?;
-    let tree = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() || tree.is_empty() {
-        return Err("`cargo tree -p xtask` failed".into());
-    }
-    match tree.lines().find(|l| l.starts_with("pkg-config ")) {
-        Some(_) => Err(
-            "xtask depends on a crate that links a system library through pkg-config: \
-             `cargo xtask` could not build on a fresh machine (see `cargo tree -p xtask -i pkg-config`)"
-                .into(),
-        ),
-        None => Ok(()),
-    }
 }

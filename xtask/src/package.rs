@@ -12,19 +12,19 @@ use clap::CommandFactory;
 
 use crate::{Result, root, step};
 
-pub const PACKAGE: &str = "bip324-redirect";
+pub(crate) const PACKAGE: &str = "bip324-redirect";
 
 fn version() -> String {
     format!("{}-1", env!("CARGO_PKG_VERSION"))
 }
 
 /// Where the package is written.
-pub fn deb_path() -> PathBuf {
+pub(crate) fn deb_path() -> PathBuf {
     root().join(format!("target/debian/{PACKAGE}_{}_amd64.deb", version()))
 }
 
 /// Builds the release binaries and the package; returns its path.
-pub fn run() -> Result<PathBuf> {
+pub(crate) fn run() -> Result<PathBuf> {
     step(
         env!("CARGO"),
         &[

@@ -45,7 +45,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ),
 ];
 
-pub fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
@@ -58,7 +58,7 @@ fn installed(package: &str) -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
 }
 
-pub fn run() -> Result {
+pub(crate) fn run() -> Result {
     let missing: Vec<&str> = PACKAGES
         .iter()
         .map(|(p, _)| *p)

@@ -24,7 +24,7 @@ const INCLUDE: &str = "systemd,systemd-sysv,dbus,iproute2,nftables";
 /// beyond; the product's bar is 2.0).
 const MAX_EXPOSURE: f64 = 2.0;
 
-pub fn run() -> Result {
+pub(crate) fn run() -> Result {
     let deb = package::run()?;
     step(
         env!("CARGO"),

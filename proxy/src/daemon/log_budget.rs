@@ -36,7 +36,10 @@ impl LogBudget {
     /// `Some(n)` when this event may be logged, `n` being how many were left out before it;
     /// `None` when it must not.
     pub fn take(&self, now: Instant) -> Option<u64> {
-        let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let mut window = self
+            .window
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if window
             .started
             .is_none_or(|started| now.saturating_duration_since(started) >= WINDOW)

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::net::{TcpSocket, TcpStream};
 
+use super::labels::RefusalKind;
 use super::original_dst::canonical;
 
 #[derive(Default)]
@@ -42,13 +43,12 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// Its `reason` label in the metrics.
-    pub fn label(&self) -> &'static str {
+    pub fn kind(&self) -> RefusalKind {
         match self {
-            Refusal::Unreadable(_) => "unreadable",
-            Refusal::NotRedirected => "not_redirected",
-            Refusal::DestinationIsProxy => "destination_is_proxy",
-            Refusal::OwnUpstream => "loop",
+            Refusal::Unreadable(_) => RefusalKind::Unreadable,
+            Refusal::NotRedirected => RefusalKind::NotRedirected,
+            Refusal::DestinationIsProxy => RefusalKind::DestinationIsProxy,
+            Refusal::OwnUpstream => RefusalKind::Loop,
         }
     }
 }

@@ -13,29 +13,11 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use super::labels::{FailureReason, RefusalKind, TransportKind};
 use super::registry::Registry;
-use crate::protocol::message_type;
-use crate::protocol::v1::Command;
+use bip324_protocol::message_type::{self, SHORT_IDS};
+use bip324_protocol::v1::Command;
 
-pub const TRANSPORTS: [&str; 3] = ["v2", "v1_fallback", "passthrough"];
-pub const REFUSALS: [&str; 4] = [
-    "not_redirected",
-    "destination_is_proxy",
-    "loop",
-    "unreadable",
-];
-pub const FAILURES: [&str; 10] = [
-    "client_timeout",
-    "client_closed",
-    "client_error",
-    "connect_error",
-    "connect_timeout",
-    "handshake_timeout",
-    "handshake_closed",
-    "handshake_error",
-    "handshake_protocol",
-    "shutdown",
-];
 /// Commands without a short ID that are common enough to count on their own; any other is
 /// counted as "other" (a peer chooses command names: labels must stay few).
 const LONG_COMMANDS: [&str; 8] = [
@@ -48,7 +30,8 @@ const LONG_COMMANDS: [&str; 8] = [
     "sendtxrcncl",
     "reject",
 ];
-const TYPES: usize = 28 + LONG_COMMANDS.len() + 1;
+/// Message types counted: those with a short id, the common long ones, and "other".
+const TYPES: usize = SHORT_IDS + LONG_COMMANDS.len() + 1;
 const BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
@@ -60,9 +43,9 @@ pub enum Direction {
 }
 
 pub struct Metrics {
-    opened: [AtomicU64; TRANSPORTS.len()],
-    refused: [AtomicU64; REFUSALS.len()],
-    failed: [AtomicU64; FAILURES.len()],
+    opened: [AtomicU64; TransportKind::ALL.len()],
+    refused: [AtomicU64; RefusalKind::ALL.len()],
+    failed: [AtomicU64; FailureReason::ALL.len()],
     messages: [[AtomicU64; TYPES]; 2],
     decoys: AtomicU64,
     dropped: AtomicU64,
@@ -92,13 +75,6 @@ fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-fn index_of(names: &[&str], name: &str) -> usize {
-    names
-        .iter()
-        .position(|n| *n == name)
-        .expect("a known label")
-}
-
 /// The label of a command: its own name if it has a short ID or is a common one, else "other".
 fn type_index(command: &Command) -> usize {
     if let Some(id) = message_type::short_id(command) {
@@ -107,30 +83,30 @@ fn type_index(command: &Command) -> usize {
     LONG_COMMANDS
         .iter()
         .position(|c| *c == command.name())
-        .map_or(TYPES - 1, |i| 28 + i)
+        .map_or(TYPES - 1, |i| SHORT_IDS + i)
 }
 
 fn type_label(index: usize) -> String {
     match index {
-        0..28 => message_type::command_for_short_id(index as u8 + 1)
+        0..SHORT_IDS => message_type::command_for_short_id(index as u8 + 1)
             .map(|c| c.name().to_string())
             .unwrap_or_default(),
-        i if i < 28 + LONG_COMMANDS.len() => LONG_COMMANDS[i - 28].to_string(),
+        i if i < SHORT_IDS + LONG_COMMANDS.len() => LONG_COMMANDS[i - SHORT_IDS].to_string(),
         _ => "other".to_string(),
     }
 }
 
 impl Metrics {
-    pub fn opened(&self, transport: &str) {
-        bump(&self.opened[index_of(&TRANSPORTS, transport)]);
+    pub fn opened(&self, transport: TransportKind) {
+        bump(&self.opened[transport as usize]);
     }
 
-    pub fn refused(&self, reason: &str) {
-        bump(&self.refused[index_of(&REFUSALS, reason)]);
+    pub fn refused(&self, reason: RefusalKind) {
+        bump(&self.refused[reason as usize]);
     }
 
-    pub fn failed(&self, reason: &str) {
-        bump(&self.failed[index_of(&FAILURES, reason)]);
+    pub fn failed(&self, reason: FailureReason) {
+        bump(&self.failed[reason as usize]);
     }
 
     pub fn message(&self, direction: Direction, command: &Command) {
@@ -166,7 +142,7 @@ impl Metrics {
             "connections_opened_total",
             "Connections relayed, by transport.",
             "transport",
-            &TRANSPORTS,
+            &labels(TransportKind::ALL, TransportKind::as_str),
             &self.opened,
         );
         render_labelled(
@@ -174,7 +150,7 @@ impl Metrics {
             "connections_refused_total",
             "Connections refused before anything was read, by reason.",
             "reason",
-            &REFUSALS,
+            &labels(RefusalKind::ALL, RefusalKind::as_str),
             &self.refused,
         );
         render_labelled(
@@ -182,7 +158,7 @@ impl Metrics {
             "connections_failed_total",
             "Connections that ended before they were relayed, by reason.",
             "reason",
-            &FAILURES,
+            &labels(FailureReason::ALL, FailureReason::as_str),
             &self.failed,
         );
         let _ = writeln!(
@@ -259,6 +235,10 @@ impl Metrics {
         let _ = writeln!(out, "bip324_proxy_handshake_duration_seconds_count {count}");
         out
     }
+}
+
+fn labels<K: Copy>(all: &[K], as_str: fn(K) -> &'static str) -> Vec<&'static str> {
+    all.iter().map(|k| as_str(*k)).collect()
 }
 
 fn render_labelled(
@@ -349,9 +329,9 @@ mod tests {
     fn renders_every_family_with_its_counts() {
         let metrics = Metrics::default();
         let registry = Registry::default();
-        metrics.opened("v2");
-        metrics.refused("loop");
-        metrics.failed("handshake_timeout");
+        metrics.opened(TransportKind::V2);
+        metrics.refused(RefusalKind::Loop);
+        metrics.failed(FailureReason::HandshakeTimeout);
         metrics.message(
             Direction::ClientToRemote,
             &Command::from_name("ping").unwrap(),

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use super::labels::TransportKind;
 use super::relay::Traffic;
 
 /// A connection as the control socket reports it.
@@ -19,7 +20,8 @@ pub struct ConnectionStatus {
     pub destination: SocketAddr,
     /// `null` until the client's first bytes tell.
     pub network: Option<String>,
-    /// "connecting" until the connection opens, then "v2", "v1-fallback" or "passthrough".
+    /// "connecting" until the connection opens, then a `TransportKind`: "v2", "v1_fallback"
+    /// or "passthrough".
     pub transport: &'static str,
     pub session_id: Option<String>,
     /// Unix time, seconds.
@@ -57,9 +59,9 @@ impl Entry {
         self.opened().network = Some(network);
     }
 
-    pub fn set_opened(&self, transport: &'static str, session_id: Option<[u8; 32]>) {
+    pub fn set_opened(&self, transport: TransportKind, session_id: Option<[u8; 32]>) {
         let mut opened = self.opened();
-        opened.transport = Some(transport);
+        opened.transport = Some(transport.as_str());
         opened.session_id = session_id.map(hex::encode);
     }
 
@@ -221,7 +223,7 @@ mod tests {
         let first = registry.register(1, client, destination);
         let second = registry.register(2, client, destination);
         first.entry.set_network("regtest".into());
-        first.entry.set_opened("v2", Some([0xab; 32]));
+        first.entry.set_opened(TransportKind::V2, Some([0xab; 32]));
         Traffic::add(&first.entry.traffic.client_in, 100);
         let snapshot = registry.snapshot();
         assert_eq!(snapshot.len(), 2);

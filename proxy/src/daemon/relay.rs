@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio_util::sync::CancellationToken;
 
-use crate::protocol::{Event, Pipe, ProtocolError};
+use bip324_protocol::{Event, Pipe, ProtocolError};
 
 /// After one side closes, how long the other may take to finish.
 const HALF_CLOSE_GRACE: Duration = Duration::from_secs(10);
@@ -117,6 +117,15 @@ impl std::fmt::Display for CloseReason {
     }
 }
 
+/// Bytes read from each side before the relay began (the client's first bytes, which told
+/// v1 from v2; what the remote sent right behind its version packet): they go through the
+/// pipes first.
+#[derive(Default)]
+pub struct Unread<'a> {
+    pub client: &'a [u8],
+    pub remote: &'a [u8],
+}
+
 /// What a relay reports to and listens for.
 pub struct RelayContext<'a, E> {
     pub traffic: &'a Traffic,
@@ -132,6 +141,7 @@ pub async fn relay<E: Fn(Side, Event) + Sync>(
     remote: &mut TcpStream,
     up: &mut impl Pipe,
     down: &mut impl Pipe,
+    unread: Unread<'_>,
     cx: &RelayContext<'_, E>,
 ) -> CloseReason {
     let RelayContext {
@@ -145,7 +155,7 @@ pub async fn relay<E: Fn(Side, Event) + Sync>(
         Side::Client,
         &client_read,
         &mut remote_write,
-        up,
+        (up, unread.client),
         traffic,
         events,
     );
@@ -153,7 +163,7 @@ pub async fn relay<E: Fn(Side, Event) + Sync>(
         Side::Remote,
         &remote_read,
         &mut client_write,
-        down,
+        (down, unread.remote),
         traffic,
         events,
     );
@@ -184,12 +194,13 @@ pub async fn relay<E: Fn(Side, Event) + Sync>(
     }
 }
 
-/// Moves one direction until its source closes (then closes the sink's write side) or fails.
+/// Moves one direction, starting with its unread bytes, until its source closes (then closes
+/// the sink's write side) or fails.
 async fn pump(
     from: Side,
     src: &ReadHalf<'_>,
     dst: &mut WriteHalf<'_>,
-    pipe: &mut impl Pipe,
+    (pipe, mut unread): (&mut impl Pipe, &[u8]),
     traffic: &Traffic,
     events: &(impl Fn(Side, Event) + Sync),
 ) -> CloseReason {
@@ -211,6 +222,14 @@ async fn pump(
                 }
                 Err(error) => return CloseReason::Io { side: to, error },
             }
+        }
+        if !unread.is_empty() {
+            // The pipe takes what fits before its output must drain again.
+            match pipe.push(unread, &mut |event| events(from, event)) {
+                Ok(taken) => unread = &unread[taken..],
+                Err(error) => return CloseReason::Protocol { side: from, error },
+            }
+            continue;
         }
         let ready = match tokio::time::timeout(IDLE_RELEASE, src.readable()).await {
             Ok(ready) => ready,

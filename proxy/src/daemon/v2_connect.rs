@@ -10,18 +10,18 @@ use tokio::net::TcpStream;
 
 use super::loop_guard::{LoopGuard, UpstreamPort};
 use super::relay::Traffic;
-use crate::protocol::handshake::MAX_GARBAGE_LEN;
-use crate::protocol::{
-    Decoder, Encoder, Event, Handshake, HandshakeEntropy, Magic, Pipe, Progress, ProtocolError,
-    Session,
+use bip324_protocol::{
+    Event, Handshake, HandshakeEntropy, MAX_GARBAGE_LEN, Magic, Progress, ProtocolError, Role,
+    Session, UsageError,
 };
 
-/// A handshake that completed: the responder's version packet authenticated.
-pub struct V2Connection {
-    pub session_id: [u8; 32],
-    pub encoder: Encoder,
-    /// May already hold messages that arrived right behind the version packet.
-    pub decoder: Decoder,
+/// A connection whose v2 session is established: the remote's version packet authenticated.
+pub struct Established {
+    pub remote: TcpStream,
+    pub port: UpstreamPort,
+    pub session: Box<Session>,
+    /// Read from the remote with the version packet, beyond what the decoder took.
+    pub unread: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -33,6 +33,8 @@ pub enum HandshakeError {
     Io(io::Error),
     Protocol(ProtocolError),
     Entropy(getrandom::Error),
+    /// The entropy drawn cannot be used (a negligible chance).
+    Setup(UsageError),
 }
 
 #[derive(Debug)]
@@ -76,6 +78,7 @@ impl std::fmt::Display for HandshakeFailure {
             HandshakeError::Io(e) => write!(f, "v2 handshake failed: {e}"),
             HandshakeError::Protocol(e) => write!(f, "v2 handshake failed: {e}"),
             HandshakeError::Entropy(e) => write!(f, "no randomness for the v2 handshake: {e}"),
+            HandshakeError::Setup(e) => write!(f, "cannot start the v2 handshake: {e}"),
         }
     }
 }
@@ -94,14 +97,19 @@ pub async fn connect_v2(
     timeout: Duration,
     traffic: &Traffic,
     events: &mut (dyn FnMut(Event) + Send),
-) -> Result<(TcpStream, UpstreamPort, V2Connection), HandshakeFailure> {
+) -> Result<Established, HandshakeFailure> {
     let attempt = async {
         let (mut remote, port) = guard
             .connect(destination)
             .await
             .map_err(HandshakeError::Connect)?;
-        let v2 = handshake(&mut remote, magic, traffic, events).await?;
-        Ok((remote, port, v2))
+        let (session, unread) = handshake(&mut remote, magic, traffic, events).await?;
+        Ok(Established {
+            remote,
+            port,
+            session,
+            unread,
+        })
     };
     let result = match tokio::time::timeout(timeout, attempt).await {
         Ok(result) => result,
@@ -130,55 +138,33 @@ fn fresh_entropy() -> Result<HandshakeEntropy, getrandom::Error> {
     })
 }
 
+/// The initiator's handshake over `remote`, until the remote's version packet authenticated.
 async fn handshake(
     remote: &mut TcpStream,
     magic: Magic,
     traffic: &Traffic,
     events: &mut (dyn FnMut(Event) + Send),
-) -> Result<V2Connection, HandshakeError> {
+) -> Result<(Box<Session>, Vec<u8>), HandshakeError> {
     let entropy = fresh_entropy().map_err(HandshakeError::Entropy)?;
-    let (mut handshake, key_and_garbage) = Handshake::start(magic, entropy)?;
+    let (mut handshake, key_and_garbage) =
+        Handshake::new(Role::Initiator, magic, entropy).map_err(HandshakeError::Setup)?;
     send(remote, &key_and_garbage, traffic).await?;
-
     let mut buf = vec![0u8; 4096];
     let mut reply = Vec::new();
-    let (session, rest) = loop {
+    loop {
         let n = receive(remote, &mut buf, traffic).await?;
-        let progress = handshake.receive(&buf[..n], &mut reply)?;
+        let progress = handshake.receive(&buf[..n], &mut reply, events)?;
         if !reply.is_empty() {
             send(remote, &reply, traffic).await?;
             reply.clear();
         }
-        if let Progress::Established { consumed, session } = progress {
-            break (session, consumed..n);
+        match progress {
+            Progress::NeedMore(next) => handshake = next,
+            Progress::Established { consumed, session } => {
+                return Ok((session, buf[consumed..n].to_vec()));
+            }
         }
-    };
-    let Session {
-        session_id,
-        encoder,
-        mut decoder,
-    } = *session;
-
-    // Decoys, then the version packet: nothing reaches the client before it authenticates.
-    let mut pending = &buf[rest];
-    while !pending.is_empty() {
-        let taken = decoder.push(pending, events)?;
-        if taken == 0 {
-            return Err(HandshakeError::Io(io::Error::other(
-                "decoder refused input",
-            )));
-        }
-        pending = &pending[taken..];
     }
-    while !decoder.version_received() {
-        let n = receive(remote, decoder.input_space(), traffic).await?;
-        decoder.commit_input(n, events)?;
-    }
-    Ok(V2Connection {
-        session_id,
-        encoder,
-        decoder,
-    })
 }
 
 async fn send(

@@ -6,7 +6,7 @@
 //! repository's source by `cargo xtask ebpf` (CI checks it is current), so the CLI builds
 //! with stable Rust alone.
 
-pub mod mounts;
+pub(crate) mod mounts;
 mod sockopt_link;
 
 use std::fs::File;
@@ -39,7 +39,7 @@ const NEEDED: [Capability; 3] = [
 
 /// The directory in bpffs holding everything this backend installs. Tests give each run its
 /// own with `BIP324_REDIRECT_BPF_DIR`.
-pub fn pin_dir() -> PathBuf {
+pub(crate) fn pin_dir() -> PathBuf {
     std::env::var_os("BIP324_REDIRECT_BPF_DIR").map_or_else(
         || Path::new(mounts::BPFFS).join("bip324-redirect"),
         PathBuf::from,
@@ -58,7 +58,7 @@ fn program_pin(dir: &Path, program: &str) -> PathBuf {
 /// Installs `policy` below `cgroup`, replacing an earlier instance with no gap: the new
 /// policy goes into the shared pinned map first (old programs follow it at once), the new
 /// programs are attached beside the old ones, and only then do their pins replace the old.
-pub fn apply(policy: &Policy, cgroup: &Path) -> Result<(), Error> {
+pub(crate) fn apply(policy: &Policy, cgroup: &Path) -> Result<(), Error> {
     privileges::require(&NEEDED, "bip324-redirect enable --backend ebpf")?;
     let config = config_of(policy)?;
     mounts::require_cgroup2(cgroup)?;
@@ -206,7 +206,7 @@ fn attach_and_pin(
 }
 
 /// Removes the pin directory and everything in it; `Ok(false)` when there was none.
-pub fn remove() -> Result<bool, Error> {
+pub(crate) fn remove() -> Result<bool, Error> {
     let dir = pin_dir();
     if !dir.is_dir() {
         return Ok(false);
@@ -222,7 +222,7 @@ pub fn remove() -> Result<bool, Error> {
 }
 
 /// Reads back what is pinned: the policy in the config map and each program's link.
-pub fn inspect(expected: Option<&Policy>) -> Result<Inspection, Error> {
+pub(crate) fn inspect(expected: Option<&Policy>) -> Result<Inspection, Error> {
     let dir = pin_dir();
     if !dir.is_dir() {
         return Ok(Inspection::absent());

@@ -7,11 +7,11 @@ use nix::sys::statfs::{BPF_FS_MAGIC, CGROUP2_SUPER_MAGIC, statfs};
 use crate::error::Error;
 
 /// The standard mount point of the BPF filesystem.
-pub const BPFFS: &str = "/sys/fs/bpf";
+pub(crate) const BPFFS: &str = "/sys/fs/bpf";
 
 /// The root of the cgroup v2 hierarchy, from `/proc/self/mountinfo` (`/sys/fs/cgroup` on a
 /// systemd host, `/sys/fs/cgroup/unified` in hybrid layouts).
-pub fn cgroup2_root() -> Result<PathBuf, Error> {
+pub(crate) fn cgroup2_root() -> Result<PathBuf, Error> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| Error::Io(format!("cannot read /proc/self/mountinfo: {e}")))?;
     cgroup2_mount_point(&mountinfo).ok_or_else(|| {
@@ -56,7 +56,7 @@ fn unescape(field: &str) -> PathBuf {
 }
 
 /// Checks that `path` is a cgroup v2 directory.
-pub fn require_cgroup2(path: &Path) -> Result<(), Error> {
+pub(crate) fn require_cgroup2(path: &Path) -> Result<(), Error> {
     match statfs(path) {
         Ok(fs) if fs.filesystem_type() == CGROUP2_SUPER_MAGIC => Ok(()),
         Ok(_) => Err(Error::Config(format!(
@@ -72,7 +72,7 @@ pub fn require_cgroup2(path: &Path) -> Result<(), Error> {
 
 /// Makes sure `dir`'s parent is on a BPF filesystem, mounting one at the standard place
 /// when nothing is mounted there (systemd hosts mount it at boot; minimal systems may not).
-pub fn ensure_bpffs(dir: &Path) -> Result<(), Error> {
+pub(crate) fn ensure_bpffs(dir: &Path) -> Result<(), Error> {
     let parent = dir.parent().unwrap_or(dir);
     if is_bpffs(parent) {
         return Ok(());
@@ -94,7 +94,7 @@ pub fn ensure_bpffs(dir: &Path) -> Result<(), Error> {
     .map_err(|e| Error::Kernel(format!("cannot mount the BPF filesystem on {BPFFS}: {e}")))
 }
 
-pub fn is_bpffs(path: &Path) -> bool {
+pub(crate) fn is_bpffs(path: &Path) -> bool {
     statfs(path).is_ok_and(|fs| fs.filesystem_type() == BPF_FS_MAGIC)
 }
 

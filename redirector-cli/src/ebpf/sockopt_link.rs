@@ -49,7 +49,7 @@ fn bpf<T>(command: libc::c_long, attr: &T) -> io::Result<libc::c_long> {
 }
 
 /// Attaches the getsockopt program to `cgroup` through a new bpf_link pinned at `pin`.
-pub fn attach_getsockopt(
+pub(super) fn attach_getsockopt(
     program: BorrowedFd<'_>,
     cgroup: BorrowedFd<'_>,
     pin: &Path,

@@ -1,9 +1,9 @@
 //! The nftables backend: the policy as one `inet` table, written and read over netlink
 //! (nftnl + mnl), with no `nft` binary at run time.
 
-pub mod netlink;
+pub(crate) mod netlink;
 mod redirect_expr;
-pub mod ruleset;
+pub(crate) mod ruleset;
 
 use caps::Capability;
 
@@ -15,7 +15,7 @@ use crate::privileges;
 const NEEDED: [Capability; 1] = [Capability::CAP_NET_ADMIN];
 
 /// Replaces any earlier table of ours with `policy`'s, atomically.
-pub fn apply(policy: &Policy) -> Result<(), Error> {
+pub(crate) fn apply(policy: &Policy) -> Result<(), Error> {
     privileges::require(&NEEDED, "bip324-redirect enable --backend nftables")?;
     netlink::send(
         &ruleset::apply_batch(policy),
@@ -24,7 +24,7 @@ pub fn apply(policy: &Policy) -> Result<(), Error> {
 }
 
 /// Removes our table; `Ok(false)` when there was none.
-pub fn remove() -> Result<bool, Error> {
+pub(crate) fn remove() -> Result<bool, Error> {
     privileges::require(&NEEDED, "removing the nftables redirect")?;
     let existed = netlink::table_exists()?;
     netlink::send(&ruleset::remove_batch(), "remove the nftables redirect")?;
@@ -32,7 +32,7 @@ pub fn remove() -> Result<bool, Error> {
 }
 
 /// What the kernel holds, compared with what `expected` would install.
-pub fn inspect(expected: Option<&Policy>) -> Result<Inspection, Error> {
+pub(crate) fn inspect(expected: Option<&Policy>) -> Result<Inspection, Error> {
     privileges::require(&NEEDED, "reading the nftables redirect")?;
     if !netlink::table_exists()? {
         return Ok(Inspection::absent());
@@ -55,7 +55,7 @@ pub fn inspect(expected: Option<&Policy>) -> Result<Inspection, Error> {
             ruleset::TABLE.to_string_lossy()
         )),
         Some(got) if *got != want_chain_text => {
-            differences.push(format!("chain is `{got}`, expected `{want_chain_text}`"))
+            differences.push(format!("chain is `{got}`, expected `{want_chain_text}`"));
         }
         Some(_) => {}
     }

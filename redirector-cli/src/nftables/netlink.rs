@@ -22,7 +22,7 @@ fn buffer() -> Vec<u8> {
 }
 
 /// Sends a batch and waits for the kernel to accept every message of it.
-pub fn send(batch: &FinalizedBatch, action: &str) -> Result<(), Error> {
+pub(crate) fn send(batch: &FinalizedBatch, action: &str) -> Result<(), Error> {
     let socket = socket()?;
     let portid = socket.portid();
     socket.send_all(batch).map_err(|e| explain(&e, action))?;
@@ -99,7 +99,7 @@ fn request(msg_type: u16, seq: u32, build: impl FnOnce(*mut libc::nlmsghdr)) -> 
 }
 
 /// Whether our table exists.
-pub fn table_exists() -> Result<bool, Error> {
+pub(crate) fn table_exists() -> Result<bool, Error> {
     let seq = 1;
     let request = request(libc::NFT_MSG_GETTABLE as u16, seq, |_| {});
     let mut found = false;
@@ -118,7 +118,7 @@ pub fn table_exists() -> Result<bool, Error> {
 }
 
 /// Our chain as the kernel has it: type, hook, priority and policy, in `nft` words.
-pub fn chain_description() -> Result<Option<String>, Error> {
+pub(crate) fn chain_description() -> Result<Option<String>, Error> {
     let seq = 2;
     let request = request(libc::NFT_MSG_GETCHAIN as u16, seq, |header| {
         // SAFETY: a freshly allocated chain, filtered by table, written into the request.
@@ -165,7 +165,7 @@ fn chain_name() -> &'static str {
 }
 
 /// A chain in `nft` words, e.g. `type nat hook output priority -100; policy accept`.
-pub fn describe_chain(chain_type: String, hook: u32, priority: i32, policy: u32) -> String {
+pub(crate) fn describe_chain(chain_type: String, hook: u32, priority: i32, policy: u32) -> String {
     let hook = match hook as i32 {
         libc::NF_INET_PRE_ROUTING => "prerouting".to_string(),
         libc::NF_INET_LOCAL_IN => "input".to_string(),
@@ -183,7 +183,7 @@ pub fn describe_chain(chain_type: String, hook: u32, priority: i32, policy: u32)
 }
 
 /// Every rule of our chain, each as its expression lines (none when the table is absent).
-pub fn rules() -> Result<Vec<Vec<String>>, Error> {
+pub(crate) fn rules() -> Result<Vec<Vec<String>>, Error> {
     let seq = 3;
     let request = request(libc::NFT_MSG_GETRULE as u16, seq, |header| {
         // SAFETY: a freshly allocated rule naming our table and chain, written into the request.
@@ -237,7 +237,7 @@ fn parse_rule(header: *const libc::nlmsghdr) -> Option<Vec<String>> {
 
 /// The expression lines of a rule built here, through the same netlink encoding the kernel
 /// receives.
-pub fn describe_rule(rule: &Rule<'_>) -> Vec<String> {
+pub(crate) fn describe_rule(rule: &Rule<'_>) -> Vec<String> {
     let mut buf = buffer();
     // SAFETY: `buf` has room for the largest netlink message.
     unsafe { rule.write(buf.as_mut_ptr().cast::<c_void>(), 0, MsgType::Add) };

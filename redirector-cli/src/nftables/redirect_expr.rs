@@ -12,7 +12,7 @@ const NF_NAT_RANGE_PROTO_SPECIFIED: u32 = 1 << 1;
 
 /// Redirects to the local address of the packet's family (127.0.0.1 or ::1 on the output
 /// hook) and the port held, in network byte order, in `port_register`: `redirect to :PORT`.
-pub struct Redirect {
+pub(super) struct Redirect {
     pub port_register: Register,
 }
 

@@ -22,16 +22,16 @@ use nftnl::{
 use super::redirect_expr::Redirect;
 use crate::policy::Policy;
 
-pub const TABLE: &CStr = c"bip324_redirect";
-pub const CHAIN: &CStr = c"output";
+pub(crate) const TABLE: &CStr = c"bip324_redirect";
+pub(crate) const CHAIN: &CStr = c"output";
 /// NAT on the output hook is accepted at -100 (dstnat); -200 and -300 are refused.
-pub const PRIORITY: i32 = -100;
+pub(crate) const PRIORITY: i32 = -100;
 
-pub fn table() -> Table {
+pub(crate) fn table() -> Table {
     Table::new(TABLE, ProtoFamily::Inet)
 }
 
-pub fn chain(table: &Table) -> Chain<'_> {
+pub(crate) fn chain(table: &Table) -> Chain<'_> {
     let mut chain = Chain::new(CHAIN, table);
     chain.set_type(ChainType::Nat);
     chain.set_hook(Hook::Out, PRIORITY);
@@ -40,7 +40,7 @@ pub fn chain(table: &Table) -> Chain<'_> {
 }
 
 /// The rules of `policy`, in order.
-pub fn rules<'a>(chain: &'a Chain<'a>, policy: &Policy) -> Vec<Rule<'a>> {
+pub(crate) fn rules<'a>(chain: &'a Chain<'a>, policy: &Policy) -> Vec<Rule<'a>> {
     let exemptions = policy
         .exempt_users
         .iter()
@@ -81,7 +81,7 @@ fn redirect<'a>(chain: &'a Chain<'a>, gid: u32, port: u16, proxy_port: u16) -> R
 
 /// Replaces whatever table of ours exists with `policy`'s, in one atomic batch: adding the
 /// table first makes the delete never fail, and the kernel applies all or nothing.
-pub fn apply_batch(policy: &Policy) -> FinalizedBatch {
+pub(crate) fn apply_batch(policy: &Policy) -> FinalizedBatch {
     let table = table();
     let chain = chain(&table);
     let mut batch = Batch::new();
@@ -96,7 +96,7 @@ pub fn apply_batch(policy: &Policy) -> FinalizedBatch {
 }
 
 /// Removes our table; not an error when it is absent.
-pub fn remove_batch() -> FinalizedBatch {
+pub(crate) fn remove_batch() -> FinalizedBatch {
     let table = table();
     let mut batch = Batch::new();
     batch.add(&table, MsgType::Add);

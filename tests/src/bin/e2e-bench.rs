@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use bip324_e2e::netns::Netns;
 use bip324_e2e::v1::{Message, REGTEST_MAGIC};
-use bip324_proxy::protocol::{Handshake, HandshakeEntropy, Magic, Pipe, Progress};
+use bip324_protocol::{Handshake, HandshakeEntropy, Magic, Pipe, Progress, Role};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -88,8 +88,8 @@ fn serve() {
             .unwrap();
         let v1 = TcpListener::bind(("127.0.0.1", DIRECT_PORT)).await.unwrap();
         tokio::spawn(v1_node(v1));
-        node(v2).await
-    })
+        node(v2).await;
+    });
 }
 
 /// A release binary of the workspace, next to this one (`cargo xtask bench` builds them).
@@ -626,7 +626,7 @@ async fn serve_v2(mut stream: TcpStream) -> std::io::Result<()> {
         garbage: Vec::new(),
     };
     let (mut handshake, first) =
-        Handshake::respond(magic, entropy).map_err(std::io::Error::other)?;
+        Handshake::new(Role::Responder, magic, entropy).map_err(std::io::Error::other)?;
     stream.write_all(&first).await?;
     let mut buf = vec![0u8; 4096];
     let mut reply = Vec::new();
@@ -636,12 +636,15 @@ async fn serve_v2(mut stream: TcpStream) -> std::io::Result<()> {
             return Ok(());
         }
         let progress = handshake
-            .receive(&buf[..n], &mut reply)
+            .receive(&buf[..n], &mut reply, &mut |_| {})
             .map_err(std::io::Error::other)?;
         stream.write_all(&reply).await?;
         reply.clear();
-        if let Progress::Established { consumed, session } = progress {
-            break (session, buf[consumed..n].to_vec());
+        match progress {
+            Progress::NeedMore(next) => handshake = next,
+            Progress::Established { consumed, session } => {
+                break (session, buf[consumed..n].to_vec());
+            }
         }
     };
     let (mut encoder, mut decoder) = (session.encoder, session.decoder);
@@ -774,7 +777,7 @@ fn plain_relay() {
                     .await
             });
         }
-    })
+    });
 }
 
 /// The direct baseline: a plain v1 node (pong, sink, getdata), no proxy, no encryption.

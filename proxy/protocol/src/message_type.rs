@@ -4,7 +4,10 @@
 use super::v1::{COMMAND_LEN, Command};
 
 /// Commands with a one-byte ID; the ID is the index plus one (BIP-324, IDs 1..=28).
-const SHORT_ID_COMMANDS: [&str; 28] = [
+/// How many message types have a one-byte id (1 to this number).
+pub const SHORT_IDS: usize = 28;
+
+const SHORT_ID_COMMANDS: [&str; SHORT_IDS] = [
     "addr",
     "block",
     "blocktxn",
@@ -37,6 +40,7 @@ const SHORT_ID_COMMANDS: [&str; 28] = [
 
 /// Marks the long encoding: the 12-byte command follows.
 pub const LONG_FORM_MARKER: u8 = 0;
+/// A long-form message type: a zero byte, then the 12-byte v1 command.
 pub const LONG_FORM_LEN: usize = 1 + COMMAND_LEN;
 
 const fn padded(name: &str) -> Command {
@@ -51,8 +55,8 @@ const fn padded(name: &str) -> Command {
 }
 
 /// The padded commands, built once at compile time for cheap comparisons on the hot path.
-static SHORT_ID_TABLE: [Command; 28] = {
-    let mut table = [Command([0; COMMAND_LEN]); 28];
+static SHORT_ID_TABLE: [Command; SHORT_IDS] = {
+    let mut table = [Command([0; COMMAND_LEN]); SHORT_IDS];
     let mut i = 0;
     while i < SHORT_ID_COMMANDS.len() {
         table[i] = padded(SHORT_ID_COMMANDS[i]);

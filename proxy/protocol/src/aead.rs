@@ -10,7 +10,9 @@ use poly1305::universal_hash::{KeyInit, UniversalHash};
 /// An implementation of the AEAD; both give identical results.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Engine {
+    /// RFC 8439 through rust-bitcoin's portable crate: cheaper set-up for small packets.
     Portable,
+    /// RustCrypto's `chacha20` and `poly1305`, with SIMD backends chosen at run time.
     Simd,
 }
 
@@ -19,6 +21,7 @@ impl Engine {
     /// `cargo bench -p bip324-proxy -- aead/` on AVX2 and AVX-512 machines.
     pub const SIMD_FROM: usize = 1024;
 
+    /// The faster engine for a text of this length.
     pub fn for_len(text_len: usize) -> Engine {
         if text_len < Self::SIMD_FROM {
             Engine::Portable

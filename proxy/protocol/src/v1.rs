@@ -5,7 +5,9 @@ use sha2::{Digest, Sha256};
 use super::ProtocolError;
 use super::network::Magic;
 
+/// A v1 header: magic, command, length, checksum.
 pub const HEADER_LEN: usize = 24;
+/// The command field of a v1 header.
 pub const COMMAND_LEN: usize = 12;
 /// Bitcoin Core's `MAX_PROTOCOL_MESSAGE_LENGTH`.
 pub const MAX_PAYLOAD_LEN: usize = 4_000_000;
@@ -27,6 +29,7 @@ impl Command {
         command.is_valid().then_some(command)
     }
 
+    /// Printable ASCII, then zeros only, as Bitcoin Core requires.
     pub fn is_valid(&self) -> bool {
         let name_len = self.0.iter().position(|&b| b == 0).unwrap_or(COMMAND_LEN);
         let (name, padding) = self.0.split_at(name_len);
@@ -53,8 +56,11 @@ impl std::fmt::Debug for Command {
 /// A parsed and validated v1 header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
+    /// The command.
     pub command: Command,
+    /// The payload length.
     pub payload_len: usize,
+    /// The first 4 bytes of the payload's double SHA-256.
     pub checksum: [u8; 4],
 }
 
@@ -108,7 +114,7 @@ pub fn checksum(payload: &[u8]) -> [u8; 4] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::network::Network;
+    use crate::network::Network;
 
     fn header_bytes(magic: Magic, command: &[u8], len: u32, sum: [u8; 4]) -> [u8; HEADER_LEN] {
         let mut h = [0u8; HEADER_LEN];

@@ -14,6 +14,7 @@ use super::network::Magic;
 use super::pipe::{Event, Pipe};
 use super::v1;
 
+/// The client's direction: v1 messages in, v2 packets out.
 pub struct Encoder {
     magic: Magic,
     sealer: PacketSealer,
@@ -166,9 +167,9 @@ impl Pipe for Encoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::cipher::{LENGTH_LEN, PacketOpener};
-    use crate::protocol::network::Network;
-    use crate::protocol::test_util::{cipher_pair, feed, v1_frame};
+    use crate::cipher::{LENGTH_LEN, PacketOpener};
+    use crate::network::Network;
+    use crate::test_util::{cipher_pair, feed, v1_frame};
 
     const MAGIC: Magic = Network::Regtest.magic();
 

@@ -9,6 +9,7 @@ const VERSION_COMMAND: &[u8; 12] = b"version\0\0\0\0\0";
 /// Bytes needed, at most, to decide.
 pub const PREFIX_LEN: usize = 4 + VERSION_COMMAND.len();
 
+/// What a client's first bytes say about it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClientHello {
     /// Not enough bytes to decide.

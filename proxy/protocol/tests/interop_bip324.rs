@@ -9,9 +9,7 @@ use std::time::Duration;
 use bip324_e2e::echo::spawn_echo_node;
 use bip324_e2e::responder::{Responder, ResponderOptions, Transport};
 use bip324_e2e::v1::{Message, REGTEST_MAGIC, read_message};
-use bip324_proxy::protocol::{
-    Decoder, Encoder, Handshake, HandshakeEntropy, Magic, Pipe, Progress,
-};
+use bip324_protocol::{Decoder, Encoder, Handshake, HandshakeEntropy, Magic, Pipe, Progress, Role};
 
 struct Peer {
     responder: Responder,
@@ -50,35 +48,36 @@ fn entropy() -> HandshakeEntropy {
     }
 }
 
-/// Handshake with reads of at most `chunk` bytes.
+/// Handshake with reads of at most `chunk` bytes, until the responder's decoys and version
+/// packet authenticated.
 fn handshake(stream: &mut TcpStream, chunk: usize) -> ([u8; 32], Encoder, Decoder) {
-    let (mut initiator, first) = Handshake::start(Magic(REGTEST_MAGIC), entropy()).unwrap();
+    let (mut initiator, first) =
+        Handshake::new(Role::Initiator, Magic(REGTEST_MAGIC), entropy()).unwrap();
     stream.write_all(&first).unwrap();
     let mut buf = vec![0u8; chunk];
     let mut reply = Vec::new();
     let (session, leftover) = loop {
         let n = stream.read(&mut buf).unwrap();
         assert!(n > 0, "responder closed during the handshake");
-        let progress = initiator.receive(&buf[..n], &mut reply).unwrap();
+        let progress = initiator
+            .receive(&buf[..n], &mut reply, &mut |_| {})
+            .unwrap();
         stream.write_all(&reply).unwrap();
         reply.clear();
-        if let Progress::Established { consumed, session } = progress {
-            break (session, buf[consumed..n].to_vec());
+        match progress {
+            Progress::NeedMore(next) => initiator = next,
+            Progress::Established { consumed, session } => {
+                break (session, buf[consumed..n].to_vec());
+            }
         }
     };
     let session = *session;
     let mut decoder = session.decoder;
+    assert!(decoder.version_received());
     assert_eq!(
         decoder.push(&leftover, &mut |_| {}).unwrap(),
         leftover.len()
     );
-    while !decoder.version_received() {
-        let space = decoder.input_space();
-        let n = space.len().min(chunk);
-        let n = stream.read(&mut space[..n]).unwrap();
-        assert!(n > 0);
-        decoder.commit_input(n, &mut |_| {}).unwrap();
-    }
     (session.session_id, session.encoder, decoder)
 }
 

@@ -18,6 +18,7 @@ use super::v1;
 /// Where a body starts in its frame: the v1 header (24) minus packet header and short type.
 const BODY_OFFSET: usize = v1::HEADER_LEN - PACKET_HEADER_LEN - 1;
 
+/// The remote's direction: v2 packets in, v1 messages out.
 pub struct Decoder {
     magic: Magic,
     opener: PacketOpener,
@@ -215,9 +216,9 @@ impl Pipe for Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::message_type::UndecodableType;
-    use crate::protocol::network::Network;
-    use crate::protocol::test_util::{cipher_pair, feed, seal, v1_frame};
+    use crate::message_type::UndecodableType;
+    use crate::network::Network;
+    use crate::test_util::{cipher_pair, feed, seal, v1_frame};
 
     const MAGIC: Magic = Network::Regtest.magic();
     const GARBAGE: &[u8] = b"the peer's garbage";

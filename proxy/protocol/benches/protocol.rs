@@ -18,11 +18,11 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use bip324_e2e::v1::Message;
-use bip324_proxy::protocol::aead::Engine;
-use bip324_proxy::protocol::cipher::{LENGTH_LEN, PacketOpener, PacketSealer, packet_len};
-use bip324_proxy::protocol::keys::EphemeralKey;
-use bip324_proxy::protocol::v1;
-use bip324_proxy::protocol::{Decoder, Encoder, Handshake, HandshakeEntropy, Magic, Pipe};
+use bip324_protocol::aead::Engine;
+use bip324_protocol::cipher::{LENGTH_LEN, PacketOpener, PacketSealer, packet_len};
+use bip324_protocol::keys::EphemeralKey;
+use bip324_protocol::v1;
+use bip324_protocol::{Decoder, Encoder, Handshake, HandshakeEntropy, Magic, Pipe, Role};
 use chacha20::cipher::{KeyIvInit, StreamCipher};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use poly1305::universal_hash::{KeyInit, UniversalHash};
@@ -51,7 +51,7 @@ fn cipher(c: &mut Criterion) {
         let mut sealer = PacketSealer::new(KEYS.0, KEYS.1);
         let mut packet = vec![0u8; packet_len(size)];
         group.bench_function(format!("seal/{name}"), |b| {
-            b.iter(|| sealer.seal(black_box(&mut packet), &[], false))
+            b.iter(|| sealer.seal(black_box(&mut packet), &[], false));
         });
         // Packets are opened in sequence, as on a connection: a fresh opener per packet
         // would time the length cipher's first keystream block over and over.
@@ -79,7 +79,7 @@ fn cipher(c: &mut Criterion) {
                     timed += started.elapsed();
                 }
                 timed
-            })
+            });
         });
     }
     group.finish();
@@ -92,7 +92,7 @@ fn aead_engines(c: &mut Criterion) {
         let mut text = vec![5u8; size];
         for (engine, name) in [(Engine::Portable, "portable"), (Engine::Simd, "simd")] {
             group.bench_function(format!("{name}/{size}B"), |b| {
-                b.iter(|| engine.encrypt(&KEYS.0, [9; 12], &[], black_box(&mut text)))
+                b.iter(|| engine.encrypt(&KEYS.0, [9; 12], &[], black_box(&mut text)));
             });
         }
     }
@@ -132,7 +132,7 @@ fn translate(c: &mut Criterion) {
         let frame = Message::new("block", vec![5u8; size]).to_wire(MAGIC.0);
         let mut encoder = Encoder::new(MAGIC, PacketSealer::new(KEYS.0, KEYS.1));
         group.bench_function(format!("v1_to_v2/{name}"), |b| {
-            b.iter(|| run_through(&mut encoder, black_box(&frame)))
+            b.iter(|| run_through(&mut encoder, black_box(&frame)));
         });
         // The decoder's first packet is the peer's version packet.
         let mut sealer = PacketSealer::new(KEYS.0, KEYS.1);
@@ -152,7 +152,7 @@ fn translate(c: &mut Criterion) {
                 },
                 |decoder| run_through(decoder, black_box(&message)),
                 BatchSize::LargeInput,
-            )
+            );
         });
     }
     group.finish();
@@ -169,13 +169,13 @@ fn handshake(c: &mut Criterion) {
                 aux_rand: [0x24; 32],
                 garbage: Vec::new(),
             };
-            let (mut initiator, first) = Handshake::start(MAGIC, entropy).unwrap();
+            let (initiator, first) = Handshake::new(Role::Initiator, MAGIC, entropy).unwrap();
             let mut reply = Vec::new();
             let _ = initiator
-                .receive(black_box(&responder), &mut reply)
+                .receive(black_box(&responder), &mut reply, &mut |_| {})
                 .unwrap();
             (first, reply)
-        })
+        });
     });
 }
 
@@ -188,17 +188,17 @@ fn bound(c: &mut Criterion) {
             b.iter(|| {
                 let mut stream = chacha20::ChaCha20::new(&[1u8; 32].into(), &[0u8; 12].into());
                 stream.apply_keystream(black_box(&mut data));
-            })
+            });
         });
         group.bench_function(format!("poly1305/{name}"), |b| {
             b.iter(|| {
                 let mut mac = poly1305::Poly1305::new(&[1u8; 32].into());
                 mac.update_padded(black_box(&data));
                 mac.finalize()
-            })
+            });
         });
         group.bench_function(format!("sha256/{name}"), |b| {
-            b.iter(|| Sha256::digest(black_box(&data)))
+            b.iter(|| Sha256::digest(black_box(&data)));
         });
     }
     // The elliptic-curve work of one initiator handshake: key and encoding, then ECDH.
@@ -218,7 +218,7 @@ fn bound(c: &mut Criterion) {
                 secret,
                 secp256k1::ellswift::Party::Initiator,
             )
-        })
+        });
     });
     group.finish();
 }
@@ -240,8 +240,8 @@ fn bip324_crate(c: &mut Criterion) {
                         bip324::PacketType::Genuine,
                         None,
                     )
-                    .unwrap()
-            })
+                    .unwrap();
+            });
         });
         group.bench_function(format!("decrypt/{name}"), |b| {
             b.iter_batched_ref(
@@ -266,7 +266,7 @@ fn bip324_crate(c: &mut Criterion) {
                         .unwrap()
                 },
                 BatchSize::LargeInput,
-            )
+            );
         });
     }
     group.finish();

@@ -7,7 +7,9 @@ use super::network::Magic;
 use super::pipe::{Event, Pipe};
 use super::v1::{self, Command};
 
+/// A length key for tests.
 pub const L_KEY: [u8; 32] = [0x11; 32];
+/// A contents key for tests.
 pub const P_KEY: [u8; 32] = [0x22; 32];
 
 /// A sealer and the opener that reads what it seals.
@@ -18,6 +20,7 @@ pub fn cipher_pair() -> (PacketSealer, PacketOpener) {
     )
 }
 
+/// One v1 message, framed.
 pub fn v1_frame(magic: Magic, command: &str, payload: &[u8]) -> Vec<u8> {
     let mut frame = vec![0u8; v1::HEADER_LEN];
     let command = Command::from_name(command).expect("valid command");
@@ -27,6 +30,7 @@ pub fn v1_frame(magic: Magic, command: &str, payload: &[u8]) -> Vec<u8> {
     frame
 }
 
+/// One v2 packet carrying `contents`.
 pub fn seal(sealer: &mut PacketSealer, contents: &[u8], aad: &[u8], decoy: bool) -> Vec<u8> {
     let mut packet = vec![0u8; packet_len(contents.len())];
     packet[LENGTH_LEN + 1..][..contents.len()].copy_from_slice(contents);

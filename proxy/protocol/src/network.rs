@@ -27,14 +27,20 @@ impl fmt::Display for Magic {
 /// The networks the proxy knows by name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Network {
+    /// The main network.
     Mainnet,
+    /// testnet3.
     Testnet3,
+    /// testnet4 (BIP-94).
     Testnet4,
+    /// The default signet.
     Signet,
+    /// Local regression testing.
     Regtest,
 }
 
 impl Network {
+    /// Every network, in a fixed order.
     pub const ALL: [Network; 5] = [
         Network::Mainnet,
         Network::Testnet3,
@@ -43,6 +49,7 @@ impl Network {
         Network::Regtest,
     ];
 
+    /// The 4 bytes that start each of its v1 messages.
     pub const fn magic(self) -> Magic {
         Magic(match self {
             Network::Mainnet => [0xf9, 0xbe, 0xb4, 0xd9],
@@ -64,6 +71,7 @@ impl Network {
         }
     }
 
+    /// Its name, as in logs and metrics labels.
     pub const fn name(self) -> &'static str {
         match self {
             Network::Mainnet => "mainnet",
@@ -74,6 +82,7 @@ impl Network {
         }
     }
 
+    /// The network that uses `magic`, if any.
     pub fn from_magic(magic: Magic) -> Option<Network> {
         Network::ALL.into_iter().find(|n| n.magic() == magic)
     }

@@ -17,16 +17,28 @@ use super::v1::Command;
 pub enum Event {
     /// A message was translated and queued for the sink.
     Message {
+        /// Its command.
         command: Command,
+        /// Its payload length.
         payload_len: usize,
     },
     /// A v2 decoy packet was authenticated and skipped.
-    Decoy { contents_len: usize },
+    /// A decoy packet and its contents length.
+    Decoy {
+        /// Its contents length.
+        contents_len: usize,
+    },
     /// The peer's v2 version packet was authenticated: the handshake is complete.
-    VersionPacket { contents_len: usize },
+    /// The version packet and its contents length.
+    VersionPacket {
+        /// Its contents length.
+        contents_len: usize,
+    },
     /// A v2 message without a v1 equivalent was dropped, as Bitcoin Core does.
     Dropped {
+        /// Why it has no v1 form.
         reason: UndecodableType,
+        /// Its contents length.
         contents_len: usize,
     },
 }

@@ -6,12 +6,16 @@ use secp256k1::ellswift::{ElligatorSwift, Party};
 use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use super::ProtocolError;
-use super::cipher::{PacketOpener, PacketSealer};
-use super::network::Magic;
+use crate::UsageError;
+use crate::cipher::{PacketOpener, PacketSealer};
+use crate::handshake::Role;
+use crate::network::Magic;
 
+/// An ElligatorSwift-encoded public key.
 pub const ELLSWIFT_LEN: usize = 64;
+/// A garbage terminator.
 pub const TERMINATOR_LEN: usize = 16;
+/// A session id.
 pub const SESSION_ID_LEN: usize = 32;
 
 /// One side's ephemeral key: the secret and its 64-byte ElligatorSwift encoding, which is
@@ -24,7 +28,7 @@ pub struct EphemeralKey {
 impl EphemeralKey {
     /// `secret` and `aux_rand` must come from a CSPRNG. Fails (with negligible probability)
     /// when `secret` is zero or not below the curve order; draw again then.
-    pub fn new(secret: [u8; 32], aux_rand: [u8; 32]) -> Result<Self, ProtocolError> {
+    pub fn new(secret: [u8; 32], aux_rand: [u8; 32]) -> Result<Self, UsageError> {
         let secret = parse_secret(secret)?;
         let encoding = ElligatorSwift::from_seckey(secret, Some(aux_rand));
         Ok(EphemeralKey { secret, encoding })
@@ -34,28 +38,24 @@ impl EphemeralKey {
     pub fn with_encoding(
         secret: [u8; 32],
         encoding: [u8; ELLSWIFT_LEN],
-    ) -> Result<Self, ProtocolError> {
+    ) -> Result<Self, UsageError> {
         Ok(EphemeralKey {
             secret: parse_secret(secret)?,
             encoding: ElligatorSwift::from_array(encoding),
         })
     }
 
+    /// The 64 bytes sent on the wire.
     pub fn encoding(&self) -> [u8; ELLSWIFT_LEN] {
         self.encoding.to_array()
     }
 
     /// The BIP-324 shared secret: the tagged hash of both encodings and the x-only ECDH point.
-    pub fn shared_secret(
-        &self,
-        theirs: &[u8; ELLSWIFT_LEN],
-        initiating: bool,
-    ) -> Zeroizing<[u8; 32]> {
+    pub fn shared_secret(&self, theirs: &[u8; ELLSWIFT_LEN], role: Role) -> Zeroizing<[u8; 32]> {
         let theirs = ElligatorSwift::from_array(*theirs);
-        let (a, b, party) = if initiating {
-            (self.encoding, theirs, Party::Initiator)
-        } else {
-            (theirs, self.encoding, Party::Responder)
+        let (a, b, party) = match role {
+            Role::Initiator => (self.encoding, theirs, Party::Initiator),
+            Role::Responder => (theirs, self.encoding, Party::Responder),
         };
         Zeroizing::new(ElligatorSwift::shared_secret(a, b, self.secret, party).to_secret_bytes())
     }
@@ -67,8 +67,8 @@ impl Drop for EphemeralKey {
     }
 }
 
-fn parse_secret(mut secret: [u8; 32]) -> Result<SecretKey, ProtocolError> {
-    let key = SecretKey::from_secret_bytes(secret).map_err(|_| ProtocolError::InvalidSecretKey);
+fn parse_secret(mut secret: [u8; 32]) -> Result<SecretKey, UsageError> {
+    let key = SecretKey::from_secret_bytes(secret).map_err(|_| UsageError::InvalidSecretKey);
     secret.zeroize();
     key
 }
@@ -76,12 +76,19 @@ fn parse_secret(mut secret: [u8; 32]) -> Result<SecretKey, ProtocolError> {
 /// Everything the key schedule derives from the shared secret.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct SessionKeys {
+    /// The initiator's length key.
     pub initiator_l: [u8; 32],
+    /// The initiator's contents key.
     pub initiator_p: [u8; 32],
+    /// The responder's length key.
     pub responder_l: [u8; 32],
+    /// The responder's contents key.
     pub responder_p: [u8; 32],
+    /// What ends the initiator's garbage.
     pub initiator_terminator: [u8; TERMINATOR_LEN],
+    /// What ends the responder's garbage.
     pub responder_terminator: [u8; TERMINATOR_LEN],
+    /// Shared by both ends of the session.
     pub session_id: [u8; SESSION_ID_LEN],
 }
 
@@ -120,33 +127,32 @@ impl SessionKeys {
         keys
     }
 
-    /// The terminator this side sends after its garbage.
-    pub fn send_terminator(&self, initiating: bool) -> [u8; TERMINATOR_LEN] {
-        if initiating {
-            self.initiator_terminator
-        } else {
-            self.responder_terminator
+    /// The terminator `role` sends after its garbage.
+    pub fn send_terminator(&self, role: Role) -> [u8; TERMINATOR_LEN] {
+        match role {
+            Role::Initiator => self.initiator_terminator,
+            Role::Responder => self.responder_terminator,
         }
     }
 
-    /// The terminator that ends the other side's garbage.
-    pub fn recv_terminator(&self, initiating: bool) -> [u8; TERMINATOR_LEN] {
-        self.send_terminator(!initiating)
+    /// The terminator that ends the garbage of `role`'s peer.
+    pub fn recv_terminator(&self, role: Role) -> [u8; TERMINATOR_LEN] {
+        self.send_terminator(role.peer())
     }
 
-    pub fn sealer(&self, initiating: bool) -> PacketSealer {
-        if initiating {
-            PacketSealer::new(self.initiator_l, self.initiator_p)
-        } else {
-            PacketSealer::new(self.responder_l, self.responder_p)
+    /// What `role` encrypts its packets with.
+    pub fn sealer(&self, role: Role) -> PacketSealer {
+        match role {
+            Role::Initiator => PacketSealer::new(self.initiator_l, self.initiator_p),
+            Role::Responder => PacketSealer::new(self.responder_l, self.responder_p),
         }
     }
 
-    pub fn opener(&self, initiating: bool) -> PacketOpener {
-        if initiating {
-            PacketOpener::new(self.responder_l, self.responder_p)
-        } else {
-            PacketOpener::new(self.initiator_l, self.initiator_p)
+    /// What `role` decrypts its peer's packets with.
+    pub fn opener(&self, role: Role) -> PacketOpener {
+        match role.peer() {
+            Role::Initiator => PacketOpener::new(self.initiator_l, self.initiator_p),
+            Role::Responder => PacketOpener::new(self.responder_l, self.responder_p),
         }
     }
 }

@@ -1,9 +1,9 @@
 //! Runs every row of BIP-324's test vector files (copied into `tests/vectors/`) and prints how
 //! many rows ran, how many checks each row passed, and what could not be checked.
 
-use bip324_proxy::protocol::Network;
-use bip324_proxy::protocol::cipher::{LENGTH_LEN, PACKET_OVERHEAD, packet_len};
-use bip324_proxy::protocol::keys::{EphemeralKey, SessionKeys};
+use bip324_protocol::cipher::{LENGTH_LEN, PACKET_OVERHEAD, packet_len};
+use bip324_protocol::keys::{EphemeralKey, SessionKeys};
+use bip324_protocol::{Network, Role};
 use secp256k1::ellswift::{ElligatorSwift, ElligatorSwiftSharedSecret, Party};
 use secp256k1::{PublicKey, SecretKey};
 
@@ -53,6 +53,11 @@ fn packet_encoding_vectors() {
     for (i, row) in rows.iter().enumerate() {
         let ctx = |what: &str| format!("packet vector row {i} (in_idx {}): {what}", row["in_idx"]);
         let initiating = row["in_initiating"] == "1";
+        let role = if initiating {
+            Role::Initiator
+        } else {
+            Role::Responder
+        };
         let secret: [u8; 32] = bytes(&row["in_priv_ours"]);
         let ours: [u8; 64] = bytes(&row["in_ellswift_ours"]);
         let theirs: [u8; 64] = bytes(&row["in_ellswift_theirs"]);
@@ -103,7 +108,7 @@ fn packet_encoding_vectors() {
 
         // Our key schedule.
         let key = EphemeralKey::with_encoding(secret, ours).unwrap();
-        let shared = key.shared_secret(&theirs, initiating);
+        let shared = key.shared_secret(&theirs, role);
         assert_eq!(
             *shared,
             bytes(&row["mid_shared_secret"]),
@@ -136,13 +141,13 @@ fn packet_encoding_vectors() {
             ctx("responder_P")
         );
         assert_eq!(
-            keys.send_terminator(initiating),
+            keys.send_terminator(role),
             bytes(&row["mid_send_garbage_terminator"]),
             "{}",
             ctx("send terminator")
         );
         assert_eq!(
-            keys.recv_terminator(initiating),
+            keys.recv_terminator(role),
             bytes(&row["mid_recv_garbage_terminator"]),
             "{}",
             ctx("recv terminator")
@@ -156,8 +161,8 @@ fn packet_encoding_vectors() {
         checks += 8;
 
         // Packet number in_idx, after in_idx earlier packets (which exercises rekeying).
-        let mut sealer = keys.sealer(initiating);
-        let mut opener = keys.opener(!initiating);
+        let mut sealer = keys.sealer(role);
+        let mut opener = keys.opener(role.peer());
         let mut filler = [0u8; PACKET_OVERHEAD];
         for _ in 0..row["in_idx"].parse::<usize>().unwrap() {
             sealer.seal(&mut filler, &[], false);

@@ -13,8 +13,11 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use super::{ProtocolError, aead};
 
+/// The encrypted length field of a packet.
 pub const LENGTH_LEN: usize = 3;
+/// The header byte inside the contents (its ignore bit marks decoys).
 pub const HEADER_LEN: usize = 1;
+/// The Poly1305 tag of a packet.
 pub const TAG_LEN: usize = 16;
 /// Bytes a packet adds around its contents.
 pub const PACKET_OVERHEAD: usize = LENGTH_LEN + HEADER_LEN + TAG_LEN;
@@ -157,6 +160,7 @@ pub struct PacketOpener {
 }
 
 impl PacketOpener {
+    /// An opener of the packets sealed with these keys.
     pub fn new(length_key: [u8; 32], contents_key: [u8; 32]) -> Self {
         PacketOpener {
             length: FsChaCha20::new(length_key),

@@ -4,6 +4,7 @@
 use super::ProtocolError;
 use super::pipe::{Event, Pipe};
 
+/// Bytes passed through untouched: a client that already speaks v2.
 #[derive(Default)]
 pub struct Splice {
     buf: Vec<u8>,

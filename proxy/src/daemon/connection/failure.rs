@@ -1,0 +1,62 @@
+//! Why a connection ended before it was relayed: the sentence for the log, the label for
+//! the metrics.
+
+use std::io;
+
+use super::super::labels::FailureReason;
+use super::super::v2_connect::{HandshakeError, HandshakeFailure};
+
+/// Why a connection ended before it was relayed.
+#[derive(Debug)]
+pub(super) enum Failure {
+    ClientTimeout,
+    ClientClosedEarly { received: usize },
+    ClientIo(io::Error),
+    Connect(io::Error),
+    ConnectTimeout,
+    Handshake(HandshakeFailure),
+    Shutdown,
+}
+
+impl Failure {
+    pub(super) fn reason(&self) -> FailureReason {
+        match self {
+            Failure::ClientTimeout => FailureReason::ClientTimeout,
+            Failure::ClientClosedEarly { .. } => FailureReason::ClientClosed,
+            Failure::ClientIo(_) => FailureReason::ClientError,
+            Failure::Connect(_) => FailureReason::ConnectError,
+            Failure::ConnectTimeout => FailureReason::ConnectTimeout,
+            Failure::Handshake(h) => match h.error {
+                HandshakeError::Connect(_) => FailureReason::ConnectError,
+                HandshakeError::Timeout => FailureReason::HandshakeTimeout,
+                HandshakeError::Closed => FailureReason::HandshakeClosed,
+                HandshakeError::Io(_) | HandshakeError::Entropy(_) | HandshakeError::Setup(_) => {
+                    FailureReason::HandshakeError
+                }
+                HandshakeError::Protocol(_) => FailureReason::HandshakeProtocol,
+            },
+            Failure::Shutdown => FailureReason::Shutdown,
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::ClientTimeout => f.write_str(
+                "client sent too few bytes to tell v1 from v2 within --first-bytes-timeout",
+            ),
+            Failure::ClientClosedEarly { received } => write!(
+                f,
+                "client closed after {received} bytes, before its transport could be told"
+            ),
+            Failure::ClientIo(e) => write!(f, "client connection failed: {e}"),
+            Failure::Connect(e) => write!(f, "cannot connect to the destination: {e}"),
+            Failure::ConnectTimeout => {
+                f.write_str("cannot connect to the destination within --handshake-timeout")
+            }
+            Failure::Handshake(h) => write!(f, "{h}"),
+            Failure::Shutdown => f.write_str("proxy shutting down"),
+        }
+    }
+}

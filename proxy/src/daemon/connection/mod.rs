@@ -1,0 +1,182 @@
+//! The life of one redirected connection: check it, tell v1 from v2, reach the destination,
+//! relay, and log one line when it opens and one when it ends.
+
+mod accounting;
+mod failure;
+mod open;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::config::Config;
+use super::log_budget::LogBudget;
+use super::loop_guard::{LoopGuard, Refusal};
+use super::metrics::Metrics;
+use super::original_dst::original_destination;
+use super::registry::Registry;
+use super::relay::{RelayContext, Side, Traffic};
+use accounting::account;
+use bip324_protocol::Event;
+use failure::Failure;
+use open::{Transport, open};
+
+/// What all connections share.
+pub struct Context {
+    pub config: Config,
+    /// Addresses the proxy accepts on: a connection "to" one of them was not redirected.
+    pub listening: Vec<SocketAddr>,
+    pub loop_guard: Arc<LoopGuard>,
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+    /// Refused connections log at most this many lines a second; the metrics count them all.
+    pub refusal_log: LogBudget,
+}
+
+impl Context {
+    pub fn new(config: Config, listening: Vec<SocketAddr>) -> Self {
+        Context {
+            config,
+            listening,
+            loop_guard: Arc::default(),
+            registry: Arc::default(),
+            metrics: Arc::default(),
+            refusal_log: LogBudget::per_second(10),
+        }
+    }
+}
+
+/// Handles one accepted connection to its end. Never panics on peer input; every outcome is
+/// logged: one line when the connection opens and one when it ends, or one if it fails first.
+pub async fn handle(
+    mut client: TcpStream,
+    client_addr: SocketAddr,
+    id: u64,
+    ctx: Arc<Context>,
+    shutdown: CancellationToken,
+) {
+    let destination = match accept_check(&client, client_addr, &ctx) {
+        Ok(destination) => destination,
+        // A loop is a configuration problem; a direct connection (a probe, a curious local
+        // user) is not.
+        Err(refusal) => {
+            ctx.metrics.refused(refusal.kind());
+            let Some(suppressed) = ctx.refusal_log.take(Instant::now()) else {
+                return;
+            };
+            let more = match suppressed {
+                0 => String::new(),
+                n => format!(" ({n} more refused since the last such line, not logged)"),
+            };
+            if matches!(refusal, Refusal::OwnUpstream) {
+                warn!(client = %client_addr, "refused connection: {refusal}{more}");
+            } else {
+                info!(client = %client_addr, "refused connection: {refusal}{more}");
+            }
+            return;
+        }
+    };
+    let _ = client.set_nodelay(true);
+    let started = Instant::now();
+    let registration = ctx.registry.register(id, client_addr, destination);
+    let entry = &registration.entry;
+    let traffic = &entry.traffic;
+    let events = |side: Side, event: Event| account(entry, &ctx.metrics, side, event);
+    let result = tokio::select! {
+        result = open(&mut client, destination, &ctx, entry, &events) => result,
+        _ = shutdown.cancelled() => Err(Failure::Shutdown),
+    };
+    let network = entry.network().unwrap_or_else(|| "unknown".to_string());
+    let t = |c| Traffic::get(c);
+    let mut opened = match result {
+        Ok(opened) => opened,
+        Err(failure) => {
+            ctx.metrics.failed(failure.reason());
+            let hint = match &failure {
+                Failure::Handshake(h) if h.allows_v1_fallback() && !ctx.config.v1_fallback => {
+                    "; it may be a v1-only node: --v1-fallback would retry it in plaintext"
+                }
+                _ => "",
+            };
+            warn!(
+                client = %client_addr,
+                destination = %destination,
+                network = %network,
+                duration = %Seconds(started),
+                client_in = t(&traffic.client_in),
+                remote_in = t(&traffic.remote_in),
+                remote_out = t(&traffic.remote_out),
+                "connection failed: {failure}{hint}"
+            );
+            return;
+        }
+    };
+    let label = opened.transport.kind();
+    entry.set_opened(label, opened.transport.session_id());
+    ctx.metrics.opened(label);
+    match &opened.transport {
+        Transport::V2 { session, .. } => info!(
+            client = %client_addr,
+            destination = %destination,
+            network = %network,
+            transport = %label,
+            session_id = %hex::encode(session.session_id),
+            "connection opened"
+        ),
+        Transport::V1Fallback { why } => warn!(
+            client = %client_addr,
+            destination = %destination,
+            network = %network,
+            transport = %label,
+            "connection opened in PLAINTEXT v1 (--v1-fallback): {why}"
+        ),
+        Transport::Passthrough => info!(
+            client = %client_addr,
+            destination = %destination,
+            network = %network,
+            transport = %label,
+            "connection opened: the client does not speak v1, its bytes pass unchanged"
+        ),
+    }
+    let cx = RelayContext {
+        traffic,
+        events: &events,
+        shutdown: &shutdown,
+    };
+    let reason = opened.relay(&mut client, &cx).await;
+    info!(
+        client = %client_addr,
+        destination = %destination,
+        duration = %Seconds(started),
+        client_in = t(&traffic.client_in),
+        client_out = t(&traffic.client_out),
+        remote_in = t(&traffic.remote_in),
+        remote_out = t(&traffic.remote_out),
+        reason = %reason,
+        "connection closed"
+    );
+}
+
+/// Time since a start, as seconds with millisecond precision.
+struct Seconds(Instant);
+
+impl std::fmt::Display for Seconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.3}s", self.0.elapsed().as_secs_f64())
+    }
+}
+
+fn accept_check(
+    client: &TcpStream,
+    client_addr: SocketAddr,
+    ctx: &Context,
+) -> Result<SocketAddr, Refusal> {
+    let local = client.local_addr().map_err(Refusal::Unreadable)?;
+    let destination = original_destination(client).map_err(Refusal::Unreadable)?;
+    ctx.loop_guard
+        .check(client_addr, destination, local, &ctx.listening)
+}

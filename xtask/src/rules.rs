@@ -1,0 +1,91 @@
+//! Boundaries the compiler cannot see, checked by `cargo xtask lint`: what each crate may
+//! depend on.
+
+use std::process::Command;
+
+use crate::{Result, root};
+
+/// I/O a sans-IO protocol must never do, by crate and by module path.
+const PROTOCOL_FORBIDDEN_CRATES: [&str; 5] = ["tokio", "mio", "socket2", "getrandom", "nix"];
+const PROTOCOL_FORBIDDEN_PATHS: [&str; 5] = [
+    "std::net",
+    "std::fs",
+    "std::process",
+    "std::thread",
+    "std::time",
+];
+
+pub(crate) fn check() -> Result {
+    xtask_needs_no_system_library()?;
+    protocol_does_no_io()
+}
+
+/// The crates `package` depends on (normal and build dependencies), one name per line.
+fn dependencies(package: &str) -> Result<Vec<String>> {
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "-p",
+            package,
+            "-e",
+            "normal,build",
+            "--prefix",
+            "none",
+        ])
+        .current_dir(root())
+        .output()
+        .map_err(|e| format!("cannot run cargo tree: {e}"))?;
+    let tree = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || tree.is_empty() {
+        return Err(format!("`cargo tree -p {package}` failed"));
+    }
+    Ok(tree
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect())
+}
+
+/// `cargo xtask` installs the system libraries, so it must build without them: nothing in its
+/// dependency tree may look for one with pkg-config (the fresh-machine test proves the rest).
+fn xtask_needs_no_system_library() -> Result {
+    if dependencies("xtask")?.iter().any(|d| d == "pkg-config") {
+        return Err(
+            "xtask depends on a crate that links a system library through pkg-config: \
+             `cargo xtask` could not build on a fresh machine (see `cargo tree -p xtask -i pkg-config`)"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// bip324-protocol takes and returns bytes: no runtime, socket, file, clock or randomness.
+fn protocol_does_no_io() -> Result {
+    let dependencies = dependencies("bip324-protocol")?;
+    if let Some(bad) = dependencies
+        .iter()
+        .find(|d| PROTOCOL_FORBIDDEN_CRATES.contains(&d.as_str()))
+    {
+        return Err(format!(
+            "bip324-protocol depends on {bad} (see `cargo tree -p bip324-protocol -i {bad}`): \
+             the protocol crate does no I/O; drive it from the daemon instead"
+        ));
+    }
+    let src = root().join("proxy/protocol/src");
+    for entry in std::fs::read_dir(&src).map_err(|e| format!("{}: {e}", src.display()))? {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        for (n, line) in text.lines().enumerate() {
+            if let Some(bad) = PROTOCOL_FORBIDDEN_PATHS.iter().find(|p| line.contains(**p)) {
+                return Err(format!(
+                    "{}:{}: uses {bad}: the protocol crate does no I/O",
+                    path.display(),
+                    n + 1
+                ));
+            }
+        }
+    }
+    eprintln!("==> dependency rules hold (xtask: no system library; bip324-protocol: no I/O)");
+    Ok(())
+}
