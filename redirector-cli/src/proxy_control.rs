@@ -5,8 +5,10 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-/// The proxy's answer to a status request, as JSON; an error sentence when it cannot be had.
-pub(crate) fn status(socket: &Path) -> Result<serde_json::Value, String> {
+use bip324_control::{Answer, Request, StatusDocument};
+
+/// The proxy's answer to a status request; an error sentence when it cannot be had.
+pub(crate) fn status(socket: &Path) -> Result<StatusDocument, String> {
     let mut stream = UnixStream::connect(socket).map_err(|e| {
         format!(
             "cannot reach the proxy's control socket {}: {e}",
@@ -17,8 +19,10 @@ pub(crate) fn status(socket: &Path) -> Result<serde_json::Value, String> {
         .set_read_timeout(Some(Duration::from_secs(5)))
         .and_then(|()| stream.set_write_timeout(Some(Duration::from_secs(5))))
         .map_err(|e| e.to_string())?;
+    let mut request = serde_json::to_vec(&Request::status()).expect("serialisable");
+    request.push(b'\n');
     stream
-        .write_all(b"{\"version\":1,\"request\":\"status\"}\n")
+        .write_all(&request)
         .map_err(|e| format!("control socket: {e}"))?;
     let mut answer = Vec::new();
     // Thousands of connections fit in a few megabytes; stop well beyond.
@@ -26,10 +30,12 @@ pub(crate) fn status(socket: &Path) -> Result<serde_json::Value, String> {
         .take(256 << 20)
         .read_to_end(&mut answer)
         .map_err(|e| format!("control socket: {e}"))?;
-    let value: serde_json::Value = serde_json::from_slice(&answer)
-        .map_err(|e| format!("control socket answered nonsense: {e}"))?;
-    match value.get("error").and_then(|e| e.as_str()) {
-        Some(error) => Err(format!("the proxy refused the request: {error}")),
-        None => Ok(value),
+    match serde_json::from_slice(&answer)
+        .map_err(|e| format!("control socket answered nonsense: {e}"))?
+    {
+        Answer::Failure(failure) => {
+            Err(format!("the proxy refused the request: {}", failure.error))
+        }
+        Answer::Status(status) => Ok(status),
     }
 }

@@ -1,6 +1,7 @@
 //! `bip324-redirect status`: is the redirect in place, does it match what was asked, does
 //! the proxy answer, and what to do when something is wrong.
 
+use bip324_control::StatusDocument;
 use serde::Serialize;
 
 use crate::backend::{self, BackendKind, Inspection};
@@ -40,7 +41,7 @@ pub(crate) struct Report {
     pub proxy: Vec<Probe>,
     /// The proxy's own report (live connections, totals), from its control socket.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub proxy_status: Option<serde_json::Value>,
+    pub proxy_status: Option<StatusDocument>,
     /// Why the proxy's report is missing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy_status_error: Option<String>,
@@ -179,11 +180,7 @@ fn judge(report: &mut Report, enabled: Option<&Enabled>) {
                 other.backend, enabled.backend
             ));
         }
-        let proxy_pid = report
-            .proxy_status
-            .as_ref()
-            .and_then(|s| s["proxy"]["pid"].as_u64())
-            .and_then(|pid| u32::try_from(pid).ok());
+        let proxy_pid = report.proxy_status.as_ref().map(|s| s.proxy.pid);
         report
             .problems
             .extend(proxy_listener::problems(&report.proxy, proxy_pid));
@@ -270,43 +267,39 @@ pub(crate) fn render(report: &Report) -> String {
 }
 
 /// The proxy's live connections as a table, session ids shortened to their first 8 digits.
-fn render_connections(out: &mut String, status: &serde_json::Value) {
-    let empty = Vec::new();
-    let connections = status["connections"].as_array().unwrap_or(&empty);
-    let totals = &status["totals"];
-    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+fn render_connections(out: &mut String, status: &StatusDocument) {
+    let totals = &status.totals;
     out.push_str(&format!(
         "traffic:  client {} in / {} out (v1), remote {} in / {} out, since the proxy started\n",
-        bytes(n(&totals["client_in"])),
-        bytes(n(&totals["client_out"])),
-        bytes(n(&totals["remote_in"])),
-        bytes(n(&totals["remote_out"]))
+        bytes(totals.client_in),
+        bytes(totals.client_out),
+        bytes(totals.remote_in),
+        bytes(totals.remote_out)
     ));
-    if connections.is_empty() {
+    if status.connections.is_empty() {
         out.push_str("connections: none open\n");
         return;
     }
-    out.push_str(&format!("connections: {} open\n", connections.len()));
+    out.push_str(&format!("connections: {} open\n", status.connections.len()));
     out.push_str(&format!(
         "  {:<22} {:<22} {:<9} {:<11} {:<9} {:>7} {:>10} {:>10}\n",
         "CLIENT", "DESTINATION", "NETWORK", "TRANSPORT", "SESSION", "AGE", "SENT", "RECEIVED"
     ));
-    for c in connections {
-        let text = |key: &str| c[key].as_str().unwrap_or("-").to_string();
-        let session = c["session_id"]
-            .as_str()
+    for c in &status.connections {
+        let session: String = c
+            .session_id
+            .as_deref()
             .map_or("-".to_string(), |s| s.chars().take(8).collect());
-        let age = c["duration_seconds"].as_f64().unwrap_or(0.0);
         out.push_str(&format!(
             "  {:<22} {:<22} {:<9} {:<11} {:<9} {:>7} {:>10} {:>10}\n",
-            text("client"),
-            text("destination"),
-            text("network"),
-            text("transport"),
+            c.client.to_string(),
+            c.destination.to_string(),
+            c.network.as_deref().unwrap_or("-"),
+            c.transport,
             session,
-            format!("{age:.0}s"),
-            bytes(n(&c["client_in"])),
-            bytes(n(&c["client_out"]))
+            format!("{:.0}s", c.duration_seconds),
+            bytes(c.counts.client_in),
+            bytes(c.counts.client_out)
         ));
     }
 }

@@ -82,11 +82,7 @@ pub struct Config {
     /// Unix socket answering status requests (live connections, totals), read by
     /// `bip324-redirect status`. Under systemd, a Unix socket passed by socket activation is
     /// used instead.
-    #[arg(
-        long,
-        value_name = "PATH",
-        default_value = "/run/bip324-proxy/control.sock"
-    )]
+    #[arg(long, value_name = "PATH", default_value = bip324_control::DEFAULT_SOCKET)]
     pub control: PathBuf,
 
     /// Do not open the control socket.

@@ -11,46 +11,17 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
+use bip324_control::{Failure, ProxyInfo, Request, STATUS, StatusDocument, VERSION};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::registry::{ConnectionStatus, Counts, Registry};
+use super::registry::Registry;
 
-pub const PROTOCOL_VERSION: u32 = 1;
 const MAX_REQUEST: usize = 4096;
 const MAX_CLIENTS: usize = 4;
-
-#[derive(Deserialize)]
-struct Request {
-    version: u32,
-    request: String,
-}
-
-#[derive(Serialize)]
-struct Status<'a> {
-    version: u32,
-    proxy: ProxyInfo<'a>,
-    connections: Vec<ConnectionStatus>,
-    totals: Counts,
-}
-
-#[derive(Serialize)]
-struct ProxyInfo<'a> {
-    version: &'static str,
-    pid: u32,
-    started: f64,
-    listen: &'a [SocketAddr],
-}
-
-#[derive(Serialize)]
-struct Failure {
-    version: u32,
-    error: String,
-}
 
 /// What the control socket needs to answer.
 pub struct Control {
@@ -109,11 +80,11 @@ async fn answer(mut stream: UnixStream, control: &Control) -> std::io::Result<()
     let body = match request {
         Err(_) => failure("no request within 2 seconds"),
         Ok(Err(e)) => failure(&e),
-        Ok(Ok(request)) if request.version != PROTOCOL_VERSION => failure(&format!(
-            "unsupported version {} (this proxy speaks {PROTOCOL_VERSION})",
+        Ok(Ok(request)) if request.version != VERSION => failure(&format!(
+            "unsupported version {} (this proxy speaks {VERSION})",
             request.version
         )),
-        Ok(Ok(request)) if request.request == "status" => status(control),
+        Ok(Ok(request)) if request.request == STATUS => status(control),
         Ok(Ok(request)) => failure(&format!(
             "unknown request {:?} (try \"status\")",
             request.request
@@ -152,7 +123,7 @@ async fn read_request(stream: &mut UnixStream) -> Result<Request, String> {
 
 fn failure(error: &str) -> String {
     let failure = Failure {
-        version: PROTOCOL_VERSION,
+        version: VERSION,
         error: error.to_string(),
     };
     serde_json::to_string(&failure).expect("serialisable")
@@ -163,13 +134,13 @@ fn status(control: &Control) -> String {
         .started
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO);
-    let status = Status {
-        version: PROTOCOL_VERSION,
+    let status = StatusDocument {
+        version: VERSION,
         proxy: ProxyInfo {
-            version: env!("CARGO_PKG_VERSION"),
+            version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
             started: started.as_secs_f64(),
-            listen: &control.listen,
+            listen: control.listen.clone(),
         },
         connections: control.registry.snapshot(),
         totals: control.registry.totals(),

@@ -7,29 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use bip324_control::{ConnectionStatus, Counts};
 
 use super::labels::TransportKind;
 use super::relay::Traffic;
-
-/// A connection as the control socket reports it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ConnectionStatus {
-    pub id: u64,
-    pub client: SocketAddr,
-    pub destination: SocketAddr,
-    /// `null` until the client's first bytes tell.
-    pub network: Option<String>,
-    /// "connecting" until the connection opens, then a `TransportKind`: "v2", "v1_fallback"
-    /// or "passthrough".
-    pub transport: &'static str,
-    pub session_id: Option<String>,
-    /// Unix time, seconds.
-    pub started: f64,
-    pub duration_seconds: f64,
-    #[serde(flatten)]
-    pub counts: Counts,
-}
 
 /// One live connection; its counters are updated by its relay without locking.
 pub struct Entry {
@@ -80,7 +61,7 @@ impl Entry {
             client: self.client,
             destination: self.destination,
             network: opened.network.clone(),
-            transport: opened.transport.unwrap_or("connecting"),
+            transport: opened.transport.unwrap_or("connecting").to_string(),
             session_id: opened.session_id.clone(),
             started: started.as_secs_f64(),
             duration_seconds: self
@@ -102,29 +83,6 @@ impl Entry {
             messages_from_client: get(&self.messages_from_client),
             messages_to_client: get(&self.messages_to_client),
         }
-    }
-}
-
-/// Traffic of one connection, or of all of them, live and closed. Bytes read from and written
-/// to the client (v1) and the remote (v2 unless the transport is plaintext).
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
-pub struct Counts {
-    pub client_in: u64,
-    pub client_out: u64,
-    pub remote_in: u64,
-    pub remote_out: u64,
-    pub messages_from_client: u64,
-    pub messages_to_client: u64,
-}
-
-impl Counts {
-    fn add(&mut self, other: Counts) {
-        self.client_in += other.client_in;
-        self.client_out += other.client_out;
-        self.remote_in += other.remote_in;
-        self.remote_out += other.remote_out;
-        self.messages_from_client += other.messages_from_client;
-        self.messages_to_client += other.messages_to_client;
     }
 }
 

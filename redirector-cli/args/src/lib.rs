@@ -9,8 +9,7 @@ use serde::{Deserialize, Serialize};
 /// port, so that no unprivileged process can take it while the proxy is down.
 pub const DEFAULT_PROXY_PORT: u16 = 324;
 
-/// The proxy's control socket, as `bip324-proxy.socket` creates it.
-pub const DEFAULT_CONTROL_SOCKET: &str = "/run/bip324-proxy/control.sock";
+pub use bip324_control::DEFAULT_SOCKET as DEFAULT_CONTROL_SOCKET;
 
 /// The public networks' P2P ports: mainnet, testnet3, testnet4, signet.
 const DEFAULT_PORTS_ARG: &str = "8333,18333,48333,38333";

@@ -1,0 +1,193 @@
+//! The control socket's wire format. `bip324-proxy` answers on a Unix socket; `bip324-redirect
+//! status` asks. One JSON line in, one JSON document out, then the socket closes:
+//!
+//! ```text
+//! -> {"version":1,"request":"status"}
+//! <- {"version":1,"proxy":{...},"connections":[...],"totals":{...}}
+//!    or {"version":1,"error":"..."}
+//! ```
+//! Both binaries use these types, so neither can drift from the other; a new field is added
+//! with `#[serde(default)]`, a changed meaning takes a new `VERSION`.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// The version of this format.
+pub const VERSION: u32 = 1;
+/// Where `bip324-proxy.socket` puts the control socket.
+pub const DEFAULT_SOCKET: &str = "/run/bip324-proxy/control.sock";
+/// The one request there is.
+pub const STATUS: &str = "status";
+
+/// What a client asks. `request` stays a string so that an unknown one gets an answer that
+/// names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub version: u32,
+    pub request: String,
+}
+
+impl Request {
+    pub fn status() -> Request {
+        Request {
+            version: VERSION,
+            request: STATUS.to_string(),
+        }
+    }
+}
+
+/// The proxy's answer to a status request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatusDocument {
+    pub version: u32,
+    pub proxy: ProxyInfo,
+    /// Live connections, oldest first.
+    pub connections: Vec<ConnectionStatus>,
+    /// Since the proxy started, closed connections included.
+    pub totals: Counts,
+}
+
+/// The answering proxy itself.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProxyInfo {
+    /// Its package version.
+    pub version: String,
+    pub pid: u32,
+    /// Unix time, seconds.
+    pub started: f64,
+    /// Where it accepts redirected connections.
+    pub listen: Vec<SocketAddr>,
+}
+
+/// A live connection.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConnectionStatus {
+    pub id: u64,
+    pub client: SocketAddr,
+    pub destination: SocketAddr,
+    /// `null` until the client's first bytes tell.
+    pub network: Option<String>,
+    /// "connecting" until the connection opens, then "v2", "v1_fallback" or "passthrough".
+    pub transport: String,
+    /// Hex, for v2 connections.
+    pub session_id: Option<String>,
+    /// Unix time, seconds.
+    pub started: f64,
+    pub duration_seconds: f64,
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
+/// Bytes and messages moved, for one connection or in total.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// v1 bytes from the client.
+    pub client_in: u64,
+    /// v1 bytes to the client.
+    pub client_out: u64,
+    /// Bytes from the remote (v2 unless the transport is plaintext).
+    pub remote_in: u64,
+    /// Bytes to the remote.
+    pub remote_out: u64,
+    pub messages_from_client: u64,
+    pub messages_to_client: u64,
+}
+
+impl Counts {
+    pub fn add(&mut self, other: Counts) {
+        self.client_in += other.client_in;
+        self.client_out += other.client_out;
+        self.remote_in += other.remote_in;
+        self.remote_out += other.remote_out;
+        self.messages_from_client += other.messages_from_client;
+        self.messages_to_client += other.messages_to_client;
+    }
+}
+
+/// The proxy's answer when it cannot serve a request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub version: u32,
+    pub error: String,
+}
+
+/// Either answer, as a client reads it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Answer {
+    Failure(Failure),
+    Status(StatusDocument),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn document() -> StatusDocument {
+        StatusDocument {
+            version: VERSION,
+            proxy: ProxyInfo {
+                version: "0.2.0".into(),
+                pid: 42,
+                started: 1_700_000_000.5,
+                listen: vec![
+                    "127.0.0.1:324".parse().unwrap(),
+                    "[::1]:324".parse().unwrap(),
+                ],
+            },
+            connections: vec![ConnectionStatus {
+                id: 7,
+                client: "10.0.0.1:40000".parse().unwrap(),
+                destination: "10.0.0.2:8333".parse().unwrap(),
+                network: Some("mainnet".into()),
+                transport: "v2".into(),
+                session_id: Some("ab".repeat(32)),
+                started: 1_700_000_001.0,
+                duration_seconds: 2.5,
+                counts: Counts {
+                    client_in: 100,
+                    remote_out: 140,
+                    ..Counts::default()
+                },
+            }],
+            totals: Counts {
+                client_in: 1000,
+                ..Counts::default()
+            },
+        }
+    }
+
+    #[test]
+    fn documents_and_requests_round_trip() {
+        let status = document();
+        let text = serde_json::to_string(&status).unwrap();
+        assert_eq!(
+            serde_json::from_str::<StatusDocument>(&text).unwrap(),
+            status
+        );
+        assert_eq!(
+            serde_json::from_str::<Answer>(&text).unwrap(),
+            Answer::Status(status)
+        );
+        let request = serde_json::to_string(&Request::status()).unwrap();
+        assert_eq!(request, r#"{"version":1,"request":"status"}"#);
+        let failure = r#"{"version":1,"error":"unknown request"}"#;
+        assert!(matches!(
+            serde_json::from_str::<Answer>(failure).unwrap(),
+            Answer::Failure(Failure { error, .. }) if error == "unknown request"
+        ));
+    }
+
+    /// The wire keeps a connection's counts beside its other fields, as version 1 has them.
+    #[test]
+    fn counts_are_flattened_into_each_connection() {
+        let json = serde_json::to_value(document()).unwrap();
+        let connection = &json["connections"][0];
+        assert_eq!(connection["client_in"], 100);
+        assert_eq!(connection["remote_out"], 140);
+        assert_eq!(connection["transport"], "v2");
+        assert_eq!(json["totals"]["client_in"], 1000);
+        assert_eq!(json["proxy"]["listen"][0], "127.0.0.1:324");
+    }
+}
