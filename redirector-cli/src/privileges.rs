@@ -15,13 +15,10 @@ pub(crate) fn require(needed: &[Capability], action: &str) -> Result<(), Error> 
     if missing.is_empty() {
         return Ok(());
     }
-    Err(Error::Privileges(format!(
-        "{action} needs {}: run it with sudo, or give it the capabilit{} (for a systemd \
-         service: AmbientCapabilities={})",
-        missing.join(" and "),
-        if missing.len() == 1 { "y" } else { "ies" },
-        missing.join(" ")
-    )))
+    Err(Error::Privileges {
+        action: action.to_string(),
+        missing,
+    })
 }
 
 #[cfg(test)]

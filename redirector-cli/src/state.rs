@@ -28,7 +28,7 @@ fn path() -> Result<PathBuf, Error> {
     let dir = std::env::var_os("BIP324_REDIRECT_STATE_DIR")
         .map_or_else(|| PathBuf::from(DEFAULT_DIR), PathBuf::from);
     let netns = std::fs::metadata("/proc/self/ns/net")
-        .map_err(|e| Error::Io(format!("cannot identify the network namespace: {e}")))?
+        .map_err(|e| Error::io("cannot identify the network namespace", e))?
         .ino();
     Ok(dir.join(format!("netns-{netns}.json")))
 }
@@ -37,20 +37,20 @@ pub(crate) fn load() -> Result<Option<Enabled>, Error> {
     let path = path()?;
     match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            Error::Io(format!(
-                "{} is damaged ({e}): run enable or disable again",
-                path.display()
-            ))
+            Error::io(
+                format!("{} is damaged: run enable or disable again", path.display()),
+                e.into(),
+            )
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::Io(format!("cannot read {}: {e}", path.display()))),
+        Err(e) => Err(Error::io(format!("cannot read {}", path.display()), e)),
     }
 }
 
 /// Writes the record atomically (temporary file, then rename).
 pub(crate) fn save(enabled: &Enabled) -> Result<(), Error> {
     let path = path()?;
-    let io = |e: std::io::Error| Error::Io(format!("cannot write {}: {e}", path.display()));
+    let io = |e: std::io::Error| Error::io(format!("cannot write {}", path.display()), e);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
@@ -65,6 +65,6 @@ pub(crate) fn clear() -> Result<(), Error> {
     match std::fs::remove_file(&path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::Io(format!("cannot remove {}: {e}", path.display()))),
+        Err(e) => Err(Error::io(format!("cannot remove {}", path.display()), e)),
     }
 }

@@ -101,7 +101,7 @@ pub(crate) fn gather(control_socket: &std::path::Path) -> Result<Report, Error> 
                 backend: kind,
                 inspection,
             }),
-            Err(e @ Error::Privileges(_)) => {
+            Err(e @ Error::Privileges { .. }) => {
                 report
                     .problems
                     .push(format!("cannot read the kernel's redirect: {e}"));

@@ -136,7 +136,7 @@ fn netns_cookie() -> Result<u64, Error> {
         SockFlag::SOCK_CLOEXEC,
         None,
     )
-    .map_err(|e| Error::Kernel(format!("cannot open a socket: {e}")))?;
+    .map_err(|e| Error::kernel("open a socket", std::io::Error::from(e), |_| None))?;
     let mut cookie = 0u64;
     let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
     // SAFETY: `cookie` and `len` are valid for writes of the sizes given.
@@ -150,10 +150,11 @@ fn netns_cookie() -> Result<u64, Error> {
         )
     };
     if rc != 0 {
-        return Err(Error::Kernel(format!(
-            "cannot read this network namespace's cookie (SO_NETNS_COOKIE needs Linux 5.14): {}",
-            std::io::Error::last_os_error()
-        )));
+        return Err(Error::kernel(
+            "read this network namespace's cookie",
+            std::io::Error::last_os_error(),
+            |_| Some("SO_NETNS_COOKIE needs Linux 5.14"),
+        ));
     }
     Ok(cookie)
 }
@@ -171,7 +172,7 @@ fn attach_and_pin(
     program: &mut Program,
     cgroup: &File,
     pin: &Path,
-) -> Result<(), Box<dyn std::error::Error>> {
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     // bpf_link attachments always coexist with other programs on the cgroup (the kernel
     // refuses BPF_F_ALLOW_MULTI for links): the plain mode is the right one.
     let mode = CgroupAttachMode::Single;
@@ -331,31 +332,22 @@ fn policy_of(config: &Config) -> Policy {
     }
 }
 
-fn kernel(action: &str, error: impl Into<Box<dyn std::error::Error>>) -> Error {
-    let error = error.into();
-    // aya's errors keep the errno in their sources.
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    let hint = if text.contains("Operation not permitted") || text.contains("EPERM") {
-        " (missing CAP_BPF / CAP_NET_ADMIN / CAP_SYS_ADMIN, or a locked-down kernel)"
-    } else {
-        ""
-    };
-    Error::Kernel(format!("cannot {action}: {text}{hint}"))
+fn kernel(action: &str, error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
+    Error::kernel(action, error, |errno| {
+        (errno == libc::EPERM).then_some(
+            "missing CAP_BPF / CAP_NET_ADMIN / CAP_SYS_ADMIN, or a locked-down kernel",
+        )
+    })
 }
 
 fn missing(name: &str) -> Error {
-    Error::Kernel(format!(
+    Error::Unsupported(format!(
         "the embedded eBPF object has no {name}: rebuild it with `cargo xtask ebpf`"
     ))
 }
 
 fn io(path: &Path, e: std::io::Error) -> Error {
-    Error::Io(format!("{}: {e}", path.display()))
+    Error::io(path.display().to_string(), e)
 }
 
 #[cfg(test)]

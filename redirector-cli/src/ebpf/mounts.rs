@@ -13,9 +13,9 @@ pub(crate) const BPFFS: &str = "/sys/fs/bpf";
 /// systemd host, `/sys/fs/cgroup/unified` in hybrid layouts).
 pub(crate) fn cgroup2_root() -> Result<PathBuf, Error> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|e| Error::Io(format!("cannot read /proc/self/mountinfo: {e}")))?;
+        .map_err(|e| Error::io("cannot read /proc/self/mountinfo", e))?;
     cgroup2_mount_point(&mountinfo).ok_or_else(|| {
-        Error::Kernel(
+        Error::Unsupported(
             "no cgroup v2 hierarchy is mounted (needed by the eBPF backend): mount one with \
              `mount -t cgroup2 none /sys/fs/cgroup`, or use --backend nftables"
                 .into(),
@@ -91,7 +91,7 @@ pub(crate) fn ensure_bpffs(dir: &Path) -> Result<(), Error> {
         nix::mount::MsFlags::empty(),
         None::<&str>,
     )
-    .map_err(|e| Error::Kernel(format!("cannot mount the BPF filesystem on {BPFFS}: {e}")))
+    .map_err(|e| Error::kernel(format!("mount the BPF filesystem on {BPFFS}"), e, |_| None))
 }
 
 pub(crate) fn is_bpffs(path: &Path) -> bool {

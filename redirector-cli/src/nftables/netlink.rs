@@ -36,7 +36,9 @@ pub(crate) fn send(batch: &FinalizedBatch, action: &str) -> Result<(), Error> {
             let message = message.map_err(|e| explain(&e, action))?;
             let seq = expected
                 .next()
-                .ok_or_else(|| Error::Kernel("unexpected netlink reply".into()))?;
+                .ok_or_else(|| {
+                    Error::kernel(action, "unexpected netlink reply", |_| None)
+                })?;
             mnl::cb_run(message, seq, portid).map_err(|e| explain(&e, action))?;
         }
     }
@@ -244,27 +246,27 @@ pub(crate) fn describe_rule(rule: &Rule<'_>) -> Vec<String> {
     parse_rule(buf.as_ptr().cast::<libc::nlmsghdr>()).unwrap_or_default()
 }
 
-/// A kernel error, as a sentence that says what to do.
+/// A kernel error, with what to do about its errno.
 fn explain(error: &io::Error, action: &str) -> Error {
-    let why = match error.raw_os_error() {
-        Some(libc::EPERM | libc::EACCES) => {
-            "permission denied: CAP_NET_ADMIN is needed in this network namespace (run with sudo)"
-                .to_string()
+    let copy = error
+        .raw_os_error()
+        .map_or_else(|| io::Error::other(error.to_string()), io::Error::from_raw_os_error);
+    Error::kernel(action, copy, |errno| match errno {
+        libc::EPERM | libc::EACCES => {
+            Some("CAP_NET_ADMIN is needed in this network namespace: run with sudo")
         }
-        Some(libc::EOPNOTSUPP) => "the kernel cannot do NAT on the output hook of an inet \
-            table (nf_tables NAT or redirect support missing); try --backend ebpf"
-            .to_string(),
-        Some(libc::ENOENT) => "the kernel lacks an nf_tables feature this needs \
-            (nft_nat / nft_redir / nft_meta); try --backend ebpf"
-            .to_string(),
-        Some(libc::EPROTONOSUPPORT | libc::EAFNOSUPPORT) => {
-            "this kernel has no nf_tables (CONFIG_NF_TABLES); try --backend ebpf".to_string()
+        libc::EOPNOTSUPP => Some(
+            "the kernel cannot do NAT on the output hook of an inet table (nf_tables NAT or \
+             redirect support missing); try --backend ebpf",
+        ),
+        libc::ENOENT => Some(
+            "the kernel lacks an nf_tables feature this needs (nft_nat / nft_redir / \
+             nft_meta); try --backend ebpf",
+        ),
+        libc::EPROTONOSUPPORT | libc::EAFNOSUPPORT => {
+            Some("this kernel has no nf_tables (CONFIG_NF_TABLES); try --backend ebpf")
         }
-        Some(libc::EBUSY) => {
-            "nftables is busy (another program changes it right now); try again".to_string()
-        }
-        Some(libc::ENOMEM | libc::ENOBUFS) => "the kernel is out of memory".to_string(),
-        _ => error.to_string(),
-    };
-    Error::Kernel(format!("cannot {action}: {why}"))
+        libc::EBUSY => Some("another program changes nftables right now; try again"),
+        _ => None,
+    })
 }
