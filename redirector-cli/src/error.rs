@@ -96,7 +96,10 @@ impl Error {
 pub(crate) fn errno(error: &(dyn std::error::Error + 'static)) -> Option<i32> {
     let mut current = Some(error);
     while let Some(e) = current {
-        if let Some(os) = e.downcast_ref::<io::Error>().and_then(io::Error::raw_os_error) {
+        if let Some(os) = e
+            .downcast_ref::<io::Error>()
+            .and_then(io::Error::raw_os_error)
+        {
             return Some(os);
         }
         current = e.source();
@@ -124,9 +127,11 @@ mod tests {
             "cannot load the eBPF object: load failed (missing CAP_BPF)"
         );
         assert_eq!(error.exit_code(), exit::FAILURE);
-        let other = Error::kernel("x", Wrapper(io::Error::from_raw_os_error(libc::ENOENT)), |e| {
-            (e == libc::EPERM).then_some("never")
-        });
+        let other = Error::kernel(
+            "x",
+            Wrapper(io::Error::from_raw_os_error(libc::ENOENT)),
+            |e| (e == libc::EPERM).then_some("never"),
+        );
         assert_eq!(other.to_string(), "cannot x: load failed");
     }
 
@@ -137,7 +142,11 @@ mod tests {
             missing: vec!["CAP_NET_ADMIN".into()],
         };
         assert_eq!(privileges.exit_code(), exit::PRIVILEGES);
-        assert!(privileges.to_string().contains("AmbientCapabilities=CAP_NET_ADMIN"));
+        assert!(
+            privileges
+                .to_string()
+                .contains("AmbientCapabilities=CAP_NET_ADMIN")
+        );
         assert_eq!(Error::Config("x".into()).exit_code(), exit::CONFIG);
     }
 }

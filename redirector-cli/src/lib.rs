@@ -2,9 +2,7 @@
 //! Bitcoin P2P connections to `bip324-proxy`.
 
 mod backend;
-mod ebpf;
 mod error;
-mod nftables;
 mod policy;
 mod privileges;
 mod proxy_control;
@@ -17,7 +15,7 @@ use std::process::ExitCode;
 use bip324_redirect_args::{Cli, Command, EnableArgs, StatusArgs};
 use clap::Parser;
 
-use crate::backend::BackendKind;
+use crate::backend::{Backend, BackendKind};
 use crate::error::{Error, exit};
 use crate::policy::{Policy, resolve_group, resolve_user};
 use crate::state::Enabled;
@@ -47,22 +45,8 @@ fn enable(args: &EnableArgs) -> Result<u8, Error> {
         .map(|u| resolve_user(u))
         .collect::<Result<Vec<_>, _>>()?;
     let policy = Policy::new(group, &args.ports, args.proxy_port, exempt)?;
-    let cgroup = match (&args.cgroup, args.backend) {
-        (Some(_), BackendKind::Nftables) => {
-            return Err(Error::Config(
-                "--cgroup only applies to --backend ebpf".into(),
-            ));
-        }
-        (Some(path), BackendKind::Ebpf) => Some(path.clone()),
-        (None, BackendKind::Ebpf) => Some(ebpf::mounts::cgroup2_root()?),
-        (None, BackendKind::Nftables) => None,
-    };
-
-    backend::apply(
-        args.backend,
-        &policy,
-        cgroup.as_deref().unwrap_or(std::path::Path::new("/")),
-    )?;
+    let backend = Backend::new(args.backend, args.cgroup.clone())?;
+    backend.apply(&policy)?;
     // Exactly one backend active: remove what another one may have left.
     for other in BackendKind::ALL.into_iter().filter(|b| *b != args.backend) {
         backend::remove(other)?;
@@ -70,7 +54,7 @@ fn enable(args: &EnableArgs) -> Result<u8, Error> {
     state::save(&Enabled {
         backend: args.backend,
         policy: policy.clone(),
-        cgroup,
+        cgroup: backend.cgroup().map(std::path::Path::to_path_buf),
     })?;
 
     println!(

@@ -7,7 +7,7 @@ pub(crate) mod ruleset;
 
 use caps::Capability;
 
-use crate::backend::Inspection;
+use super::Inspection;
 use crate::error::Error;
 use crate::policy::Policy;
 use crate::privileges;

@@ -106,8 +106,8 @@ pub(crate) fn remove_batch() -> FinalizedBatch {
 
 #[cfg(test)]
 mod tests {
+    use super::super::netlink::describe_rule;
     use super::*;
-    use crate::nftables::netlink::describe_rule;
     use crate::policy::Id;
 
     fn policy(exempt: Vec<u32>) -> Policy {

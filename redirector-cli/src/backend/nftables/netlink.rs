@@ -36,9 +36,7 @@ pub(crate) fn send(batch: &FinalizedBatch, action: &str) -> Result<(), Error> {
             let message = message.map_err(|e| explain(&e, action))?;
             let seq = expected
                 .next()
-                .ok_or_else(|| {
-                    Error::kernel(action, "unexpected netlink reply", |_| None)
-                })?;
+                .ok_or_else(|| Error::kernel(action, "unexpected netlink reply", |_| None))?;
             mnl::cb_run(message, seq, portid).map_err(|e| explain(&e, action))?;
         }
     }
@@ -248,9 +246,10 @@ pub(crate) fn describe_rule(rule: &Rule<'_>) -> Vec<String> {
 
 /// A kernel error, with what to do about its errno.
 fn explain(error: &io::Error, action: &str) -> Error {
-    let copy = error
-        .raw_os_error()
-        .map_or_else(|| io::Error::other(error.to_string()), io::Error::from_raw_os_error);
+    let copy = error.raw_os_error().map_or_else(
+        || io::Error::other(error.to_string()),
+        io::Error::from_raw_os_error,
+    );
     Error::kernel(action, copy, |errno| match errno {
         libc::EPERM | libc::EACCES => {
             Some("CAP_NET_ADMIN is needed in this network namespace: run with sudo")

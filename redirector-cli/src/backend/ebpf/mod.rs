@@ -20,7 +20,7 @@ use aya::programs::{CgroupAttachMode, Program};
 use caps::Capability;
 use redirector_ebpf::{CONFIG_MAP, Config, MAPS, MAX_EXEMPT_USERS, MAX_PORTS, PROGRAMS};
 
-use crate::backend::Inspection;
+use super::Inspection;
 use crate::error::Error;
 use crate::policy::{Id, Policy};
 use crate::privileges;
@@ -334,9 +334,8 @@ fn policy_of(config: &Config) -> Policy {
 
 fn kernel(action: &str, error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
     Error::kernel(action, error, |errno| {
-        (errno == libc::EPERM).then_some(
-            "missing CAP_BPF / CAP_NET_ADMIN / CAP_SYS_ADMIN, or a locked-down kernel",
-        )
+        (errno == libc::EPERM)
+            .then_some("missing CAP_BPF / CAP_NET_ADMIN / CAP_SYS_ADMIN, or a locked-down kernel")
     })
 }
 
