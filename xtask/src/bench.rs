@@ -1,5 +1,5 @@
 //! `cargo xtask bench`: the end-to-end benchmark (root), in release builds; prints one table.
-//! The microbenchmarks are `cargo bench -p bip324-proxy`.
+//! The microbenchmarks are `cargo bench -p bip324-protocol`.
 
 use crate::{Result, root, setup, step};
 

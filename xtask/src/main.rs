@@ -28,7 +28,7 @@ tasks:
                namespaces, for both redirect backends (these need root)
   bench        the end-to-end benchmark (release, root): bulk throughput per core, round
                trips, handshakes and memory per idle connection, each beside its bound
-               (microbenchmarks: cargo bench -p bip324-proxy)
+               (microbenchmarks: cargo bench -p bip324-protocol)
   fuzz [--seconds N] [TARGET...]
                run the fuzz targets of fuzz/ (cargo-fuzz, nightly) for N seconds each (30)
   package      build the Debian package (target/debian/bip324-redirect_*.deb)

@@ -18,7 +18,7 @@ pub enum Engine {
 
 impl Engine {
     /// From this many bytes of text on, the SIMD engine is faster: the crossover measured by
-    /// `cargo bench -p bip324-proxy -- aead/` on AVX2 and AVX-512 machines.
+    /// `cargo bench -p bip324-protocol -- aead/` on AVX2 and AVX-512 machines.
     pub const SIMD_FROM: usize = 1024;
 
     /// The faster engine for a text of this length.
