@@ -183,3 +183,53 @@ pub(crate) fn port_warning(port: u16) -> Option<String> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(uid: u32, trusted: bool, holder_pid: u32) -> Probe {
+        Probe {
+            address: "127.0.0.1:324".parse().unwrap(),
+            answering: trusted,
+            listeners: vec![ListenerView {
+                local: "127.0.0.1:324".parse().unwrap(),
+                uid,
+                user: Some("nobody".into()),
+                holders: vec![Holder {
+                    pid: holder_pid,
+                    name: "python3".into(),
+                }],
+                trusted,
+            }],
+            error: None,
+        }
+    }
+
+    #[test]
+    fn an_untrusted_listener_is_named() {
+        let problems = problems(&[probe(65534, false, 4242)], None);
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].contains("user nobody (uid 65534), held by python3 (pid 4242)"));
+    }
+
+    /// A root listener held by another process than the proxy on the control socket: two
+    /// proxies, or a stale one.
+    #[test]
+    fn a_listener_of_another_process_than_the_proxy_is_a_problem() {
+        assert!(problems(&[probe(0, true, 10)], Some(10)).is_empty());
+        let problems = problems(&[probe(0, true, 11)], Some(10));
+        assert!(
+            problems[0].contains("not by the proxy that answers on the control socket (pid 10)")
+        );
+    }
+
+    #[test]
+    fn ports_from_the_unprivileged_start_are_warned_about() {
+        let start = unprivileged_port_start();
+        assert!(port_warning(u16::try_from(start).unwrap_or(u16::MAX)).is_some());
+        if start > 1 {
+            assert!(port_warning(1).is_none());
+        }
+    }
+}

@@ -312,3 +312,148 @@ fn bytes(n: u64) -> String {
         _ => format!("{:.2} GB", n as f64 / 1e9),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Id;
+    use crate::proxy_listener::{ListenerView, Probe};
+
+    fn enabled() -> Enabled {
+        Enabled {
+            backend: BackendKind::Nftables,
+            policy: Policy::new(
+                Id {
+                    id: 997,
+                    name: Some("btc".into()),
+                },
+                &[8333],
+                324,
+                vec![],
+            )
+            .unwrap(),
+            cgroup: None,
+        }
+    }
+
+    fn listening(trusted: bool) -> Vec<Probe> {
+        ["127.0.0.1:324", "[::1]:324"]
+            .iter()
+            .map(|a| Probe {
+                address: a.parse().unwrap(),
+                answering: trusted,
+                listeners: vec![ListenerView {
+                    local: a.parse().unwrap(),
+                    uid: if trusted { 0 } else { 65534 },
+                    user: None,
+                    holders: Vec::new(),
+                    trusted,
+                }],
+                error: None,
+            })
+            .collect()
+    }
+
+    /// A report as `gather` makes it, from what each backend found.
+    fn report(nftables: Option<bool>, ebpf: bool, proxy: Vec<Probe>) -> Report {
+        let view = |backend, present: bool, matches: Option<bool>| BackendView {
+            backend,
+            inspection: Inspection {
+                present,
+                matches,
+                details: vec!["rule 1 differs".into()],
+                ..Inspection::default()
+            },
+        };
+        Report {
+            state: State::Unknown,
+            backend: None,
+            policy: None,
+            cgroup: None,
+            kernel: vec![
+                view(BackendKind::Nftables, nftables.is_some(), nftables),
+                view(BackendKind::Ebpf, ebpf, None),
+            ],
+            proxy,
+            proxy_status: None,
+            proxy_status_error: None,
+            problems: Vec::new(),
+        }
+    }
+
+    fn judged(mut report: Report, enabled: Option<&Enabled>) -> Report {
+        judge(&mut report, enabled);
+        report
+    }
+
+    #[test]
+    fn active_as_asked_with_a_trusted_proxy_is_fine() {
+        let r = judged(report(Some(true), false, listening(true)), Some(&enabled()));
+        assert_eq!(r.state, State::Active);
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!(r.exit_code(), exit::OK);
+    }
+
+    #[test]
+    fn vanished_rules_are_plaintext_and_say_how_to_repair() {
+        let r = judged(report(None, false, listening(true)), Some(&enabled()));
+        assert_eq!(r.state, State::Vanished);
+        assert!(r.problems[0].contains("PLAINTEXT"), "{:?}", r.problems);
+        assert!(r.problems[0].contains("bip324-redirect enable --group btc"));
+        assert_eq!(r.exit_code(), exit::DEGRADED);
+    }
+
+    #[test]
+    fn modified_rules_show_what_differs() {
+        let r = judged(
+            report(Some(false), false, listening(true)),
+            Some(&enabled()),
+        );
+        assert_eq!(r.state, State::Modified);
+        assert!(r.problems[0].contains("rule 1 differs"), "{:?}", r.problems);
+    }
+
+    #[test]
+    fn objects_without_a_record_and_a_second_backend_are_problems() {
+        let r = judged(report(Some(true), false, listening(true)), None);
+        assert_eq!(r.state, State::Unrecorded);
+        let r = judged(report(Some(true), true, listening(true)), Some(&enabled()));
+        assert_eq!(r.state, State::Active);
+        assert!(
+            r.problems
+                .iter()
+                .any(|p| p.contains("ebpf backend's objects are also present"))
+        );
+    }
+
+    #[test]
+    fn nothing_installed_and_nothing_enabled_is_disabled() {
+        let r = judged(report(None, false, Vec::new()), None);
+        assert_eq!(r.state, State::Disabled);
+        assert_eq!(r.exit_code(), exit::NOT_ENABLED);
+    }
+
+    #[test]
+    fn an_untrusted_or_missing_listener_degrades_an_active_redirect() {
+        let r = judged(
+            report(Some(true), false, listening(false)),
+            Some(&enabled()),
+        );
+        assert!(
+            r.problems
+                .iter()
+                .any(|p| p.contains("uid 65534") && p.contains("PLAINTEXT"))
+        );
+        assert_eq!(r.exit_code(), exit::DEGRADED);
+        let silent = listening(true)
+            .into_iter()
+            .map(|p| Probe {
+                listeners: Vec::new(),
+                answering: false,
+                ..p
+            })
+            .collect();
+        let r = judged(report(Some(true), false, silent), Some(&enabled()));
+        assert!(r.problems.iter().any(|p| p.contains("does not answer")));
+    }
+}
