@@ -45,42 +45,10 @@ enum Remote {
     ResetMidStream,
 }
 
-const REMOTES: [(Remote, u16, &str); 9] = [
-    (Remote::EndlessGarbage, 20001, "no garbage terminator"),
-    (Remote::WrongKey, 20002, "failed authentication"),
-    (
-        Remote::BadTagMidStream,
-        20003,
-        "remote broke the v2 protocol: v2 packet failed authentication",
-    ),
-    (
-        Remote::LengthAboveMaximum,
-        20004,
-        "exceeds the limit of 4000013",
-    ),
-    (
-        Remote::DecoyFlood,
-        20005,
-        "reason=client closed the connection",
-    ),
-    (
-        Remote::TruncatedPacket,
-        20006,
-        "remote closed the connection in the middle of a message",
-    ),
-    (
-        Remote::SilentHandshake,
-        20007,
-        "destination sent nothing within --handshake-timeout",
-    ),
-    // It closes with our garbage unread, so the kernel resets the connection.
-    (
-        Remote::CloseMidHandshake,
-        20008,
-        "v2 handshake failed: Connection reset by peer",
-    ),
-    (Remote::ResetMidStream, 20009, "remote connection failed"),
-];
+/// Where each hostile remote listens (the healthy node is on `NODE_PORT`).
+fn port_of(remote: Remote) -> u16 {
+    20001 + remote as u16
+}
 
 /// The responder's half of a BIP-324 handshake (the test only needs it to misbehave after).
 struct Session {
@@ -299,59 +267,73 @@ fn probe(hosts: &TwoHosts, port: u16, then: Vec<u8>) -> (Vec<Message>, bool, Soc
     })
 }
 
-#[test]
-fn hostile_peers_close_only_their_own_connection() {
-    let hosts = TwoHosts::create();
-    let node = RemoteNode::start(&hosts.remote, |upstream| ResponderOptions {
-        keep_received: false, // the healthy client runs many times
-        ..noisy_responder(upstream)
-    });
-    let _hostile: Vec<Server> = REMOTES
-        .iter()
-        .map(|&(remote, port, _)| {
+/// A proxy behind the redirect, the healthy node, and optionally one hostile remote.
+struct Bench {
+    hosts: TwoHosts,
+    proxy: Proxy,
+    _node: RemoteNode,
+    _hostile: Option<Server>,
+    baseline_fds: usize,
+}
+
+impl Bench {
+    fn start(hostile: Option<Remote>) -> Bench {
+        let hosts = TwoHosts::create();
+        let node = RemoteNode::start(&hosts.remote, |upstream| ResponderOptions {
+            keep_received: false, // the healthy client runs many times
+            ..noisy_responder(upstream)
+        });
+        let server = hostile.map(|remote| {
             hosts.remote.run(move || {
-                let listener = TcpListener::bind((REMOTE_V4, port)).unwrap();
+                let listener = TcpListener::bind((REMOTE_V4, port_of(remote))).unwrap();
                 Server::spawn(listener, move |stream| {
                     let _ = misbehave(remote, stream);
                 })
                 .unwrap()
             })
-        })
-        .collect();
-    let proxy = Proxy::start(
-        &hosts.client,
-        &["--handshake-timeout", "2s", "--first-bytes-timeout", "2s"],
-    );
-    let cli = RedirectCli::new(&hosts);
-    let ports: Vec<String> = std::iter::once(NODE_PORT)
-        .chain(REMOTES.iter().map(|r| r.1))
-        .map(|p| p.to_string())
-        .collect();
-    cli.enable_tagged("nftables", &ports.join(","));
-    std::thread::sleep(Duration::from_millis(200));
-    let baseline_fds = proxy.open_fds();
-
-    // A healthy client keeps working through the proxy the whole time.
-    let stop = AtomicBool::new(false);
-    // Set however the checks below end, or the scope would wait for the healthy client
-    // forever after a failed assertion.
-    struct StopOnDrop<'a>(&'a AtomicBool);
-    impl Drop for StopOnDrop<'_> {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::SeqCst);
+        });
+        let proxy = Proxy::start(
+            &hosts.client,
+            &["--handshake-timeout", "2s", "--first-bytes-timeout", "2s"],
+        );
+        let ports: Vec<String> = std::iter::once(NODE_PORT)
+            .chain(hostile.map(port_of))
+            .map(|p| p.to_string())
+            .collect();
+        // The rules stay in the client host's namespace; the CLI's record may go.
+        RedirectCli::new(&hosts).enable_tagged("nftables", &ports.join(","));
+        std::thread::sleep(Duration::from_millis(200));
+        let baseline_fds = proxy.open_fds();
+        Bench {
+            hosts,
+            proxy,
+            _node: node,
+            _hostile: server,
+            baseline_fds,
         }
     }
-    let healthy = {
-        let (hosts, stop) = (&hosts, &stop);
-        std::thread::scope(|scope| {
-            let _stop = StopOnDrop(stop);
-            let healthy = scope.spawn(move || {
+
+    /// Runs `case` while a healthy client keeps working through the proxy, then checks that
+    /// the healthy client never failed and that nothing was left behind.
+    fn alongside_a_healthy_client(&self, case: impl FnOnce(&Bench)) {
+        let stop = AtomicBool::new(false);
+        // Set however `case` ends, or the scope would wait for the healthy client forever
+        // after a failed assertion.
+        struct StopOnDrop<'a>(&'a AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let healthy = std::thread::scope(|scope| {
+            let _stop = StopOnDrop(&stop);
+            let healthy = scope.spawn(|| {
                 let remote = format!("{REMOTE_V4}:{NODE_PORT}");
                 let mut runs = 0;
                 while !stop.load(Ordering::SeqCst) || runs == 0 {
                     let run = run_client(
                         CLIENT,
-                        &hosts.client,
+                        &self.hosts.client,
                         Some(TAGGED_GID),
                         &[&remote, "--large", "1000000", "--small", "2000"],
                     );
@@ -360,113 +342,143 @@ fn hostile_peers_close_only_their_own_connection() {
                 }
                 runs
             });
-
-            for &(remote, port, reason) in &REMOTES {
-                let mark = proxy.log_mark();
-                let (received, closed, local) = probe(hosts, port, Vec::new());
-                match remote {
-                    Remote::DecoyFlood => assert_eq!(
-                        received.first().map(|m| m.command.as_str()),
-                        Some("version"),
-                        "the message after the decoys arrives (closed: {closed}):\n{}",
-                        proxy.log()
-                    ),
-                    _ => assert!(
-                        closed && received.iter().all(|m| m.command == "version"),
-                        "{remote:?}: closed, nothing forged: {received:?}"
-                    ),
-                }
-                let logged = proxy
-                    .wait_for_end_of(local, mark, Duration::from_secs(15))
-                    .unwrap_or_else(|| {
-                        panic!(
-                            "{remote:?}: no closing log line for {local}\n{}",
-                            proxy.log()
-                        )
-                    });
-                if !matches!(remote, Remote::DecoyFlood) {
-                    assert!(
-                        logged.contains(reason),
-                        "{remote:?}: the log says why ({reason}):\n{logged}"
-                    );
-                }
-            }
-
-            // v1 clients that break v1, against the healthy node.
-            let ping_with = |magic: [u8; 4]| Message::new("ping", [1u8; 8]).to_wire(magic);
-            let mut oversized = Message::new("block", []).to_wire(REGTEST_MAGIC);
-            oversized[16..20].copy_from_slice(&4_000_001u32.to_le_bytes());
-            let mut bad_checksum = ping_with(REGTEST_MAGIC);
-            bad_checksum[20] ^= 0xff;
-            let client_cases = [
-                (
-                    ping_with([0xf9, 0xbe, 0xb4, 0xd9]),
-                    "v1 message with network magic f9beb4d9",
-                ),
-                (oversized, "exceeds the limit of 4000000"),
-                (bad_checksum, "'ping' message has a bad checksum"),
-            ];
-            for (then, reason) in client_cases {
-                let mark = proxy.log_mark();
-                let (received, closed, local) = probe(hosts, NODE_PORT, then);
-                assert!(closed, "{reason}: the connection closes");
-                assert_eq!(received.len(), 2, "version and verack came first");
-                let logged = proxy
-                    .wait_for_end_of(local, mark, Duration::from_secs(15))
-                    .unwrap_or_default();
-                assert!(
-                    logged.contains(reason),
-                    "the log says why ({reason}): {logged}"
-                );
-            }
-            // A client that sends nothing at all.
-            let mark = proxy.log_mark();
-            let local = hosts.client.run_as_group(TAGGED_GID, || {
-                let mut stream = TcpStream::connect((REMOTE_V4, NODE_PORT)).unwrap();
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(10)))
-                    .unwrap();
-                let started = Instant::now();
-                assert!(matches!(stream.read(&mut [0u8; 8]), Ok(0) | Err(_)));
-                assert!(
-                    started.elapsed() < Duration::from_secs(8),
-                    "closed after --first-bytes-timeout"
-                );
-                stream.local_addr().unwrap()
-            });
-            let logged = proxy
-                .wait_for_end_of(local, mark, Duration::from_secs(15))
-                .unwrap_or_default();
-            assert!(
-                logged.contains("too few bytes to tell v1 from v2 within --first-bytes-timeout"),
-                "{logged}"
-            );
-
+            case(self);
             stop.store(true, Ordering::SeqCst);
             healthy.join().unwrap()
-        })
-    };
-    assert!(healthy >= 1);
-
-    // Nothing is left behind: every connection closed, no descriptor kept.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while proxy.open_fds() > baseline_fds && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
+        });
+        assert!(healthy >= 1);
+        // Nothing is left behind: every connection closed, no descriptor kept.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.proxy.open_fds() > self.baseline_fds && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(
+            self.proxy.open_fds(),
+            self.baseline_fds,
+            "descriptors left open:\n{}",
+            self.proxy.log()
+        );
+        let rss = self.proxy.memory_kib("VmRSS");
+        assert!(
+            rss < 64 * 1024,
+            "memory comes back down: {rss} KiB resident"
+        );
     }
-    assert_eq!(
-        proxy.open_fds(),
-        baseline_fds,
-        "descriptors left open:\n{}",
-        proxy.log()
+
+    /// The line that ended the connection from `local`, checked for each typed label.
+    fn assert_ended_with(&self, local: SocketAddr, mark: usize, labels: &[&str]) {
+        let logged = self
+            .proxy
+            .wait_for_end_of(local, mark, Duration::from_secs(15))
+            .unwrap_or_else(|| panic!("no closing log line for {local}\n{}", self.proxy.log()));
+        for label in labels {
+            assert!(
+                logged.contains(label),
+                "the log says why ({label}):\n{logged}"
+            );
+        }
+    }
+}
+
+/// A hostile remote closes only its own connection, with the reason logged as typed labels.
+fn hostile_remote(remote: Remote, labels: &[&str]) {
+    let bench = Bench::start(Some(remote));
+    bench.alongside_a_healthy_client(|bench| {
+        let mark = bench.proxy.log_mark();
+        let (received, closed, local) = probe(&bench.hosts, port_of(remote), Vec::new());
+        if matches!(remote, Remote::DecoyFlood) {
+            assert_eq!(
+                received.first().map(|m| m.command.as_str()),
+                Some("version"),
+                "the message after the decoys arrives (closed: {closed}):\n{}",
+                bench.proxy.log()
+            );
+        } else {
+            assert!(
+                closed && received.iter().all(|m| m.command == "version"),
+                "{remote:?}: closed, nothing forged: {received:?}"
+            );
+        }
+        bench.assert_ended_with(local, mark, labels);
+    });
+}
+
+/// A v1 client that breaks v1 after the handshake (`then`) closes only its own connection.
+fn hostile_client(then: Vec<u8>, labels: &[&str]) {
+    let bench = Bench::start(None);
+    bench.alongside_a_healthy_client(|bench| {
+        let mark = bench.proxy.log_mark();
+        let (received, closed, local) = probe(&bench.hosts, NODE_PORT, then);
+        assert!(closed, "the connection closes");
+        assert_eq!(received.len(), 2, "version and verack came first");
+        bench.assert_ended_with(local, mark, labels);
+    });
+}
+
+macro_rules! hostile_remotes {
+    ($($test:ident: $remote:ident => [$($label:literal),+],)+) => {
+        $(#[test] fn $test() { hostile_remote(Remote::$remote, &[$($label),+]); })+
+    };
+}
+
+hostile_remotes!(
+    endless_garbage: EndlessGarbage => ["failure=handshake_protocol", "no_garbage_terminator"],
+    wrong_key: WrongKey => ["failure=handshake_protocol", "v2_authentication_failed"],
+    bad_tag_mid_stream: BadTagMidStream => ["close=remote_protocol", "v2_authentication_failed"],
+    length_above_maximum: LengthAboveMaximum => ["close=remote_protocol", "v2_packet_too_large"],
+    decoy_flood: DecoyFlood => ["close=client_closed"],
+    truncated_packet: TruncatedPacket => ["close=remote_closed_mid_message"],
+    silent_handshake: SilentHandshake => ["failure=handshake_timeout"],
+    // It closes with our garbage unread, so the kernel resets the connection.
+    close_mid_handshake: CloseMidHandshake => ["failure=handshake_error"],
+    reset_mid_stream: ResetMidStream => ["close=remote_error"],
+);
+
+fn ping_with(magic: [u8; 4]) -> Vec<u8> {
+    Message::new("ping", [1u8; 8]).to_wire(magic)
+}
+
+#[test]
+fn client_with_another_networks_magic() {
+    let then = ping_with([0xf9, 0xbe, 0xb4, 0xd9]);
+    hostile_client(then, &["close=client_protocol", "v1_wrong_magic"]);
+}
+
+#[test]
+fn client_with_an_oversized_message() {
+    let mut oversized = Message::new("block", []).to_wire(REGTEST_MAGIC);
+    oversized[16..20].copy_from_slice(&4_000_001u32.to_le_bytes());
+    hostile_client(
+        oversized,
+        &["close=client_protocol", "v1_payload_too_large"],
     );
-    let rss = proxy.memory_kib("VmRSS");
-    eprintln!(
-        "proxy after the hostile peers: {rss} KiB resident, peak {} KiB, {healthy} healthy runs",
-        proxy.memory_kib("VmHWM")
-    );
-    assert!(
-        rss < 64 * 1024,
-        "memory comes back down: {rss} KiB resident"
-    );
-    drop(node);
+}
+
+#[test]
+fn client_with_a_bad_checksum() {
+    let mut bad_checksum = ping_with(REGTEST_MAGIC);
+    bad_checksum[20] ^= 0xff;
+    hostile_client(bad_checksum, &["close=client_protocol", "v1_bad_checksum"]);
+}
+
+#[test]
+fn client_that_sends_nothing() {
+    let bench = Bench::start(None);
+    bench.alongside_a_healthy_client(|bench| {
+        let mark = bench.proxy.log_mark();
+        let local = bench.hosts.client.run_as_group(TAGGED_GID, || {
+            let mut stream = TcpStream::connect((REMOTE_V4, NODE_PORT)).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let started = Instant::now();
+            assert!(matches!(stream.read(&mut [0u8; 8]), Ok(0) | Err(_)));
+            assert!(
+                started.elapsed() < Duration::from_secs(8),
+                "closed after --first-bytes-timeout"
+            );
+            stream.local_addr().unwrap()
+        });
+        bench.assert_ended_with(local, mark, &["failure=client_timeout"]);
+    });
 }

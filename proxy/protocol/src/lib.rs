@@ -108,6 +108,23 @@ pub enum ProtocolError {
     NoGarbageTerminator,
 }
 
+impl ProtocolError {
+    /// A stable name for logs and tests: the variant, in snake case.
+    #[must_use]
+    pub fn label(&self) -> &'static str {
+        match self {
+            ProtocolError::V1WrongMagic { .. } => "v1_wrong_magic",
+            ProtocolError::V1InvalidCommand(_) => "v1_invalid_command",
+            ProtocolError::V1PayloadTooLarge { .. } => "v1_payload_too_large",
+            ProtocolError::V1BadChecksum { .. } => "v1_bad_checksum",
+            ProtocolError::V2PacketTooLarge(_) => "v2_packet_too_large",
+            ProtocolError::V2AuthenticationFailed => "v2_authentication_failed",
+            ProtocolError::V2PayloadTooLargeForV1 { .. } => "v2_payload_too_large_for_v1",
+            ProtocolError::NoGarbageTerminator => "no_garbage_terminator",
+        }
+    }
+}
+
 /// A mistake of the caller's, never the peer's: what it passed in cannot be used.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum UsageError {

@@ -66,6 +66,25 @@ vocabulary!(
     }
 );
 
+vocabulary!(
+    /// How a relayed connection ended.
+    CloseKind {
+        ClientClosed => "client_closed",
+        RemoteClosed => "remote_closed",
+        /// It closed with an unfinished message, which was dropped.
+        ClientClosedMidMessage => "client_closed_mid_message",
+        RemoteClosedMidMessage => "remote_closed_mid_message",
+        ClientError => "client_error",
+        RemoteError => "remote_error",
+        /// The client broke v1.
+        ClientProtocol => "client_protocol",
+        /// The remote broke v2.
+        RemoteProtocol => "remote_protocol",
+        HalfCloseTimeout => "half_close_timeout",
+        Shutdown => "shutdown",
+    }
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,6 +99,9 @@ mod tests {
             assert_eq!(*kind as usize, i);
         }
         for (i, kind) in FailureReason::ALL.iter().enumerate() {
+            assert_eq!(*kind as usize, i);
+        }
+        for (i, kind) in CloseKind::ALL.iter().enumerate() {
             assert_eq!(*kind as usize, i);
         }
         assert_eq!(TransportKind::V1Fallback.to_string(), "v1_fallback");

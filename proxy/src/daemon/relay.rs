@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio_util::sync::CancellationToken;
 
+use super::labels::CloseKind;
 use bip324_protocol::{Event, Pipe, ProtocolError};
 
 /// After one side closes, how long the other may take to finish.
@@ -84,6 +85,48 @@ pub enum CloseReason {
         closed: Side,
     },
     Shutdown,
+}
+
+impl CloseReason {
+    pub fn kind(&self) -> CloseKind {
+        match self {
+            CloseReason::Closed {
+                side: Side::Client,
+                discarded: 0,
+            } => CloseKind::ClientClosed,
+            CloseReason::Closed {
+                side: Side::Remote,
+                discarded: 0,
+            } => CloseKind::RemoteClosed,
+            CloseReason::Closed {
+                side: Side::Client, ..
+            } => CloseKind::ClientClosedMidMessage,
+            CloseReason::Closed {
+                side: Side::Remote, ..
+            } => CloseKind::RemoteClosedMidMessage,
+            CloseReason::Io {
+                side: Side::Client, ..
+            } => CloseKind::ClientError,
+            CloseReason::Io {
+                side: Side::Remote, ..
+            } => CloseKind::RemoteError,
+            CloseReason::Protocol {
+                side: Side::Client, ..
+            } => CloseKind::ClientProtocol,
+            CloseReason::Protocol {
+                side: Side::Remote, ..
+            } => CloseKind::RemoteProtocol,
+            CloseReason::HalfCloseTimeout { .. } => CloseKind::HalfCloseTimeout,
+            CloseReason::Shutdown => CloseKind::Shutdown,
+        }
+    }
+
+    pub fn protocol_error(&self) -> Option<&ProtocolError> {
+        match self {
+            CloseReason::Protocol { error, .. } => Some(error),
+            _ => None,
+        }
+    }
 }
 
 impl std::fmt::Display for CloseReason {

@@ -5,6 +5,7 @@ use std::io;
 
 use super::super::labels::FailureReason;
 use super::super::v2_connect::{HandshakeError, HandshakeFailure};
+use bip324_protocol::ProtocolError;
 
 /// Why a connection ended before it was relayed.
 #[derive(Debug)]
@@ -19,6 +20,16 @@ pub(super) enum Failure {
 }
 
 impl Failure {
+    pub(super) fn protocol_error(&self) -> Option<&ProtocolError> {
+        match self {
+            Failure::Handshake(HandshakeFailure {
+                error: HandshakeError::Protocol(error),
+                ..
+            }) => Some(error),
+            _ => None,
+        }
+    }
+
     pub(super) fn reason(&self) -> FailureReason {
         match self {
             Failure::ClientTimeout => FailureReason::ClientTimeout,

@@ -21,7 +21,7 @@ use super::original_dst::original_destination;
 use super::registry::Registry;
 use super::relay::{RelayContext, Side, Traffic};
 use accounting::account;
-use bip324_protocol::Event;
+use bip324_protocol::{Event, ProtocolError};
 use failure::Failure;
 use open::{Transport, open};
 
@@ -73,9 +73,9 @@ pub async fn handle(
                 n => format!(" ({n} more refused since the last such line, not logged)"),
             };
             if matches!(refusal, Refusal::OwnUpstream) {
-                warn!(client = %client_addr, "refused connection: {refusal}{more}");
+                warn!(client = %client_addr, refusal = %refusal.kind(), "refused connection: {refusal}{more}");
             } else {
-                info!(client = %client_addr, "refused connection: {refusal}{more}");
+                info!(client = %client_addr, refusal = %refusal.kind(), "refused connection: {refusal}{more}");
             }
             return;
         }
@@ -104,6 +104,8 @@ pub async fn handle(
             };
             warn!(
                 client = %client_addr,
+                failure = %failure.reason(),
+                protocol_error = failure.protocol_error().map(ProtocolError::label),
                 destination = %destination,
                 network = %network,
                 duration = %Seconds(started),
@@ -156,6 +158,8 @@ pub async fn handle(
         client_out = t(&traffic.client_out),
         remote_in = t(&traffic.remote_in),
         remote_out = t(&traffic.remote_out),
+        close = %reason.kind(),
+        protocol_error = reason.protocol_error().map(ProtocolError::label),
         reason = %reason,
         "connection closed"
     );
