@@ -1,5 +1,7 @@
 //! `bip324-redirect status`: is the redirect in place, does it match what was asked, does
 //! the proxy answer, and what to do when something is wrong.
+//!
+//! About a quarter of this file is the unit tests of the judgement, kept beside it.
 
 use bip324_control::StatusDocument;
 use serde::Serialize;

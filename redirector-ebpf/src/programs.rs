@@ -16,6 +16,9 @@
 //!
 //! Context fields are read and written with volatile 4-byte accesses: the verifier refuses
 //! wider or merged accesses to them, which LLVM would otherwise emit for arrays.
+//!
+//! Long because the seven programs share maps, helpers and context accessors that the BPF
+//! target compiles as one unit.
 
 use core::ptr::{read_volatile, write_volatile};
 

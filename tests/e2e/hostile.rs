@@ -2,6 +2,8 @@
 //! every way the proxy must survive, and v1 clients that break v1. For each, only that
 //! connection closes, the proxy's log says why, and a healthy connection running alongside
 //! the whole time is unaffected; at the end no connection, descriptor or memory is left over.
+//!
+//! Long because each hostile peer's misbehaviour is written out here, one test per case.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,6 +1,8 @@
 //! The proxy behind a real kernel redirect (nftables, installed with `nft`): an unmodified v1
 //! client in the tagged group talks, through the proxy, to an independent v2 responder on
 //! another host. Needs root; fails (never skips) without it.
+//!
+//! Long because it is one suite of independent cases.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

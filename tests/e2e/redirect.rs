@@ -1,6 +1,8 @@
 //! `bip324-redirect` end to end, for each backend: the product's own command installs the
 //! redirect in a client host; an unmodified v1 client in the group reaches an independent v2
 //! responder on another host through the proxy. Needs root; fails (never skips) without it.
+//!
+//! Long because it is one suite of independent cases, each run for both backends.
 
 use std::time::Duration;
 

@@ -1,5 +1,7 @@
 //! The local trust boundary, end to end: only the proxy ever receives the group's traffic.
 //! Each test has its own namespaces; needs root, fails (never skips) without it.
+//!
+//! Long because it is one suite of independent cases, most run for both backends.
 
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Stdio};

@@ -3,6 +3,9 @@
 //! peers, and it relays every connection to a v1 node behind it.
 //!
 //! It records everything its peer sent, so tests can show that nothing arrived in plaintext.
+//!
+//! Long because it is a whole, independent BIP-324 responder peer (on rust-bitcoin's `bip324`
+//! crate) with its decoys and reports.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

@@ -64,19 +64,27 @@ pub fn read_exact_or_eof(r: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> 
     Ok(true)
 }
 
+pub const HEADER_LEN: usize = 24;
+
+/// A v1 header's command and payload length; the magic and the checksum are the caller's
+/// to check.
+pub fn parse_header(header: &[u8; HEADER_LEN]) -> (String, usize) {
+    let name_len = header[4..16].iter().position(|&b| b == 0).unwrap_or(12);
+    let command = String::from_utf8_lossy(&header[4..4 + name_len]).into_owned();
+    let len = u32::from_le_bytes(header[16..20].try_into().expect("4 bytes")) as usize;
+    (command, len)
+}
+
 /// Reads one message; `Ok(None)` on a clean end of stream between messages.
 pub fn read_message(r: &mut impl Read, magic: [u8; 4]) -> io::Result<Option<Message>> {
-    let mut header = [0u8; 24];
+    let mut header = [0u8; HEADER_LEN];
     if !read_exact_or_eof(r, &mut header)? {
         return Ok(None);
     }
     if header[..4] != magic {
         return Err(invalid(format!("wrong magic {:02x?}", &header[..4])));
     }
-    let name_len = header[4..16].iter().position(|&b| b == 0).unwrap_or(12);
-    let command = String::from_utf8(header[4..4 + name_len].to_vec())
-        .map_err(|_| invalid("command is not UTF-8".into()))?;
-    let len = u32::from_le_bytes(header[16..20].try_into().unwrap()) as usize;
+    let (command, len) = parse_header(&header);
     if len > MAX_PAYLOAD {
         return Err(invalid(format!("payload of {len} bytes")));
     }
@@ -86,6 +94,59 @@ pub fn read_message(r: &mut impl Read, magic: [u8; 4]) -> io::Result<Option<Mess
         return Err(invalid(format!("bad checksum on {command}")));
     }
     Ok(Some(Message { command, payload }))
+}
+
+/// Splits a stream of v1 bytes, fed in any pieces, into messages. Payloads of `skip` are not
+/// kept (a benchmark's blocks): their messages come out empty.
+pub struct Splitter {
+    skip: &'static str,
+    header: Vec<u8>,
+    /// The message being read and the payload bytes it still needs.
+    current: Option<(Message, usize)>,
+    pub messages: Vec<Message>,
+}
+
+impl Splitter {
+    pub fn new(skip: &'static str) -> Splitter {
+        Splitter {
+            skip,
+            header: Vec::with_capacity(HEADER_LEN),
+            current: None,
+            messages: Vec::new(),
+        }
+    }
+
+    pub fn feed(&mut self, mut bytes: &[u8]) {
+        loop {
+            match &mut self.current {
+                None if bytes.is_empty() => return,
+                None => {
+                    let n = (HEADER_LEN - self.header.len()).min(bytes.len());
+                    self.header.extend_from_slice(&bytes[..n]);
+                    bytes = &bytes[n..];
+                    let Ok(header) = <&[u8; HEADER_LEN]>::try_from(&self.header[..]) else {
+                        return;
+                    };
+                    let (command, len) = parse_header(header);
+                    self.header.clear();
+                    self.current = Some((Message::new(&command, []), len));
+                }
+                Some((message, left)) => {
+                    let n = (*left).min(bytes.len());
+                    if message.command != self.skip {
+                        message.payload.extend_from_slice(&bytes[..n]);
+                    }
+                    bytes = &bytes[n..];
+                    *left -= n;
+                    if *left > 0 {
+                        return;
+                    }
+                    let (message, _) = self.current.take().expect("matched above");
+                    self.messages.push(message);
+                }
+            }
+        }
+    }
 }
 
 pub fn write_message(w: &mut impl Write, magic: [u8; 4], message: &Message) -> io::Result<()> {
@@ -121,4 +182,31 @@ fn net_addr(addr: SocketAddr) -> [u8; 26] {
     out[8..24].copy_from_slice(&ip);
     out[24..].copy_from_slice(&addr.port().to_be_bytes());
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_splitter_reassembles_messages_from_any_pieces() {
+        let wire = [
+            Message::new("ping", [7u8; 8]).to_wire(REGTEST_MAGIC),
+            Message::new("block", [1u8; 100]).to_wire(REGTEST_MAGIC),
+            Message::new("verack", []).to_wire(REGTEST_MAGIC),
+        ]
+        .concat();
+        for piece in [1, 5, 24, 1000] {
+            let mut splitter = Splitter::new("block");
+            wire.chunks(piece).for_each(|c| splitter.feed(c));
+            let commands: Vec<&str> = splitter
+                .messages
+                .iter()
+                .map(|m| m.command.as_str())
+                .collect();
+            assert_eq!(commands, ["ping", "block", "verack"], "pieces of {piece}");
+            assert_eq!(splitter.messages[0].payload, [7u8; 8]);
+            assert!(splitter.messages[1].payload.is_empty(), "skipped payload");
+        }
+    }
 }

@@ -13,6 +13,8 @@
 //!
 //! `receive` takes the handshake by value and gives it back until it is established: a
 //! finished handshake cannot be fed again.
+//!
+//! About a third of this file is its unit tests, kept beside the state machine they drive.
 
 use crate::cipher::{PACKET_OVERHEAD, PacketSealer};
 use crate::decoder::Decoder;

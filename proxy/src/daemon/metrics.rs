@@ -1,6 +1,9 @@
 //! Prometheus metrics: plain atomic counters on the data path (no lock per message), rendered
 //! in the text exposition format on scrape, served by a deliberately small HTTP responder on
 //! loopback (`--metrics 127.0.0.1:9324`, off by default).
+//!
+//! Long because the counters, their exposition format and the small HTTP responder that serves
+//! them change together.
 
 use std::fmt::Write as _;
 use std::sync::Arc;

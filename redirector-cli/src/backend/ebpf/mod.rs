@@ -5,6 +5,9 @@
 //! The object is the one committed in `redirector-ebpf/prebuilt/`, built from this
 //! repository's source by `cargo xtask ebpf` (CI checks it is current), so the CLI builds
 //! with stable Rust alone.
+//!
+//! Long because loading, gapless replacement, inspection and the policy's map layout of one
+//! backend change together; mounts and the sockopt link live beside it.
 
 pub(crate) mod mounts;
 mod sockopt_link;

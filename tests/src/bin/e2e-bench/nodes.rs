@@ -1,0 +1,168 @@
+//! The far ends: a v2 node on the protocol crate, a plain v1 node, a copying relay.
+
+use bip324_e2e::v1::{Message, REGTEST_MAGIC};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::*;
+
+/// A v2 node built on the proxy's protocol code in the responder role: answers version with
+/// version + verack and ping with pong, swallows blocks, and answers `getdata N` with N blocks.
+pub(crate) async fn node(listener: TcpListener) {
+    loop {
+        let (stream, _) = listener.accept().await.unwrap();
+        tokio::spawn(async move {
+            let _ = serve_v2(stream).await;
+        });
+    }
+}
+
+pub(crate) async fn serve_v2(mut stream: TcpStream) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let magic = Magic(REGTEST_MAGIC);
+    let seed = bip324_e2e::responder::pseudo_random(64);
+    let entropy = HandshakeEntropy {
+        secret_key: seed[..32].try_into().unwrap(),
+        aux_rand: seed[32..].try_into().unwrap(),
+        garbage: Vec::new(),
+    };
+    let (mut handshake, first) =
+        Handshake::new(Role::Responder, magic, entropy).map_err(std::io::Error::other)?;
+    stream.write_all(&first).await?;
+    let mut buf = vec![0u8; 4096];
+    let mut reply = Vec::new();
+    let (session, rest) = loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        let progress = handshake
+            .receive(&buf[..n], &mut reply, &mut |_| {})
+            .map_err(std::io::Error::other)?;
+        stream.write_all(&reply).await?;
+        reply.clear();
+        match progress {
+            Progress::NeedMore(next) => handshake = next,
+            Progress::Established { consumed, session } => {
+                break (session, buf[consumed..n].to_vec());
+            }
+        }
+    };
+    let (mut encoder, mut decoder) = (session.encoder, session.decoder);
+    let mut parser = bip324_e2e::v1::Splitter::new("block");
+    let mut pending = rest;
+    loop {
+        // The decoder may already hold messages that came with the version packet.
+        parser.feed(decoder.output());
+        let len = decoder.output().len();
+        decoder.consume_output(len);
+        for Message { command, payload } in parser.messages.drain(..).collect::<Vec<_>>() {
+            let answers: Vec<Vec<u8>> = match command.as_str() {
+                "version" => vec![
+                    Message::new("version", vec![0u8; 100]).to_wire(REGTEST_MAGIC),
+                    Message::new("verack", []).to_wire(REGTEST_MAGIC),
+                ],
+                "ping" => vec![Message::new("pong", payload).to_wire(REGTEST_MAGIC)],
+                "getdata" => {
+                    let count = u32::from_le_bytes(payload[..4].try_into().unwrap());
+                    for _ in 0..count {
+                        send(&mut stream, &mut encoder, &BLOCK_MESSAGE).await?;
+                    }
+                    Vec::new()
+                }
+                _ => Vec::new(),
+            };
+            for answer in answers {
+                send(&mut stream, &mut encoder, &answer).await?;
+            }
+        }
+        if pending.is_empty() {
+            let space = decoder.input_space();
+            let n = stream.read(space).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            decoder
+                .commit_input(n, &mut |_| {})
+                .map_err(std::io::Error::other)?;
+        } else {
+            let taken = decoder
+                .push(&pending, &mut |_| {})
+                .map_err(std::io::Error::other)?;
+            pending.drain(..taken);
+        }
+    }
+}
+
+pub(crate) async fn send(
+    stream: &mut TcpStream,
+    encoder: &mut impl Pipe,
+    frame: &[u8],
+) -> std::io::Result<()> {
+    let mut fed = 0;
+    while fed < frame.len() {
+        fed += encoder
+            .push(&frame[fed..], &mut |_| {})
+            .map_err(std::io::Error::other)?;
+        stream.write_all(encoder.output()).await?;
+        let len = encoder.output().len();
+        encoder.consume_output(len);
+    }
+    Ok(())
+}
+
+/// `e2e-bench relay`: forwards RELAY_PORT to the v1 node and does nothing else, the way
+/// the proxy's relay does (one task per connection, large reads): the cost of any
+/// user-space hop, in CPU and latency.
+pub(crate) fn plain_relay() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let listener = TcpListener::bind(("127.0.0.1", RELAY_PORT)).await.unwrap();
+        loop {
+            let (mut client, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut node = TcpStream::connect(("127.0.0.1", DIRECT_PORT)).await?;
+                client.set_nodelay(true)?;
+                node.set_nodelay(true)?;
+                tokio::io::copy_bidirectional_with_sizes(&mut client, &mut node, 1 << 18, 1 << 18)
+                    .await
+            });
+        }
+    });
+}
+
+/// The direct baseline: a plain v1 node (pong, sink, getdata), no proxy, no encryption.
+pub(crate) async fn v1_node(listener: TcpListener) {
+    loop {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            while let Ok((command, payload, _)) = read_v1(&mut stream, true).await {
+                let answer = match command.as_str() {
+                    "version" => [
+                        Message::new("version", vec![0u8; 100]).to_wire(REGTEST_MAGIC),
+                        Message::new("verack", []).to_wire(REGTEST_MAGIC),
+                    ]
+                    .concat(),
+                    "ping" => Message::new("pong", payload).to_wire(REGTEST_MAGIC),
+                    "getdata" => {
+                        let count = u32::from_le_bytes(payload[..4].try_into().unwrap());
+                        for _ in 0..count {
+                            if stream.write_all(&BLOCK_MESSAGE).await.is_err() {
+                                return;
+                            }
+                        }
+                        continue;
+                    }
+                    _ => continue,
+                };
+                if stream.write_all(&answer).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
