@@ -191,3 +191,35 @@ async fn receive(
         Err(e) => Err(HandshakeError::Io(e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(error: HandshakeError, sent: u64, received: u64) -> HandshakeFailure {
+        HandshakeFailure {
+            error,
+            sent,
+            received,
+        }
+    }
+
+    /// Bitcoin Core's rule: nothing received, at least a v1 header's worth sent, and the peer
+    /// closed, reset or stayed silent.
+    #[test]
+    fn v1_fallback_follows_bitcoin_cores_rule() {
+        let reset = || HandshakeError::Io(io::Error::from(io::ErrorKind::ConnectionReset));
+        assert!(failure(HandshakeError::Closed, 64, 0).allows_v1_fallback());
+        assert!(failure(reset(), 24, 0).allows_v1_fallback());
+        assert!(failure(HandshakeError::Timeout, 100, 0).allows_v1_fallback());
+        // It answered something: a v2 peer that failed, not a v1-only one.
+        assert!(!failure(HandshakeError::Closed, 64, 1).allows_v1_fallback());
+        // Too little sent for a v1 node to have judged us.
+        assert!(!failure(HandshakeError::Closed, 23, 0).allows_v1_fallback());
+        // Never connected, or broke the protocol: no downgrade.
+        let refused = HandshakeError::Connect(io::Error::from(io::ErrorKind::ConnectionRefused));
+        assert!(!failure(refused, 0, 0).allows_v1_fallback());
+        let broken = HandshakeError::Protocol(ProtocolError::NoGarbageTerminator);
+        assert!(!failure(broken, 64, 0).allows_v1_fallback());
+    }
+}
