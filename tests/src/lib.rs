@@ -6,6 +6,7 @@
 pub mod cgroup;
 pub mod echo;
 pub mod netns;
+pub mod pipe_io;
 pub mod responder;
 pub mod server;
 pub mod testbed;

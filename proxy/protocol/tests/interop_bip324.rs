@@ -7,9 +7,10 @@ use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
 use bip324_e2e::echo::spawn_echo_node;
+use bip324_e2e::pipe_io;
 use bip324_e2e::responder::{Responder, ResponderOptions, Transport};
 use bip324_e2e::v1::{Message, REGTEST_MAGIC, read_message};
-use bip324_protocol::{Decoder, Encoder, Handshake, HandshakeEntropy, Magic, Pipe, Progress, Role};
+use bip324_protocol::{Decoder, Encoder, Handshake, HandshakeEntropy, Magic, Progress, Role};
 
 struct Peer {
     responder: Responder,
@@ -74,9 +75,11 @@ fn handshake(stream: &mut TcpStream, chunk: usize) -> ([u8; 32], Encoder, Decode
     let session = *session;
     let mut decoder = session.decoder;
     assert!(decoder.version_received());
-    assert_eq!(
-        decoder.push(&leftover, &mut |_| {}).unwrap(),
-        leftover.len()
+    let mut early = Vec::new();
+    pipe_io::push_all(&mut decoder, &leftover, &mut early).unwrap();
+    assert!(
+        early.is_empty(),
+        "the responder sends nothing before our first message"
     );
     (session.session_id, session.encoder, decoder)
 }
@@ -96,33 +99,12 @@ fn exchange(peer: &Peer, messages: &[Message], chunk: usize) -> (Vec<Message>, [
         .collect();
     let mut writer = stream.try_clone().unwrap();
     let sender = std::thread::spawn(move || {
-        let mut fed = 0;
-        while fed < input.len() {
-            let space = encoder.input_space();
-            let n = space.len().min(chunk).min(input.len() - fed);
-            space[..n].copy_from_slice(&input[fed..fed + n]);
-            fed += n;
-            encoder.commit_input(n, &mut |_| {}).unwrap();
-            writer.write_all(encoder.output()).unwrap();
-            let written = encoder.output().len();
-            encoder.consume_output(written);
-        }
+        pipe_io::blocking::send(&mut encoder, &input, chunk, &mut writer).unwrap();
         writer.shutdown(std::net::Shutdown::Write).unwrap();
     });
 
     let mut v1 = Vec::new();
-    loop {
-        let space = decoder.input_space();
-        let n = space.len().min(chunk);
-        let n = stream.read(&mut space[..n]).unwrap();
-        if n == 0 {
-            break;
-        }
-        decoder.commit_input(n, &mut |_| {}).unwrap();
-        v1.extend_from_slice(decoder.output());
-        let len = decoder.output().len();
-        decoder.consume_output(len);
-    }
+    while pipe_io::blocking::receive(&mut decoder, &mut stream, chunk, &mut v1).unwrap() {}
     sender.join().unwrap();
     let mut cursor = Cursor::new(v1);
     let mut received = Vec::new();

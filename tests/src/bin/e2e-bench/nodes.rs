@@ -5,6 +5,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::*;
+use bip324_e2e::pipe_io;
 
 /// A v2 node built on the proxy's protocol code in the responder role: answers version with
 /// version + verack and ping with pong, swallows blocks, and answers `getdata N` with N blocks.
@@ -50,12 +51,14 @@ pub(crate) async fn serve_v2(mut stream: TcpStream) -> std::io::Result<()> {
     };
     let (mut encoder, mut decoder) = (session.encoder, session.decoder);
     let mut parser = bip324_e2e::v1::Splitter::new("block");
-    let mut pending = rest;
+    // The decoder may already hold messages that came with the version packet.
+    let mut v1 = decoder.output().to_vec();
+    let len = v1.len();
+    decoder.consume_output(len);
+    pipe_io::push_all(&mut decoder, &rest, &mut v1)?;
     loop {
-        // The decoder may already hold messages that came with the version packet.
-        parser.feed(decoder.output());
-        let len = decoder.output().len();
-        decoder.consume_output(len);
+        parser.feed(&v1);
+        v1.clear();
         for Message { command, payload } in parser.messages.drain(..).collect::<Vec<_>>() {
             let answers: Vec<Vec<u8>> = match command.as_str() {
                 "version" => vec![
@@ -66,49 +69,20 @@ pub(crate) async fn serve_v2(mut stream: TcpStream) -> std::io::Result<()> {
                 "getdata" => {
                     let count = u32::from_le_bytes(payload[..4].try_into().unwrap());
                     for _ in 0..count {
-                        send(&mut stream, &mut encoder, &BLOCK_MESSAGE).await?;
+                        pipe_io::tokio::send(&mut encoder, &BLOCK_MESSAGE, &mut stream).await?;
                     }
                     Vec::new()
                 }
                 _ => Vec::new(),
             };
             for answer in answers {
-                send(&mut stream, &mut encoder, &answer).await?;
+                pipe_io::tokio::send(&mut encoder, &answer, &mut stream).await?;
             }
         }
-        if pending.is_empty() {
-            let space = decoder.input_space();
-            let n = stream.read(space).await?;
-            if n == 0 {
-                return Ok(());
-            }
-            decoder
-                .commit_input(n, &mut |_| {})
-                .map_err(std::io::Error::other)?;
-        } else {
-            let taken = decoder
-                .push(&pending, &mut |_| {})
-                .map_err(std::io::Error::other)?;
-            pending.drain(..taken);
+        if !pipe_io::tokio::receive(&mut decoder, &mut stream, &mut v1).await? {
+            return Ok(());
         }
     }
-}
-
-pub(crate) async fn send(
-    stream: &mut TcpStream,
-    encoder: &mut impl Pipe,
-    frame: &[u8],
-) -> std::io::Result<()> {
-    let mut fed = 0;
-    while fed < frame.len() {
-        fed += encoder
-            .push(&frame[fed..], &mut |_| {})
-            .map_err(std::io::Error::other)?;
-        stream.write_all(encoder.output()).await?;
-        let len = encoder.output().len();
-        encoder.consume_output(len);
-    }
-    Ok(())
 }
 
 /// `e2e-bench relay`: forwards RELAY_PORT to the v1 node and does nothing else, the way
