@@ -22,6 +22,12 @@ use crate::state::Enabled;
 
 /// Runs the command line; the binary's whole `main`.
 pub fn main() -> ExitCode {
+    // Output to a closed pipe (`status --watch | head`) ends the command quietly, as for any
+    // Unix tool, instead of a panic.
+    // SAFETY: restoring a signal's default disposition has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Enable(args) => enable(&args),
@@ -39,6 +45,19 @@ pub fn main() -> ExitCode {
 
 fn enable(args: &EnableArgs) -> Result<u8, Error> {
     let group = resolve_group(&args.group)?;
+    if group.name.is_none() {
+        eprintln!(
+            "warning: no group has id {} in the group database; the kernel matches the number \
+             anyway (create the group with `groupadd --system --gid {} btc` to name it)",
+            group.id, group.id
+        );
+    }
+    if group.id == 0 {
+        eprintln!(
+            "warning: group 0 (root) is the primary group of most system services: their \
+             connections to these ports go through the proxy too"
+        );
+    }
     let exempt = args
         .exempt_users
         .iter()
@@ -125,7 +144,7 @@ fn status(args: &StatusArgs) -> Result<u8, Error> {
         }
         return Ok(report.exit_code());
     }
-    let interval = std::time::Duration::from_secs_f64(args.interval.max(0.2));
+    let interval = args.interval;
     loop {
         let report = status::gather(&args.control)?;
         // Clear the screen and go home, then draw: the report refreshes in place.

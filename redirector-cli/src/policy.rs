@@ -62,7 +62,8 @@ impl Policy {
         }
         if ports.contains(&proxy_port) {
             return Err(Error::Config(format!(
-                "port {proxy_port} is the proxy's own port: redirecting it would loop"
+                "--proxy-port {proxy_port} is also in --ports: the proxy's connections to that \
+                 port would be redirected back to it; choose a proxy port outside --ports"
             )));
         }
         Ok(Policy {
@@ -185,7 +186,7 @@ mod tests {
     fn invalid_policies_say_why() {
         for (ports, proxy, needle) in [
             (&[][..], 1324, "at least one"),
-            (&[8333, 1324][..], 1324, "loop"),
+            (&[8333, 1324][..], 1324, "also in --ports"),
             (&[0][..], 1324, "port 0"),
             (&[8333][..], 0, "port 0"),
         ] {

@@ -60,6 +60,11 @@ The proxy must be running (`systemctl start bip324-proxy.socket`) and must not r
 group. When it is not running, tagged connections are refused: nothing is sent in plaintext.";
 
 const EXIT_CODES: &str = "\
+Environment:
+  BIP324_REDIRECT_STATE_DIR  where enable records the policy (default /run/bip324-redirect)
+  BIP324_REDIRECT_BPF_DIR    where the eBPF backend pins its objects
+                             (default /sys/fs/bpf/bip324-redirect)
+
 Exit codes:
   0  success (status: redirect active as asked, proxy answering)
   1  the kernel refused a change, or another failure
@@ -109,9 +114,9 @@ pub struct StatusArgs {
     #[arg(long, conflicts_with = "json")]
     pub watch: bool,
 
-    /// Seconds between refreshes with --watch.
-    #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
-    pub interval: f64,
+    /// Time between refreshes with --watch: a duration (`500ms`, `2s`, `1m`) or seconds (`2`).
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_interval)]
+    pub interval: std::time::Duration,
 
     /// The proxy's control socket, for its live connections.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL_SOCKET)]
@@ -126,13 +131,15 @@ pub struct EnableArgs {
     pub group: String,
 
     /// Destination ports to redirect, comma-separated.
-    #[arg(long, value_name = "PORTS", value_delimiter = ',', default_value = DEFAULT_PORTS_ARG)]
+    #[arg(long, value_name = "PORTS", value_delimiter = ',', default_value = DEFAULT_PORTS_ARG,
+          value_parser = clap::value_parser!(u16).range(1..))]
     pub ports: Vec<u16>,
 
     /// Port the proxy listens on, on 127.0.0.1 and [::1]. Keep it below 1024 (more exactly,
     /// below net.ipv4.ip_unprivileged_port_start): whoever holds this port while the proxy is
     /// down receives the group's connections, and only privileged processes can bind those.
-    #[arg(long, value_name = "PORT", default_value_t = DEFAULT_PROXY_PORT)]
+    #[arg(long, value_name = "PORT", default_value_t = DEFAULT_PROXY_PORT,
+          value_parser = clap::value_parser!(u16).range(1..))]
     pub proxy_port: u16,
 
     /// User (name or number) never redirected, even with the group: the proxy's own user, as
@@ -152,6 +159,18 @@ pub struct EnableArgs {
     pub cgroup: Option<std::path::PathBuf>,
 }
 
+/// `2s`, `500ms` (as the proxy's durations), or plain seconds; at least 0.2 s.
+fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    let duration = match text.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => {
+            std::time::Duration::from_secs_f64(seconds)
+        }
+        Ok(_) => return Err("a number of seconds, 0 or more".into()),
+        Err(_) => humantime::parse_duration(text).map_err(|e| e.to_string())?,
+    };
+    Ok(duration.max(std::time::Duration::from_millis(200)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,5 +184,42 @@ mod tests {
         assert_eq!(args.ports, [8333, 18333, 48333, 38333]);
         assert_eq!(args.proxy_port, 324);
         assert_eq!(args.backend, BackendKind::Nftables);
+    }
+
+    /// Ports are checked by clap, zero as well as too large: both are usage errors (exit 2).
+    #[test]
+    fn port_zero_and_port_70000_are_both_usage_errors() {
+        for ports in ["0", "70000", "8333,0"] {
+            let parsed = Cli::try_parse_from([
+                "bip324-redirect",
+                "enable",
+                "--group",
+                "btc",
+                "--ports",
+                ports,
+            ]);
+            assert_eq!(parsed.unwrap_err().exit_code(), 2, "--ports {ports}");
+        }
+    }
+
+    #[test]
+    fn intervals_take_units_like_the_proxys_durations() {
+        let interval = |text: &str| {
+            let cli = Cli::try_parse_from(["bip324-redirect", "status", "--interval", text]);
+            match cli.map(|c| c.command) {
+                Ok(Command::Status(args)) => Some(args.interval),
+                _ => None,
+            }
+        };
+        assert_eq!(interval("1s"), Some(std::time::Duration::from_secs(1)));
+        assert_eq!(
+            interval("1.5"),
+            Some(std::time::Duration::from_millis(1500))
+        );
+        assert_eq!(
+            interval("10ms"),
+            Some(std::time::Duration::from_millis(200))
+        );
+        assert_eq!(interval("soon"), None);
     }
 }
