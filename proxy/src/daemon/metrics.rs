@@ -35,6 +35,10 @@ const LONG_COMMANDS: [&str; 8] = [
 ];
 /// Message types counted: those with a short id, the common long ones, and "other".
 const TYPES: usize = SHORT_IDS + LONG_COMMANDS.len() + 1;
+/// What a person who opens the address in a browser sees.
+const LANDING_PAGE: &str = "<!doctype html><title>bip324-proxy</title>\
+<h1>bip324-proxy</h1><p>BIP-324 proxy metrics, in the Prometheus text format: \
+<a href=\"/metrics\">/metrics</a>.</p>\n";
 const BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
@@ -55,6 +59,9 @@ pub struct Metrics {
     handshake_buckets: [AtomicU64; BUCKETS.len()],
     handshake_count: AtomicU64,
     handshake_micros: AtomicU64,
+    /// When the proxy started (the metrics are made then). Read here rather than from
+    /// /proc/stat, which the service's sandbox (`ProcSubset=pid`) hides.
+    started: std::time::SystemTime,
 }
 
 impl Default for Metrics {
@@ -70,6 +77,7 @@ impl Default for Metrics {
             handshake_buckets: Default::default(),
             handshake_count: AtomicU64::new(0),
             handshake_micros: AtomicU64::new(0),
+            started: std::time::SystemTime::now(),
         }
     }
 }
@@ -236,7 +244,94 @@ impl Metrics {
             get(&self.handshake_micros) as f64 / 1e6
         );
         let _ = writeln!(out, "bip324_proxy_handshake_duration_seconds_count {count}");
+        let _ = writeln!(
+            out,
+            "# HELP bip324_proxy_build_info The running version.\n# TYPE bip324_proxy_build_info gauge\nbip324_proxy_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        let started = self
+            .started
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        render_process(&mut out, started.as_secs_f64());
         out
+    }
+}
+
+/// The standard `process_*` metrics, from /proc/self: descriptors matter most here, each
+/// proxied connection holding two.
+fn render_process(out: &mut String, start: f64) {
+    let open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count);
+    let max_fds = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(0, |(soft, _)| soft);
+    // SAFETY: sysconf has no preconditions.
+    let (page, ticks) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PAGESIZE).max(1) as u64,
+            libc::sysconf(libc::_SC_CLK_TCK).max(1) as f64,
+        )
+    };
+    let resident = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * page);
+    // Fields after the command name (which may hold spaces): utime is the 12th, stime the
+    // 13th, starttime (in ticks after boot) the 20th.
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let cpu = (field(11) + field(12)) / ticks;
+    let boot = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<f64>().ok())
+        })
+        .unwrap_or(0.0);
+    let start = boot + field(19) / ticks;
+    for (name, kind, help, value) in [
+        (
+            "process_open_fds",
+            "gauge",
+            "Open file descriptors.",
+            open_fds as f64,
+        ),
+        (
+            "process_max_fds",
+            "gauge",
+            "Limit on open file descriptors.",
+            max_fds as f64,
+        ),
+        (
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory.",
+            resident as f64,
+        ),
+        (
+            "process_cpu_seconds_total",
+            "counter",
+            "User and system CPU time.",
+            cpu,
+        ),
+        (
+            "process_start_time_seconds",
+            "gauge",
+            "Start time, Unix seconds.",
+            start,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
     }
 }
 
@@ -311,13 +406,27 @@ async fn respond(
         head.extend_from_slice(&buf[..n]);
     }
     let request_line = head.split(|&b| b == b'\r').next().unwrap_or_default();
-    let (status, body) = if request_line.starts_with(b"GET /metrics ") {
-        ("200 OK", metrics.render(registry))
+    let (status, content_type, body) = if request_line.starts_with(b"GET /metrics ") {
+        (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.render(registry),
+        )
+    } else if request_line.starts_with(b"GET / ") {
+        (
+            "200 OK",
+            "text/html; charset=utf-8",
+            LANDING_PAGE.to_string(),
+        )
     } else {
-        ("404 Not Found", "metrics are at /metrics\n".to_string())
+        (
+            "404 Not Found",
+            "text/plain; charset=utf-8",
+            "metrics are at /metrics\n".to_string(),
+        )
     };
     let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(response.as_bytes()).await?;
@@ -373,5 +482,24 @@ mod tests {
                 .trim_end_matches("_count");
             assert!(text.contains(&format!("# TYPE {family} ")), "{sample}");
         }
+    }
+
+    #[test]
+    fn renders_build_and_process_metrics() {
+        let text = Metrics::default().render(&Registry::default());
+        assert!(text.contains(&format!(
+            "bip324_proxy_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )));
+        let value = |name: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} "))?.parse().ok())
+                .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+        };
+        assert!(value("process_open_fds") >= 3.0);
+        assert!(value("process_max_fds") >= value("process_open_fds"));
+        assert!(value("process_resident_memory_bytes") > 1e5);
+        assert!(value("process_start_time_seconds") > 1.6e9);
+        assert!(value("process_cpu_seconds_total") >= 0.0);
     }
 }

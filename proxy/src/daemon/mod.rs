@@ -73,6 +73,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .iter()
         .map(TcpListener::local_addr)
         .collect::<io::Result<Vec<SocketAddr>>>()?;
+    if let Some(addr) = config.metrics.filter(|a| !a.ip().is_loopback()) {
+        warn!(
+            "--metrics {addr} is reachable beyond this host: the metrics show traffic volumes \
+             and connection counts to anyone who can connect; prefer 127.0.0.1"
+        );
+    }
     let metrics_listener = match config.metrics {
         Some(addr) => Some(
             TcpListener::bind(addr)
