@@ -276,7 +276,7 @@ fn render_process(out: &mut String, start: f64) {
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
         .map_or(0, |pages| pages * page);
     // Fields after the command name (which may hold spaces): utime is the 12th, stime the
-    // 13th, starttime (in ticks after boot) the 20th.
+    // 13th.
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let fields: Vec<&str> = stat
         .rsplit_once(')')
@@ -288,14 +288,6 @@ fn render_process(out: &mut String, start: f64) {
             .unwrap_or(0.0)
     };
     let cpu = (field(11) + field(12)) / ticks;
-    let boot = std::fs::read_to_string("/proc/stat")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<f64>().ok())
-        })
-        .unwrap_or(0.0);
-    let start = boot + field(19) / ticks;
     for (name, kind, help, value) in [
         (
             "process_open_fds",
