@@ -245,3 +245,39 @@ fn control_socket_cuts_off_a_flooding_client_without_touching_the_data_path() {
     stream.read_to_string(&mut answer).unwrap();
     assert!(answer.contains("unsupported version 99"), "{answer}");
 }
+
+/// One control socket per proxy: a second proxy does not take the first one's over (it
+/// refuses to start, saying why), and a proxy removes its own socket when it stops.
+#[test]
+fn a_control_socket_belongs_to_one_proxy_and_goes_with_it() {
+    let hosts = TwoHosts::create();
+    let mut first = Proxy::start(&hosts.client, &[]);
+    let socket = control_socket(&hosts.client);
+    assert!(socket.exists());
+    let binary = bip324_e2e::testbed::workspace_binary("bip324-proxy", "BIP324_PROXY_BIN");
+    let second = hosts
+        .client
+        .command(&binary, None)
+        .args(["--listen", "127.0.0.1:325", "--control"])
+        .arg(&socket)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{log}");
+    assert!(
+        log.contains("another proxy answers on the control socket"),
+        "{log}"
+    );
+    let (_, status) = RedirectCli::new(&hosts).status();
+    assert_eq!(
+        status["proxy_status"]["proxy"]["pid"],
+        first.pid(),
+        "the first proxy still answers: {status}"
+    );
+    assert!(first.stop(), "a clean stop:\n{}", first.log());
+    assert!(
+        !socket.exists(),
+        "the stopped proxy removed its control socket"
+    );
+}

@@ -30,20 +30,68 @@ pub struct Control {
     pub started: SystemTime,
 }
 
-/// Binds the control socket at `path`: the directory is created if missing, a stale socket
-/// replaced; owner and group may read and write it.
-pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+/// The path of a control socket this proxy made itself: removed when dropped, as the proxy
+/// stops.
+pub struct Made {
+    path: std::path::PathBuf,
+}
+
+impl Drop for Made {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Why the control socket cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error(
+        "another proxy answers on the control socket {0}: stop it, or give this one \
+         --control PATH (or --no-control)"
+    )]
+    InUse(std::path::PathBuf),
+    #[error("cannot make the control socket {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Makes the control socket's directory when it is missing, owned by `account` (the user a
+/// root-started proxy becomes), so that the proxy can make and remove its socket there.
+pub fn prepare_dir(path: &Path, account: &nix::unistd::User) -> std::io::Result<()> {
+    let Some(dir) = path.parent().filter(|d| !d.exists()) else {
+        return Ok(());
+    };
+    std::fs::create_dir_all(dir)?;
+    nix::unistd::chown(dir, Some(account.uid), Some(account.gid)).map_err(std::io::Error::from)
+}
+
+/// Binds the control socket at `path`: the directory is created if missing; a socket that
+/// still answers belongs to another live proxy and is left alone, a stale one is replaced.
+/// Owner and group may read and write it.
+pub fn bind(path: &Path) -> Result<(UnixListener, Made), BindError> {
     use std::os::unix::fs::PermissionsExt;
+    let io = |source| BindError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(BindError::InUse(path.to_path_buf()));
     }
     match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
         _ => {}
     }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-    Ok(listener)
+    let listener = UnixListener::bind(path).map_err(io)?;
+    let made = Made {
+        path: path.to_path_buf(),
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io)?;
+    Ok((listener, made))
 }
 
 pub async fn serve(listener: UnixListener, control: Arc<Control>, shutdown: CancellationToken) {

@@ -88,6 +88,37 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => None,
     };
     let limit = Arc::new(Semaphore::new(config.max_connections));
+    // Every privileged socket is open: nothing from here on needs root. The control socket
+    // is made by the proxy's own user, in a directory it may write, so it can remove it.
+    let own_control_socket = opened.control.is_none() && !config.no_control;
+    if let Some(account) = privileges::account(config.user.as_deref())? {
+        if own_control_socket {
+            if let Err(e) = control::prepare_dir(&config.control, &account) {
+                warn!("cannot prepare the control socket's directory: {e}");
+            }
+        }
+        privileges::become_user(&account)?;
+    }
+    // Ours is removed when the proxy stops (systemd's stays with its socket unit).
+    let mut own_control = None;
+    let control_listener = match (opened.control, config.no_control) {
+        (Some(from_systemd), _) => Some(tokio::net::UnixListener::from_std(from_systemd)?),
+        (None, true) => None,
+        (None, false) => match control::bind(&config.control) {
+            Ok((listener, made)) => {
+                own_control = Some(made);
+                Some(listener)
+            }
+            Err(e @ control::BindError::InUse(_)) => return Err(e.into()),
+            Err(e) => {
+                warn!(
+                    "{e}; `bip324-redirect status` will not list connections (--control PATH \
+                     elsewhere, e.g. $XDG_RUNTIME_DIR/bip324-proxy.sock, or --no-control)"
+                );
+                None
+            }
+        },
+    };
     info!(
         listen = ?listening,
         v1_fallback = config.v1_fallback,
@@ -96,23 +127,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "bip324-proxy {} ready",
         env!("CARGO_PKG_VERSION")
     );
-    let control_listener = match (opened.control, config.no_control) {
-        (Some(from_systemd), _) => Some(tokio::net::UnixListener::from_std(from_systemd)?),
-        (None, true) => None,
-        (None, false) => match control::bind(&config.control) {
-            Ok(listener) => Some(listener),
-            Err(e) => {
-                warn!(
-                    "no control socket at {}: {e}; `bip324-redirect status` will not list \
-                     connections (--control PATH elsewhere, or --no-control)",
-                    config.control.display()
-                );
-                None
-            }
-        },
-    };
-    // Every socket is open: nothing from here on needs root.
-    privileges::drop_root(config.user.as_deref())?;
     let ctx = Arc::new(Context::new(config, listening));
     let shutdown = CancellationToken::new();
     let mut services = Vec::new();
@@ -163,6 +177,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     connections.close();
     connections.wait().await;
+    drop(own_control);
     info!("stopped");
     Ok(())
 }

@@ -7,13 +7,14 @@ use tracing::{info, warn};
 
 use super::config::DEFAULT_USER;
 
-/// Switches to `user` (or the default) when running as root; says which user it became.
-pub fn drop_root(user: Option<&str>) -> anyhow::Result<()> {
+/// The user a proxy started as root becomes (`user`, or the default); `None` when it was
+/// not started as root.
+pub fn account(user: Option<&str>) -> anyhow::Result<Option<User>> {
     if !Uid::effective().is_root() {
         if let Some(user) = user {
             warn!("--user {user} is ignored: the proxy was not started as root");
         }
-        return Ok(());
+        return Ok(None);
     }
     let account = match user {
         Some(name) => lookup(name)?.with_context(|| format!("--user {name}: no such user"))?,
@@ -36,6 +37,11 @@ pub fn drop_root(user: Option<&str>) -> anyhow::Result<()> {
     if account.uid.is_root() {
         bail!("--user {}: the proxy must not run as root", account.name);
     }
+    Ok(Some(account))
+}
+
+/// Becomes `account`: no supplementary group, its group, its user, and no way back.
+pub fn become_user(account: &User) -> anyhow::Result<()> {
     setgroups(&[]).context("cannot drop supplementary groups")?;
     setgid(account.gid).context("cannot switch group")?;
     setuid(account.uid).context("cannot switch user")?;

@@ -107,6 +107,13 @@ impl Proxy {
         let _ = self.child.wait();
     }
 
+    /// Stops the proxy as systemd would (SIGTERM) and waits for it; true if it exited 0.
+    pub fn stop(&mut self) -> bool {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        self.child.wait().is_ok_and(|status| status.success())
+    }
+
     /// Where the log ends now: [`Proxy::wait_for_end_of`] looks only past it.
     pub fn log_mark(&self) -> usize {
         std::fs::metadata(&self.log_path).map_or(0, |m| m.len() as usize)
