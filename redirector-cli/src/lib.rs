@@ -7,6 +7,7 @@ mod policy;
 mod privileges;
 mod proxy_control;
 mod proxy_listener;
+mod proxy_process;
 mod state;
 mod status;
 

@@ -186,6 +186,15 @@ fn judge(report: &mut Report, enabled: Option<&Enabled>) {
         report
             .problems
             .extend(proxy_listener::problems(&report.proxy, proxy_pid));
+        if let Some(status) = &report.proxy_status {
+            report.problems.extend(crate::proxy_process::problems(
+                status.proxy.pid,
+                &status.proxy.listen,
+                &enabled.policy,
+                enabled.backend,
+                enabled.cgroup.as_deref(),
+            ));
+        }
         if let Some(warning) = proxy_listener::port_warning(enabled.policy.proxy_port) {
             report.problems.push(warning);
         }

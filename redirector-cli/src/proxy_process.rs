@@ -1,0 +1,138 @@
+//! How the running proxy is set up, checked against the policy: where it listens (its own
+//! word, over the control socket), its groups, and for eBPF its cgroup. Each mismatch makes
+//! every tagged connection fail, while the redirect itself looks fine.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use crate::backend::BackendKind;
+use crate::policy::Policy;
+
+/// Sentences for what is wrong with the proxy whose pid and listen list are given.
+pub(crate) fn problems(
+    pid: u32,
+    listen: &[SocketAddr],
+    policy: &Policy,
+    backend: BackendKind,
+    cgroup: Option<&Path>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let port = policy.proxy_port;
+    let serves = |ip: &str| {
+        listen
+            .iter()
+            .any(|a| a.port() == port && (a.ip().is_unspecified() || a.ip().to_string() == ip))
+    };
+    for (ip, shown) in [("127.0.0.1", "127.0.0.1"), ("::1", "[::1]")] {
+        if !serves(ip) {
+            problems.push(format!(
+                "the proxy (pid {pid}) does not listen on {shown}:{port}, where the redirect \
+                 sends connections (it listens on {}): start it with the policy's port, or \
+                 enable with --proxy-port matching its --listen",
+                listen
+                    .iter()
+                    .map(SocketAddr::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    if let Some(gids) = primary_gids(&status)
+        && gids.contains(&policy.group.id)
+    {
+        problems.push(format!(
+            "the proxy (pid {pid}) runs with group {} as its primary group: its own connections \
+             are redirected back to it and every tagged connection fails; run it as its own \
+             user (User=/Group= bip324-proxy, or --user)",
+            policy.group
+        ));
+    }
+    if let (BackendKind::Ebpf, Some(attached)) = (backend, cgroup) {
+        let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        if let (Some(relative), Some(root)) = (cgroup_v2_path(&own), mount_root(attached)) {
+            let proxy_cgroup = root.join(relative.trim_start_matches('/'));
+            if !proxy_cgroup.starts_with(attached) {
+                problems.push(format!(
+                    "the proxy (pid {pid}) runs in cgroup {}, outside {} where the eBPF \
+                     programs are attached: they cannot tell it the original destinations, so \
+                     every tagged connection is refused as not redirected; enable with a \
+                     --cgroup that contains the proxy (the default, the root, does)",
+                    proxy_cgroup.display(),
+                    attached.display()
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// The real and filesystem gids from a `/proc/PID/status` text: the ids the eBPF and the
+/// nftables backends match.
+fn primary_gids(status: &str) -> Option<[u32; 2]> {
+    let line = status.lines().find_map(|l| l.strip_prefix("Gid:"))?;
+    let ids: Vec<u32> = line
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    Some([*ids.first()?, *ids.get(3)?])
+}
+
+/// The cgroup v2 path from a `/proc/PID/cgroup` text (`0::/system.slice/x.service`).
+fn cgroup_v2_path(text: &str) -> Option<&str> {
+    text.lines().find_map(|l| l.strip_prefix("0::"))
+}
+
+/// The cgroup v2 mount point that holds `dir`.
+fn mount_root(dir: &Path) -> Option<std::path::PathBuf> {
+    let root = crate::backend::ebpf::mounts::cgroup2_root().ok()?;
+    dir.starts_with(&root).then_some(root)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Id;
+
+    fn policy() -> Policy {
+        Policy::new(
+            Id {
+                id: 997,
+                name: Some("btc".into()),
+            },
+            &[8333],
+            324,
+            vec![],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn reads_the_real_and_filesystem_gids() {
+        let status = "Name:\tbip324-proxy\nUid:\t996\t996\t996\t996\nGid:\t995\t995\t995\t997\n";
+        assert_eq!(primary_gids(status), Some([995, 997]));
+        assert_eq!(
+            cgroup_v2_path("0::/system.slice/bip324-proxy.service\n"),
+            Some("/system.slice/bip324-proxy.service")
+        );
+    }
+
+    #[test]
+    fn a_proxy_elsewhere_than_the_policys_port_is_a_problem() {
+        let ours = [
+            "127.0.0.1:324".parse().unwrap(),
+            "[::1]:324".parse().unwrap(),
+        ];
+        let pid = std::process::id();
+        assert!(problems(pid, &ours, &policy(), BackendKind::Nftables, None).is_empty());
+        let dual_stack = ["[::]:324".parse().unwrap()];
+        assert!(problems(pid, &dual_stack, &policy(), BackendKind::Nftables, None).is_empty());
+        let elsewhere = ["127.0.0.1:1324".parse().unwrap()];
+        let found = problems(pid, &elsewhere, &policy(), BackendKind::Nftables, None);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            found[0].contains("does not listen on 127.0.0.1:324"),
+            "{found:?}"
+        );
+    }
+}
