@@ -2,6 +2,7 @@
 //! Bitcoin P2P connections to `bip324-proxy`.
 
 mod backend;
+mod check;
 mod error;
 mod policy;
 mod privileges;
@@ -34,6 +35,7 @@ pub fn main() -> ExitCode {
         Command::Enable(args) => enable(&args),
         Command::Disable => disable(),
         Command::Status(args) => status(&args),
+        Command::Check(args) => check(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -106,6 +108,16 @@ fn enable(args: &EnableArgs) -> Result<u8, Error> {
         eprintln!("warning: {problem}");
     }
     Ok(exit::OK)
+}
+
+fn check(args: &bip324_redirect_args::CheckArgs) -> Result<u8, Error> {
+    let Some(enabled) = state::load()? else {
+        eprintln!(
+            "bip324-redirect: the redirect is not enabled: `sudo bip324-redirect enable --group btc`"
+        );
+        return Ok(exit::NOT_ENABLED);
+    };
+    check::run(args, &enabled.policy.group)
 }
 
 fn disable() -> Result<u8, Error> {

@@ -281,3 +281,43 @@ fn a_control_socket_belongs_to_one_proxy_and_goes_with_it() {
         "the stopped proxy removed its control socket"
     );
 }
+
+/// `check` is the one command a user runs after installing: against a v2 node it proves the
+/// connection encrypted with the node's own session id (exit 0); against a v1-only node it
+/// says the connection was not encrypted (and nothing went out in plaintext).
+#[test]
+fn check_proves_encryption_and_flags_a_v1_only_node() {
+    for v2 in [true, false] {
+        let hosts = TwoHosts::create();
+        let node = v2.then(|| RemoteNode::start(&hosts.remote, noisy_responder));
+        let _v1_only = (!v2).then(|| RemoteNode::v1_only(&hosts.remote));
+        let cli = RedirectCli::new(&hosts);
+        cli.enable_tagged("nftables", &NODE_PORT.to_string());
+        let _proxy = Proxy::start(&hosts.client, &[]);
+        let control = control_socket(&hosts.client);
+        let target = format!("{REMOTE_V4}:{NODE_PORT}");
+        let run = cli.run(&[
+            "check",
+            &target,
+            "--network",
+            "regtest",
+            "--timeout",
+            "5s",
+            "--control",
+            control.to_str().unwrap(),
+        ]);
+        if let Some(node) = node {
+            assert_eq!(run.code, 0, "{run:?}");
+            let report = node.responder.wait_for_reports(1, Duration::from_secs(10))[0].clone();
+            let session = hex::encode(report.session_id.expect("a v2 session"));
+            assert!(
+                run.stdout
+                    .contains(&format!("encrypted (v2), session id {session}")),
+                "{run:?}"
+            );
+        } else {
+            assert_ne!(run.code, 0, "{run:?}");
+            assert!(run.stderr.contains("did not answer"), "{run:?}");
+        }
+    }
+}

@@ -71,8 +71,9 @@ Exit codes:
   2  usage error
   3  missing privileges (CAP_NET_ADMIN): run with sudo
   4  bad configuration: unknown group or user, invalid ports
-  5  status: the redirect is not enabled
-  6  status: enabled, but something is wrong (see the problem lines)";
+  5  status, check: the redirect is not enabled
+  6  status: enabled, but something is wrong (see the problem lines);
+     check: the connection was not encrypted (or did not go through the proxy)";
 
 #[derive(Parser, Debug)]
 #[command(name = "bip324-redirect", version, about = "Send a group's Bitcoin P2P connections through the BIP-324 proxy", long_about = MODEL, after_help = EXIT_CODES)]
@@ -102,6 +103,37 @@ pub enum Command {
         node's operator sees (Bitcoin Core: getpeerinfo) to rule out a man in the middle. \
         Reading the kernel's rules needs CAP_NET_ADMIN.", after_help = EXIT_CODES)]
     Status(StatusArgs),
+
+    /// Prove that a connection of the group is encrypted: connect to a node as the group and
+    /// report what the proxy did with it.
+    #[command(long_about = "Prove that a connection of the group is encrypted: the one command \
+        to run after installing. As root, it opens a connection to NODE with the redirected \
+        group as its primary group (as a light client would), says hello in v1, waits for the \
+        node's answer, and asks the proxy what it did with that connection: whether it went \
+        through the proxy, its transport (v2 or not), the v2 session id (compare it with the \
+        node's, `bitcoin-cli getpeerinfo`), and how long the answer took. Exit code 0 only for \
+        v2. Without root, run it with the group: `sg btc -c 'bip324-redirect check NODE'`.", after_help = EXIT_CODES)]
+    Check(CheckArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// A node to connect to, e.g. 203.0.113.7:8333 (its port must be one the policy redirects).
+    #[arg(value_name = "NODE")]
+    pub node: std::net::SocketAddr,
+
+    /// The node's network, when its port is not the network's usual one (mainnet, testnet3,
+    /// testnet4, signet, regtest).
+    #[arg(long, value_name = "NETWORK")]
+    pub network: Option<String>,
+
+    /// How long to wait for the node's answer.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_interval)]
+    pub timeout: std::time::Duration,
+
+    /// The proxy's control socket, to ask what it did with the connection.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL_SOCKET)]
+    pub control: std::path::PathBuf,
 }
 
 #[derive(Args, Debug)]
