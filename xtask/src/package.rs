@@ -51,6 +51,11 @@ pub(crate) fn run() -> Result<PathBuf> {
             &format!("usr/bin/{binary}"),
             0o755,
         )?;
+        // Symbols stay in target/release for debugging; the package ships stripped binaries.
+        step(
+            "strip",
+            &["--strip-unneeded", path_str(&stage.join("usr/bin").join(binary))],
+        )?;
     }
     for unit in [
         "bip324-proxy.socket",
@@ -88,6 +93,24 @@ pub(crate) fn run() -> Result<PathBuf> {
     install(
         &root.join("packaging/debian/copyright"),
         "usr/share/doc/bip324-redirect/copyright",
+        0o644,
+    )?;
+    install(
+        &root.join("packaging/debian/changelog"),
+        "usr/share/doc/bip324-redirect/changelog.Debian",
+        0o644,
+    )?;
+    // -n: no name or time stamp in the archive, so the package is reproducible.
+    step(
+        "gzip",
+        &[
+            "-9nf",
+            path_str(&stage.join("usr/share/doc/bip324-redirect/changelog.Debian")),
+        ],
+    )?;
+    install(
+        &root.join("packaging/debian/lintian-overrides"),
+        "usr/share/lintian/overrides/bip324-redirect",
         0o644,
     )?;
 
@@ -128,6 +151,10 @@ pub(crate) fn run() -> Result<PathBuf> {
     )?;
     eprintln!("==> {}", deb.display());
     Ok(deb)
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 path")
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result {
@@ -194,7 +221,6 @@ Architecture: amd64
 Maintainer: bip324-redirect developers <bip324-redirect@users.noreply.github.com>
 Installed-Size: {size_kib}
 Depends: libc6 (>= 2.34), libgcc-s1, libnftnl11 (>= 1.2.0), libmnl0, systemd
-Recommends: bpftool
 Section: net
 Priority: optional
 Homepage: https://github.com/bip324-redirect/bip324-redirect

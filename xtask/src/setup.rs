@@ -36,6 +36,14 @@ const PACKAGES: &[(&str, &str)] = &[
         "`systemd-socket-activate`: the proxy's socket-activation test",
     ),
     (
+        "binutils",
+        "`strip`: the package ships stripped binaries",
+    ),
+    (
+        "lintian",
+        "checks the Debian package against Debian's policy in the system test",
+    ),
+    (
         "debootstrap",
         "Debian roots for the system test and the fresh-machine test",
     ),

@@ -26,6 +26,18 @@ const MAX_EXPOSURE: f64 = 2.0;
 
 pub(crate) fn run() -> Result {
     let deb = package::run()?;
+    // Debian's policy: no error or warning, except those packaging/debian/lintian-overrides
+    // justifies.
+    step(
+        "lintian",
+        &[
+            "--fail-on",
+            "error,warning",
+            "--tag-display-limit",
+            "0",
+            path(&deb),
+        ],
+    )?;
     step(
         env!("CARGO"),
         &["build", "-p", "bip324-e2e", "--bin", "e2e-v1-client"],
