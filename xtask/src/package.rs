@@ -54,7 +54,10 @@ pub(crate) fn run() -> Result<PathBuf> {
         // Symbols stay in target/release for debugging; the package ships stripped binaries.
         step(
             "strip",
-            &["--strip-unneeded", path_str(&stage.join("usr/bin").join(binary))],
+            &[
+                "--strip-unneeded",
+                path_str(&stage.join("usr/bin").join(binary)),
+            ],
         )?;
     }
     for unit in [

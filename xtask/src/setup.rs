@@ -35,10 +35,7 @@ const PACKAGES: &[(&str, &str)] = &[
         "systemd",
         "`systemd-socket-activate`: the proxy's socket-activation test",
     ),
-    (
-        "binutils",
-        "`strip`: the package ships stripped binaries",
-    ),
+    ("binutils", "`strip`: the package ships stripped binaries"),
     (
         "lintian",
         "checks the Debian package against Debian's policy in the system test",
