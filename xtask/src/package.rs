@@ -118,11 +118,11 @@ pub(crate) fn run() -> Result<PathBuf> {
     )?;
 
     let commands = [
-        bip324_proxy::daemon::Config::command(),
-        bip324_redirect_args::Cli::command(),
+        (bip324_proxy::daemon::Config::command(), PROXY_MAN),
+        (bip324_redirect_args::Cli::command(), REDIRECT_MAN),
     ];
-    for command in &commands {
-        man_pages(command, &stage.join("usr/share/man/man8"))?;
+    for (command, extra) in &commands {
+        man_pages(command, &stage.join("usr/share/man/man8"), extra)?;
         completions(command.clone(), &stage)?;
     }
 
@@ -165,26 +165,127 @@ fn set_mode(path: &Path, mode: u32) -> Result {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| e.to_string())
 }
 
-/// A man page for the command and one per subcommand (`bip324-redirect-enable.8`), gzipped.
-fn man_pages(command: &clap::Command, dir: &Path) -> Result {
+/// What each binary's man pages say beyond `--help`.
+struct ManExtra {
+    files: &'static [(&'static str, &'static str)],
+    see_also: &'static str,
+}
+
+const PROXY_MAN: ManExtra = ManExtra {
+    files: &[
+        (
+            "/etc/bip324/proxy.conf",
+            "options of bip324-proxy.service (BIP324_PROXY_OPTIONS)",
+        ),
+        (
+            "/run/bip324-proxy/control.sock",
+            "the control socket (bip324-redirect status)",
+        ),
+    ],
+    see_also: "bip324-redirect(8), systemd.socket(5), journalctl(1)",
+};
+
+const REDIRECT_MAN: ManExtra = ManExtra {
+    files: &[
+        (
+            "/etc/bip324/redirect.conf",
+            "options of bip324-redirect.service (BIP324_REDIRECT_OPTIONS)",
+        ),
+        (
+            "/run/bip324-redirect/",
+            "what enable recorded, per network namespace",
+        ),
+        (
+            "/sys/fs/bpf/bip324-redirect/",
+            "the eBPF backend's pinned programs and maps",
+        ),
+    ],
+    see_also: "bip324-proxy(8), nft(8), bpftool(8), sg(1)",
+};
+
+/// A man page for the command and one per subcommand (`bip324-redirect-enable.8`, showing
+/// `bip324-redirect enable` in its synopsis), gzipped: clap's sections, then the after-help
+/// text as EXIT STATUS and ENVIRONMENT sections, FILES and SEE ALSO.
+fn man_pages(command: &clap::Command, dir: &Path, extra: &ManExtra) -> Result {
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    let mut pages = vec![(command.get_name().to_string(), command.clone())];
-    for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
-        let name = format!("{}-{}", command.get_name(), sub.get_name());
-        pages.push((name.clone(), sub.clone().name(name)));
+    let root = command.get_name().to_string();
+    let command = command.clone().disable_help_subcommand(true);
+    let mut pages = vec![(
+        root.clone(),
+        command.clone().version(env!("CARGO_PKG_VERSION")),
+    )];
+    for sub in command.get_subcommands() {
+        let name = format!("{root}-{}", sub.get_name());
+        let synopsis = format!("{root} {}", sub.get_name());
+        pages.push((
+            name.clone(),
+            sub.clone().display_name(name).bin_name(synopsis),
+        ));
     }
     for (name, page) in pages {
-        let mut text = Vec::new();
-        clap_mangen::Man::new(page.version(env!("CARGO_PKG_VERSION")))
-            .section("8")
-            .render(&mut text)
-            .map_err(|e| e.to_string())?;
+        let after_help = page.get_after_help().map(ToString::to_string);
+        let page = page.after_help(None::<&'static str>);
+        let text = render_man(page, after_help.as_deref(), extra).map_err(|e| e.to_string())?;
         let path = dir.join(format!("{name}.8"));
         std::fs::write(&path, text).map_err(|e| e.to_string())?;
         // -n: no name or time stamp in the archive, so the package is reproducible.
         step("gzip", &["-9nf", path.to_str().expect("UTF-8")])?;
     }
     Ok(())
+}
+
+fn render_man(
+    page: clap::Command,
+    after_help: Option<&str>,
+    extra: &ManExtra,
+) -> std::io::Result<Vec<u8>> {
+    use clap_mangen::roff::{Roff, bold, roman};
+    let has_arguments = page.get_arguments().any(|a| !a.is_hide_set());
+    let has_subcommands = page.get_subcommands().next().is_some();
+    let has_version = page.get_version().is_some();
+    let man = clap_mangen::Man::new(page).section("8");
+    let mut out = Vec::new();
+    man.render_title(&mut out)?;
+    man.render_name_section(&mut out)?;
+    man.render_synopsis_section(&mut out)?;
+    man.render_description_section(&mut out)?;
+    if has_arguments {
+        man.render_options_section(&mut out)?;
+    }
+    if has_subcommands {
+        man.render_subcommands_section(&mut out)?;
+    }
+    let mut roff = Roff::new();
+    // "Exit codes:\n  0  ..." blocks become sections of their own, kept as laid out.
+    for block in after_help.unwrap_or_default().split("\n\n") {
+        let mut lines = block.lines();
+        let Some(heading) = lines.next() else {
+            continue;
+        };
+        let title = match heading.trim_end_matches(':') {
+            "Exit codes" => "EXIT STATUS".to_string(),
+            other => other.to_uppercase(),
+        };
+        roff.control("SH", [title.as_str()]);
+        roff.control("nf", []);
+        for line in lines {
+            roff.text([roman(line.trim_start())]);
+        }
+        roff.control("fi", []);
+    }
+    roff.control("SH", ["FILES"]);
+    for (path, what) in extra.files {
+        roff.control("TP", []);
+        roff.text([bold(*path)]);
+        roff.text([roman(*what)]);
+    }
+    roff.control("SH", ["SEE ALSO"]);
+    roff.text([roman(extra.see_also)]);
+    roff.to_writer(&mut out)?;
+    if has_version {
+        man.render_version_section(&mut out)?;
+    }
+    Ok(out)
 }
 
 fn completions(mut command: clap::Command, stage: &Path) -> Result {
