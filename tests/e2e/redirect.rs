@@ -240,19 +240,7 @@ pub fn reenabling_under_load_never_leaks_plaintext(backend: &str) {
     reports.iter().for_each(assert_encrypted);
 }
 
-/// Runs each named test once per backend, as `nftables::NAME` and `ebpf::NAME`.
-macro_rules! for_each_backend {
-    ($($test:ident),+ $(,)?) => {
-        mod nftables {
-            $(#[test] fn $test() { super::$test("nftables"); })+
-        }
-        mod ebpf {
-            $(#[test] fn $test() { super::$test("ebpf"); })+
-        }
-    };
-}
-
-for_each_backend!(
+bip324_e2e::for_each_backend!(
     tagged_clients_are_encrypted_v4_v6_and_v4_mapped,
     untagged_and_supplementary_only_clients_go_direct,
     proxy_down_fails_closed,

@@ -48,6 +48,20 @@ fn tagged_client_ok(hosts: &TwoHosts, destination: SocketAddr) -> bool {
     .success
 }
 
+/// A tagged client to each of the remote's addresses reaches it through the proxy, in v2.
+fn tagged_clients_are_encrypted(hosts: &TwoHosts, node: &RemoteNode, proxy: &Proxy) {
+    for (n, destination) in [hosts.remote_v4(), hosts.remote_v6()]
+        .into_iter()
+        .enumerate()
+    {
+        assert!(tagged_client_ok(hosts, destination), "{}", proxy.log());
+        let reports = node
+            .responder
+            .wait_for_reports(n + 1, Duration::from_secs(10));
+        assert_eq!(reports[n].transport, Transport::V2, "{destination}");
+    }
+}
+
 /// With the default port, no unprivileged process can take the proxy's place, neither while
 /// the proxy is down nor while it runs: the group's connections are refused, then encrypted.
 pub fn an_unprivileged_impostor_never_receives_the_groups_traffic(backend: &str) {
@@ -79,16 +93,7 @@ pub fn an_unprivileged_impostor_never_receives_the_groups_traffic(backend: &str)
         caught.is_empty(),
         "nobody bound {caught:?} beside the proxy"
     );
-    for (n, destination) in [hosts.remote_v4(), hosts.remote_v6()]
-        .into_iter()
-        .enumerate()
-    {
-        assert!(tagged_client_ok(&hosts, destination), "{}", proxy.log());
-        let reports = node
-            .responder
-            .wait_for_reports(n + 1, Duration::from_secs(10));
-        assert_eq!(reports[n].transport, Transport::V2);
-    }
+    tagged_clients_are_encrypted(&hosts, &node, &proxy);
     let (code, status) = cli.status();
     assert_eq!(code, 0, "{status}");
 }
@@ -157,16 +162,7 @@ pub fn a_dual_stack_listener_serves_ipv4_and_ipv6_clients(backend: &str) {
     let cli = RedirectCli::new(&hosts);
     cli.enable_tagged(backend, &NODE_PORT.to_string());
     let proxy = Proxy::start(&hosts.client, &["--listen", &format!("[::]:{PROXY_PORT}")]);
-    for (n, destination) in [hosts.remote_v4(), hosts.remote_v6()]
-        .into_iter()
-        .enumerate()
-    {
-        assert!(tagged_client_ok(&hosts, destination), "{}", proxy.log());
-        let reports = node
-            .responder
-            .wait_for_reports(n + 1, Duration::from_secs(10));
-        assert_eq!(reports[n].transport, Transport::V2, "{destination}");
-    }
+    tagged_clients_are_encrypted(&hosts, &node, &proxy);
     assert!(!proxy.log().contains("refused"), "{}", proxy.log());
 }
 
@@ -342,18 +338,7 @@ fn upstream_source_port(hosts: &TwoHosts) -> Option<u16> {
     None
 }
 
-macro_rules! for_each_backend {
-    ($($test:ident),+ $(,)?) => {
-        mod nftables {
-            $(#[test] fn $test() { super::$test("nftables"); })+
-        }
-        mod ebpf {
-            $(#[test] fn $test() { super::$test("ebpf"); })+
-        }
-    };
-}
-
-for_each_backend!(
+bip324_e2e::for_each_backend!(
     an_unprivileged_impostor_never_receives_the_groups_traffic,
     an_impostor_on_an_unprivileged_port_is_named,
     a_dual_stack_listener_serves_ipv4_and_ipv6_clients,

@@ -11,3 +11,17 @@ pub mod responder;
 pub mod server;
 pub mod testbed;
 pub mod v1;
+
+/// Runs each named suite function once per redirect backend, as `nftables::NAME` and
+/// `ebpf::NAME` tests.
+#[macro_export]
+macro_rules! for_each_backend {
+    ($($test:ident),+ $(,)?) => {
+        mod nftables {
+            $(#[test] fn $test() { super::$test("nftables"); })+
+        }
+        mod ebpf {
+            $(#[test] fn $test() { super::$test("ebpf"); })+
+        }
+    };
+}

@@ -99,23 +99,14 @@ impl Netns {
         })
     }
 
-    /// Runs `f` on a thread inside the namespace whose only group is `gid`. The raw system
-    /// calls change this thread's credentials alone (glibc's wrappers would change every
-    /// thread of the test process).
+    /// Runs `f` on a thread inside the namespace whose only group is `gid`.
     pub fn run_as_group<T: Send + 'static>(
         &self,
         gid: u32,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> T {
         self.run(move || {
-            // SAFETY: plain system calls on the current thread's credentials.
-            unsafe {
-                assert_eq!(
-                    libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()),
-                    0
-                );
-                assert_eq!(libc::syscall(libc::SYS_setresgid, gid, gid, gid), 0);
-            }
+            set_thread_ids(gid, None);
             f()
         })
     }
@@ -129,16 +120,7 @@ impl Netns {
         f: impl FnOnce() -> T + Send + 'static,
     ) -> T {
         self.run(move || {
-            // SAFETY: plain system calls on the current thread's credentials (see
-            // `run_as_group`); the thread ends with `f`, so root is never needed back.
-            unsafe {
-                assert_eq!(
-                    libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()),
-                    0
-                );
-                assert_eq!(libc::syscall(libc::SYS_setresgid, gid, gid, gid), 0);
-                assert_eq!(libc::syscall(libc::SYS_setresuid, uid, uid, uid), 0);
-            }
+            set_thread_ids(gid, Some(uid));
             f()
         })
     }
@@ -146,6 +128,23 @@ impl Netns {
     /// Runs `f` inside the namespace and returns its result.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
         self.spawn(f).join().expect("thread in namespace panicked")
+    }
+}
+
+/// This thread's only group becomes `gid` (and its user `uid`, when given). The raw system
+/// calls change this thread's credentials alone (glibc's wrappers would change every thread
+/// of the test process); the thread ends with its task, so root is never needed back.
+fn set_thread_ids(gid: u32, uid: Option<u32>) {
+    // SAFETY: plain system calls on the current thread's credentials.
+    unsafe {
+        assert_eq!(
+            libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()),
+            0
+        );
+        assert_eq!(libc::syscall(libc::SYS_setresgid, gid, gid, gid), 0);
+        if let Some(uid) = uid {
+            assert_eq!(libc::syscall(libc::SYS_setresuid, uid, uid, uid), 0);
+        }
     }
 }
 
