@@ -68,6 +68,15 @@ fn enable(args: &EnableArgs) -> Result<u8, Error> {
         .collect::<Result<Vec<_>, _>>()?;
     let policy = Policy::new(group, &args.ports, args.proxy_port, exempt)?;
     let backend = Backend::new(args.backend, args.cgroup.clone())?;
+    if let Some(cgroup) = backend.cgroup() {
+        // A running proxy the programs could not serve: refuse before installing them.
+        let outside = proxy_process::proxies_on(policy.proxy_port)
+            .into_iter()
+            .find_map(|pid| proxy_process::outside_cgroup(pid, cgroup));
+        if let Some(problem) = outside {
+            return Err(Error::Config(problem));
+        }
+    }
     backend.apply(&policy)?;
     // Exactly one backend active: remove what another one may have left.
     for other in BackendKind::ALL.into_iter().filter(|b| *b != args.backend) {

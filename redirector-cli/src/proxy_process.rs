@@ -49,22 +49,42 @@ pub(crate) fn problems(
         ));
     }
     if let (BackendKind::Ebpf, Some(attached)) = (backend, cgroup) {
-        let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-        if let (Some(relative), Some(root)) = (cgroup_v2_path(&own), mount_root(attached)) {
-            let proxy_cgroup = root.join(relative.trim_start_matches('/'));
-            if !proxy_cgroup.starts_with(attached) {
-                problems.push(format!(
-                    "the proxy (pid {pid}) runs in cgroup {}, outside {} where the eBPF \
-                     programs are attached: they cannot tell it the original destinations, so \
-                     every tagged connection is refused as not redirected; enable with a \
-                     --cgroup that contains the proxy (the default, the root, does)",
-                    proxy_cgroup.display(),
-                    attached.display()
-                ));
-            }
-        }
+        problems.extend(outside_cgroup(pid, attached));
     }
     problems
+}
+
+/// The eBPF programs only tell the original destination to sockets in the cgroup they are
+/// attached to: a proxy outside it refuses every tagged connection as not redirected.
+pub(crate) fn outside_cgroup(pid: u32, attached: &Path) -> Option<String> {
+    let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let root = mount_root(attached)?;
+    let proxy_cgroup = root.join(cgroup_v2_path(&own)?.trim_start_matches('/'));
+    (!proxy_cgroup.starts_with(attached)).then(|| {
+        format!(
+            "the proxy (pid {pid}) runs in cgroup {}, outside {} where the eBPF programs are \
+             attached: they cannot tell it the original destinations, so every tagged \
+             connection would be refused as not redirected; use a --cgroup that contains the \
+             proxy (the default, the root, does)",
+            proxy_cgroup.display(),
+            attached.display()
+        )
+    })
+}
+
+/// The pids of the running `bip324-proxy` processes holding `port` on loopback, as far as
+/// this process may see.
+pub(crate) fn proxies_on(port: u16) -> Vec<u32> {
+    let mut pids: Vec<u32> = crate::proxy_listener::probe(port)
+        .iter()
+        .flat_map(|p| &p.listeners)
+        .flat_map(|l| &l.holders)
+        .filter(|h| h.name == "bip324-proxy")
+        .map(|h| h.pid)
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
 }
 
 /// The real and filesystem gids from a `/proc/PID/status` text: the ids the eBPF and the
@@ -134,5 +154,19 @@ mod tests {
             found[0].contains("does not listen on 127.0.0.1:324"),
             "{found:?}"
         );
+    }
+
+    /// This test process runs somewhere below the cgroup v2 root: inside the root, outside a
+    /// sibling directory that does not contain it.
+    #[test]
+    fn a_process_outside_the_attached_cgroup_is_found() {
+        let Ok(root) = crate::backend::ebpf::mounts::cgroup2_root() else {
+            panic!("the tests need a cgroup v2 hierarchy");
+        };
+        let pid = std::process::id();
+        assert_eq!(outside_cgroup(pid, &root), None);
+        let elsewhere = root.join("bip324-no-such-cgroup");
+        let problem = outside_cgroup(pid, &elsewhere).expect("outside");
+        assert!(problem.contains("outside"), "{problem}");
     }
 }
