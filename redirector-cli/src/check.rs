@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use bip324_protocol::{Magic, Network};
+use bip324_protocol::{Magic, Network, v1};
 
 use crate::error::{Error, exit};
 use crate::policy::Id;
@@ -179,21 +179,10 @@ fn version_message(magic: Magic, node: SocketAddr) -> Vec<u8> {
     payload.extend_from_slice(agent.as_bytes());
     payload.extend_from_slice(&0i32.to_le_bytes()); // start height
     payload.push(0); // relay: no transactions
-    let mut message = Vec::with_capacity(24 + payload.len());
-    message.extend_from_slice(&magic.0);
-    let mut command = [0u8; 12];
-    command[..7].copy_from_slice(b"version");
-    message.extend_from_slice(&command);
-    message.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    message.extend_from_slice(&checksum(&payload));
-    message.extend_from_slice(&payload);
-    message
-}
-
-fn checksum(payload: &[u8]) -> [u8; 4] {
-    use sha2::{Digest, Sha256};
-    let hash = Sha256::digest(Sha256::digest(payload));
-    [hash[0], hash[1], hash[2], hash[3]]
+    let command = v1::Command::from_name("version").expect("a valid command");
+    let mut header = [0u8; v1::HEADER_LEN];
+    v1::Header::write(&mut header, magic, &command, &payload);
+    [&header[..], &payload].concat()
 }
 
 /// A nonce that tells our own connection apart if it loops back (not a secret).
@@ -216,6 +205,6 @@ mod tests {
         assert_eq!(&message[4..11], b"version");
         let len = u32::from_le_bytes(message[16..20].try_into().unwrap()) as usize;
         assert_eq!(message.len(), 24 + len);
-        assert_eq!(message[20..24], checksum(&message[24..]));
+        assert_eq!(message[20..24], v1::checksum(&message[24..]));
     }
 }

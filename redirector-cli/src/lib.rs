@@ -68,9 +68,11 @@ fn enable(args: &EnableArgs) -> Result<u8, Error> {
         .collect::<Result<Vec<_>, _>>()?;
     let policy = Policy::new(group, &args.ports, args.proxy_port, exempt)?;
     let backend = Backend::new(args.backend, args.cgroup.clone())?;
+    // Who listens on the proxy port; installing the redirect does not change it.
+    let probes = proxy_listener::probe(policy.proxy_port);
     if let Some(cgroup) = backend.cgroup() {
         // A running proxy the programs could not serve: refuse before installing them.
-        let outside = proxy_process::proxies_on(policy.proxy_port)
+        let outside = proxy_process::proxies_in(&probes)
             .into_iter()
             .find_map(|pid| proxy_process::outside_cgroup(pid, cgroup));
         if let Some(problem) = outside {
@@ -102,7 +104,6 @@ fn enable(args: &EnableArgs) -> Result<u8, Error> {
     if let Some(warning) = proxy_listener::port_warning(policy.proxy_port) {
         eprintln!("warning: {warning}");
     }
-    let probes = proxy_listener::probe(policy.proxy_port);
     if probes.iter().all(|p| p.listeners.is_empty()) {
         eprintln!(
             "warning: nothing answers on {} yet: tagged connections are refused until the proxy \

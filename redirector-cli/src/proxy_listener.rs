@@ -162,17 +162,9 @@ pub(crate) fn addresses(probes: &[Probe]) -> String {
     list.join(" and ")
 }
 
-/// Ports from `net.ipv4.ip_unprivileged_port_start` on can be bound by any local user.
-pub(crate) fn unprivileged_port_start() -> u32 {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(1024)
-}
-
 /// A warning when any local user may bind `port`.
 pub(crate) fn port_warning(port: u16) -> Option<String> {
-    let start = unprivileged_port_start();
+    let start = bip324_sock_diag::unprivileged_port_start();
     (u32::from(port) >= start).then(|| {
         format!(
             "proxy port {port} can be bound by any local user \
@@ -226,7 +218,7 @@ mod tests {
 
     #[test]
     fn ports_from_the_unprivileged_start_are_warned_about() {
-        let start = unprivileged_port_start();
+        let start = bip324_sock_diag::unprivileged_port_start();
         assert!(port_warning(u16::try_from(start).unwrap_or(u16::MAX)).is_some());
         if start > 1 {
             assert!(port_warning(1).is_none());

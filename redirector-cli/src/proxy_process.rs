@@ -72,10 +72,10 @@ pub(crate) fn outside_cgroup(pid: u32, attached: &Path) -> Option<String> {
     })
 }
 
-/// The pids of the running `bip324-proxy` processes holding `port` on loopback, as far as
-/// this process may see.
-pub(crate) fn proxies_on(port: u16) -> Vec<u32> {
-    let mut pids: Vec<u32> = crate::proxy_listener::probe(port)
+/// The pids of the running `bip324-proxy` processes among the holders of the probed
+/// listeners, as far as this process may see.
+pub(crate) fn proxies_in(probes: &[crate::proxy_listener::Probe]) -> Vec<u32> {
+    let mut pids: Vec<u32> = probes
         .iter()
         .flat_map(|p| &p.listeners)
         .flat_map(|l| &l.holders)

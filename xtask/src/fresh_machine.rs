@@ -218,34 +218,10 @@ impl Drop for Chroot {
     }
 }
 
-/// Whether a socket listens on `addr` in this network namespace (/proc/net/tcp{,6}).
+/// Whether a socket listens on `addr` (or on its family's wildcard) in this network
+/// namespace.
 fn listening(addr: &SocketAddr) -> bool {
-    let (table, local) = match addr {
-        SocketAddr::V4(a) => (
-            "/proc/net/tcp",
-            format!(
-                "{:08X}:{:04X}",
-                u32::from_le_bytes(a.ip().octets()),
-                a.port()
-            ),
-        ),
-        SocketAddr::V6(a) => {
-            let words: String = a
-                .ip()
-                .octets()
-                .chunks(4)
-                .map(|w| format!("{:08X}", u32::from_le_bytes([w[0], w[1], w[2], w[3]])))
-                .collect();
-            ("/proc/net/tcp6", format!("{words}:{:04X}", a.port()))
-        }
-    };
-    const LISTEN: &str = "0A";
-    std::fs::read_to_string(table).is_ok_and(|t| {
-        t.lines().skip(1).any(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&LISTEN)
-        })
-    })
+    bip324_sock_diag::listeners_for(*addr).is_ok_and(|found| !found.is_empty())
 }
 
 /// An error naming what failed, with the end of the root's log.

@@ -116,10 +116,7 @@ fn bind_error(addr: SocketAddr, e: &std::io::Error) -> anyhow::Error {
 /// Any user may bind ports from `net.ipv4.ip_unprivileged_port_start` (1024 by default) on:
 /// while the proxy is down, one of them could take such a port and receive the plaintext.
 fn warn_if_unprivileged(addr: SocketAddr) {
-    let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
-        .ok()
-        .and_then(|s| s.trim().parse::<u32>().ok())
-        .unwrap_or(1024);
+    let start = bip324_sock_diag::unprivileged_port_start();
     if u32::from(addr.port()) >= start {
         warn!(
             "listening on {addr}, a port any local user may bind \
