@@ -279,42 +279,49 @@ fn nftables_status_notices_a_flushed_ruleset() {
     assert_eq!(cli.status().0, 0);
 }
 
-/// nftables only: a rule changed by hand is reported as a difference.
+/// nftables only: rules changed by hand are reported in `nft` words, each by its purpose.
 #[test]
 fn nftables_status_notices_modified_rules() {
     let hosts = TwoHosts::create();
     let cli = RedirectCli::new(&hosts);
     let _proxy = Proxy::start(&hosts.client, &[]);
     cli.enable_tagged("nftables", "8333");
-    let output = hosts
-        .client
-        .command("nft", None)
-        .args([
-            "add",
-            "rule",
-            "inet",
-            "bip324_redirect",
-            "output",
-            "tcp",
-            "dport",
-            "9999",
-            "accept",
-        ])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    let (code, status) = cli.status();
-    assert_eq!(
-        (code, &status["state"]),
-        (6, &"modified".into()),
-        "{status}"
-    );
+    let nft = |words: &str| {
+        let output = hosts
+            .client
+            .command("nft", None)
+            .args(words.split(' '))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "nft {words}: {output:?}");
+    };
+    let problems = || {
+        let (code, status) = cli.status();
+        assert_eq!(
+            (code, &status["state"]),
+            (6, &"modified".into()),
+            "{status}"
+        );
+        status["problems"].to_string()
+    };
+
+    nft("add rule inet bip324_redirect output tcp dport 9999 accept");
+    let added = problems();
     assert!(
-        status["problems"]
-            .to_string()
-            .contains("2 rules in the chain, expected 1"),
-        "{status}"
+        added.contains("unexpected rule `tcp dport 9999 accept`"),
+        "{added}"
     );
+    assert!(!added.contains("is missing"), "{added}");
+
+    nft("flush chain inet bip324_redirect output");
+    nft("add rule inet bip324_redirect output tcp dport 8334 meta skgid 32324 redirect to :324");
+    let replaced = problems();
+    for expected in [
+        "the rule for port 8333 is missing (`tcp dport 8333 meta skgid 32324 redirect to :324`)",
+        "unexpected rule `tcp dport 8334 meta skgid 32324 redirect to :324`",
+    ] {
+        assert!(replaced.contains(expected), "{expected} in {replaced}");
+    }
 }
 
 /// Runs bpftool; true when it succeeds.

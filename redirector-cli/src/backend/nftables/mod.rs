@@ -3,6 +3,7 @@
 
 pub(crate) mod netlink;
 mod redirect_expr;
+mod rule_text;
 pub(crate) mod ruleset;
 
 use caps::Capability;
@@ -60,27 +61,11 @@ pub(crate) fn inspect(expected: Option<&Policy>) -> Result<Inspection, Error> {
         Some(_) => {}
     }
     if let Some(policy) = expected {
-        let want: Vec<Vec<String>> = ruleset::rules(&want_chain, policy)
-            .iter()
-            .map(netlink::describe_rule)
+        let want: Vec<(String, Vec<String>)> = ruleset::rules(&want_chain, policy)
+            .into_iter()
+            .map(|(purpose, rule)| (purpose, netlink::describe_rule(&rule)))
             .collect();
-        if want.len() != rules.len() {
-            differences.push(format!(
-                "{} rules in the chain, expected {}",
-                rules.len(),
-                want.len()
-            ));
-        }
-        for (i, (got, want)) in rules.iter().zip(&want).enumerate() {
-            if got != want {
-                differences.push(format!(
-                    "rule {} differs: {} instead of {}",
-                    i + 1,
-                    got.join(" "),
-                    want.join(" ")
-                ));
-            }
-        }
+        differences.extend(rule_text::differences(&rules, &want));
     }
     Ok(Inspection {
         present: true,

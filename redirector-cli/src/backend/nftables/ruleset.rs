@@ -39,16 +39,20 @@ pub(crate) fn chain(table: &Table) -> Chain<'_> {
     chain
 }
 
-/// The rules of `policy`, in order.
-pub(crate) fn rules<'a>(chain: &'a Chain<'a>, policy: &Policy) -> Vec<Rule<'a>> {
-    let exemptions = policy
-        .exempt_users
-        .iter()
-        .map(|user| exemption(chain, user.id));
-    let redirects = policy
-        .ports
-        .iter()
-        .map(|&port| redirect(chain, policy.group.id, port, policy.proxy_port));
+/// The rules of `policy`, in order, each with what it is for in a user's words.
+pub(crate) fn rules<'a>(chain: &'a Chain<'a>, policy: &Policy) -> Vec<(String, Rule<'a>)> {
+    let exemptions = policy.exempt_users.iter().map(|user| {
+        (
+            format!("the exemption of user {user}"),
+            exemption(chain, user.id),
+        )
+    });
+    let redirects = policy.ports.iter().map(|&port| {
+        (
+            format!("the rule for port {port}"),
+            redirect(chain, policy.group.id, port, policy.proxy_port),
+        )
+    });
     exemptions.chain(redirects).collect()
 }
 
@@ -89,7 +93,7 @@ pub(crate) fn apply_batch(policy: &Policy) -> FinalizedBatch {
     batch.add(&table, MsgType::Del);
     batch.add(&table, MsgType::Add);
     batch.add(&chain, MsgType::Add);
-    for rule in rules(&chain, policy) {
+    for (_, rule) in rules(&chain, policy) {
         batch.add(&rule, MsgType::Add);
     }
     batch.finalize()
@@ -123,7 +127,10 @@ mod tests {
     fn redirect_rule_compiles_like_nft() {
         let table = table();
         let chain = chain(&table);
-        let rules = rules(&chain, &policy(vec![]));
+        let rules: Vec<Rule<'_>> = rules(&chain, &policy(vec![]))
+            .into_iter()
+            .map(|(_, rule)| rule)
+            .collect();
         assert_eq!(rules.len(), 2);
         // What `nft --debug=netlink list table` prints for `meta l4proto tcp tcp dport 8333
         // meta skgid 1001 redirect to :1324`.
@@ -151,7 +158,10 @@ mod tests {
     fn exemptions_come_before_redirects() {
         let table = table();
         let chain = chain(&table);
-        let rules = rules(&chain, &policy(vec![105, 0]));
+        let rules: Vec<Rule<'_>> = rules(&chain, &policy(vec![105, 0]))
+            .into_iter()
+            .map(|(_, rule)| rule)
+            .collect();
         assert_eq!(rules.len(), 4);
         assert_eq!(
             describe_rule(&rules[0]),
