@@ -123,7 +123,7 @@ mod tests {
     use super::*;
 
     fn lines(text: &[&str]) -> Vec<String> {
-        text.iter().map(|line| line.to_string()).collect()
+        text.iter().map(ToString::to_string).collect()
     }
 
     #[test]
