@@ -27,7 +27,11 @@ pub(crate) fn run(args: &bip324_redirect_args::CheckArgs, group: &Id) -> Result<
     let outcome = std::thread::spawn(move || connect_as(gid, node, network.magic(), timeout))
         .join()
         .map_err(|_| Error::Config("the check's connection thread failed".into()))??;
-    let status = proxy_control::status(&args.control);
+    let control = args
+        .control
+        .clone()
+        .unwrap_or_else(bip324_control::find_socket);
+    let status = proxy_control::status(&control);
     let connection = status
         .as_ref()
         .ok()

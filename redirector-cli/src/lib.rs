@@ -155,8 +155,12 @@ fn disable() -> Result<u8, Error> {
 }
 
 fn status(args: &StatusArgs) -> Result<u8, Error> {
+    let control = args
+        .control
+        .clone()
+        .unwrap_or_else(bip324_control::find_socket);
     if !args.watch {
-        let report = status::gather(&args.control)?;
+        let report = status::gather(&control)?;
         if args.json {
             println!(
                 "{}",
@@ -169,7 +173,7 @@ fn status(args: &StatusArgs) -> Result<u8, Error> {
     }
     let interval = args.interval;
     loop {
-        let report = status::gather(&args.control)?;
+        let report = status::gather(&control)?;
         // Clear the screen and go home, then draw: the report refreshes in place.
         print!("\x1b[2J\x1b[H{}", status::render(&report));
         println!("(every {:.1}s; Ctrl-C to stop)", interval.as_secs_f64());

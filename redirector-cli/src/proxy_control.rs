@@ -10,8 +10,19 @@ use bip324_control::{Answer, Request, StatusDocument};
 /// The proxy's answer to a status request; an error sentence when it cannot be had.
 pub(crate) fn status(socket: &Path) -> Result<StatusDocument, String> {
     let mut stream = UnixStream::connect(socket).map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                " (is the proxy running? `systemctl status bip324-proxy.socket`; a proxy run \
+                 by hand makes its socket where its --control says, by default \
+                 $XDG_RUNTIME_DIR/bip324-proxy/control.sock of its user: pass --control PATH)"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                " (run as root, or as a member of the proxy's group)"
+            }
+            _ => "",
+        };
         format!(
-            "cannot reach the proxy's control socket {}: {e}",
+            "cannot reach the proxy's control socket {}: {e}{hint}",
             socket.display()
         )
     })?;

@@ -282,6 +282,55 @@ fn a_control_socket_belongs_to_one_proxy_and_goes_with_it() {
     );
 }
 
+/// A proxy run by hand as an unprivileged user may not write under /run: by default it makes
+/// its control socket in the user's runtime directory, answers there, and removes it on exit.
+#[test]
+fn a_proxy_run_by_hand_keeps_its_control_socket_in_the_users_runtime_dir() {
+    const NOBODY: u32 = 65534;
+    let hosts = TwoHosts::create();
+    let runtime = std::env::temp_dir().join(format!("{}-runtime", hosts.client.name()));
+    std::fs::create_dir_all(&runtime).unwrap();
+    nix::unistd::chown(&runtime, Some(NOBODY.into()), Some(NOBODY.into())).unwrap();
+    let socket = runtime.join("bip324-proxy/control.sock");
+    let binary = bip324_e2e::testbed::workspace_binary("bip324-proxy", "BIP324_PROXY_BIN");
+    let mut proxy = hosts
+        .client
+        .command("setpriv", None)
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&binary)
+        .args(["--listen", "127.0.0.1:1325"])
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, status) = {
+        let cli = RedirectCli::new(&hosts);
+        let run = cli.run(&["status", "--json", "--control", socket.to_str().unwrap()]);
+        (
+            run.code,
+            serde_json::from_str::<serde_json::Value>(&run.stdout),
+        )
+    };
+    let answered = status.map(|s| s["proxy_status"]["proxy"]["pid"] == proxy.id());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(proxy.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let output = proxy.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    let socket_left = socket.exists();
+    std::fs::remove_dir_all(&runtime).unwrap();
+    assert!(matches!(answered, Ok(true)), "{answered:?}\n{log}");
+    assert!(!log.contains("cannot make the control socket"), "{log}");
+    assert!(!socket_left, "the proxy removed its socket:\n{log}");
+}
+
 /// `check` is the one command a user runs after installing: against a v2 node it proves the
 /// connection encrypted with the node's own session id (exit 0); against a v1-only node it
 /// says the connection was not encrypted (and nothing went out in plaintext).

@@ -243,11 +243,14 @@ fn render_man(
     let has_arguments = page.get_arguments().any(|a| !a.is_hide_set());
     let has_subcommands = page.get_subcommands().next().is_some();
     let has_version = page.get_version().is_some();
+    // Built, so that the generated -h and -V are among its arguments.
+    let mut page_for_synopsis = page.clone();
+    page_for_synopsis.build();
     let man = clap_mangen::Man::new(page).section("8");
     let mut out = Vec::new();
     man.render_title(&mut out)?;
     man.render_name_section(&mut out)?;
-    man.render_synopsis_section(&mut out)?;
+    render_synopsis(&page_for_synopsis, &mut out)?;
     man.render_description_section(&mut out)?;
     if has_arguments {
         man.render_options_section(&mut out)?;
@@ -285,11 +288,86 @@ fn render_man(
     if has_version {
         man.render_version_section(&mut out)?;
     }
-    Ok(out)
+    Ok(code_in_bold(&String::from_utf8_lossy(&out)).into_bytes())
 }
 
-fn completions(mut command: clap::Command, stage: &Path) -> Result {
+/// `bip324-redirect enable [--ports PORTS] ... --group GROUP`: every option with its value's
+/// placeholder (clap_mangen shows bare option names), optional ones in brackets.
+fn render_synopsis(page: &clap::Command, out: &mut Vec<u8>) -> std::io::Result<()> {
+    use clap_mangen::roff::{Inline, Roff, bold, italic, roman};
+    let mut line: Vec<Inline> = vec![bold(page.get_bin_name().unwrap_or(page.get_name()))];
+    for arg in page.get_arguments().filter(|arg| !arg.is_hide_set()) {
+        let mut words: Vec<Inline> = Vec::new();
+        match (arg.get_short(), arg.get_long()) {
+            (Some(short), Some(long)) => {
+                words.extend([
+                    bold(format!("-{short}")),
+                    roman("|"),
+                    bold(format!("--{long}")),
+                ]);
+            }
+            (None, Some(long)) => words.push(bold(format!("--{long}"))),
+            (Some(short), None) => words.push(bold(format!("-{short}"))),
+            (None, None) => {}
+        }
+        if arg.get_action().takes_values() {
+            let value = arg
+                .get_value_names()
+                .and_then(|names| names.first())
+                .map_or_else(|| arg.get_id().as_str().to_uppercase(), ToString::to_string);
+            if !words.is_empty() {
+                words.push(roman(" "));
+            }
+            words.push(italic(value));
+        }
+        if matches!(arg.get_action(), clap::ArgAction::Append) {
+            words.push(roman(" ..."));
+        }
+        line.push(roman(" "));
+        if arg.is_required_set() {
+            line.extend(words);
+        } else {
+            line.push(roman("["));
+            line.extend(words);
+            line.push(roman("]"));
+        }
+    }
+    if page.get_subcommands().next().is_some() {
+        line.extend([roman(" "), italic("COMMAND")]);
+    }
+    let mut roff = Roff::new();
+    roff.control("SH", ["SYNOPSIS"]);
+    roff.text(line);
+    roff.to_writer(out)
+}
+
+/// Help text marks commands and paths with backticks, as Markdown does; a man page shows them
+/// in bold instead. Control lines and unpaired backticks are left alone.
+fn code_in_bold(roff: &str) -> String {
+    let mut page = String::with_capacity(roff.len());
+    for line in roff.lines() {
+        let pieces: Vec<&str> = line.split('`').collect();
+        if line.starts_with('.') || pieces.len() % 2 == 0 {
+            page.push_str(line);
+        } else {
+            for (i, piece) in pieces.iter().enumerate() {
+                if i % 2 == 1 {
+                    page.push_str("\\fB");
+                    page.push_str(piece);
+                    page.push_str("\\fR");
+                } else {
+                    page.push_str(piece);
+                }
+            }
+        }
+        page.push('\n');
+    }
+    page
+}
+
+fn completions(command: clap::Command, stage: &Path) -> Result {
     use clap_complete::Shell;
+    let mut command = words_are_not_file_names(command);
     let name = command.get_name().to_string();
     for (shell, dir, file) in [
         (
@@ -314,6 +392,25 @@ fn completions(mut command: clap::Command, stage: &Path) -> Result {
         clap_complete::generate(shell, &mut command, &name, &mut out);
     }
     Ok(())
+}
+
+/// Values without a hint (groups, users, ports, durations) complete to nothing rather than to
+/// file names, which shells offer by default; paths carry their own hint.
+fn words_are_not_file_names(command: clap::Command) -> clap::Command {
+    let command = command.mut_args(|arg| {
+        if arg.get_action().takes_values() && arg.get_value_hint() == clap::ValueHint::Unknown {
+            arg.value_hint(clap::ValueHint::Other)
+        } else {
+            arg
+        }
+    });
+    let names: Vec<String> = command
+        .get_subcommands()
+        .map(|sub| sub.get_name().to_string())
+        .collect();
+    names.into_iter().fold(command, |command, name| {
+        command.mut_subcommand(name, words_are_not_file_names)
+    })
 }
 
 fn control(stage: &Path) -> Result<String> {

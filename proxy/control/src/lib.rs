@@ -10,6 +10,7 @@
 //! with `#[serde(default)]`, a changed meaning takes a new `VERSION`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +18,28 @@ use serde::{Deserialize, Serialize};
 pub const VERSION: u32 = 1;
 /// Where `bip324-proxy.socket` puts the control socket.
 pub const DEFAULT_SOCKET: &str = "/run/bip324-proxy/control.sock";
+
+/// Where a proxy run by hand by an unprivileged user makes its control socket: it may not
+/// write under /run, but its runtime directory (`$XDG_RUNTIME_DIR`) is its own.
+pub fn user_socket() -> Option<PathBuf> {
+    let dir = PathBuf::from(std::env::var_os("XDG_RUNTIME_DIR")?);
+    dir.is_absolute()
+        .then(|| dir.join("bip324-proxy").join("control.sock"))
+}
+
+/// The socket a client asks when given none: the system proxy's, or else, when only that
+/// exists, the caller's own hand-run proxy's.
+pub fn find_socket() -> PathBuf {
+    first_existing(PathBuf::from(DEFAULT_SOCKET), user_socket())
+}
+
+fn first_existing(system: PathBuf, user: Option<PathBuf>) -> PathBuf {
+    if system.exists() {
+        return system;
+    }
+    user.filter(|user| user.exists()).unwrap_or(system)
+}
+
 /// The one request there is.
 pub const STATUS: &str = "status";
 
@@ -123,6 +146,25 @@ pub enum Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_system_socket_comes_first_then_the_users_own() {
+        let dir = std::env::temp_dir().join(format!("bip324-control-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (system, user) = (dir.join("system.sock"), dir.join("user.sock"));
+        let pick = || first_existing(system.clone(), Some(user.clone()));
+        assert_eq!(
+            pick(),
+            system,
+            "neither exists: the system path, for its error"
+        );
+        std::fs::write(&user, "").unwrap();
+        assert_eq!(pick(), user);
+        std::fs::write(&system, "").unwrap();
+        assert_eq!(pick(), system);
+        assert_eq!(first_existing(system.clone(), None), system);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn document() -> StatusDocument {
         StatusDocument {

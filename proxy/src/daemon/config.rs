@@ -82,8 +82,10 @@ pub struct Config {
     /// Unix socket answering status requests (live connections, totals), read by
     /// `bip324-redirect status`. Under systemd, a Unix socket passed by socket activation is
     /// used instead.
-    #[arg(long, value_name = "PATH", default_value = bip324_control::DEFAULT_SOCKET)]
-    pub control: PathBuf,
+    /// Default: /run/bip324-proxy/control.sock when started as root, else
+    /// $XDG_RUNTIME_DIR/bip324-proxy/control.sock (where `bip324-redirect status` also looks).
+    #[arg(long, value_name = "PATH", value_hint = clap::ValueHint::FilePath)]
+    pub control: Option<PathBuf>,
 
     /// Do not open the control socket.
     #[arg(long, conflicts_with = "control")]
@@ -98,4 +100,18 @@ pub struct Config {
     /// line per message) or trace. RUST_LOG, when set, takes precedence.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
+}
+impl Config {
+    /// `--control`, or where this proxy may make its socket: under /run when started as
+    /// root, in its user's runtime directory otherwise.
+    pub fn control_path(&self) -> PathBuf {
+        self.control.clone().unwrap_or_else(|| {
+            let system = PathBuf::from(bip324_control::DEFAULT_SOCKET);
+            if nix::unistd::geteuid().is_root() {
+                system
+            } else {
+                bip324_control::user_socket().unwrap_or(system)
+            }
+        })
+    }
 }

@@ -91,9 +91,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Every privileged socket is open: nothing from here on needs root. The control socket
     // is made by the proxy's own user, in a directory it may write, so it can remove it.
     let own_control_socket = opened.control.is_none() && !config.no_control;
+    let control_path = config.control_path();
     if let Some(account) = privileges::account(config.user.as_deref())? {
         if own_control_socket {
-            if let Err(e) = control::prepare_dir(&config.control, &account) {
+            if let Err(e) = control::prepare_dir(&control_path, &account) {
                 warn!("cannot prepare the control socket's directory: {e}");
             }
         }
@@ -104,7 +105,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let control_listener = match (opened.control, config.no_control) {
         (Some(from_systemd), _) => Some(tokio::net::UnixListener::from_std(from_systemd)?),
         (None, true) => None,
-        (None, false) => match control::bind(&config.control) {
+        (None, false) => match control::bind(&control_path) {
             Ok((listener, made)) => {
                 own_control = Some(made);
                 Some(listener)
@@ -112,8 +113,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             Err(e @ control::BindError::InUse(_)) => return Err(e.into()),
             Err(e) => {
                 warn!(
-                    "{e}; `bip324-redirect status` will not list connections (--control PATH \
-                     elsewhere, e.g. $XDG_RUNTIME_DIR/bip324-proxy.sock, or --no-control)"
+                    "{e}; `bip324-redirect status` will not list connections (give --control \
+                     PATH in a directory this user may write, or --no-control)"
                 );
                 None
             }

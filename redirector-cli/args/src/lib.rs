@@ -9,8 +9,6 @@ use serde::{Deserialize, Serialize};
 /// port, so that no unprivileged process can take it while the proxy is down.
 pub const DEFAULT_PROXY_PORT: u16 = 324;
 
-pub use bip324_control::DEFAULT_SOCKET as DEFAULT_CONTROL_SOCKET;
-
 /// The public networks' P2P ports: mainnet, testnet3, testnet4, signet.
 const DEFAULT_PORTS_ARG: &str = "8333,18333,48333,38333";
 
@@ -132,8 +130,10 @@ pub struct CheckArgs {
     pub timeout: std::time::Duration,
 
     /// The proxy's control socket, to ask what it did with the connection.
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL_SOCKET)]
-    pub control: std::path::PathBuf,
+    /// Default: /run/bip324-proxy/control.sock, or when there is none,
+    /// $XDG_RUNTIME_DIR/bip324-proxy/control.sock (where a proxy run by hand makes it).
+    #[arg(long, value_name = "PATH", value_hint = clap::ValueHint::FilePath)]
+    pub control: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -151,8 +151,10 @@ pub struct StatusArgs {
     pub interval: std::time::Duration,
 
     /// The proxy's control socket, for its live connections.
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL_SOCKET)]
-    pub control: std::path::PathBuf,
+    /// Default: /run/bip324-proxy/control.sock, or when there is none,
+    /// $XDG_RUNTIME_DIR/bip324-proxy/control.sock (where a proxy run by hand makes it).
+    #[arg(long, value_name = "PATH", value_hint = clap::ValueHint::FilePath)]
+    pub control: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -187,7 +189,7 @@ pub struct EnableArgs {
 
     /// With --backend ebpf: redirect only processes below this cgroup v2 directory. Default:
     /// the root of the cgroup v2 hierarchy, i.e. every process.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", value_hint = clap::ValueHint::DirPath)]
     pub cgroup: Option<std::path::PathBuf>,
 }
 
