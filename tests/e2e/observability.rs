@@ -293,7 +293,7 @@ fn a_proxy_run_by_hand_keeps_its_control_socket_in_the_users_runtime_dir() {
     nix::unistd::chown(&runtime, Some(NOBODY.into()), Some(NOBODY.into())).unwrap();
     let socket = runtime.join("bip324-proxy/control.sock");
     let binary = bip324_e2e::testbed::workspace_binary("bip324-proxy", "BIP324_PROXY_BIN");
-    let mut proxy = hosts
+    let proxy = hosts
         .client
         .command("setpriv", None)
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])

@@ -347,7 +347,7 @@ fn code_in_bold(roff: &str) -> String {
     let mut page = String::with_capacity(roff.len());
     for line in roff.lines() {
         let pieces: Vec<&str> = line.split('`').collect();
-        if line.starts_with('.') || pieces.len() % 2 == 0 {
+        if line.starts_with('.') || pieces.len().is_multiple_of(2) {
             page.push_str(line);
         } else {
             for (i, piece) in pieces.iter().enumerate() {
