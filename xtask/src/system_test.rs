@@ -6,7 +6,9 @@
 //! node. In the container: `dpkg -i` the package, `systemctl enable --now` the units, run an
 //! unmodified v1 client with `sg btc`, and check that the session is v2 and the payloads
 //! arrive; then that stopping the redirect unit removes the redirect, that the proxy restarts
-//! behind its socket, and that `dpkg --purge` leaves no rules, units or group.
+//! behind its socket, that a client unit of the group started at boot with the README's
+//! drop-in waits for the redirect and speaks v2, and that `dpkg --purge` leaves no rules,
+//! units or group.
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -157,6 +159,41 @@ pub(crate) fn run() -> Result {
         "the restarted proxy serves",
     )?;
 
+    // Boot: a client unit of the group, with the README's drop-in and nothing else, starts
+    // as early as it may. It must wait for the redirect and never reach the remote in v1.
+    install_boot_client(c, &remote)?;
+    drop(container);
+    let container = Container::boot(rootfs, &host_ns)?;
+    let c = &container;
+    c.ok("systemctl is-active boot-client.service")?;
+    let out = c.ok("journalctl -b -u boot-client.service --no-pager -o cat")?;
+    expect(out.contains("echoed=10"), "the boot client got its echoes")?;
+    let started = |unit: &str, property: &str| -> Result<u64> {
+        let value = c.ok(&format!("systemctl show -P {property} {unit}"))?;
+        value
+            .trim()
+            .parse()
+            .map_err(|e| format!("{unit} {property}: {e}"))
+    };
+    expect(
+        started("bip324-redirect.service", "ActiveEnterTimestampMonotonic")?
+            < started("boot-client.service", "ExecMainStartTimestampMonotonic")?,
+        "the boot client started after the redirect was in place",
+    )?;
+    let reports = node.responder.wait_for_reports(5, Duration::from_secs(10));
+    expect(
+        reports.len() == 5 && reports[4].transport == Transport::V2,
+        &format!(
+            "the boot client's only connection was v2 ({:?})",
+            reports
+                .iter()
+                .skip(4)
+                .map(|r| r.transport)
+                .collect::<Vec<_>>()
+        ),
+    )?;
+    c.ok("systemctl disable boot-client.service")?;
+
     // Purge leaves nothing behind.
     c.ok("dpkg --purge bip324-redirect")?;
     let ruleset = c.ok("nft list ruleset")?;
@@ -180,6 +217,31 @@ pub(crate) fn run() -> Result {
         "no configuration after purge",
     )?;
     eprintln!("==> system test passed");
+    Ok(())
+}
+
+/// A oneshot v1 client of group btc, wanted by sysinit.target without default dependencies
+/// (as early as systemd may start it), with the drop-in the README tells users to write.
+fn install_boot_client(c: &Container, remote: &str) -> Result {
+    let readme = std::fs::read_to_string(root().join("README.md")).map_err(|e| e.to_string())?;
+    let drop_in = readme
+        .split("### Make a client service use it")
+        .nth(1)
+        .and_then(|section| section.split("```ini\n").nth(1))
+        .and_then(|block| block.split("```").next())
+        .ok_or("README.md has no ini block under \"Make a client service use it\"")?;
+    let unit = format!(
+        "[Unit]\nDescription=A light client of group btc, started at boot\n\
+         DefaultDependencies=no\n\n[Service]\nType=oneshot\nRemainAfterExit=yes\n\
+         ExecStart=/usr/local/bin/e2e-v1-client {remote} --large 0 --small 10\n\n\
+         [Install]\nWantedBy=sysinit.target\n"
+    );
+    let dir = "/etc/systemd/system";
+    c.ok(&format!(
+        "mkdir -p {dir}/boot-client.service.d && cat > {dir}/boot-client.service <<'EOF'\n{unit}EOF\n\
+         cat > {dir}/boot-client.service.d/bip324.conf <<'EOF'\n{drop_in}EOF\n\
+         systemctl daemon-reload && systemctl enable boot-client.service"
+    ))?;
     Ok(())
 }
 
@@ -255,6 +317,11 @@ impl Container {
         }
         let state = container.run("timeout 120 systemctl is-system-running --wait")?;
         let state = String::from_utf8_lossy(&state.stdout).trim().to_string();
+        if state != "running" {
+            container.ok(
+                "systemctl --failed --no-pager; journalctl -b -p warning --no-pager | tail -40",
+            )?;
+        }
         expect(
             state == "running",
             &format!("systemd is running in the container ({state})"),

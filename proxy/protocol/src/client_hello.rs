@@ -40,6 +40,33 @@ pub fn classify(prefix: &[u8]) -> ClientHello {
     }
 }
 
+/// What a connecting peer's first bytes say to a responder that knows its network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerHello {
+    /// Not enough bytes to decide.
+    NeedMore,
+    /// Our network's magic and `version`: a v1 peer.
+    V1,
+    /// Anything else: a v2 initiator's key (or garbage, which its handshake will reject).
+    V2,
+}
+
+/// Bitcoin Core's responder rule: exactly our magic followed by `version` is v1, anything
+/// else is v2, decided as soon as a byte differs.
+pub fn classify_peer(prefix: &[u8], magic: Magic) -> PeerHello {
+    let mut v1 = [0u8; PREFIX_LEN];
+    v1[..4].copy_from_slice(&magic.0);
+    v1[4..].copy_from_slice(VERSION_COMMAND);
+    let n = prefix.len().min(PREFIX_LEN);
+    if prefix[..n] != v1[..n] {
+        PeerHello::V2
+    } else if n == PREFIX_LEN {
+        PeerHello::V1
+    } else {
+        PeerHello::NeedMore
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,6 +89,30 @@ mod tests {
             classify(&prefix),
             ClientHello::V1(Magic([0x12, 0x34, 0x56, 0x78]))
         );
+    }
+
+    #[test]
+    fn a_peer_is_v1_only_with_our_magic_and_version() {
+        let ours = Network::Mainnet.magic();
+        let mut v1 = ours.0.to_vec();
+        v1.extend_from_slice(VERSION_COMMAND);
+        for len in 0..PREFIX_LEN {
+            assert_eq!(
+                classify_peer(&v1[..len], ours),
+                PeerHello::NeedMore,
+                "{len}"
+            );
+        }
+        assert_eq!(classify_peer(&v1, ours), PeerHello::V1);
+        assert_eq!(classify_peer(&v1, Network::Testnet4.magic()), PeerHello::V2);
+        let mut ping = ours.0.to_vec();
+        ping.extend_from_slice(b"ping\0\0\0\0\0\0\0\0");
+        assert_eq!(
+            classify_peer(&ping, ours),
+            PeerHello::V2,
+            "v1 must start with version"
+        );
+        assert_eq!(classify_peer(&[0x11], ours), PeerHello::V2);
     }
 
     #[test]

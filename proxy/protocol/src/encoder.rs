@@ -167,25 +167,10 @@ impl Pipe for Encoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cipher::{LENGTH_LEN, PacketOpener};
     use crate::network::Network;
-    use crate::test_util::{cipher_pair, feed, v1_frame};
+    use crate::test_util::{cipher_pair, feed, open_all, v1_frame};
 
     const MAGIC: Magic = Network::Regtest.magic();
-
-    /// Opens every packet in `wire`; returns (decoy, contents) for each.
-    fn open_all(opener: &mut PacketOpener, mut wire: &[u8]) -> Vec<(bool, Vec<u8>)> {
-        let mut packets = Vec::new();
-        while !wire.is_empty() {
-            let len = opener.open_length(wire[..LENGTH_LEN].try_into().unwrap());
-            let (packet, rest) = wire.split_at(LENGTH_LEN + 1 + len + TAG_LEN);
-            let mut body = packet[LENGTH_LEN..].to_vec();
-            let decoy = opener.open(&[], &mut body).unwrap();
-            packets.push((decoy, body[1..1 + len].to_vec()));
-            wire = rest;
-        }
-        packets
-    }
 
     fn messages() -> Vec<u8> {
         let mut input = v1_frame(MAGIC, "version", b"version payload");

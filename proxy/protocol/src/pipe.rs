@@ -67,6 +67,12 @@ pub trait Pipe {
     /// Frees buffers that hold nothing, so an idle connection costs little memory.
     fn release_idle_buffers(&mut self);
 
+    /// Moves output held inside the pipe to where `output()` shows it; a driver calls it
+    /// whenever `output()` has drained. Only a [`Chain`] holds such output.
+    fn flush(&mut self, _events: &mut dyn FnMut(Event)) -> Result<(), ProtocolError> {
+        Ok(())
+    }
+
     /// Feeds bytes that were read elsewhere; returns how many were taken (fewer than given
     /// only when output must be drained first).
     fn push(
@@ -86,5 +92,58 @@ pub trait Pipe {
             taken += n;
         }
         Ok(taken)
+    }
+}
+
+/// Two pipes in a row: `first`'s output is `second`'s input. Events come from both.
+pub struct Chain<A, B> {
+    /// The first stage.
+    pub first: A,
+    /// The second stage, whose output is the chain's.
+    pub second: B,
+}
+
+impl<A: Pipe, B: Pipe> Pipe for Chain<A, B> {
+    fn output(&self) -> &[u8] {
+        self.second.output()
+    }
+
+    fn consume_output(&mut self, n: usize) {
+        self.second.consume_output(n);
+    }
+
+    /// The first stage's space: it offers none while its own output waits for the second.
+    fn input_space(&mut self) -> &mut [u8] {
+        self.first.input_space()
+    }
+
+    fn commit_input(
+        &mut self,
+        n: usize,
+        events: &mut dyn FnMut(Event),
+    ) -> Result<(), ProtocolError> {
+        self.first.commit_input(n, events)?;
+        self.flush(events)
+    }
+
+    fn flush(&mut self, events: &mut dyn FnMut(Event)) -> Result<(), ProtocolError> {
+        self.first.flush(events)?;
+        while !self.first.output().is_empty() {
+            let taken = self.second.push(self.first.output(), events)?;
+            if taken == 0 {
+                break;
+            }
+            self.first.consume_output(taken);
+        }
+        Ok(())
+    }
+
+    fn partial_input(&self) -> usize {
+        self.first.partial_input() + self.first.output().len() + self.second.partial_input()
+    }
+
+    fn release_idle_buffers(&mut self) {
+        self.first.release_idle_buffers();
+        self.second.release_idle_buffers();
     }
 }

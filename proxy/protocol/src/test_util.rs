@@ -2,7 +2,7 @@
 //! the end-to-end tests.
 
 use super::ProtocolError;
-use super::cipher::{LENGTH_LEN, PacketOpener, PacketSealer, packet_len};
+use super::cipher::{LENGTH_LEN, PacketOpener, PacketSealer, TAG_LEN, packet_len};
 use super::network::Magic;
 use super::pipe::{Event, Pipe};
 use super::v1::{self, Command};
@@ -38,7 +38,8 @@ pub fn seal(sealer: &mut PacketSealer, contents: &[u8], aad: &[u8], decoy: bool)
     packet
 }
 
-/// Feeds `input` at most `chunk` bytes per read, draining all output after each read.
+/// Feeds `input` at most `chunk` bytes per read, draining all output after each read (and
+/// flushing, as drivers do).
 pub fn feed(
     pipe: &mut impl Pipe,
     input: &[u8],
@@ -54,13 +55,34 @@ pub fn feed(
         let n = space.len().min(chunk).min(input.len() - fed);
         space[..n].copy_from_slice(&input[fed..fed + n]);
         fed += n;
-        let result = pipe.commit_input(n, &mut |e| events.push(e));
-        output.extend_from_slice(pipe.output());
-        let pending = pipe.output().len();
-        pipe.consume_output(pending);
-        if result.is_err() {
-            return (output, events, result);
+        let mut result = pipe.commit_input(n, &mut |e| events.push(e));
+        // Drain, and flush what a chain holds between its stages, as the relay does.
+        loop {
+            output.extend_from_slice(pipe.output());
+            let pending = pipe.output().len();
+            pipe.consume_output(pending);
+            if result.is_err() {
+                return (output, events, result);
+            }
+            result = pipe.flush(&mut |e| events.push(e));
+            if result.is_ok() && pipe.output().is_empty() {
+                break;
+            }
         }
     }
     (output, events, Ok(()))
+}
+
+/// Opens every packet in `wire`; returns (decoy, contents) for each.
+pub fn open_all(opener: &mut PacketOpener, mut wire: &[u8]) -> Vec<(bool, Vec<u8>)> {
+    let mut packets = Vec::new();
+    while !wire.is_empty() {
+        let len = opener.open_length(wire[..LENGTH_LEN].try_into().unwrap());
+        let (packet, rest) = wire.split_at(LENGTH_LEN + 1 + len + TAG_LEN);
+        let mut body = packet[LENGTH_LEN..].to_vec();
+        let decoy = opener.open(&[], &mut body).unwrap();
+        packets.push((decoy, body[1..1 + len].to_vec()));
+        wire = rest;
+    }
+    packets
 }

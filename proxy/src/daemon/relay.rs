@@ -266,6 +266,13 @@ async fn pump(
                 Err(error) => return CloseReason::Io { side: to, error },
             }
         }
+        // A chain of pipes moves what its first stage holds once the output has drained.
+        if let Err(error) = pipe.flush(&mut |event| events(from, event)) {
+            return CloseReason::Protocol { side: from, error };
+        }
+        if !pipe.output().is_empty() {
+            continue;
+        }
         if !unread.is_empty() {
             // The pipe takes what fits before its output must drain again.
             match pipe.push(unread, &mut |event| events(from, event)) {
