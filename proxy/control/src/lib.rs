@@ -81,12 +81,18 @@ pub struct ProxyInfo {
     pub started: f64,
     /// Where it accepts redirected connections.
     pub listen: Vec<SocketAddr>,
+    /// Where it accepts peers' connections to the local node (inbound mode).
+    #[serde(default)]
+    pub inbound: Vec<SocketAddr>,
 }
 
 /// A live connection.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ConnectionStatus {
     pub id: u64,
+    /// Absent from proxies older than inbound mode: outbound.
+    #[serde(default)]
+    pub direction: Direction,
     pub client: SocketAddr,
     pub destination: SocketAddr,
     /// `null` until the client's first bytes tell.
@@ -100,6 +106,28 @@ pub struct ConnectionStatus {
     pub duration_seconds: f64,
     #[serde(flatten)]
     pub counts: Counts,
+}
+
+/// Which way a connection goes through the proxy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// A local client's connection out: the client speaks v1, the remote v2.
+    #[default]
+    Outbound,
+    /// A peer's connection in to the local node: the "client" is the peer (v2, or v1 if it
+    /// chose so), the "remote" is the node (v1).
+    Inbound,
+}
+
+impl Direction {
+    /// The word in logs and status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+        }
+    }
 }
 
 /// Bytes and messages moved, for one connection or in total.
@@ -177,9 +205,11 @@ mod tests {
                     "127.0.0.1:324".parse().unwrap(),
                     "[::1]:324".parse().unwrap(),
                 ],
+                inbound: vec!["[::]:325".parse().unwrap()],
             },
             connections: vec![ConnectionStatus {
                 id: 7,
+                direction: Direction::Inbound,
                 client: "10.0.0.1:40000".parse().unwrap(),
                 destination: "10.0.0.2:8333".parse().unwrap(),
                 network: Some("mainnet".into()),

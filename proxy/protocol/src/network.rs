@@ -86,6 +86,16 @@ impl Network {
     pub fn from_magic(magic: Magic) -> Option<Network> {
         Network::ALL.into_iter().find(|n| n.magic() == magic)
     }
+
+    /// The network whose default P2P port this is.
+    pub fn from_port(port: u16) -> Option<Network> {
+        Network::ALL.into_iter().find(|n| n.default_port() == port)
+    }
+
+    /// The network of this name (`mainnet`, `testnet3`, `testnet4`, `signet`, `regtest`).
+    pub fn from_name(name: &str) -> Option<Network> {
+        Network::ALL.into_iter().find(|n| n.name() == name)
+    }
 }
 
 impl fmt::Display for Network {

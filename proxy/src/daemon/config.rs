@@ -49,6 +49,19 @@ pub struct Config {
     #[arg(short, long = "listen", value_name = "ADDR")]
     pub listen: Vec<SocketAddr>,
 
+    /// Accept peers' connections to a local v1-only node here (repeatable; e.g. [::]:325):
+    /// where `bip324-redirect inbound enable` sends them. Each peer is answered as Bitcoin Core
+    /// answers (v2, or v1 when it speaks v1) and relayed to the node on loopback under its own
+    /// address and port (IP_TRANSPARENT: the proxy keeps CAP_NET_RAW for this, and only this).
+    /// With --inbound and no --listen, the proxy serves inbound connections only.
+    #[arg(long = "inbound", value_name = "ADDR")]
+    pub inbound: Vec<SocketAddr>,
+
+    /// The inbound node's network (mainnet, testnet3, testnet4, signet, regtest). Default:
+    /// the network whose port the peer connected to.
+    #[arg(long, value_name = "NETWORK", value_parser = parse_network)]
+    pub inbound_network: Option<bip324_protocol::Network>,
+
     /// Started as root: the user to switch to once the sockets are open. Default:
     /// bip324-proxy (the package creates it), or nobody when that user does not exist.
     #[arg(long, value_name = "USER")]
@@ -101,6 +114,11 @@ pub struct Config {
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
 }
+fn parse_network(name: &str) -> Result<bip324_protocol::Network, String> {
+    bip324_protocol::Network::from_name(name)
+        .ok_or_else(|| "one of mainnet, testnet3, testnet4, signet, regtest".to_string())
+}
+
 impl Config {
     /// `--control`, or where this proxy may make its socket: under /run when started as
     /// root, in its user's runtime directory otherwise.

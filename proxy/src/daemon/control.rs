@@ -27,6 +27,7 @@ const MAX_CLIENTS: usize = 4;
 pub struct Control {
     pub registry: Arc<Registry>,
     pub listen: Vec<SocketAddr>,
+    pub inbound: Vec<SocketAddr>,
     pub started: SystemTime,
 }
 
@@ -189,6 +190,7 @@ fn status(control: &Control) -> String {
             pid: std::process::id(),
             started: started.as_secs_f64(),
             listen: control.listen.clone(),
+            inbound: control.inbound.clone(),
         },
         connections: control.registry.snapshot(),
         totals: control.registry.totals(),

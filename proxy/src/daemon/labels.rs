@@ -37,6 +37,8 @@ vocabulary!(
         V1Fallback => "v1_fallback",
         /// The client spoke something else than v1 (v2 itself): bytes pass unchanged.
         Passthrough => "passthrough",
+        /// An inbound peer that chose v1: plaintext, as it would be without the proxy.
+        V1 => "v1",
     }
 );
 

@@ -11,6 +11,9 @@ use tracing::warn;
 
 use super::config::DEFAULT_LISTEN;
 
+/// The `FileDescriptorName=` of inbound listening sockets in a socket unit.
+const INBOUND_FD_NAME: &str = "inbound";
+
 /// First file descriptor systemd passes (`SD_LISTEN_FDS_START`).
 const LISTEN_FDS_START: RawFd = 3;
 
@@ -22,18 +25,22 @@ const BACKLOG: u32 = 4096;
 /// The sockets the proxy accepts on.
 pub struct Listeners {
     pub tcp: Vec<TcpListener>,
+    /// For inbound mode: peers' connections to the local node.
+    pub inbound: Vec<TcpListener>,
     /// A Unix socket from systemd, for the control endpoint.
     pub control: Option<std::os::unix::net::UnixListener>,
 }
 
-/// Opens every listener: systemd's sockets, then `--listen` addresses; the defaults only when
-/// neither gave any. A default address that does not exist on this host (IPv6 disabled, say)
+/// Opens every listener: systemd's sockets (those named `inbound` by `FileDescriptorName=`
+/// are inbound ones), then `--listen` and `--inbound` addresses; the default outbound ones
+/// only when none of these gave any. A default address that does not exist on this host (IPv6 disabled, say)
 /// is skipped with a warning as long as another one works. An address that another program
 /// holds is always fatal: the redirect would hand the group's connections to that program.
-pub fn open(explicit: &[SocketAddr]) -> anyhow::Result<Listeners> {
+pub fn open(explicit: &[SocketAddr], inbound_addrs: &[SocketAddr]) -> anyhow::Result<Listeners> {
     let mut listeners = Vec::new();
+    let mut inbound = Vec::new();
     let mut control = None;
-    for fd in systemd_fds()? {
+    for (fd, name) in systemd_fds()? {
         check_listening(&fd)?;
         if is_unix(&fd) {
             let unix = std::os::unix::net::UnixListener::from(fd);
@@ -42,14 +49,22 @@ pub fn open(explicit: &[SocketAddr]) -> anyhow::Result<Listeners> {
         } else {
             let std_listener = StdListener::from(fd);
             std_listener.set_nonblocking(true)?;
-            listeners.push(TcpListener::from_std(std_listener)?);
+            let listener = TcpListener::from_std(std_listener)?;
+            if name.as_deref() == Some(INBOUND_FD_NAME) {
+                inbound.push(listener);
+            } else {
+                listeners.push(listener);
+            }
         }
     }
     for addr in explicit {
         listeners.push(bind(*addr).map_err(|e| bind_error(*addr, &e))?);
         warn_if_unprivileged(*addr);
     }
-    if listeners.is_empty() {
+    for addr in inbound_addrs {
+        inbound.push(bind(*addr).map_err(|e| bind_error(*addr, &e))?);
+    }
+    if listeners.is_empty() && inbound.is_empty() {
         for addr in DEFAULT_LISTEN {
             let addr: SocketAddr = addr.parse().expect("valid default address");
             match bind(addr) {
@@ -69,6 +84,7 @@ pub fn open(explicit: &[SocketAddr]) -> anyhow::Result<Listeners> {
     }
     Ok(Listeners {
         tcp: listeners,
+        inbound,
         control,
     })
 }
@@ -145,8 +161,8 @@ fn is_unix(fd: &OwnedFd) -> bool {
         .is_ok_and(|addr| addr.family() == Some(AddressFamily::Unix))
 }
 
-/// The descriptors systemd passed to this very process, if any.
-fn systemd_fds() -> anyhow::Result<Vec<OwnedFd>> {
+/// The descriptors systemd passed to this very process, if any, with their names.
+fn systemd_fds() -> anyhow::Result<Vec<(OwnedFd, Option<String>)>> {
     let (Ok(pid), Ok(count)) = (std::env::var("LISTEN_PID"), std::env::var("LISTEN_FDS")) else {
         return Ok(Vec::new());
     };
@@ -157,10 +173,12 @@ fn systemd_fds() -> anyhow::Result<Vec<OwnedFd>> {
     let count: RawFd = count
         .parse()
         .with_context(|| format!("LISTEN_FDS={count:?} is not a number"))?;
+    let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
+    let mut names = names.split(':').map(str::to_string);
     Ok((LISTEN_FDS_START..LISTEN_FDS_START + count)
         // SAFETY: systemd hands these descriptors to this process (LISTEN_PID matched) and
         // nothing else in the process owns them; each is wrapped exactly once.
-        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        .map(|fd| (unsafe { OwnedFd::from_raw_fd(fd) }, names.next()))
         .collect())
 }
 

@@ -13,6 +13,7 @@ pub mod original_dst;
 pub mod privileges;
 pub mod registry;
 pub mod relay;
+pub mod transparent;
 pub mod v2_connect;
 
 use std::io;
@@ -28,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use bip324_control::Direction;
 pub use config::Config;
 use connection::Context;
 
@@ -67,9 +69,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
              connection tries v2 first, as Bitcoin Core does"
         );
     }
-    let opened = listeners::open(&config.listen)?;
+    let opened = listeners::open(&config.listen, &config.inbound)?;
     let listeners = opened.tcp;
     let listening = listeners
+        .iter()
+        .map(TcpListener::local_addr)
+        .collect::<io::Result<Vec<SocketAddr>>>()?;
+    let inbound_listeners = opened.inbound;
+    let inbound = inbound_listeners
         .iter()
         .map(TcpListener::local_addr)
         .collect::<io::Result<Vec<SocketAddr>>>()?;
@@ -91,6 +98,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Every privileged socket is open: nothing from here on needs root. The control socket
     // is made by the proxy's own user, in a directory it may write, so it can remove it.
     let own_control_socket = opened.control.is_none() && !config.no_control;
+    // Inbound mode binds to its peers' addresses: one thread keeps the capability for it.
+    let unarmed_binder = if inbound.is_empty() {
+        None
+    } else {
+        Some(transparent::Binder::start()?)
+    };
     let control_path = config.control_path();
     if let Some(account) = privileges::account(config.user.as_deref())? {
         if own_control_socket {
@@ -100,6 +113,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         privileges::become_user(&account)?;
     }
+    let binder = unarmed_binder.map(transparent::Unarmed::arm).transpose()?;
     // Ours is removed when the proxy stops (systemd's stays with its socket unit).
     let mut own_control = None;
     let control_listener = match (opened.control, config.no_control) {
@@ -122,19 +136,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     info!(
         listen = ?listening,
+        inbound = ?inbound,
         v1_fallback = config.v1_fallback,
         handshake_timeout = ?config.handshake_timeout,
         max_connections = config.max_connections,
         "bip324-proxy {} ready",
         env!("CARGO_PKG_VERSION")
     );
-    let ctx = Arc::new(Context::new(config, listening));
+    let mut ctx = Context::new(config, listening);
+    ctx.binder = binder;
+    let ctx = Arc::new(ctx);
     let shutdown = CancellationToken::new();
     let mut services = Vec::new();
     if let Some(listener) = control_listener {
         let control = Arc::new(control::Control {
             registry: Arc::clone(&ctx.registry),
             listen: ctx.listening.clone(),
+            inbound: inbound.clone(),
             started: std::time::SystemTime::now(),
         });
         services.push(tokio::spawn(control::serve(
@@ -156,9 +174,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let connections = TaskTracker::new();
     let next_id = Arc::new(AtomicU64::new(1));
     let mut accept_loops = Vec::new();
-    for listener in listeners {
+    let outbound_loops = listeners.into_iter().map(|l| (l, Direction::Outbound));
+    let inbound_loops = inbound_listeners
+        .into_iter()
+        .map(|l| (l, Direction::Inbound));
+    for (listener, direction) in outbound_loops.chain(inbound_loops) {
         accept_loops.push(tokio::spawn(accept_loop(
             listener,
+            direction,
             Arc::clone(&ctx),
             Arc::clone(&limit),
             connections.clone(),
@@ -196,6 +219,7 @@ async fn wait_for_stop_signal() -> anyhow::Result<()> {
 
 async fn accept_loop(
     listener: TcpListener,
+    direction: Direction,
     ctx: Arc<Context>,
     limit: Arc<Semaphore>,
     connections: TaskTracker,
@@ -217,11 +241,18 @@ async fn accept_loop(
             Ok((stream, client)) => {
                 let id = next_id.fetch_add(1, Ordering::Relaxed);
                 let span = info_span!("conn", id);
-                let task =
-                    connection::handle(stream, client, id, Arc::clone(&ctx), shutdown.clone());
+                let (ctx, shutdown) = (Arc::clone(&ctx), shutdown.clone());
                 connections.spawn(
                     async move {
-                        task.await;
+                        match direction {
+                            Direction::Outbound => {
+                                connection::handle(stream, client, id, ctx, shutdown).await;
+                            }
+                            Direction::Inbound => {
+                                connection::inbound::handle(stream, client, id, ctx, shutdown)
+                                    .await;
+                            }
+                        }
                         drop(permit);
                     }
                     .instrument(span),

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bip324_control::{ConnectionStatus, Counts};
+use bip324_control::{ConnectionStatus, Counts, Direction};
 
 use super::labels::TransportKind;
 use super::relay::Traffic;
@@ -15,6 +15,7 @@ use super::relay::Traffic;
 /// One live connection; its counters are updated by its relay without locking.
 pub struct Entry {
     id: u64,
+    direction: Direction,
     client: SocketAddr,
     destination: SocketAddr,
     started: SystemTime,
@@ -58,6 +59,7 @@ impl Entry {
             .unwrap_or(Duration::ZERO);
         ConnectionStatus {
             id: self.id,
+            direction: self.direction,
             client: self.client,
             destination: self.destination,
             network: opened.network.clone(),
@@ -104,11 +106,13 @@ impl Registry {
     pub fn register(
         self: &Arc<Self>,
         id: u64,
+        direction: Direction,
         client: SocketAddr,
         destination: SocketAddr,
     ) -> Registration {
         let entry = Arc::new(Entry {
             id,
+            direction,
             client,
             destination,
             started: SystemTime::now(),
@@ -178,8 +182,8 @@ mod tests {
         let registry = Arc::new(Registry::default());
         let client: SocketAddr = "10.0.0.1:5000".parse().unwrap();
         let destination: SocketAddr = "10.0.0.2:8333".parse().unwrap();
-        let first = registry.register(1, client, destination);
-        let second = registry.register(2, client, destination);
+        let first = registry.register(1, Direction::Outbound, client, destination);
+        let second = registry.register(2, Direction::Inbound, client, destination);
         first.entry.set_network("regtest".into());
         first.entry.set_opened(TransportKind::V2, Some([0xab; 32]));
         Traffic::add(&first.entry.traffic.client_in, 100);
@@ -195,6 +199,8 @@ mod tests {
             Some(&"ab".repeat(32)[..])
         );
         assert_eq!(snapshot[1].transport, "connecting");
+        assert_eq!(json["direction"], "outbound");
+        assert_eq!(snapshot[1].direction, Direction::Inbound);
         Traffic::add(&second.entry.traffic.remote_out, 7);
         let before = registry.totals();
         assert_eq!((before.client_in, before.remote_out), (100, 7));

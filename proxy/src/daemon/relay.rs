@@ -138,17 +138,9 @@ impl std::fmt::Display for CloseReason {
                 "{side} closed the connection in the middle of a message ({discarded} bytes dropped)"
             ),
             CloseReason::Io { side, error } => write!(f, "{side} connection failed: {error}"),
-            CloseReason::Protocol {
-                side: Side::Client,
-                error,
-            } => {
-                write!(f, "client broke the v1 protocol: {error}")
-            }
-            CloseReason::Protocol {
-                side: Side::Remote,
-                error,
-            } => {
-                write!(f, "remote broke the v2 protocol: {error}")
+            // The error names the transport (v1 or v2), which depends on the direction.
+            CloseReason::Protocol { side, error } => {
+                write!(f, "{side} broke the protocol: {error}")
             }
             CloseReason::HalfCloseTimeout { closed } => write!(
                 f,

@@ -1,8 +1,10 @@
-//! Connects to a destination and completes the BIP-324 handshake as initiator.
+//! The BIP-324 handshake over a socket: as initiator to a destination (outbound), or as
+//! responder to a connecting peer (inbound).
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -103,7 +105,9 @@ pub async fn connect_v2(
             .connect(destination)
             .await
             .map_err(HandshakeError::Connect)?;
-        let (session, unread) = handshake(&mut remote, magic, traffic, events).await?;
+        let counters = (&traffic.remote_in, &traffic.remote_out);
+        let (session, unread) =
+            handshake(&mut remote, Role::Initiator, magic, &[], counters, events).await?;
         Ok(Established {
             remote,
             port,
@@ -138,24 +142,31 @@ fn fresh_entropy() -> Result<HandshakeEntropy, getrandom::Error> {
     })
 }
 
-/// The initiator's handshake over `remote`, until the remote's version packet authenticated.
-async fn handshake(
-    remote: &mut TcpStream,
+/// `role`'s handshake over `stream`, starting with `first` (bytes already read from it),
+/// until the other side's version packet authenticated. `counters` count bytes in and out.
+pub async fn handshake(
+    stream: &mut TcpStream,
+    role: Role,
     magic: Magic,
-    traffic: &Traffic,
+    first: &[u8],
+    counters: (&AtomicU64, &AtomicU64),
     events: &mut (dyn FnMut(Event) + Send),
 ) -> Result<(Box<Session>, Vec<u8>), HandshakeError> {
     let entropy = fresh_entropy().map_err(HandshakeError::Entropy)?;
     let (mut handshake, key_and_garbage) =
-        Handshake::new(Role::Initiator, magic, entropy).map_err(HandshakeError::Setup)?;
-    send(remote, &key_and_garbage, traffic).await?;
+        Handshake::new(role, magic, entropy).map_err(HandshakeError::Setup)?;
+    send(stream, &key_and_garbage, counters.1).await?;
     let mut buf = vec![0u8; 4096];
+    buf[..first.len()].copy_from_slice(first);
+    let mut n = first.len();
     let mut reply = Vec::new();
     loop {
-        let n = receive(remote, &mut buf, traffic).await?;
+        if n == 0 {
+            n = receive(stream, &mut buf, counters.0).await?;
+        }
         let progress = handshake.receive(&buf[..n], &mut reply, events)?;
         if !reply.is_empty() {
-            send(remote, &reply, traffic).await?;
+            send(stream, &reply, counters.1).await?;
             reply.clear();
         }
         match progress {
@@ -164,28 +175,25 @@ async fn handshake(
                 return Ok((session, buf[consumed..n].to_vec()));
             }
         }
+        n = 0;
     }
 }
 
-async fn send(
-    remote: &mut TcpStream,
-    bytes: &[u8],
-    traffic: &Traffic,
-) -> Result<(), HandshakeError> {
-    remote.write_all(bytes).await.map_err(HandshakeError::Io)?;
-    Traffic::add(&traffic.remote_out, bytes.len());
+async fn send(stream: &mut TcpStream, bytes: &[u8], out: &AtomicU64) -> Result<(), HandshakeError> {
+    stream.write_all(bytes).await.map_err(HandshakeError::Io)?;
+    Traffic::add(out, bytes.len());
     Ok(())
 }
 
 async fn receive(
-    remote: &mut TcpStream,
+    stream: &mut TcpStream,
     buf: &mut [u8],
-    traffic: &Traffic,
+    counter: &AtomicU64,
 ) -> Result<usize, HandshakeError> {
-    match remote.read(buf).await {
+    match stream.read(buf).await {
         Ok(0) => Err(HandshakeError::Closed),
         Ok(n) => {
-            Traffic::add(&traffic.remote_in, n);
+            Traffic::add(counter, n);
             Ok(n)
         }
         Err(e) => Err(HandshakeError::Io(e)),

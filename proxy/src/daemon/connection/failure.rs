@@ -11,11 +11,15 @@ use bip324_protocol::ProtocolError;
 #[derive(Debug)]
 pub(super) enum Failure {
     ClientTimeout,
-    ClientClosedEarly { received: usize },
+    ClientClosedEarly {
+        received: usize,
+    },
     ClientIo(io::Error),
     Connect(io::Error),
     ConnectTimeout,
     Handshake(HandshakeFailure),
+    /// Inbound: the v2 handshake with the connecting peer failed.
+    PeerHandshake(HandshakeError),
     Shutdown,
 }
 
@@ -25,7 +29,8 @@ impl Failure {
             Failure::Handshake(HandshakeFailure {
                 error: HandshakeError::Protocol(error),
                 ..
-            }) => Some(error),
+            })
+            | Failure::PeerHandshake(HandshakeError::Protocol(error)) => Some(error),
             _ => None,
         }
     }
@@ -37,15 +42,17 @@ impl Failure {
             Failure::ClientIo(_) => FailureReason::ClientError,
             Failure::Connect(_) => FailureReason::ConnectError,
             Failure::ConnectTimeout => FailureReason::ConnectTimeout,
-            Failure::Handshake(h) => match h.error {
-                HandshakeError::Connect(_) => FailureReason::ConnectError,
-                HandshakeError::Timeout => FailureReason::HandshakeTimeout,
-                HandshakeError::Closed => FailureReason::HandshakeClosed,
-                HandshakeError::Io(_) | HandshakeError::Entropy(_) | HandshakeError::Setup(_) => {
-                    FailureReason::HandshakeError
+            Failure::Handshake(HandshakeFailure { error, .. }) | Failure::PeerHandshake(error) => {
+                match error {
+                    HandshakeError::Connect(_) => FailureReason::ConnectError,
+                    HandshakeError::Timeout => FailureReason::HandshakeTimeout,
+                    HandshakeError::Closed => FailureReason::HandshakeClosed,
+                    HandshakeError::Io(_)
+                    | HandshakeError::Entropy(_)
+                    | HandshakeError::Setup(_) => FailureReason::HandshakeError,
+                    HandshakeError::Protocol(_) => FailureReason::HandshakeProtocol,
                 }
-                HandshakeError::Protocol(_) => FailureReason::HandshakeProtocol,
-            },
+            }
             Failure::Shutdown => FailureReason::Shutdown,
         }
     }
@@ -67,6 +74,27 @@ impl std::fmt::Display for Failure {
                 f.write_str("cannot connect to the destination within --handshake-timeout")
             }
             Failure::Handshake(h) => write!(f, "{h}"),
+            Failure::PeerHandshake(HandshakeError::Timeout) => {
+                f.write_str("the peer's v2 handshake did not complete within --handshake-timeout")
+            }
+            Failure::PeerHandshake(HandshakeError::Closed) => {
+                f.write_str("the peer closed the connection during the v2 handshake")
+            }
+            Failure::PeerHandshake(HandshakeError::Protocol(e)) => {
+                write!(f, "the peer's v2 handshake failed: {e}")
+            }
+            Failure::PeerHandshake(HandshakeError::Io(e) | HandshakeError::Connect(e)) => {
+                write!(
+                    f,
+                    "the peer's connection failed during the v2 handshake: {e}"
+                )
+            }
+            Failure::PeerHandshake(HandshakeError::Entropy(e)) => {
+                write!(f, "no randomness for the v2 handshake: {e}")
+            }
+            Failure::PeerHandshake(HandshakeError::Setup(e)) => {
+                write!(f, "cannot start the v2 handshake: {e}")
+            }
             Failure::Shutdown => f.write_str("proxy shutting down"),
         }
     }

@@ -1,8 +1,10 @@
 //! The life of one redirected connection: check it, tell v1 from v2, reach the destination,
-//! relay, and log one line when it opens and one when it ends.
+//! relay, and log one line when it opens and one when it ends. `inbound` does the same for a
+//! peer's connection to the local node.
 
 mod accounting;
 mod failure;
+pub mod inbound;
 mod open;
 
 use std::net::SocketAddr;
@@ -20,6 +22,7 @@ use super::metrics::Metrics;
 use super::original_dst::original_destination;
 use super::registry::Registry;
 use super::relay::{RelayContext, Side, Traffic};
+use super::transparent::Binder;
 use accounting::account;
 use bip324_protocol::{Event, ProtocolError};
 use failure::Failure;
@@ -35,6 +38,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Refused connections log at most this many lines a second; the metrics count them all.
     pub refusal_log: LogBudget,
+    /// Inbound mode: binds sockets to peers' addresses.
+    pub binder: Option<Binder>,
 }
 
 impl Context {
@@ -46,6 +51,7 @@ impl Context {
             registry: Arc::default(),
             metrics: Arc::default(),
             refusal_log: LogBudget::per_second(10),
+            binder: None,
         }
     }
 }
@@ -82,7 +88,12 @@ pub async fn handle(
     };
     let _ = client.set_nodelay(true);
     let started = Instant::now();
-    let registration = ctx.registry.register(id, client_addr, destination);
+    let registration = ctx.registry.register(
+        id,
+        bip324_control::Direction::Outbound,
+        client_addr,
+        destination,
+    );
     let entry = &registration.entry;
     let traffic = &entry.traffic;
     let events = |side: Side, event: Event| account(entry, &ctx.metrics, side, event);

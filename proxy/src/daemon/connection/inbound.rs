@@ -1,0 +1,276 @@
+//! Inbound mode: a peer's connection to the local v1-only node, redirected here by the
+//! kernel. The peer is answered as Bitcoin Core answers: in v1 when its first bytes are our
+//! network's `version`, as a v2 responder otherwise. The node is reached on loopback from the
+//! peer's own address and port, so its per-peer logic (bans, eviction, `getpeerinfo`) sees
+//! the real peer; its messages gain `NODE_P2P_V2` where it advertises itself.
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::super::labels::{RefusalKind, TransportKind};
+use super::super::original_dst::{canonical, original_destination};
+use super::super::relay::{RelayContext, Side, Traffic, Unread, relay};
+use super::super::transparent::Binder;
+use super::super::v2_connect::{HandshakeError, handshake};
+use super::failure::Failure;
+use super::{Context, Seconds, account};
+use bip324_control::Direction;
+use bip324_protocol::{
+    AdvertiseV2, CLIENT_HELLO_LEN, Chain, Event, Magic, Network, PeerHello, ProtocolError, Role,
+    Session, Splice, classify_peer_hello,
+};
+
+/// Handles one peer's connection to its end, logging as outbound connections do.
+pub async fn handle(
+    mut peer: TcpStream,
+    peer_addr: SocketAddr,
+    id: u64,
+    ctx: Arc<Context>,
+    shutdown: CancellationToken,
+) {
+    let peer_addr = canonical(peer_addr);
+    let reached = match original_destination(&peer) {
+        Ok(Some(reached)) => reached,
+        // Someone connected to the inbound port itself: not a peer of the node.
+        Ok(None) => return refuse(&ctx, peer_addr, RefusalKind::NotRedirected, None),
+        Err(e) => return refuse(&ctx, peer_addr, RefusalKind::Unreadable, Some(e)),
+    };
+    let Some(network) = ctx
+        .config
+        .inbound_network
+        .or_else(|| Network::from_port(reached.port()))
+    else {
+        warn!(
+            peer = %peer_addr,
+            reached = %reached,
+            "refused inbound connection: port {} is no network's default port; give the \
+             node's network with --inbound-network",
+            reached.port()
+        );
+        return;
+    };
+    let _ = peer.set_nodelay(true);
+    let started = Instant::now();
+    let registration = ctx
+        .registry
+        .register(id, Direction::Inbound, peer_addr, reached);
+    let entry = &registration.entry;
+    entry.set_network(network.name().to_string());
+    let traffic = &entry.traffic;
+    let events = |side: Side, event: Event| account(entry, &ctx.metrics, side, event);
+    let result = tokio::select! {
+        result = open(&mut peer, peer_addr, reached, network.magic(), &ctx, traffic, &events) => result,
+        _ = shutdown.cancelled() => Err(Failure::Shutdown),
+    };
+    let t = |c| Traffic::get(c);
+    let (mut node, transport) = match result {
+        Ok(opened) => opened,
+        Err(failure) => {
+            ctx.metrics.failed(failure.reason());
+            warn!(
+                direction = "inbound",
+                peer = %peer_addr,
+                reached = %reached,
+                network = %network,
+                failure = %failure.reason(),
+                protocol_error = failure.protocol_error().map(ProtocolError::label),
+                duration = %Seconds(started),
+                peer_in = t(&traffic.client_in),
+                peer_out = t(&traffic.client_out),
+                "inbound connection failed: {failure}"
+            );
+            return;
+        }
+    };
+    let kind = transport.kind();
+    let session_id = match &transport {
+        PeerTransport::V2 { session, .. } => Some(session.session_id),
+        PeerTransport::V1 { .. } => None,
+    };
+    entry.set_opened(kind, session_id);
+    ctx.metrics.opened(kind);
+    info!(
+        direction = "inbound",
+        peer = %peer_addr,
+        reached = %reached,
+        network = %network,
+        transport = %kind,
+        session_id = session_id.map(hex::encode),
+        "inbound connection opened"
+    );
+    let cx = RelayContext {
+        traffic,
+        events: &events,
+        shutdown: &shutdown,
+    };
+    let advertise = AdvertiseV2::new(network.magic(), reached);
+    let reason = match transport {
+        PeerTransport::V1 { first } => {
+            let unread = Unread {
+                client: &first,
+                remote: &[],
+            };
+            let mut down = advertise;
+            relay(
+                &mut peer,
+                &mut node,
+                &mut Splice::default(),
+                &mut down,
+                unread,
+                &cx,
+            )
+            .await
+        }
+        PeerTransport::V2 { session, unread } => {
+            let Session {
+                encoder, decoder, ..
+            } = *session;
+            let unread = Unread {
+                client: &unread,
+                remote: &[],
+            };
+            let (mut up, mut down) = (
+                decoder,
+                Chain {
+                    first: advertise,
+                    second: encoder,
+                },
+            );
+            relay(&mut peer, &mut node, &mut up, &mut down, unread, &cx).await
+        }
+    };
+    info!(
+        direction = "inbound",
+        peer = %peer_addr,
+        reached = %reached,
+        duration = %Seconds(started),
+        peer_in = t(&traffic.client_in),
+        peer_out = t(&traffic.client_out),
+        node_in = t(&traffic.remote_in),
+        node_out = t(&traffic.remote_out),
+        close = %reason.kind(),
+        protocol_error = reason.protocol_error().map(ProtocolError::label),
+        reason = %reason,
+        "inbound connection closed"
+    );
+}
+
+fn refuse(ctx: &Context, peer: SocketAddr, kind: RefusalKind, error: Option<io::Error>) {
+    ctx.metrics.refused(kind);
+    if ctx.refusal_log.take(Instant::now()).is_some() {
+        let why = error.map_or_else(
+            || "it was not redirected by the inbound policy (a direct connection)".to_string(),
+            |e| format!("its original destination cannot be read: {e}"),
+        );
+        info!(direction = "inbound", peer = %peer, refusal = %kind, "refused inbound connection: {why}");
+    }
+}
+
+/// How the peer is carried.
+enum PeerTransport {
+    /// The peer chose v1: its first bytes go to the node first.
+    V1 { first: Vec<u8> },
+    /// A v2 session; `unread` came behind the peer's version packet.
+    V2 {
+        session: Box<Session>,
+        unread: Vec<u8>,
+    },
+}
+
+impl PeerTransport {
+    fn kind(&self) -> TransportKind {
+        match self {
+            PeerTransport::V1 { .. } => TransportKind::V1,
+            PeerTransport::V2 { .. } => TransportKind::V2,
+        }
+    }
+}
+
+/// The peer's first bytes, the node's connection, then the v2 handshake if the peer wants it.
+async fn open(
+    peer: &mut TcpStream,
+    peer_addr: SocketAddr,
+    reached: SocketAddr,
+    magic: Magic,
+    ctx: &Context,
+    traffic: &Traffic,
+    events: &(impl Fn(Side, Event) + Sync),
+) -> Result<(TcpStream, PeerTransport), Failure> {
+    let hello = tokio::time::timeout(
+        ctx.config.first_bytes_timeout,
+        read_hello(peer, magic, traffic),
+    );
+    let (first, hello) = hello.await.map_err(|_| Failure::ClientTimeout)??;
+    let connect = tokio::time::timeout(
+        ctx.config.handshake_timeout,
+        connect_as(ctx.binder.as_ref(), peer_addr, reached.port()),
+    );
+    let node = connect
+        .await
+        .map_err(|_| Failure::ConnectTimeout)?
+        .map_err(Failure::Connect)?;
+    if hello == PeerHello::V1 {
+        return Ok((node, PeerTransport::V1 { first }));
+    }
+    let handshake_started = Instant::now();
+    let mut handshake_events = |event| events(Side::Client, event);
+    let counters = (&traffic.client_in, &traffic.client_out);
+    let responded = handshake(
+        peer,
+        Role::Responder,
+        magic,
+        &first,
+        counters,
+        &mut handshake_events,
+    );
+    let (session, unread) = tokio::time::timeout(ctx.config.handshake_timeout, responded)
+        .await
+        .unwrap_or(Err(HandshakeError::Timeout))
+        .map_err(Failure::PeerHandshake)?;
+    ctx.metrics.handshake(handshake_started.elapsed());
+    Ok((node, PeerTransport::V2 { session, unread }))
+}
+
+/// Reads until the peer's first bytes decide, as Bitcoin Core's responder does.
+async fn read_hello(
+    peer: &mut TcpStream,
+    magic: Magic,
+    traffic: &Traffic,
+) -> Result<(Vec<u8>, PeerHello), Failure> {
+    let mut first = [0u8; CLIENT_HELLO_LEN];
+    let mut len = 0;
+    loop {
+        let n = peer
+            .read(&mut first[len..])
+            .await
+            .map_err(Failure::ClientIo)?;
+        if n == 0 {
+            return Err(Failure::ClientClosedEarly { received: len });
+        }
+        Traffic::add(&traffic.client_in, n);
+        len += n;
+        match classify_peer_hello(&first[..len], magic) {
+            PeerHello::NeedMore => continue,
+            hello => return Ok((first[..len].to_vec(), hello)),
+        }
+    }
+}
+
+/// Connects to the node's `port` on loopback as `peer` itself: bound to the peer's address
+/// and port. The node's replies find their way back through the policy route that
+/// `bip324-redirect inbound enable` installs.
+async fn connect_as(binder: Option<&Binder>, peer: SocketAddr, port: u16) -> io::Result<TcpStream> {
+    let node = match peer {
+        SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::LOCALHOST, port)),
+    };
+    let binder = binder.ok_or_else(|| io::Error::other("inbound mode is not set up"))?;
+    binder.bound(peer).await?.connect(node).await
+}
