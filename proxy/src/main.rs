@@ -25,6 +25,19 @@ fn main() -> ExitCode {
         eprintln!("bip324-proxy: {e:#}");
         return ExitCode::from(2);
     }
+    // Inbound mode's binding thread starts before any other, so that only it keeps
+    // CAP_NET_RAW; the threads of the runtime are made without it.
+    let binder = if daemon::listeners::inbound_wanted(&config.inbound) {
+        match daemon::transparent::Binder::start() {
+            Ok(binder) => Some(binder),
+            Err(e) => {
+                tracing::error!("{e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -35,7 +48,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(daemon::run(config)) {
+    match runtime.block_on(daemon::run(config, binder)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

@@ -5,6 +5,7 @@ mod backend;
 mod check;
 mod error;
 mod policy;
+mod policy_route;
 mod privileges;
 mod proxy_control;
 mod proxy_listener;

@@ -11,6 +11,16 @@ use tracing::warn;
 
 use super::config::DEFAULT_LISTEN;
 
+/// Whether this proxy will serve inbound connections: `--inbound`, or an inbound socket from
+/// systemd.
+pub fn inbound_wanted(explicit: &[SocketAddr]) -> bool {
+    let ours = std::env::var("LISTEN_PID").ok() == Some(std::process::id().to_string());
+    !explicit.is_empty()
+        || (ours
+            && std::env::var("LISTEN_FDNAMES")
+                .is_ok_and(|names| names.split(':').any(|n| n == INBOUND_FD_NAME)))
+}
+
 /// The `FileDescriptorName=` of inbound listening sockets in a socket unit.
 const INBOUND_FD_NAME: &str = "inbound";
 

@@ -60,7 +60,8 @@ fn raise_fd_limit(max_connections: usize) {
 }
 
 /// Runs the proxy until SIGTERM or SIGINT.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// `binder`: started by `main` before the runtime when inbound mode is wanted.
+pub async fn run(config: Config, binder: Option<transparent::Unarmed>) -> anyhow::Result<()> {
     raise_fd_limit(config.max_connections);
     if config.v1_fallback_ttl.is_some() {
         warn!(
@@ -98,11 +99,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Every privileged socket is open: nothing from here on needs root. The control socket
     // is made by the proxy's own user, in a directory it may write, so it can remove it.
     let own_control_socket = opened.control.is_none() && !config.no_control;
-    // Inbound mode binds to its peers' addresses: one thread keeps the capability for it.
-    let unarmed_binder = if inbound.is_empty() {
-        None
-    } else {
-        Some(transparent::Binder::start()?)
+    let unarmed_binder = match (binder, inbound.is_empty()) {
+        (binder, true) => {
+            drop(binder);
+            None
+        }
+        (Some(binder), false) => Some(binder),
+        (None, false) => anyhow::bail!("inbound listeners without the inbound binding thread"),
     };
     let control_path = config.control_path();
     if let Some(account) = privileges::account(config.user.as_deref())? {

@@ -33,7 +33,9 @@ pub struct Unarmed {
 }
 
 impl Binder {
-    /// Starts the thread; it serves nothing until armed.
+    /// Starts the thread; it serves nothing until armed. Call it before any other thread
+    /// exists: a process that is not root (systemd's `AmbientCapabilities=CAP_NET_RAW`) then
+    /// drops every capability from the calling thread, so threads made later have none.
     pub fn start() -> anyhow::Result<Unarmed> {
         let (requests, incoming) = mpsc::channel::<(SocketAddr, Reply)>();
         let (go, armed) = mpsc::channel();
@@ -52,6 +54,16 @@ impl Binder {
                 }
             })
             .context("cannot start the inbound binding thread")?;
+        if !nix::unistd::Uid::effective().is_root() {
+            for set in [
+                CapSet::Ambient,
+                CapSet::Effective,
+                CapSet::Inheritable,
+                CapSet::Permitted,
+            ] {
+                caps::clear(None, set).context("cannot drop capabilities")?;
+            }
+        }
         Ok(Unarmed {
             binder: Binder { requests },
             go,

@@ -3,7 +3,7 @@
 //! ever active. The backends know nothing of each other or of the command line.
 
 pub(crate) mod ebpf;
-mod nftables;
+pub(crate) mod nftables;
 
 use std::path::{Path, PathBuf};
 

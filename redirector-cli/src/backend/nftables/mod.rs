@@ -1,6 +1,8 @@
 //! The nftables backend: the policy as one `inet` table, written and read over netlink
 //! (nftnl + mnl), with no `nft` binary at run time.
 
+mod fib_expr;
+pub(crate) mod inbound;
 pub(crate) mod netlink;
 mod redirect_expr;
 mod rule_text;
@@ -13,7 +15,7 @@ use crate::error::Error;
 use crate::policy::Policy;
 use crate::privileges;
 
-const NEEDED: [Capability; 1] = [Capability::CAP_NET_ADMIN];
+pub(crate) const NEEDED: [Capability; 1] = [Capability::CAP_NET_ADMIN];
 
 /// Replaces any earlier table of ours with `policy`'s, atomically.
 pub(crate) fn apply(policy: &Policy) -> Result<(), Error> {
@@ -27,7 +29,7 @@ pub(crate) fn apply(policy: &Policy) -> Result<(), Error> {
 /// Removes our table; `Ok(false)` when there was none.
 pub(crate) fn remove() -> Result<bool, Error> {
     privileges::require(&NEEDED, "removing the nftables redirect")?;
-    let existed = netlink::table_exists()?;
+    let existed = netlink::table_exists(ruleset::TABLE)?;
     netlink::send(&ruleset::remove_batch(), "remove the nftables redirect")?;
     Ok(existed)
 }
@@ -35,11 +37,11 @@ pub(crate) fn remove() -> Result<bool, Error> {
 /// What the kernel holds, compared with what `expected` would install.
 pub(crate) fn inspect(expected: Option<&Policy>) -> Result<Inspection, Error> {
     privileges::require(&NEEDED, "reading the nftables redirect")?;
-    if !netlink::table_exists()? {
+    if !netlink::table_exists(ruleset::TABLE)? {
         return Ok(Inspection::absent());
     }
-    let chain = netlink::chain_description()?;
-    let rules = netlink::rules()?;
+    let chain = netlink::chain_description(ruleset::TABLE, ruleset::CHAIN)?;
+    let rules = netlink::rules(ruleset::TABLE, ruleset::CHAIN)?;
     let mut differences = Vec::new();
     let table = ruleset::table();
     let want_chain = ruleset::chain(&table);

@@ -10,7 +10,6 @@ use std::io;
 use nftnl::nftnl_sys::{self as sys, libc};
 use nftnl::{FinalizedBatch, MsgType, NlMsg, Rule};
 
-use super::ruleset::{CHAIN, TABLE};
 use crate::error::Error;
 
 fn socket() -> Result<mnl::Socket, Error> {
@@ -98,8 +97,8 @@ fn request(msg_type: u16, seq: u32, build: impl FnOnce(*mut libc::nlmsghdr)) -> 
     buf
 }
 
-/// Whether our table exists.
-pub(crate) fn table_exists() -> Result<bool, Error> {
+/// Whether the `inet` table `table` exists.
+pub(crate) fn table_exists(table_name: &CStr) -> Result<bool, Error> {
     let seq = 1;
     let request = request(libc::NFT_MSG_GETTABLE as u16, seq, |_| {});
     let mut found = false;
@@ -109,7 +108,7 @@ pub(crate) fn table_exists() -> Result<bool, Error> {
             let table = sys::nftnl_table_alloc();
             if sys::nftnl_table_nlmsg_parse(header, table) >= 0 {
                 let name = sys::nftnl_table_get_str(table, sys::NFTNL_TABLE_NAME as u16);
-                found |= !name.is_null() && CStr::from_ptr(name) == TABLE;
+                found |= !name.is_null() && CStr::from_ptr(name) == table_name;
             }
             sys::nftnl_table_free(table);
         }
@@ -117,14 +116,15 @@ pub(crate) fn table_exists() -> Result<bool, Error> {
     Ok(found)
 }
 
-/// Our chain as the kernel has it: type, hook, priority and policy, in `nft` words.
-pub(crate) fn chain_description() -> Result<Option<String>, Error> {
+/// A chain of ours as the kernel has it: type, hook, priority and policy, in `nft` words.
+pub(crate) fn chain_description(table: &CStr, chain: &CStr) -> Result<Option<String>, Error> {
+    let (table_name, chain_name) = (table, chain);
     let seq = 2;
     let request = request(libc::NFT_MSG_GETCHAIN as u16, seq, |header| {
         // SAFETY: a freshly allocated chain, filtered by table, written into the request.
         unsafe {
             let chain = sys::nftnl_chain_alloc();
-            sys::nftnl_chain_set_str(chain, sys::NFTNL_CHAIN_TABLE as u16, TABLE.as_ptr());
+            sys::nftnl_chain_set_str(chain, sys::NFTNL_CHAIN_TABLE as u16, table_name.as_ptr());
             sys::nftnl_chain_nlmsg_build_payload(header, chain);
             sys::nftnl_chain_free(chain);
         }
@@ -139,8 +139,9 @@ pub(crate) fn chain_description() -> Result<Option<String>, Error> {
                     let s = sys::nftnl_chain_get_str(chain, attr as u16);
                     (!s.is_null()).then(|| CStr::from_ptr(s).to_string_lossy().into_owned())
                 };
-                let is_ours = get_str(sys::NFTNL_CHAIN_TABLE).as_deref() == Some(table_name())
-                    && get_str(sys::NFTNL_CHAIN_NAME).as_deref() == Some(chain_name());
+                let is_ours = get_str(sys::NFTNL_CHAIN_TABLE).as_deref()
+                    == table_name.to_str().ok()
+                    && get_str(sys::NFTNL_CHAIN_NAME).as_deref() == chain_name.to_str().ok();
                 if is_ours {
                     found = Some(describe_chain(
                         get_str(sys::NFTNL_CHAIN_TYPE).unwrap_or_default(),
@@ -154,14 +155,6 @@ pub(crate) fn chain_description() -> Result<Option<String>, Error> {
         }
     })?;
     Ok(found)
-}
-
-fn table_name() -> &'static str {
-    TABLE.to_str().expect("ASCII name")
-}
-
-fn chain_name() -> &'static str {
-    CHAIN.to_str().expect("ASCII name")
 }
 
 /// A chain in `nft` words, e.g. `type nat hook output priority -100; policy accept`.
@@ -182,15 +175,16 @@ pub(crate) fn describe_chain(chain_type: String, hook: u32, priority: i32, polic
     format!("type {chain_type} hook {hook} priority {priority}; policy {policy}")
 }
 
-/// Every rule of our chain, each as its expression lines (none when the table is absent).
-pub(crate) fn rules() -> Result<Vec<Vec<String>>, Error> {
+/// Every rule of a chain of ours, each as its expression lines (none when the table is
+/// absent).
+pub(crate) fn rules(table: &CStr, chain: &CStr) -> Result<Vec<Vec<String>>, Error> {
     let seq = 3;
     let request = request(libc::NFT_MSG_GETRULE as u16, seq, |header| {
         // SAFETY: a freshly allocated rule naming our table and chain, written into the request.
         unsafe {
             let rule = sys::nftnl_rule_alloc();
-            sys::nftnl_rule_set_str(rule, sys::NFTNL_RULE_TABLE as u16, TABLE.as_ptr());
-            sys::nftnl_rule_set_str(rule, sys::NFTNL_RULE_CHAIN as u16, CHAIN.as_ptr());
+            sys::nftnl_rule_set_str(rule, sys::NFTNL_RULE_TABLE as u16, table.as_ptr());
+            sys::nftnl_rule_set_str(rule, sys::NFTNL_RULE_CHAIN as u16, chain.as_ptr());
             sys::nftnl_rule_nlmsg_build_payload(header, rule);
             sys::nftnl_rule_free(rule);
         }

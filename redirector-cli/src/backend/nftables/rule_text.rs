@@ -8,22 +8,25 @@ pub(crate) fn rule_text(lines: &[String]) -> String {
     let mut rest = lines.iter().map(String::as_str).peekable();
     while let Some(line) = rest.next() {
         let loaded = load_of(line);
-        let compared = loaded.and_then(|_| rest.peek().and_then(|next| cmp_eq_value(next)));
-        if let (Some(load), Some(value)) = (loaded, compared) {
+        let compared = loaded.and_then(|_| rest.peek().and_then(|next| comparison(next)));
+        if let (Some(load), Some((negated, value))) = (loaded, compared) {
             rest.next();
+            let op = if negated { "!= " } else { "" };
             let word = match load {
-                Load::L4proto => format!("meta l4proto {}", protocol(value)),
-                Load::Skuid => format!("meta skuid {value}"),
-                Load::Skgid => format!("meta skgid {value}"),
+                Load::L4proto => format!("meta l4proto {op}{}", protocol(&value)),
+                Load::Skuid => format!("meta skuid {op}{}", value[0]),
+                Load::Skgid => format!("meta skgid {op}{}", value[0]),
+                Load::Iifname => format!("iifname {op}\"{}\"", name(&value)),
+                Load::FibDaddrType => format!("fib daddr type {op}{}", route_type(value[0])),
                 Load::Dport => {
-                    let port = port_of(value);
+                    let port = port_of(value[0]);
                     // `meta l4proto tcp` only guards the port match: nft shows them as one.
                     match words.last().map(String::as_str) {
                         Some("meta l4proto tcp") => {
                             words.pop();
-                            format!("tcp dport {port}")
+                            format!("tcp dport {op}{port}")
                         }
-                        _ => format!("th dport {port}"),
+                        _ => format!("th dport {op}{port}"),
                     }
                 }
             };
@@ -79,6 +82,8 @@ enum Load {
     Skuid,
     Skgid,
     Dport,
+    Iifname,
+    FibDaddrType,
 }
 
 fn load_of(line: &str) -> Option<Load> {
@@ -86,14 +91,27 @@ fn load_of(line: &str) -> Option<Load> {
         "[ meta load l4proto => reg 1 ]" => Some(Load::L4proto),
         "[ meta load skuid => reg 1 ]" => Some(Load::Skuid),
         "[ meta load skgid => reg 1 ]" => Some(Load::Skgid),
+        "[ meta load iifname => reg 1 ]" => Some(Load::Iifname),
+        "[ fib daddr type => reg 1 ]" => Some(Load::FibDaddrType),
         "[ payload load 2b @ transport header + 2 => reg 1 ]" => Some(Load::Dport),
         _ => None,
     }
 }
 
-/// `[ cmp eq reg 1 0x00008d20 ]`: libnftnl prints the data as 32-bit words in host order.
-fn cmp_eq_value(line: &str) -> Option<u32> {
-    hex_word(line.strip_prefix("[ cmp eq reg 1 0x")?)
+/// `[ cmp eq reg 1 0x00008d20 ]` (or `neq`, with several words): whether negated, and the
+/// data, which libnftnl prints as 32-bit words in host order.
+fn comparison(line: &str) -> Option<(bool, Vec<u32>)> {
+    let rest = line.strip_prefix("[ cmp ")?.strip_suffix(" ]")?;
+    let (negated, rest) = match rest.split_once(" reg 1 ")? {
+        ("eq", rest) => (false, rest),
+        ("neq", rest) => (true, rest),
+        _ => return None,
+    };
+    let words = rest
+        .split(' ')
+        .map(|word| u32::from_str_radix(word.strip_prefix("0x")?, 16).ok())
+        .collect::<Option<Vec<u32>>>()?;
+    (!words.is_empty()).then_some((negated, words))
 }
 
 fn immediate_data(line: &str) -> Option<u32> {
@@ -104,14 +122,31 @@ fn hex_word(rest: &str) -> Option<u32> {
     u32::from_str_radix(rest.strip_suffix(" ]")?, 16).ok()
 }
 
+/// An interface name: its bytes up to the first zero.
+fn name(words: &[u32]) -> String {
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+fn route_type(word: u32) -> String {
+    match word {
+        1 => "unicast".to_string(),
+        2 => "local".to_string(),
+        3 => "broadcast".to_string(),
+        5 => "multicast".to_string(),
+        other => other.to_string(),
+    }
+}
+
 /// A port is two bytes in network order at the start of the word.
 fn port_of(word: u32) -> u16 {
     let bytes = word.to_ne_bytes();
     u16::from_be_bytes([bytes[0], bytes[1]])
 }
 
-fn protocol(word: u32) -> String {
-    match word.to_ne_bytes()[0] {
+fn protocol(words: &[u32]) -> String {
+    match words[0].to_ne_bytes()[0] {
         6 => "tcp".to_string(),
         17 => "udp".to_string(),
         other => other.to_string(),
