@@ -1,9 +1,11 @@
 //! `bip324-redirect`: installs, removes and reports the kernel redirect that sends a group's
-//! Bitcoin P2P connections to `bip324-proxy`.
+//! Bitcoin P2P connections to `bip324-proxy`, and inbound mode's redirect of peers'
+//! connections to a local node.
 
 mod backend;
 mod check;
 mod error;
+mod inbound;
 mod policy;
 mod policy_route;
 mod privileges;
@@ -15,7 +17,7 @@ mod status;
 
 use std::process::ExitCode;
 
-use bip324_redirect_args::{Cli, Command, EnableArgs, StatusArgs};
+use bip324_redirect_args::{Cli, Command, EnableArgs, InboundCommand, StatusArgs};
 use clap::Parser;
 
 use crate::backend::{Backend, BackendKind};
@@ -37,6 +39,8 @@ pub fn main() -> ExitCode {
         Command::Disable => disable(),
         Command::Status(args) => status(&args),
         Command::Check(args) => check(&args),
+        Command::Inbound(InboundCommand::Enable(args)) => inbound::enable(&args),
+        Command::Inbound(InboundCommand::Disable) => inbound::disable(),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::BackendKind;
 use crate::error::Error;
-use crate::policy::Policy;
+use crate::policy::{InboundPolicy, Policy};
 
 const DEFAULT_DIR: &str = "/run/bip324-redirect";
 
@@ -24,17 +24,60 @@ pub(crate) struct Enabled {
     pub cgroup: Option<PathBuf>,
 }
 
-fn path() -> Result<PathBuf, Error> {
+/// What `inbound enable` was asked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct InboundEnabled {
+    pub policy: InboundPolicy,
+}
+
+/// The outbound record (`netns-N.json`) and the inbound one (`netns-N.inbound.json`).
+trait Record: Serialize + serde::de::DeserializeOwned {
+    const SUFFIX: &'static str;
+}
+
+impl Record for Enabled {
+    const SUFFIX: &'static str = "";
+}
+
+impl Record for InboundEnabled {
+    const SUFFIX: &'static str = ".inbound";
+}
+
+fn path(suffix: &str) -> Result<PathBuf, Error> {
     let dir = std::env::var_os("BIP324_REDIRECT_STATE_DIR")
         .map_or_else(|| PathBuf::from(DEFAULT_DIR), PathBuf::from);
     let netns = std::fs::metadata("/proc/self/ns/net")
         .map_err(|e| Error::io("cannot identify the network namespace", e))?
         .ino();
-    Ok(dir.join(format!("netns-{netns}.json")))
+    Ok(dir.join(format!("netns-{netns}{suffix}.json")))
 }
 
 pub(crate) fn load() -> Result<Option<Enabled>, Error> {
-    let path = path()?;
+    load_record()
+}
+
+pub(crate) fn load_inbound() -> Result<Option<InboundEnabled>, Error> {
+    load_record()
+}
+
+pub(crate) fn save(enabled: &Enabled) -> Result<(), Error> {
+    save_record(enabled)
+}
+
+pub(crate) fn save_inbound(enabled: &InboundEnabled) -> Result<(), Error> {
+    save_record(enabled)
+}
+
+pub(crate) fn clear() -> Result<(), Error> {
+    clear_record(Enabled::SUFFIX)
+}
+
+pub(crate) fn clear_inbound() -> Result<(), Error> {
+    clear_record(InboundEnabled::SUFFIX)
+}
+
+fn load_record<R: Record>() -> Result<Option<R>, Error> {
+    let path = path(R::SUFFIX)?;
     match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
             Error::io(
@@ -48,20 +91,20 @@ pub(crate) fn load() -> Result<Option<Enabled>, Error> {
 }
 
 /// Writes the record atomically (temporary file, then rename).
-pub(crate) fn save(enabled: &Enabled) -> Result<(), Error> {
-    let path = path()?;
+fn save_record<R: Record>(record: &R) -> Result<(), Error> {
+    let path = path(R::SUFFIX)?;
     let io = |e: std::io::Error| Error::io(format!("cannot write {}", path.display()), e);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
     let tmp = path.with_extension("tmp");
-    let json = serde_json::to_vec_pretty(enabled).expect("policy serialises");
+    let json = serde_json::to_vec_pretty(record).expect("policy serialises");
     std::fs::write(&tmp, json).map_err(io)?;
     std::fs::rename(&tmp, &path).map_err(io)
 }
 
-pub(crate) fn clear() -> Result<(), Error> {
-    let path = path()?;
+fn clear_record(suffix: &str) -> Result<(), Error> {
+    let path = path(suffix)?;
     match std::fs::remove_file(&path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::backend::{self, BackendKind, Inspection};
 use crate::error::{Error, exit};
+use crate::inbound::InboundView;
 use crate::policy::Policy;
 use crate::proxy_control;
 use crate::proxy_listener::{self, Probe};
@@ -47,6 +48,9 @@ pub(crate) struct Report {
     /// Why the proxy's report is missing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy_status_error: Option<String>,
+    /// Inbound mode, when enabled or present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inbound: Option<InboundView>,
     /// Each a sentence that says what is wrong and what to do.
     pub problems: Vec<String>,
 }
@@ -61,7 +65,7 @@ pub(crate) struct BackendView {
 impl Report {
     pub(crate) fn exit_code(&self) -> u8 {
         match self.state {
-            State::Disabled => exit::NOT_ENABLED,
+            State::Disabled if self.inbound.is_none() => exit::NOT_ENABLED,
             State::Unknown => exit::PRIVILEGES,
             _ if !self.problems.is_empty() => exit::DEGRADED,
             _ => exit::OK,
@@ -91,6 +95,7 @@ pub(crate) fn gather(control_socket: &std::path::Path) -> Result<Report, Error> 
         proxy,
         proxy_status,
         proxy_status_error,
+        inbound: None,
         problems: Vec::new(),
     };
     for kind in BackendKind::ALL {
@@ -113,6 +118,13 @@ pub(crate) fn gather(control_socket: &std::path::Path) -> Result<Report, Error> 
         }
     }
     judge(&mut report, enabled.as_ref());
+    report.inbound = InboundView::gather(&mut report.problems)?;
+    if let Some(policy) = report.inbound.as_ref().and_then(|i| i.policy.as_ref()) {
+        report.problems.extend(crate::inbound::proxy_problem(
+            policy,
+            report.proxy_status.as_ref(),
+        ));
+    }
     Ok(report)
 }
 
@@ -271,10 +283,46 @@ pub(crate) fn render(report: &Report) -> String {
     if report.state == State::Disabled {
         out.push_str("enable:   sudo bip324-redirect enable --group btc\n");
     }
+    if let Some(inbound) = &report.inbound {
+        render_inbound(&mut out, inbound);
+    }
     for problem in &report.problems {
         out.push_str(&format!("problem:  {problem}\n"));
     }
     out
+}
+
+fn render_inbound(out: &mut String, inbound: &InboundView) {
+    let state = match inbound.state {
+        State::Active => "active",
+        State::Vanished => "ENABLED BUT MISSING FROM THE KERNEL",
+        State::Modified => "ENABLED BUT MODIFIED",
+        State::Unrecorded => "unrecorded objects present",
+        State::Disabled | State::Unknown => "unknown",
+    };
+    out.push_str(&format!("inbound:  {state}\n"));
+    if let Some(policy) = &inbound.policy {
+        out.push_str(&format!("          {}\n", policy.describe()));
+    }
+    for object in &inbound.kernel.objects {
+        out.push_str(&format!("          {object}\n"));
+    }
+    let ports = |p: &[u16]| p.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
+    out.push_str(&format!(
+        "          policy route: IPv4 sport {} ({}), IPv6 sport {} ({})\n",
+        ports(&inbound.route.v4_ports),
+        if inbound.route.v4_route {
+            "table 324"
+        } else {
+            "NO ROUTE"
+        },
+        ports(&inbound.route.v6_ports),
+        if inbound.route.v6_route {
+            "table 324"
+        } else {
+            "NO ROUTE"
+        },
+    ));
 }
 
 /// The proxy's live connections as a table, session ids shortened to their first 8 digits.
@@ -388,6 +436,7 @@ mod tests {
             proxy,
             proxy_status: None,
             proxy_status_error: None,
+            inbound: None,
             problems: Vec::new(),
         }
     }

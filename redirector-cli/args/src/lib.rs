@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 /// port, so that no unprivileged process can take it while the proxy is down.
 pub const DEFAULT_PROXY_PORT: u16 = 324;
 
+/// Where `bip324-proxy --inbound` accepts peers' connections to the local node: privileged
+/// too, so that no local user can take the node's inbound peers while the proxy is down.
+pub const DEFAULT_INBOUND_PORT: u16 = 325;
+
 /// The public networks' P2P ports: mainnet, testnet3, testnet4, signet.
 const DEFAULT_PORTS_ARG: &str = "8333,18333,48333,38333";
 
@@ -112,6 +116,52 @@ pub enum Command {
         node's, `bitcoin-cli getpeerinfo`), and how long the answer took. Exit code 0 only for \
         v2. Without root, run it with the group: `sg btc -c 'bip324-redirect check NODE'`.", after_help = EXIT_CODES)]
     Check(CheckArgs),
+
+    /// Inbound mode: v2 for the inbound connections of a local node that speaks only v1.
+    #[command(subcommand, long_about = INBOUND)]
+    Inbound(InboundCommand),
+}
+
+const INBOUND: &str = "\
+Inbound mode: v2 for the inbound connections of a local node that speaks only v1 (btcd, bcoin, \
+Bitcoin Core before 26, ...), without touching the node.
+
+Peers' TCP connections to the node's ports, arriving from other hosts for an address of this \
+host, go to `bip324-proxy --inbound [::]:325`. The proxy answers each as Bitcoin Core would (v2, \
+or v1 when the peer speaks v1) and connects to the node on loopback as the peer itself, so the \
+node sees its real peers. It adds NODE_P2P_V2 to the node's version message and \
+self-advertisements, so that v2 peers know to use v2. The node must listen on loopback too \
+(0.0.0.0 and :: do). Connections from this host to its node, and forwarded traffic, are left \
+alone.
+
+  sudo bip324-proxy --inbound '[::]:325'              (or bip324-proxy-inbound.socket)
+  sudo bip324-redirect inbound enable --ports 8333
+  sudo bip324-redirect status                         (both directions, each verified)
+  sudo bip324-redirect inbound disable";
+
+#[derive(Subcommand, Debug)]
+pub enum InboundCommand {
+    /// Send peers' connections to the node's ports to the proxy (replaces an earlier inbound
+    /// policy).
+    #[command(after_help = EXIT_CODES)]
+    Enable(InboundEnableArgs),
+
+    /// Remove the inbound redirect and its policy route (not an error when there is none).
+    #[command(after_help = EXIT_CODES)]
+    Disable,
+}
+
+#[derive(Args, Debug)]
+pub struct InboundEnableArgs {
+    /// The node's listening ports, comma-separated.
+    #[arg(long, alias = "port", value_name = "PORTS", value_delimiter = ',', default_value = "8333",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub ports: Vec<u16>,
+
+    /// The proxy's inbound port (`bip324-proxy --inbound [::]:PORT`); keep it below 1024.
+    #[arg(long, value_name = "PORT", default_value_t = DEFAULT_INBOUND_PORT,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub proxy_port: u16,
 }
 
 #[derive(Args, Debug)]

@@ -1,0 +1,159 @@
+//! `bip324-redirect inbound enable|disable`, and inbound mode's part of `status`: the
+//! prerouting redirect (its own nftables table) and the policy route, checked together.
+
+use bip324_redirect_args::InboundEnableArgs;
+use serde::Serialize;
+
+use crate::backend::Inspection;
+use crate::backend::nftables::inbound as table;
+use crate::error::{Error, exit};
+use crate::policy::InboundPolicy;
+use crate::policy_route::{self, Installed};
+use crate::state::{self, InboundEnabled};
+use crate::status::State;
+
+pub(crate) fn enable(args: &InboundEnableArgs) -> Result<u8, Error> {
+    let policy = InboundPolicy::new(&args.ports, args.proxy_port)?;
+    // The route first: redirected peers are then served from their first connection.
+    policy_route::apply(&policy.ports)?;
+    table::apply(&policy)?;
+    state::save_inbound(&InboundEnabled {
+        policy: policy.clone(),
+    })?;
+    println!("bip324-redirect: inbound enabled: {}", policy.describe());
+    println!(
+        "the proxy must listen there: `bip324-proxy --inbound [::]:{}` (or \
+         `systemctl start bip324-proxy-inbound.socket`); check with `bip324-redirect status`",
+        policy.proxy_port
+    );
+    Ok(exit::OK)
+}
+
+pub(crate) fn disable() -> Result<u8, Error> {
+    let was_enabled = matches!(state::load_inbound(), Ok(Some(_)));
+    // The redirect first: no peer is sent to the proxy once its route is gone.
+    let table = table::remove()?;
+    let route = policy_route::remove()?;
+    state::clear_inbound()?;
+    let message = match (table || route, was_enabled) {
+        (true, _) => "inbound disabled: peers reach the node directly again",
+        (false, true) => "inbound disabled (its kernel objects had already been removed)",
+        (false, false) => "nothing to remove; inbound mode was not enabled",
+    };
+    println!("bip324-redirect: {message}");
+    Ok(exit::OK)
+}
+
+/// Inbound mode as the kernel has it, beside what was asked.
+#[derive(Debug, Serialize)]
+pub(crate) struct InboundView {
+    pub state: State,
+    pub policy: Option<InboundPolicy>,
+    pub kernel: Inspection,
+    pub route: RouteView,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct RouteView {
+    pub v4_ports: Vec<u16>,
+    pub v6_ports: Vec<u16>,
+    pub v4_route: bool,
+    pub v6_route: bool,
+}
+
+impl InboundView {
+    /// `None` when inbound mode is neither enabled nor present.
+    pub(crate) fn gather(problems: &mut Vec<String>) -> Result<Option<InboundView>, Error> {
+        let policy = state::load_inbound()?.map(|e| e.policy);
+        let kernel = table::inspect(policy.as_ref())?;
+        let Installed {
+            v4_ports,
+            v6_ports,
+            v4_route,
+            v6_route,
+        } = policy_route::inspect()?;
+        let route = RouteView {
+            v4_ports,
+            v6_ports,
+            v4_route,
+            v6_route,
+        };
+        let route_present = route.v4_route || route.v6_route || !route.v4_ports.is_empty();
+        let state = match &policy {
+            None if !kernel.present && !route_present => return Ok(None),
+            None => {
+                problems.push(
+                    "inbound redirect objects exist without a record of enabling them: \
+                     `bip324-redirect inbound disable` removes them, `inbound enable` owns them"
+                        .into(),
+                );
+                State::Unrecorded
+            }
+            Some(policy) => judge(policy, &kernel, &route, problems),
+        };
+        Ok(Some(InboundView {
+            state,
+            policy,
+            kernel,
+            route,
+        }))
+    }
+}
+
+fn judge(
+    policy: &InboundPolicy,
+    kernel: &Inspection,
+    route: &RouteView,
+    problems: &mut Vec<String>,
+) -> State {
+    let again = format!("run `{}` again", policy.enable_command());
+    if !kernel.present {
+        problems.push(format!(
+            "the inbound redirect was removed from the kernel (`nft flush ruleset`, a reload of \
+             nftables.service): peers reach the node directly, in v1 only; {again}"
+        ));
+        return State::Vanished;
+    }
+    let mut differences = kernel.details.clone();
+    for (family, ports, has_route) in [
+        ("IPv4", &route.v4_ports, route.v4_route),
+        ("IPv6", &route.v6_ports, route.v6_route),
+    ] {
+        if *ports != policy.ports || !has_route {
+            differences.push(format!(
+                "the {family} policy route for the node's replies is {}",
+                if has_route { "incomplete" } else { "missing" }
+            ));
+        }
+    }
+    if differences.is_empty() {
+        return State::Active;
+    }
+    problems.push(format!(
+        "inbound mode differs from its policy ({}): peers' connections may fail; {again}",
+        differences.join("; ")
+    ));
+    State::Modified
+}
+
+/// Whether the proxy that answers the control socket serves inbound connections on the
+/// policy's port.
+pub(crate) fn proxy_problem(
+    policy: &InboundPolicy,
+    status: Option<&bip324_control::StatusDocument>,
+) -> Option<String> {
+    let serving = status.is_some_and(|s| {
+        s.proxy
+            .inbound
+            .iter()
+            .any(|addr| addr.port() == policy.proxy_port)
+    });
+    (!serving).then(|| {
+        format!(
+            "no proxy that answers the control socket serves inbound port {0}: peers' \
+             connections to the node are refused; start `bip324-proxy --inbound [::]:{0}` (or \
+             `systemctl start bip324-proxy-inbound.socket`), or pass its --control",
+            policy.proxy_port
+        )
+    })
+}
