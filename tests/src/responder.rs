@@ -212,7 +212,13 @@ fn serve_connection(
     let mut their_key = [0u8; 64];
     their_key[..16].copy_from_slice(&first);
     reader.read_exact(&mut their_key[16..])?;
-    let (cipher, leftover) = handshake(&mut reader, &mut writer, their_key, options, report)?;
+    let (cipher, leftover) = handshake(
+        &mut reader,
+        &mut writer,
+        (options.magic, Role::Responder, Some(their_key)),
+        (options.garbage_len, options.decoys_before_version),
+    )?;
+    report.decoys_sent += options.decoys_before_version;
     report.session_id = Some(*cipher.id());
     let (mut inbound, mut outbound) = cipher.into_split();
 
@@ -272,33 +278,38 @@ fn serve_connection(
     Ok(())
 }
 
-/// Runs the responder's side of the handshake; returns the session and any bytes read past
-/// the initiator's version packet.
-fn handshake(
+/// Runs `role`'s side of the handshake on network `magic` with the crate, sending `garbage_len` bytes of garbage
+/// and `decoys` decoy packets before the version packet; `their_key` when it was already read.
+/// Returns the session and any bytes read past the other side's version packet.
+pub(crate) fn handshake(
     reader: &mut impl Read,
     writer: &mut impl Write,
-    their_key: [u8; 64],
-    options: &ResponderOptions,
-    report: &mut Report,
+    (magic, role, their_key): ([u8; 4], Role, Option<[u8; 64]>),
+    (garbage_len, decoys): (usize, usize),
 ) -> io::Result<(bip324::CipherSession, Vec<u8>)> {
     let bip = |e: bip324::Error| io::Error::new(io::ErrorKind::InvalidData, e.to_string());
-    let garbage: Vec<u8> = pseudo_random(options.garbage_len);
-    let handshake = Handshake::<Initialized>::new(options.magic, Role::Responder).map_err(bip)?;
+    let garbage: Vec<u8> = pseudo_random(garbage_len);
+    let handshake = Handshake::<Initialized>::new(magic, role).map_err(bip)?;
     let mut out = vec![0u8; Handshake::<Initialized>::send_key_len(Some(&garbage))];
     let handshake = handshake.send_key(Some(&garbage), &mut out).map_err(bip)?;
     writer.write_all(&out)?;
+    let their_key = match their_key {
+        Some(key) => key,
+        None => {
+            let mut key = [0u8; 64];
+            reader.read_exact(&mut key)?;
+            key
+        }
+    };
     let handshake = handshake.receive_key(their_key).map_err(bip)?;
 
-    let decoys: Vec<Vec<u8>> = (0..options.decoys_before_version)
-        .map(|i| pseudo_random(10 + 50 * i))
-        .collect();
+    let decoys: Vec<Vec<u8>> = (0..decoys).map(|i| pseudo_random(10 + 50 * i)).collect();
     let decoy_refs: Vec<&[u8]> = decoys.iter().map(Vec::as_slice).collect();
     let mut out = vec![0u8; Handshake::<ReceivedKey>::send_version_len(Some(&decoy_refs))];
     let handshake = handshake
         .send_version(&mut out, Some(&decoy_refs))
         .map_err(bip)?;
     writer.write_all(&out)?;
-    report.decoys_sent += decoys.len();
 
     let mut received = Vec::new();
     let mut handshake = handshake;
@@ -367,7 +378,7 @@ const SHORT_IDS: [&str; 28] = [
     "addrv2",
 ];
 
-fn encode_contents(message: &Message) -> Vec<u8> {
+pub(crate) fn encode_contents(message: &Message) -> Vec<u8> {
     let mut contents = Vec::with_capacity(13 + message.payload.len());
     match SHORT_IDS.iter().position(|c| *c == message.command) {
         Some(i) => contents.push(i as u8 + 1),
@@ -382,7 +393,7 @@ fn encode_contents(message: &Message) -> Vec<u8> {
     contents
 }
 
-fn decode_contents(contents: &[u8]) -> io::Result<Message> {
+pub(crate) fn decode_contents(contents: &[u8]) -> io::Result<Message> {
     let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
     match contents.first() {
         Some(0) => {

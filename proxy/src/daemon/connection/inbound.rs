@@ -36,8 +36,11 @@ pub async fn handle(
     shutdown: CancellationToken,
 ) {
     let peer_addr = canonical(peer_addr);
+    let local = peer.local_addr().map(canonical);
     let reached = match original_destination(&peer) {
-        Ok(Some(reached)) => reached,
+        // conntrack knows every connection: one it did not redirect was meant for us.
+        Ok(Some(reached)) if local.is_ok_and(|local| local != reached) => reached,
+        Ok(Some(_)) => return refuse(&ctx, peer_addr, RefusalKind::NotRedirected, None),
         // Someone connected to the inbound port itself: not a peer of the node.
         Ok(None) => return refuse(&ctx, peer_addr, RefusalKind::NotRedirected, None),
         Err(e) => return refuse(&ctx, peer_addr, RefusalKind::Unreadable, Some(e)),

@@ -1,0 +1,342 @@
+//! Inbound mode end to end: a v1-only node listens on the "client" host, which runs the
+//! product (`bip324-proxy --inbound`, `bip324-redirect inbound enable`); peers on the
+//! "remote" host connect to it: rust-bitcoin's `bip324` crate as a v2 initiator, and plain v1
+//! peers, over IPv4 and IPv6. The node must see each peer's real address, and every message
+//! must arrive byte for byte, with only `NODE_P2P_V2` added where the node advertises
+//! itself.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use bip324_e2e::initiator::V2Peer;
+use bip324_e2e::listening_node::{ListeningNode, SERVICES, self_advertisement};
+use bip324_e2e::testbed::{CLIENT_V4, CLIENT_V6, Proxy, RedirectCli, TwoHosts};
+use bip324_e2e::v1::{self, Message, REGTEST_MAGIC};
+
+/// The node's port: regtest's, so the proxy takes the network from it.
+const NODE_PORT: u16 = 18444;
+const INBOUND_PORT: &str = "325";
+const NODE_P2P_V2: u64 = 1 << 11;
+
+struct Inbound {
+    hosts: TwoHosts,
+    node: ListeningNode,
+    proxy: Proxy,
+}
+
+impl Inbound {
+    /// The node on [::]:18444 (dual stack), the proxy, and `inbound enable`.
+    fn start(proxy_args: &[&str]) -> Inbound {
+        let hosts = TwoHosts::create();
+        let listener = hosts
+            .client
+            .run(|| TcpListener::bind(("::", NODE_PORT)))
+            .expect("node listens");
+        let advertised = SocketAddr::new(CLIENT_V4.parse().unwrap(), NODE_PORT);
+        let node = ListeningNode::spawn(listener, REGTEST_MAGIC, advertised).unwrap();
+        let mut args = vec!["--inbound", "[::]:325"];
+        args.extend(proxy_args);
+        let proxy = Proxy::start(&hosts.client, &args);
+        RedirectCli::new(&hosts).ok(&["inbound", "enable", "--ports", "18444"]);
+        Inbound { hosts, node, proxy }
+    }
+
+    fn node_addr(&self, v6: bool) -> SocketAddr {
+        let ip = if v6 { CLIENT_V6 } else { CLIENT_V4 };
+        SocketAddr::new(ip.parse().unwrap(), NODE_PORT)
+    }
+}
+
+impl Drop for Inbound {
+    fn drop(&mut self) {
+        // The record lives in the test's state directory; the kernel objects with the
+        // namespace. Disable anyway, as a user would.
+        let _ = RedirectCli::new(&self.hosts).run(&["inbound", "disable"]);
+    }
+}
+
+fn services(version: &[u8]) -> u64 {
+    u64::from_le_bytes(version[4..12].try_into().unwrap())
+}
+
+/// The node's version with the bit set: every other byte as the node sent it.
+fn with_v2_bit(version: &[u8]) -> Vec<u8> {
+    let mut expected = version.to_vec();
+    expected[4..12].copy_from_slice(&(services(version) | NODE_P2P_V2).to_le_bytes());
+    expected
+}
+
+fn our_version(to: SocketAddr) -> Message {
+    Message::new(
+        "version",
+        v1::version_payload(to, 0xfeed, "/inbound-peer:0.1/"),
+    )
+}
+
+/// A v2 peer (rust-bitcoin's `bip324`) and a v1 peer, over IPv4 and IPv6: the node sees each
+/// one's own address and port, its messages arrive unchanged, and the node's `version` and
+/// self-advertising `addr` reach both with `NODE_P2P_V2` and nothing else changed.
+#[test]
+fn v2_and_v1_peers_reach_a_v1_only_node_as_themselves() {
+    let inbound = Inbound::start(&[]);
+    let mut peers_seen = 0;
+    for v6 in [false, true] {
+        let node_addr = inbound.node_addr(v6);
+        let advertised = SocketAddr::new(CLIENT_V4.parse().unwrap(), NODE_PORT);
+
+        let (local, session_id, replies) = inbound.hosts.remote.run(move || {
+            let mut peer = V2Peer::connect(node_addr, REGTEST_MAGIC, (300, 2)).unwrap();
+            peer.send(&our_version(node_addr)).unwrap();
+            let mut replies = Vec::new();
+            for _ in 0..3 {
+                replies.push(peer.receive().unwrap().expect("a reply"));
+            }
+            peer.send(&Message::new("ping", [7u8; 8])).unwrap();
+            replies.push(peer.receive().unwrap().expect("pong"));
+            (peer.local_addr(), peer.session_id(), replies)
+        });
+        peers_seen += 1;
+        let seen = &inbound
+            .node
+            .wait_for_peers(peers_seen, Duration::from_secs(5))[peers_seen - 1];
+        assert_eq!(seen.peer, local, "the node sees the v2 peer itself");
+        assert_eq!(
+            seen.received[0],
+            our_version(node_addr),
+            "version arrived unchanged"
+        );
+        assert_eq!(seen.received[1], Message::new("ping", [7u8; 8]));
+        assert_eq!(replies[0].command, "version");
+        assert_eq!(replies[0].payload, with_v2_bit(&inbound.node.version));
+        assert_eq!(replies[1], Message::new("verack", []));
+        // The node advertises its IPv4 address: the entry gains the bit for a peer that
+        // reached it there, and only the node's own entry.
+        let bit = if v6 { 0 } else { NODE_P2P_V2 };
+        assert_eq!(
+            replies[2],
+            Message::new("addr", self_advertisement(advertised, SERVICES | bit)),
+            "over IPv6: {v6}"
+        );
+        assert_eq!(replies[3], Message::new("pong", [7u8; 8]));
+        let session = hex::encode(session_id);
+        assert!(
+            inbound.proxy.wait_for_log(&session, Duration::from_secs(5)),
+            "the same session id at both ends:\n{}",
+            inbound.proxy.log()
+        );
+
+        let (local, replies) = inbound.hosts.remote.run(move || {
+            let mut stream =
+                TcpStream::connect_timeout(&node_addr, Duration::from_secs(10)).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            v1::write_message(&mut stream, REGTEST_MAGIC, &our_version(node_addr)).unwrap();
+            let replies: Vec<Message> = (0..3)
+                .map(|_| {
+                    v1::read_message(&mut stream, REGTEST_MAGIC)
+                        .unwrap()
+                        .unwrap()
+                })
+                .collect();
+            (stream.local_addr().unwrap(), replies)
+        });
+        peers_seen += 1;
+        let seen = &inbound
+            .node
+            .wait_for_peers(peers_seen, Duration::from_secs(5))[peers_seen - 1];
+        assert_eq!(seen.peer, local, "the node sees the v1 peer itself");
+        assert_eq!(seen.received[0], our_version(node_addr));
+        assert_eq!(replies[0].payload, with_v2_bit(&inbound.node.version));
+        assert_eq!(replies[1], Message::new("verack", []));
+    }
+    let log = inbound.proxy.log();
+    assert_eq!(log.matches("transport=v2").count(), 2, "{log}");
+    assert_eq!(log.matches("transport=v1").count(), 2, "{log}");
+}
+
+/// Hostile initiators close alone: endless garbage without a terminator, a wrong key's
+/// packets, and silence; a healthy v2 peer connected the whole time goes on working.
+#[test]
+fn hostile_initiators_close_alone() {
+    let inbound = Inbound::start(&["--first-bytes-timeout", "1s", "--handshake-timeout", "3s"]);
+    let node_addr = inbound.node_addr(false);
+    let healthy = inbound.hosts.remote.spawn(move || {
+        let mut peer = V2Peer::connect(node_addr, REGTEST_MAGIC, (0, 0)).unwrap();
+        peer.send(&our_version(node_addr)).unwrap();
+        for i in 0..3 {
+            assert_eq!(
+                peer.receive().unwrap().unwrap().command,
+                ["version", "verack", "addr"][i]
+            );
+        }
+        std::thread::sleep(Duration::from_secs(5));
+        peer.send(&Message::new("ping", [1u8; 8])).unwrap();
+        peer.receive().unwrap().expect("pong after the attacks")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+
+    let closed = |bytes: Vec<u8>| {
+        inbound.hosts.remote.run(move || {
+            let mut stream = TcpStream::connect(node_addr).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            // The peer may be cut off while still writing.
+            let _ = stream.write_all(&bytes);
+            let mut sink = Vec::new();
+            let started = std::time::Instant::now();
+            let _ = stream.read_to_end(&mut sink);
+            (sink.len(), started.elapsed())
+        })
+    };
+    // 64 bytes of key, then 5000 bytes of garbage: no terminator within 4095 + 16.
+    let (_, elapsed) = closed(vec![0x5a; 64 + 5000]);
+    assert!(
+        elapsed < Duration::from_secs(8),
+        "garbage flood closed: {elapsed:?}"
+    );
+    // Silence: the first-bytes timeout closes it.
+    let (received, elapsed) = closed(Vec::new());
+    assert_eq!(received, 0, "nothing is sent to a silent peer");
+    assert!(
+        elapsed < Duration::from_secs(8),
+        "silent peer closed: {elapsed:?}"
+    );
+
+    assert_eq!(
+        healthy.join().unwrap(),
+        Message::new("pong", [1u8; 8]),
+        "the healthy peer is unaffected"
+    );
+    let log = inbound.proxy.log();
+    assert!(log.contains("no_garbage_terminator"), "{log}");
+    assert!(log.contains("failure=client_timeout"), "{log}");
+}
+
+/// The inbound port itself is no way in, and connections from the node's own host (and
+/// forwarded ones) are left alone.
+#[test]
+fn direct_and_local_connections_are_left_alone() {
+    let inbound = Inbound::start(&[]);
+    let node_addr = inbound.node_addr(false);
+    let direct: SocketAddr = format!("{CLIENT_V4}:{INBOUND_PORT}").parse().unwrap();
+    let refused = inbound.hosts.remote.run(move || {
+        let mut stream = TcpStream::connect(direct).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let _ = stream.write_all(&our_version(node_addr).to_wire(REGTEST_MAGIC));
+        let mut sink = Vec::new();
+        stream.read_to_end(&mut sink).map(|_| sink.len())
+    });
+    assert!(matches!(refused, Ok(0) | Err(_)), "{refused:?}");
+    assert!(
+        inbound
+            .proxy
+            .wait_for_log("refusal=not_redirected", Duration::from_secs(5)),
+        "{}",
+        inbound.proxy.log()
+    );
+
+    // From the node's own host: straight to the node, v1, the bit not added.
+    let (local, reply) = inbound.hosts.client.run(move || {
+        let mut stream = TcpStream::connect(node_addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        v1::write_message(&mut stream, REGTEST_MAGIC, &our_version(node_addr)).unwrap();
+        let reply = v1::read_message(&mut stream, REGTEST_MAGIC)
+            .unwrap()
+            .unwrap();
+        (stream.local_addr().unwrap(), reply)
+    });
+    let seen = inbound.node.wait_for_peers(1, Duration::from_secs(5));
+    assert_eq!(seen[0].peer, local);
+    assert_eq!(reply.payload, inbound.node.version, "untouched");
+    assert!(!inbound.proxy.log().contains("inbound connection opened"));
+}
+
+/// `status` verifies inbound mode piece by piece, and `disable` leaves no rule, route or
+/// table behind.
+#[test]
+fn status_verifies_inbound_mode_and_disable_leaves_nothing() {
+    let inbound = Inbound::start(&[]);
+    let cli = RedirectCli::new(&inbound.hosts);
+    // This command line's own record (each test command line keeps one).
+    cli.ok(&["inbound", "enable", "--ports", "18444"]);
+    let (code, status) = cli.status();
+    assert_eq!(status["inbound"]["state"], "active", "{status}");
+    assert_eq!(code, 0, "outbound not enabled, inbound as asked: {status}");
+    assert!(
+        status["problems"].as_array().unwrap().is_empty(),
+        "{status}"
+    );
+
+    inbound
+        .hosts
+        .client
+        .ip(&["-6", "rule", "del", "pref", "324"]);
+    let (code, status) = cli.status();
+    assert_eq!(
+        (code, &status["inbound"]["state"]),
+        (6, &"modified".into()),
+        "{status}"
+    );
+    assert!(
+        status["problems"].to_string().contains("IPv6 policy route"),
+        "{status}"
+    );
+
+    let flushed = inbound
+        .hosts
+        .client
+        .command("nft", None)
+        .args(["flush", "ruleset"])
+        .status()
+        .unwrap();
+    assert!(flushed.success());
+    let (code, status) = cli.status();
+    assert_eq!(
+        (code, &status["inbound"]["state"]),
+        (6, &"vanished".into()),
+        "{status}"
+    );
+    assert!(
+        status["problems"]
+            .to_string()
+            .contains("bip324-redirect inbound enable --ports 18444 --proxy-port 325"),
+        "{status}"
+    );
+
+    cli.ok(&["inbound", "enable", "--ports", "18444"]);
+    assert_eq!(cli.status().1["inbound"]["state"], "active");
+    cli.ok(&["inbound", "disable"]);
+    let (code, status) = cli.status();
+    assert_eq!(code, 5, "{status}");
+    assert!(status.get("inbound").is_none(), "{status}");
+    let leftovers = inbound.hosts.client.run(|| {
+        let rules = std::process::Command::new("ip")
+            .args(["rule"])
+            .output()
+            .unwrap();
+        let rules6 = std::process::Command::new("ip")
+            .args(["-6", "rule"])
+            .output()
+            .unwrap();
+        let routes = std::process::Command::new("ip")
+            .args(["route", "show", "table", "324"])
+            .output()
+            .unwrap();
+        let tables = std::process::Command::new("nft")
+            .args(["list", "tables"])
+            .output()
+            .unwrap();
+        [rules, rules6, routes, tables]
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .join("\n")
+    });
+    assert!(!leftovers.contains("324"), "{leftovers}");
+    assert!(!leftovers.contains("bip324_inbound"), "{leftovers}");
+}
