@@ -1,6 +1,9 @@
 //! `bip324-redirect inbound enable|disable`, and inbound mode's part of `status`: the
 //! prerouting redirect (its own nftables table) and the policy route, checked together.
 
+use std::path::Path;
+
+use bip324_control::{INBOUND_SOCKET, StatusDocument};
 use bip324_redirect_args::InboundEnableArgs;
 use serde::Serialize;
 
@@ -9,6 +12,7 @@ use crate::backend::nftables::inbound as table;
 use crate::error::{Error, exit};
 use crate::policy::InboundPolicy;
 use crate::policy_route::{self, Installed};
+use crate::proxy_control;
 use crate::state::{self, InboundEnabled};
 use crate::status::State;
 
@@ -136,24 +140,31 @@ fn judge(
     State::Modified
 }
 
-/// Whether the proxy that answers the control socket serves inbound connections on the
-/// policy's port.
-pub(crate) fn proxy_problem(
+fn serves(status: &StatusDocument, port: u16) -> bool {
+    status.proxy.inbound.iter().any(|addr| addr.port() == port)
+}
+
+/// The inbound proxy's report: the one of `status` when that proxy serves the policy's port
+/// (a proxy run by hand with --inbound), else the inbound unit's own control socket. `None`
+/// and a problem when no proxy serves it.
+pub(crate) fn proxy_status(
     policy: &InboundPolicy,
-    status: Option<&bip324_control::StatusDocument>,
-) -> Option<String> {
-    let serving = status.is_some_and(|s| {
-        s.proxy
-            .inbound
-            .iter()
-            .any(|addr| addr.port() == policy.proxy_port)
-    });
-    (!serving).then(|| {
-        format!(
-            "no proxy that answers the control socket serves inbound port {0}: peers' \
-             connections to the node are refused; start `bip324-proxy --inbound [::]:{0}` (or \
-             `systemctl start bip324-proxy-inbound.socket`), or pass its --control",
+    status: Option<&StatusDocument>,
+    problems: &mut Vec<String>,
+) -> Option<StatusDocument> {
+    if status.is_some_and(|s| serves(s, policy.proxy_port)) {
+        return None;
+    }
+    let separate = proxy_control::status(Path::new(INBOUND_SOCKET))
+        .ok()
+        .filter(|s| serves(s, policy.proxy_port));
+    if separate.is_none() {
+        problems.push(format!(
+            "no proxy serves inbound port {0} (neither the one on the control socket nor \
+             {INBOUND_SOCKET}): peers' connections to the node are refused; `systemctl start \
+             bip324-proxy-inbound.socket`, or run `bip324-proxy --inbound [::]:{0}`",
             policy.proxy_port
-        )
-    })
+        ));
+    }
+    separate
 }

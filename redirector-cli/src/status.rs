@@ -51,6 +51,9 @@ pub(crate) struct Report {
     /// Inbound mode, when enabled or present.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inbound: Option<InboundView>,
+    /// The inbound proxy's report, when it is another process (bip324-proxy-inbound.socket).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inbound_proxy_status: Option<StatusDocument>,
     /// Each a sentence that says what is wrong and what to do.
     pub problems: Vec<String>,
 }
@@ -96,6 +99,7 @@ pub(crate) fn gather(control_socket: &std::path::Path) -> Result<Report, Error> 
         proxy_status,
         proxy_status_error,
         inbound: None,
+        inbound_proxy_status: None,
         problems: Vec::new(),
     };
     for kind in BackendKind::ALL {
@@ -120,10 +124,11 @@ pub(crate) fn gather(control_socket: &std::path::Path) -> Result<Report, Error> 
     judge(&mut report, enabled.as_ref());
     report.inbound = InboundView::gather(&mut report.problems)?;
     if let Some(policy) = report.inbound.as_ref().and_then(|i| i.policy.as_ref()) {
-        report.problems.extend(crate::inbound::proxy_problem(
+        report.inbound_proxy_status = crate::inbound::proxy_status(
             policy,
             report.proxy_status.as_ref(),
-        ));
+            &mut report.problems,
+        );
     }
     Ok(report)
 }
@@ -286,6 +291,10 @@ pub(crate) fn render(report: &Report) -> String {
     if let Some(inbound) = &report.inbound {
         render_inbound(&mut out, inbound);
     }
+    if let Some(status) = &report.inbound_proxy_status {
+        out.push_str("inbound proxy (bip324-proxy-inbound):\n");
+        render_connections(&mut out, status);
+    }
     for problem in &report.problems {
         out.push_str(&format!("problem:  {problem}\n"));
     }
@@ -437,6 +446,7 @@ mod tests {
             proxy_status: None,
             proxy_status_error: None,
             inbound: None,
+            inbound_proxy_status: None,
             problems: Vec::new(),
         }
     }

@@ -64,6 +64,9 @@ pub(crate) fn run() -> Result<PathBuf> {
         "bip324-proxy.socket",
         "bip324-proxy.service",
         "bip324-redirect.service",
+        "bip324-proxy-inbound.socket",
+        "bip324-proxy-inbound.service",
+        "bip324-redirect-inbound.service",
     ] {
         install(
             &root.join("systemd").join(unit),
@@ -81,7 +84,7 @@ pub(crate) fn run() -> Result<PathBuf> {
         "usr/lib/sysusers.d/bip324.conf",
         0o644,
     )?;
-    for config in ["proxy.conf", "redirect.conf"] {
+    for config in ["proxy.conf", "redirect.conf", "inbound.conf"] {
         install(
             &root.join("packaging/config").join(config),
             &format!("etc/bip324/{config}"),
@@ -131,7 +134,7 @@ pub(crate) fn run() -> Result<PathBuf> {
     std::fs::write(debian.join("control"), control(&stage)?).map_err(|e| e.to_string())?;
     std::fs::write(
         debian.join("conffiles"),
-        "/etc/bip324/proxy.conf\n/etc/bip324/redirect.conf\n",
+        "/etc/bip324/proxy.conf\n/etc/bip324/redirect.conf\n/etc/bip324/inbound.conf\n",
     )
     .map_err(|e| e.to_string())?;
     for script in ["postinst", "prerm", "postrm"] {
@@ -175,7 +178,8 @@ const PROXY_MAN: ManExtra = ManExtra {
     files: &[
         (
             "/etc/bip324/proxy.conf",
-            "options of bip324-proxy.service (BIP324_PROXY_OPTIONS)",
+            "options of bip324-proxy.service and bip324-proxy-inbound.service \
+             (BIP324_PROXY_OPTIONS, BIP324_PROXY_INBOUND_OPTIONS)",
         ),
         (
             "/run/bip324-proxy/control.sock",
@@ -190,6 +194,10 @@ const REDIRECT_MAN: ManExtra = ManExtra {
         (
             "/etc/bip324/redirect.conf",
             "options of bip324-redirect.service (BIP324_REDIRECT_OPTIONS)",
+        ),
+        (
+            "/etc/bip324/inbound.conf",
+            "options of bip324-redirect-inbound.service (BIP324_INBOUND_OPTIONS)",
         ),
         (
             "/run/bip324-redirect/",
@@ -432,6 +440,10 @@ Description: BIP-324 encrypted transport for unmodified Bitcoin light clients
  translates v1 <-> v2 both ways. Clients need no patch: start them with
  `sg btc -c ...` after `systemctl enable --now bip324-proxy.socket
  bip324-redirect.service`.
+ .
+ Inbound mode gives a local node that speaks only v1 BIP-324 for its inbound
+ peers: the proxy answers them as Bitcoin Core would and connects to the node
+ as each peer, so the node still sees its real peers (off by default).
 ",
         version = version()
     ))

@@ -8,15 +8,18 @@
 //! arrive; then that stopping the redirect unit removes the redirect, that the proxy restarts
 //! behind its socket, that a client unit of the group started at boot with the README's
 //! drop-in waits for the redirect and speaks v2, and that `dpkg --purge` leaves no rules,
-//! units or group.
+//! units or group. Inbound mode's units serve a v1-only node in the container to an
+//! independent v2 initiator outside.
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use bip324_e2e::initiator::V2Peer;
 use bip324_e2e::netns::{self, Netns};
 use bip324_e2e::responder::{Report, Transport};
 use bip324_e2e::testbed::{CLIENT_V4, RemoteNode, noisy_responder};
+use bip324_e2e::v1::{self, Message, REGTEST_MAGIC};
 
 use crate::debian_root::{self, path};
 use crate::{Result, package, root, step};
@@ -42,9 +45,18 @@ pub(crate) fn run() -> Result {
     )?;
     step(
         env!("CARGO"),
-        &["build", "-p", "bip324-e2e", "--bin", "e2e-v1-client"],
+        &[
+            "build",
+            "-p",
+            "bip324-e2e",
+            "--bin",
+            "e2e-v1-client",
+            "--bin",
+            "e2e-v1-node",
+        ],
     )?;
     let client = root().join("target/debug/e2e-v1-client");
+    let v1_node = root().join("target/debug/e2e-v1-node");
 
     let work = root().join("target/system-test");
     let pristine = debian_root::pristine(&work, INCLUDE, "usr/lib/systemd/systemd")?;
@@ -53,6 +65,7 @@ pub(crate) fn run() -> Result {
     std::fs::copy(&deb, rootfs.join("root/bip324-redirect.deb")).map_err(|e| e.to_string())?;
     std::fs::copy(&client, rootfs.join("usr/local/bin/e2e-v1-client"))
         .map_err(|e| e.to_string())?;
+    std::fs::copy(&v1_node, rootfs.join("usr/local/bin/e2e-v1-node")).map_err(|e| e.to_string())?;
 
     // The container's network namespace, linked to the remote host's.
     let host_ns = Netns::create("container");
@@ -159,6 +172,8 @@ pub(crate) fn run() -> Result {
         "the restarted proxy serves",
     )?;
 
+    inbound_mode(c, &remote_ns)?;
+
     // Boot: a client unit of the group, with the README's drop-in and nothing else, starts
     // as early as it may. It must wait for the redirect and never reach the remote in v1.
     install_boot_client(c, &remote)?;
@@ -218,6 +233,59 @@ pub(crate) fn run() -> Result {
     )?;
     eprintln!("==> system test passed");
     Ok(())
+}
+
+/// Inbound mode from the package's units: a v1-only node in the container, rust-bitcoin's
+/// `bip324` as a v2 initiator on the remote host. The node sees the initiator's own address,
+/// the initiator sees `NODE_P2P_V2`, both ends the same session; stopping the unit leaves no
+/// rule, route or table.
+fn inbound_mode(c: &Container, remote_ns: &Netns) -> Result {
+    const PORT: u16 = 18444;
+    c.ok(&format!(
+        "systemd-run --unit=v1-node /usr/local/bin/e2e-v1-node [::]:{PORT} {CLIENT_V4}:{PORT}"
+    ))?;
+    c.ok(&format!(
+        "sed -i 's/--ports 8333 /--ports {PORT} /' /etc/bip324/inbound.conf && \
+         systemctl enable --now bip324-proxy-inbound.socket bip324-redirect-inbound.service"
+    ))?;
+    c.ok("bip324-redirect status")?;
+    let node: std::net::SocketAddr = format!("{CLIENT_V4}:{PORT}").parse().expect("address");
+    let peer = remote_ns.run(move || -> std::io::Result<_> {
+        let mut peer = V2Peer::connect(node, REGTEST_MAGIC, (100, 1))?;
+        let version = v1::version_payload(node, 7, "/system-test-peer:0.1/");
+        peer.send(&Message::new("version", version))?;
+        let reply = peer.receive()?.ok_or(std::io::ErrorKind::UnexpectedEof)?;
+        Ok((peer.local_addr(), hex::encode(peer.session_id()), reply))
+    });
+    let (local, session, reply) = peer.map_err(|e| format!("the v2 initiator failed: {e}"))?;
+    let services = reply.payload.get(4..12).map_or(0, |s| {
+        u64::from_le_bytes(s.try_into().expect("eight bytes"))
+    });
+    expect(
+        reply.command == "version" && services & (1 << 11) != 0,
+        "the node's version reaches a v2 peer with NODE_P2P_V2",
+    )?;
+    let journal = c.ok("journalctl -u bip324-proxy-inbound.service --no-pager -o cat")?;
+    expect(
+        journal.contains(&session),
+        "the inbound proxy's journal has the initiator's session id",
+    )?;
+    let node_log = c.ok("journalctl -u v1-node --no-pager -o cat")?;
+    expect(
+        node_log.contains(&format!("peer={local}")),
+        &format!("the node saw the peer itself ({local})"),
+    )?;
+    c.ok(
+        "systemctl disable --now bip324-redirect-inbound.service bip324-proxy-inbound.socket \
+          bip324-proxy-inbound.service && systemctl stop v1-node",
+    )?;
+    let left = c.ok("ip rule; ip -6 rule; ip route show table 324; nft list tables")?;
+    expect(
+        !left.contains("lookup 324")
+            && !left.contains("local default")
+            && !left.contains("bip324_inbound"),
+        "stopping inbound mode leaves no rule, route or table",
+    )
 }
 
 /// A oneshot v1 client of group btc, wanted by sysinit.target without default dependencies

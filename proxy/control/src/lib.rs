@@ -40,6 +40,9 @@ fn first_existing(system: PathBuf, user: Option<PathBuf>) -> PathBuf {
     user.filter(|user| user.exists()).unwrap_or(system)
 }
 
+/// Where `bip324-proxy-inbound.socket` puts the inbound proxy's control socket.
+pub const INBOUND_SOCKET: &str = "/run/bip324-proxy/inbound.sock";
+
 /// The one request there is.
 pub const STATUS: &str = "status";
 
