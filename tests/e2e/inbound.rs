@@ -79,7 +79,7 @@ fn our_version(to: SocketAddr) -> Message {
 /// self-advertising `addr` reach both with `NODE_P2P_V2` and nothing else changed.
 #[test]
 fn v2_and_v1_peers_reach_a_v1_only_node_as_themselves() {
-    let inbound = Inbound::start(&[]);
+    let inbound = Inbound::start(&["--metrics", "127.0.0.1:9325"]);
     let mut peers_seen = 0;
     for v6 in [false, true] {
         let node_addr = inbound.node_addr(v6);
@@ -154,6 +154,53 @@ fn v2_and_v1_peers_reach_a_v1_only_node_as_themselves() {
     let log = inbound.proxy.log();
     assert_eq!(log.matches("transport=v2").count(), 2, "{log}");
     assert_eq!(log.matches("transport=v1").count(), 2, "{log}");
+    let metrics = inbound.hosts.client.run(|| {
+        let mut stream = TcpStream::connect("127.0.0.1:9325").unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text
+    });
+    for line in [
+        "bip324_proxy_inbound_connections_opened_total{transport=\"v2\"} 2",
+        "bip324_proxy_inbound_connections_opened_total{transport=\"v1\"} 2",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+}
+
+/// While a peer is connected, `status` lists it as inbound, with its transport and session.
+#[test]
+fn status_lists_live_inbound_connections() {
+    let inbound = Inbound::start(&[]);
+    let node_addr = inbound.node_addr(true);
+    let (opened, close) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
+    let peer = inbound.hosts.remote.spawn(move || {
+        let mut peer = V2Peer::connect(node_addr, REGTEST_MAGIC, (0, 0)).unwrap();
+        peer.send(&our_version(node_addr)).unwrap();
+        peer.receive().unwrap().expect("version");
+        opened
+            .0
+            .send((peer.local_addr(), peer.session_id()))
+            .unwrap();
+        let _ = close.1.recv();
+    });
+    let (local, session) = opened.1.recv().unwrap();
+    let (_, status) = RedirectCli::new(&inbound.hosts).status();
+    let _ = close.0.send(());
+    peer.join().unwrap();
+    let connections = status["proxy_status"]["connections"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(connections.len(), 1, "{status}");
+    let c = &connections[0];
+    assert_eq!(c["direction"], "inbound", "{status}");
+    assert_eq!(c["transport"], "v2");
+    assert_eq!(c["client"], local.to_string());
+    assert_eq!(c["session_id"], hex::encode(session));
 }
 
 /// Hostile initiators close alone: endless garbage without a terminator, a wrong key's

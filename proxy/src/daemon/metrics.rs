@@ -51,6 +51,7 @@ pub enum Direction {
 
 pub struct Metrics {
     opened: [AtomicU64; TransportKind::ALL.len()],
+    inbound_opened: [AtomicU64; TransportKind::ALL.len()],
     refused: [AtomicU64; RefusalKind::ALL.len()],
     failed: [AtomicU64; FailureReason::ALL.len()],
     messages: [[AtomicU64; TYPES]; 2],
@@ -68,6 +69,7 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             opened: Default::default(),
+            inbound_opened: Default::default(),
             refused: Default::default(),
             failed: Default::default(),
             // Default stops at arrays of 32.
@@ -110,6 +112,12 @@ fn type_label(index: usize) -> String {
 impl Metrics {
     pub fn opened(&self, transport: TransportKind) {
         bump(&self.opened[transport as usize]);
+    }
+
+    /// An inbound connection: counted with all the others, and on its own.
+    pub fn opened_inbound(&self, transport: TransportKind) {
+        self.opened(transport);
+        bump(&self.inbound_opened[transport as usize]);
     }
 
     pub fn refused(&self, reason: RefusalKind) {
@@ -155,6 +163,15 @@ impl Metrics {
             "transport",
             &labels(TransportKind::ALL, TransportKind::as_str),
             &self.opened,
+        );
+        render_labelled(
+            &mut out,
+            "inbound_connections_opened_total",
+            "Peers' connections to the local node relayed (inbound mode), by transport; \
+             also in connections_opened_total.",
+            "transport",
+            &labels(TransportKind::ALL, TransportKind::as_str),
+            &self.inbound_opened,
         );
         render_labelled(
             &mut out,

@@ -98,7 +98,7 @@ pub async fn handle(
         PeerTransport::V1 { .. } => None,
     };
     entry.set_opened(kind, session_id);
-    ctx.metrics.opened(kind);
+    ctx.metrics.opened_inbound(kind);
     info!(
         direction = "inbound",
         peer = %peer_addr,
