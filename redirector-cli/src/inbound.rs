@@ -54,15 +54,7 @@ pub(crate) struct InboundView {
     pub state: State,
     pub policy: Option<InboundPolicy>,
     pub kernel: Inspection,
-    pub route: RouteView,
-}
-
-#[derive(Debug, Serialize)]
-pub(crate) struct RouteView {
-    pub v4_ports: Vec<u16>,
-    pub v6_ports: Vec<u16>,
-    pub v4_route: bool,
-    pub v6_route: bool,
+    pub route: Installed,
 }
 
 impl InboundView {
@@ -70,19 +62,8 @@ impl InboundView {
     pub(crate) fn gather(problems: &mut Vec<String>) -> Result<Option<InboundView>, Error> {
         let policy = state::load_inbound()?.map(|e| e.policy);
         let kernel = table::inspect(policy.as_ref())?;
-        let Installed {
-            v4_ports,
-            v6_ports,
-            v4_route,
-            v6_route,
-        } = policy_route::inspect()?;
-        let route = RouteView {
-            v4_ports,
-            v6_ports,
-            v4_route,
-            v6_route,
-        };
-        let route_present = route.v4_route || route.v6_route || !route.v4_ports.is_empty();
+        let route = policy_route::inspect()?;
+        let route_present = route != Installed::default();
         let state = match &policy {
             None if !kernel.present && !route_present => return Ok(None),
             None => {
@@ -107,7 +88,7 @@ impl InboundView {
 fn judge(
     policy: &InboundPolicy,
     kernel: &Inspection,
-    route: &RouteView,
+    route: &Installed,
     problems: &mut Vec<String>,
 ) -> State {
     let again = format!("run `{}` again", policy.enable_command());
@@ -119,10 +100,11 @@ fn judge(
         return State::Vanished;
     }
     let mut differences = kernel.details.clone();
-    for (family, ports, has_route) in [
-        ("IPv4", &route.v4_ports, route.v4_route),
-        ("IPv6", &route.v6_ports, route.v6_route),
-    ] {
+    let mut families = vec![("IPv4", &route.v4_ports, route.v4_route)];
+    if policy_route::ipv6_available() {
+        families.push(("IPv6", &route.v6_ports, route.v6_route));
+    }
+    for (family, ports, has_route) in families {
         if *ports != policy.ports || !has_route {
             differences.push(format!(
                 "the {family} policy route for the node's replies is {}",

@@ -40,7 +40,7 @@ const FAMILIES: [(AddressFamily, IpAddr); 2] = [
 ];
 
 /// What the kernel holds of ours.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub(crate) struct Installed {
     /// Node ports with a rule, per family (IPv4 first), sorted.
     pub v4_ports: Vec<u16>,
@@ -50,11 +50,24 @@ pub(crate) struct Installed {
     pub v6_route: bool,
 }
 
+/// Whether this host has IPv6 on its loopback (`ipv6.disable=1` removes it, and
+/// `disable_ipv6` on `lo` refuses its routes): where it has not, IPv4 alone is routed.
+pub(crate) fn ipv6_available() -> bool {
+    std::path::Path::new("/proc/net/if_inet6").exists()
+        && std::fs::read_to_string("/proc/sys/net/ipv6/conf/lo/disable_ipv6")
+            .map_or(true, |value| value.trim() != "1")
+}
+
 /// Replaces our rules and routes with those for `ports`.
 pub(crate) fn apply(ports: &[u16]) -> Result<(), Error> {
     remove()?;
     let lo = loopback_index()?;
-    for (family, source) in FAMILIES {
+    let families = if ipv6_available() {
+        &FAMILIES[..]
+    } else {
+        &FAMILIES[..1]
+    };
+    for &(family, source) in families {
         request(
             RouteNetlinkMessage::NewRoute(local_route(family, lo)),
             CREATE,
@@ -72,7 +85,7 @@ pub(crate) fn apply(ports: &[u16]) -> Result<(), Error> {
 /// Removes every rule and route of ours; `Ok(true)` when there was any.
 pub(crate) fn remove() -> Result<bool, Error> {
     let mut removed = false;
-    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+    for (family, _) in FAMILIES {
         for found in dump_rules(family)? {
             request(RouteNetlinkMessage::DelRule(found), 0)?;
             removed = true;
@@ -174,7 +187,10 @@ fn dump_routes(family: AddressFamily) -> Result<Vec<RouteMessage>, Error> {
             RouteNetlinkMessage::NewRoute(route) => Some(route),
             _ => None,
         })
-        .filter(|route| route.attributes.contains(&RouteAttribute::Table(TABLE)))
+        .filter(|route| {
+            route.header.kind == RouteType::Local
+                && route.attributes.contains(&RouteAttribute::Table(TABLE))
+        })
         .collect())
 }
 

@@ -387,3 +387,48 @@ fn status_verifies_inbound_mode_and_disable_leaves_nothing() {
     assert!(!leftovers.contains("324"), "{leftovers}");
     assert!(!leftovers.contains("bip324_inbound"), "{leftovers}");
 }
+
+/// One source network cannot hold every slot with connections that never speak: beyond its
+/// share, its next connection is closed at once, while peers from elsewhere are served.
+#[test]
+fn a_silent_flood_from_one_network_leaves_room_for_others() {
+    const SHARE: usize = 16;
+    let inbound = Inbound::start(&[]);
+    let v4 = inbound.node_addr(false);
+    let silent: Vec<TcpStream> = inbound.hosts.remote.run(move || {
+        (0..SHARE)
+            .map(|_| TcpStream::connect(v4).unwrap())
+            .collect()
+    });
+    // Let the proxy accept them all.
+    std::thread::sleep(Duration::from_millis(300));
+    let elapsed = inbound.hosts.remote.run(move || {
+        let mut stream = TcpStream::connect(v4).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(8)))
+            .unwrap();
+        let started = std::time::Instant::now();
+        let _ = stream.read_to_end(&mut Vec::new());
+        started.elapsed()
+    });
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "closed at once: {elapsed:?}"
+    );
+    assert!(
+        inbound
+            .proxy
+            .wait_for_log("refusal=too_many_pending", Duration::from_secs(5)),
+        "{}",
+        inbound.proxy.log()
+    );
+    // Another network (the remote's IPv6 address) is served meanwhile.
+    let v6 = inbound.node_addr(true);
+    let reply = inbound.hosts.remote.run(move || {
+        let mut peer = V2Peer::connect(v6, REGTEST_MAGIC, (0, 0)).unwrap();
+        peer.send(&our_version(v6)).unwrap();
+        peer.receive().unwrap().expect("version")
+    });
+    assert_eq!(reply.command, "version");
+    drop(silent);
+}

@@ -1,8 +1,10 @@
 //! The one place the proxy edits what a node says, and only in inbound mode: the node speaks
 //! v1 only, but with the proxy in front it accepts v2, and peers such as Bitcoin Core open v2
 //! only to addresses whose services include `NODE_P2P_V2`. So the node's `version` gains that
-//! bit, and so do the entries of its `addr` and `addrv2` messages that advertise the address
-//! and port the peer reached it on. Every other byte passes untouched.
+//! bit, and so do the entries of its `addr` and `addrv2` messages that advertise the node
+//! itself: the address and port the peer reached it on, and the public addresses the operator
+//! names (behind a port-forwarding router the node advertises one the proxy never sees).
+//! Every other byte passes untouched.
 //!
 //! [`AdvertiseV2`] is a v1 -> v1 [`Pipe`]: messages it does not edit stream through as they
 //! arrive; those it edits are held whole (at most one v1 payload), then re-framed with a new
@@ -25,8 +27,8 @@ const BIP155_IPV6: u8 = 2;
 /// The node's messages, with `NODE_P2P_V2` added where it advertises itself.
 pub struct AdvertiseV2 {
     magic: Magic,
-    /// The address and port the peer connected to: the node's advertised entries name it.
-    reached_at: SocketAddr,
+    /// The node's own addresses: entries naming one of them are its self-advertisements.
+    own: Vec<SocketAddr>,
     read: Vec<u8>,
     out: Vec<u8>,
     sent: usize,
@@ -37,8 +39,11 @@ pub struct AdvertiseV2 {
 
 enum State {
     Header,
-    /// Passing this many more payload bytes through.
-    Pass(usize),
+    /// Passing `remaining` more payload bytes through, of a message of `len` bytes.
+    Pass {
+        remaining: usize,
+        len: usize,
+    },
     /// Holding a payload to edit.
     Hold(v1::Header),
 }
@@ -46,12 +51,13 @@ enum State {
 impl AdvertiseV2 {
     const READ_CAPACITY: usize = 16 * 1024;
 
-    /// `reached_at`: the node's address and port as the peer dialed them.
+    /// `own`: the node's addresses and ports, as peers dial them (the one this peer reached,
+    /// and any public ones).
     #[must_use]
-    pub fn new(magic: Magic, reached_at: SocketAddr) -> Self {
+    pub fn new(magic: Magic, own: Vec<SocketAddr>) -> Self {
         AdvertiseV2 {
             magic,
-            reached_at,
+            own,
             read: Vec::new(),
             out: Vec::new(),
             sent: 0,
@@ -63,16 +69,19 @@ impl AdvertiseV2 {
     fn process(&mut self, mut bytes: &[u8]) -> Result<(), ProtocolError> {
         loop {
             match self.state {
-                State::Pass(0) => self.state = State::Header,
+                State::Pass { remaining: 0, .. } => self.state = State::Header,
                 State::Hold(header) if self.held.len() == header.payload_len => {
                     self.finish(header)?;
                 }
                 _ if bytes.is_empty() => return Ok(()),
-                State::Pass(remaining) => {
+                State::Pass { remaining, len } => {
                     let n = remaining.min(bytes.len());
                     self.out.extend_from_slice(&bytes[..n]);
                     bytes = &bytes[n..];
-                    self.state = State::Pass(remaining - n);
+                    self.state = State::Pass {
+                        remaining: remaining - n,
+                        len,
+                    };
                 }
                 State::Header => {
                     let n = (HEADER_LEN - self.held.len()).min(bytes.len());
@@ -86,7 +95,10 @@ impl AdvertiseV2 {
                         self.state = State::Hold(header);
                     } else {
                         self.out.extend_from_slice(&self.held);
-                        self.state = State::Pass(header.payload_len);
+                        self.state = State::Pass {
+                            remaining: header.payload_len,
+                            len: header.payload_len,
+                        };
                     }
                     self.held.clear();
                 }
@@ -106,7 +118,7 @@ impl AdvertiseV2 {
                 command: header.command,
             });
         }
-        let edited = edit(&header.command, &self.held, self.reached_at);
+        let edited = edit(&header.command, &self.held, &self.own);
         let payload = edited.as_deref().unwrap_or(&self.held);
         let mut frame = [0u8; HEADER_LEN];
         v1::Header::write(&mut frame, self.magic, &header.command, payload);
@@ -148,8 +160,13 @@ impl Pipe for AdvertiseV2 {
         result
     }
 
+    /// The unfinished message's bytes received so far: its header and payload.
     fn partial_input(&self) -> usize {
-        self.held.len()
+        match self.state {
+            State::Header => self.held.len(),
+            State::Hold(_) => HEADER_LEN + self.held.len(),
+            State::Pass { remaining, len } => HEADER_LEN + len - remaining,
+        }
     }
 
     fn release_idle_buffers(&mut self) {
@@ -170,7 +187,7 @@ fn edits(command: &Command) -> bool {
 
 /// The edited payload, or `None` when it stays as it is (nothing to edit, or a payload this
 /// code cannot read: the peer then judges it as the node sent it).
-fn edit(command: &Command, payload: &[u8], reached_at: SocketAddr) -> Option<Vec<u8>> {
+fn edit(command: &Command, payload: &[u8], own: &[SocketAddr]) -> Option<Vec<u8>> {
     match command.name() {
         "version" => {
             let services = payload.get(4..12)?;
@@ -179,14 +196,14 @@ fn edit(command: &Command, payload: &[u8], reached_at: SocketAddr) -> Option<Vec
             edited[4..12].copy_from_slice(&services.to_le_bytes());
             Some(edited)
         }
-        "addr" => edit_addr(payload, reached_at),
-        "addrv2" => edit_addrv2(payload, reached_at),
+        "addr" => edit_addr(payload, own),
+        "addrv2" => edit_addrv2(payload, own),
         _ => None,
     }
 }
 
 /// `addr`: count, then entries of time(4) services(8) ip(16, v4-mapped) port(2, big endian).
-fn edit_addr(payload: &[u8], reached_at: SocketAddr) -> Option<Vec<u8>> {
+fn edit_addr(payload: &[u8], own: &[SocketAddr]) -> Option<Vec<u8>> {
     const ENTRY: usize = 30;
     let mut reader = Reader(payload);
     let count = reader.compact_size()?;
@@ -194,14 +211,23 @@ fn edit_addr(payload: &[u8], reached_at: SocketAddr) -> Option<Vec<u8>> {
     if entries.len() != usize::try_from(count).ok()?.checked_mul(ENTRY)? {
         return None;
     }
-    let ip = match reached_at.ip() {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-        IpAddr::V6(v6) => v6.octets(),
-    };
+    let names: Vec<([u8; 16], [u8; 2])> = own
+        .iter()
+        .map(|addr| {
+            let ip = match addr.ip() {
+                IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+                IpAddr::V6(v6) => v6.octets(),
+            };
+            (ip, addr.port().to_be_bytes())
+        })
+        .collect();
     let start = payload.len() - entries.len();
     let mut edited = payload.to_vec();
     for entry in edited[start..].chunks_exact_mut(ENTRY) {
-        if entry[12..28] == ip && entry[28..30] == reached_at.port().to_be_bytes() {
+        if names
+            .iter()
+            .any(|(ip, port)| entry[12..28] == ip[..] && entry[28..30] == port[..])
+        {
             let services = u64::from_le_bytes(entry[4..12].try_into().ok()?) | NODE_P2P_V2;
             entry[4..12].copy_from_slice(&services.to_le_bytes());
         }
@@ -211,11 +237,14 @@ fn edit_addr(payload: &[u8], reached_at: SocketAddr) -> Option<Vec<u8>> {
 
 /// `addrv2` (BIP-155): count, then entries of time(4) services(compact size) network(1)
 /// address(compact size length, bytes) port(2, big endian). Services may grow by a few bytes.
-fn edit_addrv2(payload: &[u8], reached_at: SocketAddr) -> Option<Vec<u8>> {
-    let (network, ip) = match reached_at.ip() {
-        IpAddr::V4(v4) => (BIP155_IPV4, v4.octets().to_vec()),
-        IpAddr::V6(v6) => (BIP155_IPV6, v6.octets().to_vec()),
-    };
+fn edit_addrv2(payload: &[u8], own: &[SocketAddr]) -> Option<Vec<u8>> {
+    let names: Vec<(u8, Vec<u8>, [u8; 2])> = own
+        .iter()
+        .map(|addr| match addr.ip() {
+            IpAddr::V4(v4) => (BIP155_IPV4, v4.octets().to_vec(), addr.port().to_be_bytes()),
+            IpAddr::V6(v6) => (BIP155_IPV6, v6.octets().to_vec(), addr.port().to_be_bytes()),
+        })
+        .collect();
     let mut reader = Reader(payload);
     let count = reader.compact_size()?;
     let mut edited = Vec::with_capacity(payload.len() + 16);
@@ -227,8 +256,9 @@ fn edit_addrv2(payload: &[u8], reached_at: SocketAddr) -> Option<Vec<u8>> {
         let len = reader.compact_size()?;
         let address = reader.take(usize::try_from(len).ok()?)?;
         let port = reader.take(2)?;
-        let ours =
-            entry_network == network && address == ip && port == reached_at.port().to_be_bytes();
+        let ours = names
+            .iter()
+            .any(|(n, ip, p)| *n == entry_network && ip == address && p == port);
         edited.extend_from_slice(time);
         write_compact_size(
             &mut edited,
@@ -305,7 +335,7 @@ mod tests {
 
     /// Runs `input` through a fresh rewriter, in reads of `chunk` bytes.
     fn rewrite(input: &[u8], chunk: usize) -> Result<Vec<u8>, ProtocolError> {
-        let mut pipe = AdvertiseV2::new(MAGIC, reached_v4());
+        let mut pipe = AdvertiseV2::new(MAGIC, vec![reached_v4()]);
         let mut out = Vec::new();
         for mut piece in input.chunks(chunk) {
             while !piece.is_empty() {
@@ -400,7 +430,7 @@ mod tests {
         for chunk in [13, 4096, 1 << 20] {
             let (sealer, mut opener) = cipher_pair();
             let mut chain = Chain {
-                first: AdvertiseV2::new(MAGIC, reached_v4()),
+                first: AdvertiseV2::new(MAGIC, vec![reached_v4()]),
                 second: Encoder::new(MAGIC, sealer),
             };
             let (wire, events, result) = feed(&mut chain, &input, chunk);
@@ -419,6 +449,35 @@ mod tests {
             assert!(contents[1][1..] == vec![3; 300_000]);
             assert_eq!(contents[2][1..], [9; 8]);
         }
+    }
+
+    #[test]
+    fn a_public_address_named_by_the_operator_counts_as_the_nodes_own() {
+        let public: SocketAddr = "203.0.113.5:8333".parse().unwrap();
+        let mut pipe = AdvertiseV2::new(MAGIC, vec![reached_v4(), public]);
+        let ip = Ipv4Addr::new(203, 0, 113, 5).to_ipv6_mapped().octets();
+        let payload = |bit: u64| {
+            let mut p = vec![1];
+            p.extend(addr_entry(ip, 8333, 1 | bit));
+            p
+        };
+        let (out, _, result) = feed(&mut pipe, &v1_frame(MAGIC, "addr", &payload(0)), 7);
+        result.unwrap();
+        assert_eq!(out, v1_frame(MAGIC, "addr", &payload(NODE_P2P_V2)));
+    }
+
+    #[test]
+    fn a_close_mid_message_counts_what_was_passed() {
+        let mut pipe = AdvertiseV2::new(MAGIC, vec![reached_v4()]);
+        let frame = v1_frame(MAGIC, "block", &[5; 1000]);
+        let (_, _, result) = feed(&mut pipe, &frame[..500], 100);
+        result.unwrap();
+        assert_eq!(pipe.partial_input(), 500);
+        let mut pipe = AdvertiseV2::new(MAGIC, vec![reached_v4()]);
+        let frame = v1_frame(MAGIC, "version", &version_payload(1));
+        let (_, _, result) = feed(&mut pipe, &frame[..30], 100);
+        result.unwrap();
+        assert_eq!(pipe.partial_input(), 30);
     }
 
     #[test]

@@ -62,6 +62,12 @@ pub struct Config {
     #[arg(long, value_name = "NETWORK", value_parser = parse_network)]
     pub inbound_network: Option<bip324_protocol::Network>,
 
+    /// The node's public address and port, as peers dial them (repeatable), when that is not
+    /// an address of this host (behind a port-forwarding router): its self-advertisements
+    /// naming it gain NODE_P2P_V2 too. The address a peer reached is always counted.
+    #[arg(long, value_name = "ADDR")]
+    pub inbound_advertise: Vec<SocketAddr>,
+
     /// Started as root: the user to switch to once the sockets are open. Default:
     /// bip324-proxy (the package creates it), or nobody when that user does not exist.
     #[arg(long, value_name = "USER")]

@@ -49,6 +49,9 @@ vocabulary!(
         DestinationIsProxy => "destination_is_proxy",
         Loop => "loop",
         Unreadable => "unreadable",
+        /// Inbound: the source's network already has its share of connections that have not
+        /// reached the node yet.
+        TooManyPending => "too_many_pending",
     }
 );
 

@@ -10,6 +10,7 @@ pub mod logging;
 pub mod loop_guard;
 pub mod metrics;
 pub mod original_dst;
+pub mod pending;
 pub mod privileges;
 pub mod registry;
 pub mod relay;
@@ -181,12 +182,18 @@ pub async fn run(config: Config, binder: Option<transparent::Unarmed>) -> anyhow
     let inbound_loops = inbound_listeners
         .into_iter()
         .map(|l| (l, Direction::Inbound));
+    // Inbound has a pool of its own: strangers can never hold the local clients' slots.
+    let inbound_limit = Arc::new(Semaphore::new(ctx.config.max_connections));
     for (listener, direction) in outbound_loops.chain(inbound_loops) {
+        let limit = match direction {
+            Direction::Outbound => &limit,
+            Direction::Inbound => &inbound_limit,
+        };
         accept_loops.push(tokio::spawn(accept_loop(
             listener,
             direction,
             Arc::clone(&ctx),
-            Arc::clone(&limit),
+            Arc::clone(limit),
             connections.clone(),
             Arc::clone(&next_id),
             shutdown.clone(),

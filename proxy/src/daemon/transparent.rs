@@ -114,7 +114,21 @@ fn keep_only_net_raw() -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// A socket bound to `addr`; to its address alone when the port is taken here (a local
+/// listener on the same port, or a TIME_WAIT of the peer's previous connection): the node then
+/// sees the peer's address with another port.
 fn bound(addr: SocketAddr) -> io::Result<OwnedFd> {
+    match bind_to(addr) {
+        Err(nix::errno::Errno::EADDRINUSE) => {
+            let mut any_port = addr;
+            any_port.set_port(0);
+            Ok(bind_to(any_port)?)
+        }
+        result => Ok(result?),
+    }
+}
+
+fn bind_to(addr: SocketAddr) -> nix::Result<OwnedFd> {
     let family = match addr {
         SocketAddr::V4(_) => AddressFamily::Inet,
         SocketAddr::V6(_) => AddressFamily::Inet6,
@@ -122,6 +136,7 @@ fn bound(addr: SocketAddr) -> io::Result<OwnedFd> {
     let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
     let fd = socket(family, SockType::Stream, flags, None)?;
     setsockopt(&fd, sockopt::IpTransparent, &true)?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
     bind(
         std::os::fd::AsRawFd::as_raw_fd(&fd),
         &SockaddrStorage::from(addr),

@@ -50,14 +50,20 @@ pub async fn handle(
         .inbound_network
         .or_else(|| Network::from_port(reached.port()))
     else {
-        warn!(
-            peer = %peer_addr,
-            reached = %reached,
-            "refused inbound connection: port {} is no network's default port; give the \
-             node's network with --inbound-network",
-            reached.port()
-        );
+        if ctx.inbound_log.take(Instant::now()).is_some() {
+            warn!(
+                peer = %peer_addr,
+                reached = %reached,
+                "refused inbound connection: port {} is no network's default port; give the \
+                 node's network with --inbound-network",
+                reached.port()
+            );
+        }
         return;
+    };
+    // Until it reaches the node, a connection counts against its source network's share.
+    let Some(pending) = ctx.inbound_pending.enter(peer_addr.ip()) else {
+        return refuse(&ctx, peer_addr, RefusalKind::TooManyPending, None);
     };
     let _ = peer.set_nodelay(true);
     let started = Instant::now();
@@ -73,11 +79,17 @@ pub async fn handle(
         _ = shutdown.cancelled() => Err(Failure::Shutdown),
     };
     let t = |c| Traffic::get(c);
+    drop(pending);
     let (mut node, transport) = match result {
         Ok(opened) => opened,
         Err(failure) => {
             ctx.metrics.failed(failure.reason());
+            // Strangers cause these: counted always, logged within a budget.
+            let Some(suppressed) = ctx.inbound_log.take(Instant::now()) else {
+                return;
+            };
             warn!(
+                suppressed,
                 direction = "inbound",
                 peer = %peer_addr,
                 reached = %reached,
@@ -113,7 +125,9 @@ pub async fn handle(
         events: &events,
         shutdown: &shutdown,
     };
-    let advertise = AdvertiseV2::new(network.magic(), reached);
+    let mut own = vec![reached];
+    own.extend(&ctx.config.inbound_advertise);
+    let advertise = AdvertiseV2::new(network.magic(), own);
     let reason = match transport {
         PeerTransport::V1 { first } => {
             let unread = Unread {
@@ -167,11 +181,15 @@ pub async fn handle(
 
 fn refuse(ctx: &Context, peer: SocketAddr, kind: RefusalKind, error: Option<io::Error>) {
     ctx.metrics.refused(kind);
-    if ctx.refusal_log.take(Instant::now()).is_some() {
-        let why = error.map_or_else(
-            || "it was not redirected by the inbound policy (a direct connection)".to_string(),
-            |e| format!("its original destination cannot be read: {e}"),
-        );
+    if ctx.inbound_log.take(Instant::now()).is_some() {
+        let why = match (kind, error) {
+            (_, Some(e)) => format!("its original destination cannot be read: {e}"),
+            (RefusalKind::TooManyPending, None) => format!(
+                "its network already has {} connections that have not reached the node",
+                super::super::pending::PER_SOURCE
+            ),
+            (_, None) => "it was not redirected by the inbound policy (a direct connection)".into(),
+        };
         info!(direction = "inbound", peer = %peer, refusal = %kind, "refused inbound connection: {why}");
     }
 }

@@ -20,6 +20,7 @@ use super::log_budget::LogBudget;
 use super::loop_guard::{LoopGuard, Refusal};
 use super::metrics::Metrics;
 use super::original_dst::original_destination;
+use super::pending::PendingPerSource;
 use super::registry::Registry;
 use super::relay::{RelayContext, Side, Traffic};
 use super::transparent::Binder;
@@ -40,6 +41,10 @@ pub struct Context {
     pub refusal_log: LogBudget,
     /// Inbound mode: binds sockets to peers' addresses.
     pub binder: Option<Binder>,
+    /// Inbound connections not yet relayed, per source network.
+    pub inbound_pending: Arc<PendingPerSource>,
+    /// Strangers cause inbound failures: at most this many lines a second.
+    pub inbound_log: LogBudget,
 }
 
 impl Context {
@@ -52,6 +57,8 @@ impl Context {
             metrics: Arc::default(),
             refusal_log: LogBudget::per_second(10),
             binder: None,
+            inbound_pending: Arc::default(),
+            inbound_log: LogBudget::per_second(10),
         }
     }
 }

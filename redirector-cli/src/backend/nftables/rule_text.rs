@@ -68,7 +68,7 @@ pub(crate) fn differences(got: &[Vec<String>], want: &[(String, Vec<String>)]) -
             .map(|rule| format!("unexpected rule `{}`", rule_text(rule))),
     );
     if differences.is_empty() && want.iter().map(|(_, lines)| lines).ne(got.iter()) {
-        differences.push("the rules are out of order: exemptions must come first".into());
+        differences.push("the rules are in another order than the policy's".into());
     }
     differences
 }
@@ -218,7 +218,7 @@ mod tests {
         ];
         assert_eq!(
             differences(&[port, exemption], &want),
-            ["the rules are out of order: exemptions must come first"]
+            ["the rules are in another order than the policy's"]
         );
     }
 
