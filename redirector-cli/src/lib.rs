@@ -22,7 +22,7 @@ use clap::Parser;
 
 use crate::backend::{Backend, BackendKind};
 use crate::error::{Error, exit};
-use crate::policy::{Policy, resolve_group, resolve_user};
+use crate::policy::{Policy, Source, resolve_group, resolve_user};
 use crate::state::Enabled;
 
 /// Runs the command line; the binary's whole `main`.
@@ -52,26 +52,32 @@ pub fn main() -> ExitCode {
 }
 
 fn enable(args: &EnableArgs) -> Result<u8, Error> {
-    let group = resolve_group(&args.group)?;
-    if group.name.is_none() {
-        eprintln!(
-            "warning: no group has id {} in the group database; the kernel matches the number \
-             anyway (create the group with `groupadd --system --gid {} btc` to name it)",
-            group.id, group.id
-        );
+    let group = args.group.as_deref().map(resolve_group).transpose()?;
+    if let Some(group) = &group {
+        if group.name.is_none() {
+            eprintln!(
+                "warning: no group has id {} in the group database; the kernel matches the \
+                 number anyway (create the group with `groupadd --system --gid {} btc` to \
+                 name it)",
+                group.id, group.id
+            );
+        }
+        if group.id == 0 {
+            eprintln!(
+                "warning: group 0 (root) is the primary group of most system services: their \
+                 connections to these ports go through the proxy too"
+            );
+        }
     }
-    if group.id == 0 {
-        eprintln!(
-            "warning: group 0 (root) is the primary group of most system services: their \
-             connections to these ports go through the proxy too"
-        );
-    }
+    let interfaces = args.from_interface.iter().map(|i| Source::interface(i));
+    let prefixes = args.from.iter().map(|p| Source::prefix(p));
+    let sources = interfaces.chain(prefixes).collect::<Result<Vec<_>, _>>()?;
     let exempt = args
         .exempt_users
         .iter()
         .map(|u| resolve_user(u))
         .collect::<Result<Vec<_>, _>>()?;
-    let policy = Policy::new(group, &args.ports, args.proxy_port, exempt)?;
+    let policy = Policy::new(group, &args.ports, args.proxy_port, exempt)?.with_sources(sources)?;
     let backend = Backend::new(args.backend, args.cgroup.clone())?;
     // Who listens on the proxy port; installing the redirect does not change it.
     let probes = proxy_listener::probe(policy.proxy_port);
@@ -100,12 +106,18 @@ fn enable(args: &EnableArgs) -> Result<u8, Error> {
         args.backend,
         policy.describe()
     );
-    let group = policy
-        .group
-        .name
-        .clone()
-        .unwrap_or_else(|| policy.group.id.to_string());
-    println!("start a client in the group: sg {group} -c 'your-client ...'");
+    if let Some(group) = &policy.group {
+        let group = group.name.clone().unwrap_or_else(|| group.id.to_string());
+        println!("start a client in the group: sg {group} -c 'your-client ...'");
+    }
+    if !policy.sources.is_empty() {
+        println!(
+            "gateway: the proxy must accept on this router's LAN address, port {0} \
+             (`bip324-proxy --listen [::]:{0}`, or a ListenStream= drop-in for \
+             bip324-proxy.socket); until it does, the LAN's connections are refused",
+            policy.proxy_port
+        );
+    }
     if let Some(warning) = proxy_listener::port_warning(policy.proxy_port) {
         eprintln!("warning: {warning}");
     }
@@ -132,7 +144,15 @@ fn check(args: &bip324_redirect_args::CheckArgs) -> Result<u8, Error> {
         );
         return Ok(exit::NOT_ENABLED);
     };
-    check::run(args, &enabled.policy.group)
+    let Some(group) = &enabled.policy.group else {
+        eprintln!(
+            "bip324-redirect: check connects as the redirected group, and this policy has none \
+             (gateway mode): run the client on a LAN host, then `bip324-redirect status` here \
+             shows its connection"
+        );
+        return Ok(exit::NOT_ENABLED);
+    };
+    check::run(args, group)
 }
 
 fn disable() -> Result<u8, Error> {

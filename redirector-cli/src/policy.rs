@@ -1,5 +1,8 @@
-//! The redirect policy: who is redirected, which ports, to which proxy port, and who is
-//! exempt. Every backend implements this same value.
+//! The redirect policy: who is redirected (a group's local processes, and in gateway mode the
+//! connections a router forwards from its LAN), which ports, to which proxy port, and who is
+//! exempt. Every backend implements this same value, or says it cannot.
+
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -28,7 +31,10 @@ impl std::fmt::Display for Id {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Policy {
     /// Connections of sockets whose owner's primary group is this one are redirected.
-    pub group: Id,
+    pub group: Option<Id>,
+    /// Gateway mode: connections forwarded from these interfaces or prefixes are redirected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<Source>,
     /// Destination TCP ports that are redirected, sorted, without duplicates.
     pub ports: Vec<u16>,
     /// Where the proxy listens, on 127.0.0.1 and [::1].
@@ -39,7 +45,7 @@ pub(crate) struct Policy {
 
 impl Policy {
     pub(crate) fn new(
-        group: Id,
+        group: impl Into<Option<Id>>,
         ports: &[u16],
         proxy_port: u16,
         exempt_users: Vec<Id>,
@@ -67,23 +73,43 @@ impl Policy {
             )));
         }
         Ok(Policy {
-            group,
+            group: group.into(),
+            sources: Vec::new(),
             ports,
             proxy_port,
             exempt_users,
         })
     }
 
+    /// Adds gateway mode's sources; a policy redirects a group, sources, or both.
+    pub(crate) fn with_sources(mut self, sources: Vec<Source>) -> Result<Policy, Error> {
+        if self.group.is_none() && sources.is_empty() {
+            return Err(Error::Config(
+                "say whose connections to redirect: --group (local processes), or \
+                 --from-interface / --from (what a router forwards from its LAN)"
+                    .into(),
+            ));
+        }
+        self.sources = sources;
+        Ok(self)
+    }
+
     /// The command that (re)installs this policy.
     pub(crate) fn enable_command(&self, backend: &str) -> String {
         let name = |id: &Id| id.name.clone().unwrap_or_else(|| id.id.to_string());
         let ports: Vec<String> = self.ports.iter().map(u16::to_string).collect();
-        let mut command = format!(
-            "bip324-redirect enable --group {} --ports {} --proxy-port {}",
-            name(&self.group),
+        let mut command = "bip324-redirect enable".to_string();
+        if let Some(group) = &self.group {
+            command.push_str(&format!(" --group {}", name(group)));
+        }
+        for source in &self.sources {
+            command.push_str(&format!(" {}", source.option()));
+        }
+        command.push_str(&format!(
+            " --ports {} --proxy-port {}",
             ports.join(","),
             self.proxy_port
-        );
+        ));
         for user in &self.exempt_users {
             command.push_str(&format!(" --exempt-user {}", name(user)));
         }
@@ -94,19 +120,34 @@ impl Policy {
     /// One sentence for humans.
     pub(crate) fn describe(&self) -> String {
         let ports: Vec<String> = self.ports.iter().map(u16::to_string).collect();
-        let mut text = format!(
-            "TCP connections to port{} {} from processes whose primary group is {} go to the \
-             proxy on 127.0.0.1/[::1] port {}",
+        let ports = format!(
+            "port{} {}",
             if ports.len() == 1 { "" } else { "s" },
-            ports.join(","),
-            self.group,
-            self.proxy_port
+            ports.join(",")
         );
-        if !self.exempt_users.is_empty() {
-            let users: Vec<String> = self.exempt_users.iter().map(Id::to_string).collect();
-            text.push_str(&format!(", except those of user {}", users.join(", ")));
+        let mut parts = Vec::new();
+        if let Some(group) = &self.group {
+            let mut text = format!(
+                "TCP connections to {ports} from processes whose primary group is {group} go \
+                 to the proxy on 127.0.0.1/[::1] port {}",
+                self.proxy_port
+            );
+            if !self.exempt_users.is_empty() {
+                let users: Vec<String> = self.exempt_users.iter().map(Id::to_string).collect();
+                text.push_str(&format!(", except those of user {}", users.join(", ")));
+            }
+            parts.push(text);
         }
-        text
+        if !self.sources.is_empty() {
+            let sources: Vec<String> = self.sources.iter().map(Source::to_string).collect();
+            parts.push(format!(
+                "TCP connections to {ports} forwarded from {} go to the proxy on this \
+                 router's address, port {}",
+                sources.join(", "),
+                self.proxy_port
+            ));
+        }
+        parts.join("; ")
     }
 }
 
@@ -163,6 +204,90 @@ impl InboundPolicy {
             ports.join(","),
             self.proxy_port
         )
+    }
+}
+
+/// Gateway mode: where forwarded connections come from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Source {
+    /// Arriving on this interface.
+    Interface(String),
+    /// From this source prefix (host bits zero).
+    Prefix { addr: IpAddr, len: u8 },
+}
+
+impl Source {
+    pub(crate) fn interface(name: &str) -> Result<Source, Error> {
+        // IFNAMSIZ - 1, and no characters the kernel refuses.
+        let valid = !name.is_empty()
+            && name.len() < 16
+            && !name.contains(['/', ':'])
+            && !name.chars().any(char::is_whitespace);
+        if !valid {
+            return Err(Error::Config(format!(
+                "--from-interface {name:?} is not an interface name"
+            )));
+        }
+        Ok(Source::Interface(name.to_string()))
+    }
+
+    /// `192.168.1.0/24`, `fd00:1::/64`; an address alone is a host.
+    pub(crate) fn prefix(text: &str) -> Result<Source, Error> {
+        let bad = || {
+            Error::Config(format!(
+                "--from {text:?} is not a prefix (192.168.1.0/24, fd00:1::/64)"
+            ))
+        };
+        let (addr, len) = match text.split_once('/') {
+            Some((addr, len)) => (addr, Some(len)),
+            None => (text, None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = match len {
+            Some(len) => len
+                .parse::<u8>()
+                .ok()
+                .filter(|l| *l <= max)
+                .ok_or_else(bad)?,
+            None => max,
+        };
+        Ok(Source::Prefix {
+            addr: masked(addr, len),
+            len,
+        })
+    }
+
+    /// How `enable` is told about it.
+    fn option(&self) -> String {
+        match self {
+            Source::Interface(name) => format!("--from-interface {name}"),
+            Source::Prefix { .. } => format!("--from {self}"),
+        }
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Interface(name) => write!(f, "interface {name}"),
+            Source::Prefix { addr, len } => write!(f, "{addr}/{len}"),
+        }
+    }
+}
+
+/// `addr` with every bit past `len` cleared.
+fn masked(addr: IpAddr, len: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(v4) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            IpAddr::V4((u32::from(v4) & mask).into())
+        }
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            IpAddr::V6((u128::from(v6) & mask).into())
+        }
     }
 }
 
@@ -230,6 +355,46 @@ mod tests {
             id: 1001,
             name: Some("btc".into()),
         }
+    }
+
+    #[test]
+    fn sources_are_checked_and_normalised() {
+        assert_eq!(
+            Source::prefix("192.168.1.77/24").unwrap(),
+            Source::Prefix {
+                addr: "192.168.1.0".parse().unwrap(),
+                len: 24
+            }
+        );
+        assert_eq!(
+            Source::prefix("fd00:1::5").unwrap().to_string(),
+            "fd00:1::5/128"
+        );
+        assert_eq!(
+            Source::prefix("10.0.0.0/0").unwrap().to_string(),
+            "0.0.0.0/0"
+        );
+        for bad in ["192.168.1.0/33", "lan", "fd00::/129", "1.2.3.4/x"] {
+            assert!(Source::prefix(bad).is_err(), "{bad}");
+        }
+        assert!(Source::interface("br-lan").is_ok());
+        for bad in ["", "a/b", "sixteen-chars-xx", "a b"] {
+            assert!(Source::interface(bad).is_err(), "{bad:?}");
+        }
+        let gateway = Policy::new(None, &[8333], 324, vec![])
+            .unwrap()
+            .with_sources(vec![Source::interface("br-lan").unwrap()])
+            .unwrap();
+        assert_eq!(
+            gateway.enable_command("nftables"),
+            "bip324-redirect enable --from-interface br-lan --ports 8333 --proxy-port 324 --backend nftables"
+        );
+        assert!(
+            Policy::new(None, &[8333], 324, vec![])
+                .unwrap()
+                .with_sources(vec![])
+                .is_err()
+        );
     }
 
     #[test]

@@ -38,14 +38,13 @@ pub(crate) fn problems(
         }
     }
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    if let Some(gids) = primary_gids(&status)
-        && gids.contains(&policy.group.id)
+    if let (Some(gids), Some(group)) = (primary_gids(&status), &policy.group)
+        && gids.contains(&group.id)
     {
         problems.push(format!(
-            "the proxy (pid {pid}) runs with group {} as its primary group: its own connections \
-             are redirected back to it and every tagged connection fails; run it as its own \
-             user (User=/Group= bip324-proxy, or --user)",
-            policy.group
+            "the proxy (pid {pid}) runs with group {group} as its primary group: its own \
+             connections are redirected back to it and every tagged connection fails; run it \
+             as its own user (User=/Group= bip324-proxy, or --user)"
         ));
     }
     if let (BackendKind::Ebpf, Some(attached)) = (backend, cgroup) {

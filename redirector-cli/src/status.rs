@@ -164,9 +164,9 @@ fn judge(report: &mut Report, enabled: Option<&Enabled>) {
                 None => {
                     report.problems.push(format!(
                         "the {} redirect was removed from the kernel (for example by `nft flush \
-                         ruleset` or a reload of nftables.service): clients of group {} now \
-                         connect directly, in PLAINTEXT; {reenable}",
-                        enabled.backend, enabled.policy.group
+                         ruleset` or a reload of nftables.service): its clients now connect \
+                         directly, in PLAINTEXT; {reenable}",
+                        enabled.backend
                     ));
                     State::Vanished
                 }
@@ -275,12 +275,8 @@ pub(crate) fn render(report: &Report) -> String {
         (None, Some(error)) => out.push_str(&format!("connections: unknown ({error})\n")),
         (None, None) => {}
     }
-    if let Some(policy) = &report.policy {
-        let group = policy
-            .group
-            .name
-            .clone()
-            .unwrap_or_else(|| policy.group.id.to_string());
+    if let Some(group) = report.policy.as_ref().and_then(|p| p.group.as_ref()) {
+        let group = group.name.clone().unwrap_or_else(|| group.id.to_string());
         out.push_str(&format!(
             "clients:  start them with group {group} as their primary group: sg {group} -c 'your-client ...'\n"
         ));

@@ -117,9 +117,8 @@ pub(crate) fn run() -> Result {
         status.contains("\"client_in\""),
         "status reports the proxy's traffic from its control socket",
     )?;
-    let journal = c.ok("journalctl -u bip324-proxy.service --no-pager -o cat")?;
     expect(
-        journal.contains(&session_id),
+        in_journal(c, "bip324-proxy.service", &session_id)?,
         "the journal shows the remote's session id",
     )?;
     eprintln!("==> v2 session {session_id} in the journal and at the remote");
@@ -265,14 +264,12 @@ fn inbound_mode(c: &Container, remote_ns: &Netns) -> Result {
         reply.command == "version" && services & (1 << 11) != 0,
         "the node's version reaches a v2 peer with NODE_P2P_V2",
     )?;
-    let journal = c.ok("journalctl -u bip324-proxy-inbound.service --no-pager -o cat")?;
     expect(
-        journal.contains(&session),
+        in_journal(c, "bip324-proxy-inbound.service", &session)?,
         "the inbound proxy's journal has the initiator's session id",
     )?;
-    let node_log = c.ok("journalctl -u v1-node --no-pager -o cat")?;
     expect(
-        node_log.contains(&format!("peer={local}")),
+        in_journal(c, "v1-node", &format!("peer={local}"))?,
         &format!("the node saw the peer itself ({local})"),
     )?;
     c.ok(
@@ -311,6 +308,16 @@ fn install_boot_client(c: &Container, remote: &str) -> Result {
          systemctl daemon-reload && systemctl enable boot-client.service"
     ))?;
     Ok(())
+}
+
+/// Whether `unit`'s journal shows `needle` within 5 s (lines reach it a moment after the
+/// event that made them).
+fn in_journal(c: &Container, unit: &str, needle: &str) -> Result<bool> {
+    let wait = c.run(&format!(
+        "for i in $(seq 50); do journalctl -u {unit} --no-pager -o cat | grep -qF -- '{needle}' \
+         && exit 0; sleep 0.1; done; exit 1"
+    ))?;
+    Ok(wait.status.success())
 }
 
 fn expect(condition: bool, what: &str) -> Result {

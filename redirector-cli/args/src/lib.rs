@@ -210,9 +210,19 @@ pub struct StatusArgs {
 #[derive(Args, Debug)]
 pub struct EnableArgs {
     /// Group (name or number) whose connections are redirected; create it with
-    /// `groupadd --system btc`.
-    #[arg(long, value_name = "GROUP")]
-    pub group: String,
+    /// `groupadd --system btc`. Needed unless --from-interface or --from is given.
+    #[arg(long, value_name = "GROUP", required_unless_present_any = ["from_interface", "from"])]
+    pub group: Option<String>,
+
+    /// Gateway mode, on a router: also redirect connections forwarded from this interface,
+    /// e.g. br-lan (repeatable). The LAN's clients need no group and no change.
+    #[arg(long = "from-interface", value_name = "IFACE")]
+    pub from_interface: Vec<String>,
+
+    /// Gateway mode: also redirect connections forwarded from this source prefix, e.g.
+    /// 192.168.1.0/24 or fd00:1::/64 (repeatable).
+    #[arg(long = "from", value_name = "PREFIX")]
+    pub from: Vec<String>,
 
     /// Destination ports to redirect, comma-separated.
     #[arg(long, value_name = "PORTS", value_delimiter = ',', default_value = DEFAULT_PORTS_ARG,

@@ -305,8 +305,18 @@ fn config_of(policy: &Policy) -> Result<Config, Error> {
             "the eBPF backend takes at most {MAX_EXEMPT_USERS} --exempt-user"
         )));
     }
+    if !policy.sources.is_empty() {
+        return Err(Error::Config(
+            "the eBPF backend sees only this host's own connections, not what it forwards: \
+             --from-interface and --from need --backend nftables"
+                .into(),
+        ));
+    }
+    let Some(group) = &policy.group else {
+        return Err(Error::Config("the eBPF backend needs --group".into()));
+    };
     let mut config = Config {
-        gid: policy.group.id,
+        gid: group.id,
         proxy_port: policy.proxy_port,
         port_count: policy.ports.len() as u16,
         exempt_count: policy.exempt_users.len() as u32,
@@ -325,10 +335,11 @@ fn policy_of(config: &Config) -> Policy {
     let ports = &config.ports[..usize::from(config.port_count).min(MAX_PORTS)];
     let exempt = &config.exempt_uids[..(config.exempt_count as usize).min(MAX_EXEMPT_USERS)];
     Policy {
-        group: Id {
+        group: Some(Id {
             id: config.gid,
             name: None,
-        },
+        }),
+        sources: Vec::new(),
         ports: ports.to_vec(),
         proxy_port: config.proxy_port,
         exempt_users: exempt.iter().map(|&id| Id { id, name: None }).collect(),

@@ -68,17 +68,60 @@ pub(crate) fn inspect(expected: Option<&Policy>) -> Result<Inspection, Error> {
             .map(|(purpose, rule)| (purpose, netlink::describe_rule(&rule)))
             .collect();
         differences.extend(rule_text::differences(&rules, &want));
+        differences.extend(gateway_differences(&table, policy)?);
+    }
+    let gateway_rules = netlink::rules(ruleset::TABLE, ruleset::GATEWAY_CHAIN)?.len();
+    let mut objects = vec![format!(
+        "table inet {} ({} rule{})",
+        ruleset::TABLE.to_string_lossy(),
+        rules.len(),
+        if rules.len() == 1 { "" } else { "s" }
+    )];
+    if gateway_rules > 0 {
+        objects.push(format!("gateway chain prerouting ({gateway_rules} rules)"));
     }
     Ok(Inspection {
         present: true,
         matches: expected.map(|_| differences.is_empty()),
         details: differences,
-        objects: vec![format!(
-            "table inet {} ({} rule{})",
-            ruleset::TABLE.to_string_lossy(),
-            rules.len(),
-            if rules.len() == 1 { "" } else { "s" }
-        )],
+        objects,
         ..Inspection::default()
     })
+}
+
+/// Gateway mode's chain against the policy: there exactly when the policy has sources.
+fn gateway_differences(table: &nftnl::Table, policy: &Policy) -> Result<Vec<String>, Error> {
+    let got_chain = netlink::chain_description(ruleset::TABLE, ruleset::GATEWAY_CHAIN)?;
+    if policy.sources.is_empty() {
+        return Ok(match got_chain {
+            Some(_) => vec!["a gateway chain prerouting the policy does not have".into()],
+            None => Vec::new(),
+        });
+    }
+    let want_chain = netlink::describe_chain(
+        "nat".into(),
+        libc::NF_INET_PRE_ROUTING as u32,
+        ruleset::PRIORITY,
+        libc::NF_ACCEPT as u32,
+    );
+    let mut differences = Vec::new();
+    match got_chain {
+        None => differences.push(
+            "the gateway chain prerouting is missing: the LAN's connections are forwarded \
+             in PLAINTEXT"
+                .to_string(),
+        ),
+        Some(got) if got != want_chain => {
+            differences.push(format!("gateway chain is `{got}`, expected `{want_chain}`"));
+        }
+        Some(_) => {}
+    }
+    let chain = ruleset::gateway_chain(table);
+    let want: Vec<(String, Vec<String>)> = ruleset::gateway_rules(&chain, policy)
+        .into_iter()
+        .map(|(purpose, rule)| (purpose, netlink::describe_rule(&rule)))
+        .collect();
+    let got = netlink::rules(ruleset::TABLE, ruleset::GATEWAY_CHAIN)?;
+    differences.extend(rule_text::differences(&got, &want));
+    Ok(differences)
 }

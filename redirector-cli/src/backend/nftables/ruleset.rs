@@ -1,29 +1,43 @@
 //! The nftables objects of a policy: one `inet` table (IPv4 and IPv6) with one NAT chain on
-//! the output hook, exemptions first, then one redirect rule per port.
+//! the output hook, exemptions first, then one redirect rule per port; in gateway mode a
+//! second NAT chain on the prerouting hook, one rule per source and port.
 //!
 //! ```text
 //! table inet bip324_redirect {
 //!   chain output {
 //!     type nat hook output priority -100; policy accept;
 //!     meta skuid 105 accept
-//!     meta l4proto tcp tcp dport 8333 meta skgid 1001 redirect to :1324
+//!     meta l4proto tcp tcp dport 8333 meta skgid 1001 redirect to :324
 //!     ...
+//!   }
+//!   chain prerouting {
+//!     type nat hook prerouting priority -100; policy accept;
+//!     iifname "br-lan" tcp dport 8333 fib daddr type != local redirect to :324
+//!     ip saddr 192.168.1.0/24 tcp dport 8333 fib daddr type != local redirect to :324
 //!   }
 //! }
 //! ```
+//!
+//! `fib daddr type != local`: only what the router forwards, never connections to itself.
+//! While the proxy is down, a redirected connection meets a closed port and is refused: the
+//! LAN's clients are never forwarded in plaintext.
 
 use std::ffi::CStr;
 
-use nftnl::expr::Register;
+use std::net::IpAddr;
+
+use nftnl::expr::{CmpOp, Register};
 use nftnl::{
     Batch, Chain, ChainType, FinalizedBatch, Hook, MsgType, ProtoFamily, Rule, Table, nft_expr,
 };
 
+use super::fib_expr::{FibDaddrType, RTN_LOCAL};
 use super::redirect_expr::Redirect;
-use crate::policy::Policy;
+use crate::policy::{Policy, Source};
 
 pub(crate) const TABLE: &CStr = c"bip324_redirect";
 pub(crate) const CHAIN: &CStr = c"output";
+pub(crate) const GATEWAY_CHAIN: &CStr = c"prerouting";
 /// NAT on the output hook is accepted at -100 (dstnat); -200 and -300 are refused.
 pub(crate) const PRIORITY: i32 = -100;
 
@@ -39,8 +53,21 @@ pub(crate) fn chain(table: &Table) -> Chain<'_> {
     chain
 }
 
-/// The rules of `policy`, in order, each with what it is for in a user's words.
+/// Gateway mode's chain, where forwarded connections are redirected.
+pub(crate) fn gateway_chain(table: &Table) -> Chain<'_> {
+    let mut chain = Chain::new(GATEWAY_CHAIN, table);
+    chain.set_type(ChainType::Nat);
+    chain.set_hook(Hook::PreRouting, PRIORITY);
+    chain.set_policy(nftnl::Policy::Accept);
+    chain
+}
+
+/// The output chain's rules of `policy`, in order, each with what it is for in a user's
+/// words (none without a group).
 pub(crate) fn rules<'a>(chain: &'a Chain<'a>, policy: &Policy) -> Vec<(String, Rule<'a>)> {
+    let Some(group) = &policy.group else {
+        return Vec::new();
+    };
     let exemptions = policy.exempt_users.iter().map(|user| {
         (
             format!("the exemption of user {user}"),
@@ -50,10 +77,65 @@ pub(crate) fn rules<'a>(chain: &'a Chain<'a>, policy: &Policy) -> Vec<(String, R
     let redirects = policy.ports.iter().map(|&port| {
         (
             format!("the rule for port {port}"),
-            redirect(chain, policy.group.id, port, policy.proxy_port),
+            redirect(chain, group.id, port, policy.proxy_port),
         )
     });
     exemptions.chain(redirects).collect()
+}
+
+/// The prerouting chain's rules: one per source and port.
+pub(crate) fn gateway_rules<'a>(chain: &'a Chain<'a>, policy: &Policy) -> Vec<(String, Rule<'a>)> {
+    let mut rules = Vec::new();
+    for source in &policy.sources {
+        for &port in &policy.ports {
+            let mut rule = Rule::new(chain);
+            match source {
+                Source::Interface(name) => {
+                    let mut padded = [0u8; libc::IFNAMSIZ];
+                    padded[..name.len()].copy_from_slice(name.as_bytes());
+                    rule.add_expr(&nft_expr!(meta iifname));
+                    rule.add_expr(&nftnl::expr::Cmp::new(CmpOp::Eq, &padded[..]));
+                }
+                Source::Prefix { addr, len } => add_prefix(&mut rule, *addr, *len),
+            }
+            rule.add_expr(&nft_expr!(meta l4proto));
+            rule.add_expr(&nft_expr!(cmp == libc::IPPROTO_TCP as u8));
+            rule.add_expr(&nft_expr!(payload tcp dport));
+            rule.add_expr(&nft_expr!(cmp == port.to_be()));
+            rule.add_expr(&FibDaddrType {
+                register: Register::Reg1,
+            });
+            rule.add_expr(&nft_expr!(cmp != RTN_LOCAL));
+            rule.add_expr(&nft_expr!(immediate data policy.proxy_port.to_be()));
+            rule.add_expr(&Redirect {
+                port_register: Register::Reg1,
+            });
+            rules.push((format!("the gateway rule for {source}, port {port}"), rule));
+        }
+    }
+    rules
+}
+
+/// `ip saddr PREFIX` (or `ip6`), as nft compiles it: the family, then the prefix's whole
+/// bytes, masked when it ends inside a byte.
+fn add_prefix(rule: &mut Rule<'_>, addr: IpAddr, len: u8) {
+    let (family, offset, octets) = match addr {
+        IpAddr::V4(v4) => (libc::NFPROTO_IPV4 as u8, 12, v4.octets().to_vec()),
+        IpAddr::V6(v6) => (libc::NFPROTO_IPV6 as u8, 8, v6.octets().to_vec()),
+    };
+    rule.add_expr(&nft_expr!(meta nfproto));
+    rule.add_expr(&nft_expr!(cmp == family));
+    let bytes = usize::from(len).div_ceil(8);
+    if bytes == 0 {
+        return;
+    }
+    rule.add_expr(&nft_expr!(payload_raw nh offset, bytes as u32));
+    if len % 8 != 0 {
+        let mut mask = vec![0xffu8; bytes];
+        mask[bytes - 1] = 0xff << (8 - len % 8);
+        rule.add_expr(&nftnl::expr::Bitwise::new(&mask[..], &vec![0u8; bytes][..]));
+    }
+    rule.add_expr(&nftnl::expr::Cmp::new(CmpOp::Eq, &octets[..bytes]));
 }
 
 /// `meta skuid UID accept`: the user's connections are left alone.
@@ -95,6 +177,13 @@ pub(crate) fn apply_batch(policy: &Policy) -> FinalizedBatch {
     batch.add(&chain, MsgType::Add);
     for (_, rule) in rules(&chain, policy) {
         batch.add(&rule, MsgType::Add);
+    }
+    let gateway = gateway_chain(&table);
+    if !policy.sources.is_empty() {
+        batch.add(&gateway, MsgType::Add);
+        for (_, rule) in gateway_rules(&gateway, policy) {
+            batch.add(&rule, MsgType::Add);
+        }
     }
     batch.finalize()
 }
