@@ -159,30 +159,40 @@ impl Drop for Netns {
 
 /// Connects two namespaces with a veth pair named `veth0` on both sides.
 pub fn link(a: &Netns, b: &Netns) {
+    link_named((a, "veth0"), (b, "veth0"));
+}
+
+/// A veth pair with the given interface name at each end (a router has several).
+pub fn link_named((a, a_name): (&Netns, &str), (b, b_name): (&Netns, &str)) {
     run(Command::new("ip").args([
         "link",
         "add",
-        "veth0",
+        a_name,
         "netns",
         a.name(),
         "type",
         "veth",
         "peer",
         "name",
-        "veth0",
+        b_name,
         "netns",
         b.name(),
     ]));
-    a.ip(&["link", "set", "veth0", "up"]);
-    b.ip(&["link", "set", "veth0", "up"]);
+    a.ip(&["link", "set", a_name, "up"]);
+    b.ip(&["link", "set", b_name, "up"]);
 }
 
 /// Assigns an address; IPv6 addresses skip duplicate address detection so they work at once.
 pub fn address(ns: &Netns, cidr: &str) {
+    address_on(ns, "veth0", cidr);
+}
+
+/// Like `address`, on interface `dev`.
+pub fn address_on(ns: &Netns, dev: &str, cidr: &str) {
     if cidr.contains(':') {
-        ns.ip(&["-6", "addr", "add", cidr, "dev", "veth0", "nodad"]);
+        ns.ip(&["-6", "addr", "add", cidr, "dev", dev, "nodad"]);
     } else {
-        ns.ip(&["addr", "add", cidr, "dev", "veth0"]);
+        ns.ip(&["addr", "add", cidr, "dev", dev]);
     }
 }
 

@@ -81,11 +81,13 @@ impl LoopGuard {
         local: SocketAddr,
         listening: &[SocketAddr],
     ) -> Result<SocketAddr, Refusal> {
-        let destination = destination.ok_or(Refusal::NotRedirected)?;
-        if destination == local || listening.contains(&destination) {
+        // On a dual-stack listener an IPv4 peer's addresses arrive v4-mapped: compare them as
+        // IPv4, as the kernel records them.
+        let destination = canonical(destination.ok_or(Refusal::NotRedirected)?);
+        if destination == canonical(local) || listening.contains(&destination) {
             return Err(Refusal::DestinationIsProxy);
         }
-        let (client, destination) = (canonical(client), canonical(destination));
+        let client = canonical(client);
         let upstreams = self.upstreams();
         // The client is one of our upstream sockets: while it connects only its port is
         // known, and a port the proxy bound is not handed to another socket of this host.
@@ -184,6 +186,12 @@ mod tests {
                 .unwrap(),
             addr("10.0.0.2:8333")
         );
+        // A LAN host dialling a `[::]` listener's own port over IPv4: local is v4-mapped.
+        let mapped_local = addr("[::ffff:192.168.1.1]:324");
+        assert!(matches!(
+            guard.check(client, Some(addr("192.168.1.1:324")), mapped_local, &[]),
+            Err(Refusal::DestinationIsProxy)
+        ));
     }
 
     #[tokio::test]

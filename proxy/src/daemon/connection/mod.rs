@@ -72,6 +72,8 @@ pub async fn handle(
     ctx: Arc<Context>,
     shutdown: CancellationToken,
 ) {
+    // A LAN host reaching a `[::]` listener over IPv4 is logged and listed by its IPv4 address.
+    let client_addr = super::original_dst::canonical(client_addr);
     let destination = match accept_check(&client, client_addr, &ctx) {
         Ok(destination) => destination,
         // A loop is a configuration problem; a direct connection (a probe, a curious local

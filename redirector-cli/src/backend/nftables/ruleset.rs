@@ -116,8 +116,8 @@ pub(crate) fn gateway_rules<'a>(chain: &'a Chain<'a>, policy: &Policy) -> Vec<(S
     rules
 }
 
-/// `ip saddr PREFIX` (or `ip6`), as nft compiles it: the family, then the prefix's whole
-/// bytes, masked when it ends inside a byte.
+/// `ip saddr PREFIX` (or `ip6`), as nft compiles it: the family, then the prefix's bytes
+/// when it ends on a byte, else the whole address under a mask.
 fn add_prefix(rule: &mut Rule<'_>, addr: IpAddr, len: u8) {
     let (family, offset, octets) = match addr {
         IpAddr::V4(v4) => (libc::NFPROTO_IPV4 as u8, 12, v4.octets().to_vec()),
@@ -125,14 +125,20 @@ fn add_prefix(rule: &mut Rule<'_>, addr: IpAddr, len: u8) {
     };
     rule.add_expr(&nft_expr!(meta nfproto));
     rule.add_expr(&nft_expr!(cmp == family));
-    let bytes = usize::from(len).div_ceil(8);
-    if bytes == 0 {
+    let len = usize::from(len);
+    if len == 0 {
         return;
     }
+    let bytes = if len % 8 == 0 { len / 8 } else { octets.len() };
     rule.add_expr(&nft_expr!(payload_raw nh offset, bytes as u32));
     if len % 8 != 0 {
-        let mut mask = vec![0xffu8; bytes];
-        mask[bytes - 1] = 0xff << (8 - len % 8);
+        let mask: Vec<u8> = (0..bytes)
+            .map(|i| match (i * 8, len) {
+                (start, len) if start + 8 <= len => 0xff,
+                (start, len) if start < len => 0xff << (8 - (len - start)),
+                _ => 0,
+            })
+            .collect();
         rule.add_expr(&nftnl::expr::Bitwise::new(&mask[..], &vec![0u8; bytes][..]));
     }
     rule.add_expr(&nftnl::expr::Cmp::new(CmpOp::Eq, &octets[..bytes]));
@@ -240,6 +246,73 @@ mod tests {
             describe_rule(&rules[1])[3],
             "[ cmp eq reg 1 0x00000c48 ]",
             "port 18444 = 0x480c"
+        );
+    }
+
+    #[test]
+    fn gateway_rules_compile_like_nft() {
+        let table = table();
+        let chain = gateway_chain(&table);
+        let sources = ["br-lan", "192.168.1.0/24", "10.16.0.0/12", "fd00:1::/64"];
+        let sources = vec![
+            Source::interface(sources[0]).unwrap(),
+            Source::prefix(sources[1]).unwrap(),
+            Source::prefix(sources[2]).unwrap(),
+            Source::prefix(sources[3]).unwrap(),
+        ];
+        let policy = Policy::new(None, &[8333], 324, vec![])
+            .unwrap()
+            .with_sources(sources)
+            .unwrap();
+        let rules: Vec<Vec<String>> = gateway_rules(&chain, &policy)
+            .iter()
+            .map(|(_, rule)| describe_rule(rule))
+            .collect();
+        // What `nft --debug=netlink` prints for `iifname "br-lan"`, `ip saddr 192.168.1.0/24`,
+        // `ip saddr 10.16.0.0/12` and `ip6 saddr fd00:1::/64`, each followed by
+        // `meta l4proto tcp tcp dport 8333 fib daddr type != local redirect to :324`.
+        let tail = [
+            "[ meta load l4proto => reg 1 ]",
+            "[ cmp eq reg 1 0x00000006 ]",
+            "[ payload load 2b @ transport header + 2 => reg 1 ]",
+            "[ cmp eq reg 1 0x00008d20 ]",
+            "[ fib daddr type => reg 1 ]",
+            "[ cmp neq reg 1 0x00000002 ]",
+            "[ immediate reg 1 0x00004401 ]",
+            "[ redir proto_min reg 1 proto_max reg 1 flags 0x2 ]",
+        ];
+        let heads: [&[&str]; 4] = [
+            &[
+                "[ meta load iifname => reg 1 ]",
+                "[ cmp eq reg 1 0x6c2d7262 0x00006e61 0x00000000 0x00000000 ]",
+            ],
+            &[
+                "[ meta load nfproto => reg 1 ]",
+                "[ cmp eq reg 1 0x00000002 ]",
+                "[ payload load 3b @ network header + 12 => reg 1 ]",
+                "[ cmp eq reg 1 0x0001a8c0 ]",
+            ],
+            &[
+                "[ meta load nfproto => reg 1 ]",
+                "[ cmp eq reg 1 0x00000002 ]",
+                "[ payload load 4b @ network header + 12 => reg 1 ]",
+                "[ bitwise reg 1 = ( reg 1 & 0x0000f0ff ) ^ 0x00000000 ]",
+                "[ cmp eq reg 1 0x0000100a ]",
+            ],
+            &[
+                "[ meta load nfproto => reg 1 ]",
+                "[ cmp eq reg 1 0x0000000a ]",
+                "[ payload load 8b @ network header + 8 => reg 1 ]",
+                "[ cmp eq reg 1 0x010000fd 0x00000000 ]",
+            ],
+        ];
+        for (rule, head) in rules.iter().zip(heads) {
+            let want: Vec<&str> = head.iter().chain(&tail).copied().collect();
+            assert_eq!(rule, &want);
+        }
+        assert!(
+            super::rules(&chain, &policy).is_empty(),
+            "no group: no output rules"
         );
     }
 
