@@ -134,6 +134,10 @@ fn lan_clients_are_encrypted_through_the_router_v4_and_v6() {
 fn selector_fail_closed_and_no_open_relay() {
     let router = Router::create();
     let cli = RedirectCli::new(&router.hosts);
+    // The eBPF backend never sees forwarded traffic: it says so instead of pretending.
+    let run = cli.enable("ebpf", &["--from-interface", "lan0"]);
+    assert_eq!(run.code, 4, "{run:?}");
+    assert!(run.stderr.contains("--backend nftables"), "{run:?}");
     // Only another host of the LAN is selected.
     let run = cli.enable(
         "nftables",

@@ -59,7 +59,11 @@ Start a client in the group:
   Group=btc                                      (in a systemd unit)
 
 The proxy must be running (`systemctl start bip324-proxy.socket`) and must not run with the \
-group. When it is not running, tagged connections are refused: nothing is sent in plaintext.";
+group. When it is not running, tagged connections are refused: nothing is sent in plaintext.
+
+Gateway mode, on a router: --from-interface br-lan (or --from 192.168.1.0/24) also redirects \
+the connections it forwards from its LAN, with or without --group. The proxy must then listen \
+on the router's LAN address (bip324-proxy --listen 192.168.1.1:324). nftables backend only.";
 
 const EXIT_CODES: &str = "\
 Environment:
