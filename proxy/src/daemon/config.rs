@@ -68,6 +68,29 @@ pub struct Config {
     #[arg(long, value_name = "ADDR")]
     pub inbound_advertise: Vec<SocketAddr>,
 
+    /// SOCKS5 front end (repeatable; off by default), for clients with a proxy option and no
+    /// redirect: Bitcoin Core `-proxy=127.0.0.1:1080`, btcd `--proxy`, bcoin `proxy`. No
+    /// authentication or any username/password; CONNECT to IPv4, IPv6 and names. After
+    /// CONNECT a connection is treated as a redirected one; the reply comes only once the
+    /// destination is reached in v2, so a failure is a SOCKS reply code. Keep it on loopback.
+    #[arg(long = "socks5", value_name = "ADDR")]
+    pub socks5: Vec<SocketAddr>,
+
+    /// The only destination ports SOCKS5 clients may CONNECT to (comma-separated): the proxy
+    /// is not an open relay.
+    #[arg(
+        long,
+        value_name = "PORTS",
+        value_delimiter = ',',
+        default_value = "8333,18333,48333,38333,18444"
+    )]
+    pub socks5_ports: Vec<u16>,
+
+    /// The network of SOCKS5 destinations (the v2 handshake needs it before the client
+    /// speaks). Default: the network whose port the client asked for.
+    #[arg(long, value_name = "NETWORK", value_parser = parse_network)]
+    pub socks5_network: Option<bip324_protocol::Network>,
+
     /// Started as root: the user to switch to once the sockets are open. Default:
     /// bip324-proxy (the package creates it), or nobody when that user does not exist.
     #[arg(long, value_name = "USER")]

@@ -37,6 +37,8 @@ pub struct Listeners {
     pub tcp: Vec<TcpListener>,
     /// For inbound mode: peers' connections to the local node.
     pub inbound: Vec<TcpListener>,
+    /// The SOCKS5 front end.
+    pub socks5: Vec<TcpListener>,
     /// A Unix socket from systemd, for the control endpoint.
     pub control: Option<std::os::unix::net::UnixListener>,
 }
@@ -46,7 +48,11 @@ pub struct Listeners {
 /// only when none of these gave any. A default address that does not exist on this host (IPv6 disabled, say)
 /// is skipped with a warning as long as another one works. An address that another program
 /// holds is always fatal: the redirect would hand the group's connections to that program.
-pub fn open(explicit: &[SocketAddr], inbound_addrs: &[SocketAddr]) -> anyhow::Result<Listeners> {
+pub fn open(
+    explicit: &[SocketAddr],
+    inbound_addrs: &[SocketAddr],
+    socks5_addrs: &[SocketAddr],
+) -> anyhow::Result<Listeners> {
     let mut listeners = Vec::new();
     let mut inbound = Vec::new();
     let mut control = None;
@@ -74,7 +80,17 @@ pub fn open(explicit: &[SocketAddr], inbound_addrs: &[SocketAddr]) -> anyhow::Re
     for addr in inbound_addrs {
         inbound.push(bind(*addr).map_err(|e| bind_error(*addr, &e))?);
     }
-    if listeners.is_empty() && inbound.is_empty() {
+    let mut socks5 = Vec::new();
+    for addr in socks5_addrs {
+        socks5.push(bind(*addr).map_err(|e| bind_error(*addr, &e))?);
+        if !addr.ip().is_loopback() {
+            warn!(
+                "--socks5 {addr} is reachable beyond this host: anyone who can connect may use \
+                 the proxy to reach Bitcoin nodes under this host's address; prefer 127.0.0.1"
+            );
+        }
+    }
+    if listeners.is_empty() && inbound.is_empty() && socks5.is_empty() {
         for addr in DEFAULT_LISTEN {
             let addr: SocketAddr = addr.parse().expect("valid default address");
             match bind(addr) {
@@ -95,6 +111,7 @@ pub fn open(explicit: &[SocketAddr], inbound_addrs: &[SocketAddr]) -> anyhow::Re
     Ok(Listeners {
         tcp: listeners,
         inbound,
+        socks5,
         control,
     })
 }

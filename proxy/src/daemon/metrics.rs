@@ -18,6 +18,7 @@ use tracing::debug;
 
 use super::labels::{FailureReason, RefusalKind, TransportKind};
 use super::registry::Registry;
+use super::socks5::wire::Reply;
 use bip324_protocol::message_type::{self, SHORT_IDS};
 use bip324_protocol::v1::Command;
 
@@ -52,6 +53,7 @@ pub enum Direction {
 pub struct Metrics {
     opened: [AtomicU64; TransportKind::ALL.len()],
     inbound_opened: [AtomicU64; TransportKind::ALL.len()],
+    socks5_replies: [AtomicU64; Reply::ALL.len()],
     refused: [AtomicU64; RefusalKind::ALL.len()],
     failed: [AtomicU64; FailureReason::ALL.len()],
     messages: [[AtomicU64; TYPES]; 2],
@@ -70,6 +72,7 @@ impl Default for Metrics {
         Metrics {
             opened: Default::default(),
             inbound_opened: Default::default(),
+            socks5_replies: Default::default(),
             refused: Default::default(),
             failed: Default::default(),
             // Default stops at arrays of 32.
@@ -112,6 +115,13 @@ fn type_label(index: usize) -> String {
 impl Metrics {
     pub fn opened(&self, transport: TransportKind) {
         bump(&self.opened[transport as usize]);
+    }
+
+    /// A reply sent to a SOCKS5 client.
+    pub fn socks5_reply(&self, code: Reply) {
+        if let Some(i) = Reply::ALL.iter().position(|c| *c == code) {
+            bump(&self.socks5_replies[i]);
+        }
     }
 
     /// An inbound connection: counted with all the others, and on its own.
@@ -172,6 +182,14 @@ impl Metrics {
             "transport",
             &labels(TransportKind::ALL, TransportKind::as_str),
             &self.inbound_opened,
+        );
+        render_labelled(
+            &mut out,
+            "socks5_replies_total",
+            "Replies sent to SOCKS5 clients, by code.",
+            "reply",
+            &labels(Reply::ALL, Reply::as_str),
+            &self.socks5_replies,
         );
         render_labelled(
             &mut out,

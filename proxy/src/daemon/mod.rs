@@ -14,6 +14,7 @@ pub mod pending;
 pub mod privileges;
 pub mod registry;
 pub mod relay;
+pub mod socks5;
 pub mod transparent;
 pub mod v2_connect;
 
@@ -30,7 +31,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use bip324_control::Direction;
 pub use config::Config;
 use connection::Context;
 
@@ -71,13 +71,14 @@ pub async fn run(config: Config, binder: Option<transparent::Unarmed>) -> anyhow
              connection tries v2 first, as Bitcoin Core does"
         );
     }
-    let opened = listeners::open(&config.listen, &config.inbound)?;
+    let opened = listeners::open(&config.listen, &config.inbound, &config.socks5)?;
     let listeners = opened.tcp;
     let listening = listeners
         .iter()
         .map(TcpListener::local_addr)
         .collect::<io::Result<Vec<SocketAddr>>>()?;
     let inbound_listeners = opened.inbound;
+    let socks5_listeners = opened.socks5;
     let inbound = inbound_listeners
         .iter()
         .map(TcpListener::local_addr)
@@ -178,20 +179,19 @@ pub async fn run(config: Config, binder: Option<transparent::Unarmed>) -> anyhow
     let connections = TaskTracker::new();
     let next_id = Arc::new(AtomicU64::new(1));
     let mut accept_loops = Vec::new();
-    let outbound_loops = listeners.into_iter().map(|l| (l, Direction::Outbound));
-    let inbound_loops = inbound_listeners
-        .into_iter()
-        .map(|l| (l, Direction::Inbound));
+    let fronts = (listeners.into_iter().map(|l| (l, Front::Redirect)))
+        .chain(inbound_listeners.into_iter().map(|l| (l, Front::Inbound)))
+        .chain(socks5_listeners.into_iter().map(|l| (l, Front::Socks5)));
     // Inbound has a pool of its own: strangers can never hold the local clients' slots.
     let inbound_limit = Arc::new(Semaphore::new(ctx.config.max_connections));
-    for (listener, direction) in outbound_loops.chain(inbound_loops) {
-        let limit = match direction {
-            Direction::Outbound => &limit,
-            Direction::Inbound => &inbound_limit,
+    for (listener, front) in fronts {
+        let limit = match front {
+            Front::Redirect | Front::Socks5 => &limit,
+            Front::Inbound => &inbound_limit,
         };
         accept_loops.push(tokio::spawn(accept_loop(
             listener,
-            direction,
+            front,
             Arc::clone(&ctx),
             Arc::clone(limit),
             connections.clone(),
@@ -227,9 +227,20 @@ async fn wait_for_stop_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where an accepted connection came in, which decides how it is handled.
+#[derive(Clone, Copy)]
+enum Front {
+    /// Redirected by the kernel from a local client (or a router's LAN).
+    Redirect,
+    /// A peer of the local node (inbound mode).
+    Inbound,
+    /// A SOCKS5 client.
+    Socks5,
+}
+
 async fn accept_loop(
     listener: TcpListener,
-    direction: Direction,
+    front: Front,
     ctx: Arc<Context>,
     limit: Arc<Semaphore>,
     connections: TaskTracker,
@@ -254,13 +265,16 @@ async fn accept_loop(
                 let (ctx, shutdown) = (Arc::clone(&ctx), shutdown.clone());
                 connections.spawn(
                     async move {
-                        match direction {
-                            Direction::Outbound => {
+                        match front {
+                            Front::Redirect => {
                                 connection::handle(stream, client, id, ctx, shutdown).await;
                             }
-                            Direction::Inbound => {
+                            Front::Inbound => {
                                 connection::inbound::handle(stream, client, id, ctx, shutdown)
                                     .await;
+                            }
+                            Front::Socks5 => {
+                                connection::socks5::handle(stream, client, id, ctx, shutdown).await;
                             }
                         }
                         drop(permit);

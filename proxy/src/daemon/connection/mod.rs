@@ -6,6 +6,7 @@ mod accounting;
 mod failure;
 pub mod inbound;
 mod open;
+pub mod socks5;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,13 +22,13 @@ use super::loop_guard::{LoopGuard, Refusal};
 use super::metrics::Metrics;
 use super::original_dst::original_destination;
 use super::pending::PendingPerSource;
-use super::registry::Registry;
+use super::registry::{Entry, Registry};
 use super::relay::{RelayContext, Side, Traffic};
 use super::transparent::Binder;
 use accounting::account;
 use bip324_protocol::{Event, ProtocolError};
 use failure::Failure;
-use open::{Transport, open};
+use open::{Opened, Transport, open};
 
 /// What all connections share.
 pub struct Context {
@@ -104,12 +105,38 @@ pub async fn handle(
         destination,
     );
     let entry = &registration.entry;
-    let traffic = &entry.traffic;
     let events = |side: Side, event: Event| account(entry, &ctx.metrics, side, event);
     let result = tokio::select! {
         result = open(&mut client, destination, &ctx, entry, &events) => result,
         _ = shutdown.cancelled() => Err(Failure::Shutdown),
     };
+    finish(
+        client,
+        client_addr,
+        destination,
+        started,
+        entry,
+        result,
+        &ctx,
+        &shutdown,
+    )
+    .await;
+}
+
+/// Logs how opening ended; an opened connection is relayed to its end and logged again.
+#[allow(clippy::too_many_arguments)]
+async fn finish(
+    mut client: TcpStream,
+    client_addr: SocketAddr,
+    destination: SocketAddr,
+    started: Instant,
+    entry: &Entry,
+    result: Result<Opened, Failure>,
+    ctx: &Context,
+    shutdown: &CancellationToken,
+) {
+    let traffic = &entry.traffic;
+    let events = |side: Side, event: Event| account(entry, &ctx.metrics, side, event);
     let network = entry.network().unwrap_or_else(|| "unknown".to_string());
     let t = |c| Traffic::get(c);
     let mut opened = match result {
@@ -167,7 +194,7 @@ pub async fn handle(
     let cx = RelayContext {
         traffic,
         events: &events,
-        shutdown: &shutdown,
+        shutdown,
     };
     let reason = opened.relay(&mut client, &cx).await;
     info!(

@@ -59,7 +59,20 @@ impl Transport {
 }
 
 impl Opened {
-    fn plain(
+    /// A v2 session established before the client's first bytes were known (SOCKS5).
+    pub(super) fn v2(established: Established, first_bytes: Vec<u8>) -> Self {
+        Opened {
+            remote: established.remote,
+            _port: established.port,
+            first_bytes,
+            transport: Transport::V2 {
+                session: established.session,
+                unread: established.unread,
+            },
+        }
+    }
+
+    pub(super) fn plain(
         remote: (TcpStream, UpstreamPort),
         first_bytes: Vec<u8>,
         transport: Transport,
@@ -163,7 +176,7 @@ pub(super) async fn open(
 }
 
 /// Reads until the first bytes tell v1 from v2; returns them, all kept for replay.
-async fn read_hello(
+pub(super) async fn read_hello(
     client: &mut TcpStream,
     traffic: &Traffic,
 ) -> Result<(Vec<u8>, ClientHello), Failure> {
@@ -187,7 +200,7 @@ async fn read_hello(
     }
 }
 
-async fn connect_plain(
+pub(super) async fn connect_plain(
     ctx: &Context,
     destination: SocketAddr,
 ) -> Result<(TcpStream, UpstreamPort), Failure> {

@@ -1,0 +1,308 @@
+//! The SOCKS5 front end (`--socks5`): for clients with a proxy option and no redirect
+//! (Bitcoin Core's `-proxy`, btcd's `--proxy`, ...). After CONNECT the connection is a
+//! redirected one: a v1 client is upgraded, a v2 client passes through, the network comes
+//! from the client's magic. The reply is sent only once the destination is reached in v2, so
+//! a refused, unreachable, timed-out or v1-only destination comes back as a reply code the
+//! client understands, rather than as a close after "success".
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::super::original_dst::canonical;
+use super::super::relay::Side;
+use super::super::socks5::wire::{self, Reply, Target, WireError};
+use super::super::v2_connect::{HandshakeError, HandshakeFailure, connect_v2};
+use super::failure::Failure;
+use super::open::{Opened, Transport, connect_plain, read_hello};
+use super::{Context, account, finish};
+use bip324_control::Direction;
+use bip324_protocol::{ClientHello, Event, Network, NetworkLabel};
+
+/// Handles one SOCKS5 client to its end.
+pub async fn handle(
+    mut client: TcpStream,
+    client_addr: SocketAddr,
+    id: u64,
+    ctx: Arc<Context>,
+    shutdown: CancellationToken,
+) {
+    let client_addr = canonical(client_addr);
+    let negotiation = tokio::time::timeout(ctx.config.first_bytes_timeout, negotiate(&mut client));
+    let target = match negotiation.await {
+        Ok(Ok(Some(target))) => target,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => return log_refusal(&ctx, client_addr, &format!("not a SOCKS5 client: {e}")),
+        Err(_) => {
+            return log_refusal(
+                &ctx,
+                client_addr,
+                "no SOCKS5 request within --first-bytes-timeout",
+            );
+        }
+    };
+    let allowed = ctx.config.socks5_ports.contains(&target.port());
+    let network = ctx
+        .config
+        .socks5_network
+        .or_else(|| Network::from_port(target.port()));
+    let (true, Some(network)) = (allowed, network) else {
+        let why = format!(
+            "CONNECT {target}: only the Bitcoin ports of --socks5-ports are served (not an open \
+             relay)"
+        );
+        return refuse(&mut client, &ctx, client_addr, Reply::NotAllowed, &why).await;
+    };
+    let destination = match resolve(&target).await {
+        Ok(destination) => destination,
+        Err(e) => {
+            let why = format!("CONNECT {target}: cannot resolve the name: {e}");
+            return refuse(&mut client, &ctx, client_addr, Reply::HostUnreachable, &why).await;
+        }
+    };
+    let local = client.local_addr().map(canonical);
+    let listening = &ctx.listening;
+    if local.is_ok_and(|l| l == destination) || listening.contains(&destination) {
+        let why = format!("CONNECT {target}: that is the proxy itself");
+        return refuse(&mut client, &ctx, client_addr, Reply::NotAllowed, &why).await;
+    }
+
+    let _ = client.set_nodelay(true);
+    let started = Instant::now();
+    let registration = ctx
+        .registry
+        .register(id, Direction::Outbound, client_addr, destination);
+    let entry = &registration.entry;
+    entry.set_network(network.name().to_string());
+    let events = |side: Side, event: Event| account(entry, &ctx.metrics, side, event);
+    let result = tokio::select! {
+        result = open(&mut client, destination, network, &ctx, entry, &events) => result,
+        _ = shutdown.cancelled() => Err(Failure::Shutdown),
+    };
+    finish(
+        client,
+        client_addr,
+        destination,
+        started,
+        entry,
+        result,
+        &ctx,
+        &shutdown,
+    )
+    .await;
+}
+
+/// Reaches the destination, replies, then lets the client's first bytes decide.
+async fn open(
+    client: &mut TcpStream,
+    destination: SocketAddr,
+    network: Network,
+    ctx: &Context,
+    entry: &super::super::registry::Entry,
+    events: &(impl Fn(Side, Event) + Sync),
+) -> Result<Opened, Failure> {
+    let traffic = &entry.traffic;
+    let mut handshake_events = |event| events(Side::Remote, event);
+    let handshake_started = Instant::now();
+    let attempt = connect_v2(
+        &ctx.loop_guard,
+        destination,
+        network.magic(),
+        ctx.config.handshake_timeout,
+        traffic,
+        &mut handshake_events,
+    )
+    .await;
+    // A v2 session, or with --v1-fallback and Bitcoin Core's rule, a plain connection.
+    let upstream = match attempt {
+        Ok(established) => {
+            ctx.metrics.handshake(handshake_started.elapsed());
+            Ok(established)
+        }
+        Err(failure) if ctx.config.v1_fallback && failure.allows_v1_fallback() => {
+            match connect_plain(ctx, destination).await {
+                Ok(plain) => Err(plain),
+                Err(failure) => {
+                    let code = match &failure {
+                        Failure::Connect(e) => Reply::for_connect_error(e),
+                        _ => Reply::TtlExpired,
+                    };
+                    send_reply(client, ctx, code, None).await;
+                    return Err(failure);
+                }
+            }
+        }
+        Err(failure) => {
+            send_reply(client, ctx, reply_for(&failure), None).await;
+            return Err(Failure::Handshake(failure));
+        }
+    };
+    let bound = match &upstream {
+        Ok(established) => established.remote.local_addr().ok(),
+        Err((plain, _)) => plain.local_addr().ok(),
+    };
+    ctx.metrics.socks5_reply(Reply::Succeeded);
+    client
+        .write_all(&wire::reply(Reply::Succeeded, bound))
+        .await
+        .map_err(Failure::ClientIo)?;
+    let hello = read_hello(client, traffic);
+    let (first_bytes, hello) = tokio::time::timeout(ctx.config.first_bytes_timeout, hello)
+        .await
+        .map_err(|_| Failure::ClientTimeout)??;
+    match (upstream, hello) {
+        (Ok(established), ClientHello::V1(magic)) if magic == network.magic() => {
+            Ok(Opened::v2(established, first_bytes))
+        }
+        (Ok(established), ClientHello::V1(magic)) => {
+            // Another network on this port: the session was made for the port's network.
+            drop(established);
+            entry.set_network(NetworkLabel(magic).to_string());
+            let mut again = |event| events(Side::Remote, event);
+            let timeout = ctx.config.handshake_timeout;
+            let session = connect_v2(
+                &ctx.loop_guard,
+                destination,
+                magic,
+                timeout,
+                traffic,
+                &mut again,
+            );
+            Ok(Opened::v2(
+                session.await.map_err(Failure::Handshake)?,
+                first_bytes,
+            ))
+        }
+        // A client that speaks v2 itself: its bytes pass unchanged on a plain connection.
+        (_, ClientHello::NotV1) | (_, ClientHello::NeedMore) => {
+            let remote = connect_plain(ctx, destination).await?;
+            Ok(Opened::plain(remote, first_bytes, Transport::Passthrough))
+        }
+        (Err(plain), ClientHello::V1(_)) => {
+            let why = "the v2 attempt failed (--v1-fallback)".to_string();
+            Ok(Opened::plain(
+                plain,
+                first_bytes,
+                Transport::V1Fallback { why },
+            ))
+        }
+    }
+}
+
+/// The reply code a failed v2 attempt means to the client.
+fn reply_for(failure: &HandshakeFailure) -> Reply {
+    match &failure.error {
+        HandshakeError::Connect(e) => Reply::for_connect_error(e),
+        HandshakeError::Timeout => Reply::TtlExpired,
+        // It closed or reset on our key: it does not speak v2.
+        HandshakeError::Closed | HandshakeError::Io(_) => Reply::ConnectionRefused,
+        HandshakeError::Protocol(_) | HandshakeError::Entropy(_) | HandshakeError::Setup(_) => {
+            Reply::GeneralFailure
+        }
+    }
+}
+
+/// Greeting, optional username/password, request: the target of a CONNECT. Other commands
+/// and unsupported address types are answered here (`Ok(None)`).
+async fn negotiate(client: &mut TcpStream) -> Result<Option<Target>, WireError> {
+    let mut buf = Vec::with_capacity(64);
+    let methods = read_until(client, &mut buf, wire::parse_greeting).await?;
+    let method = if methods.contains(&wire::NO_AUTH) {
+        wire::NO_AUTH
+    } else if methods.contains(&wire::USER_PASS) {
+        wire::USER_PASS
+    } else {
+        let _ = client
+            .write_all(&[wire::VERSION, wire::NO_ACCEPTABLE_METHOD])
+            .await;
+        return Ok(None);
+    };
+    if client.write_all(&[wire::VERSION, method]).await.is_err() {
+        return Ok(None);
+    }
+    if method == wire::USER_PASS {
+        // Any credentials: clients use them to isolate streams, not to log in.
+        read_until(client, &mut buf, wire::parse_user_pass).await?;
+        if client.write_all(&[1, 0]).await.is_err() {
+            return Ok(None);
+        }
+    }
+    let (command, target) = match read_until(client, &mut buf, wire::parse_request).await {
+        Err(WireError::AddressType(_)) => {
+            let reply = wire::reply(Reply::AddressTypeNotSupported, None);
+            let _ = client.write_all(&reply).await;
+            return Ok(None);
+        }
+        result => result?,
+    };
+    if command != wire::CONNECT {
+        let _ = client
+            .write_all(&wire::reply(Reply::CommandNotSupported, None))
+            .await;
+        return Ok(None);
+    }
+    Ok(Some(target))
+}
+
+/// Reads until `parse` accepts what arrived (never past a SOCKS message's largest size);
+/// what follows stays in `buf`. A close before that is reported as `WireError::Closed`.
+async fn read_until<T>(
+    client: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    parse: fn(&[u8]) -> wire::Parsed<T>,
+) -> Result<T, WireError> {
+    loop {
+        if let Some((value, used)) = parse(buf)? {
+            buf.drain(..used);
+            return Ok(value);
+        }
+        if buf.len() >= wire::MAX_MESSAGE {
+            return Err(WireError::TooLong);
+        }
+        let mut chunk = [0u8; 512];
+        let room = (wire::MAX_MESSAGE - buf.len()).min(chunk.len());
+        match client.read(&mut chunk[..room]).await {
+            Ok(0) | Err(_) => return Err(WireError::Closed),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Names are resolved here, without an upstream proxy.
+async fn resolve(target: &Target) -> io::Result<SocketAddr> {
+    match target {
+        Target::Ip(addr) => Ok(canonical(*addr)),
+        Target::Domain(name, port) => tokio::net::lookup_host((name.as_str(), *port))
+            .await?
+            .next()
+            .ok_or_else(|| io::Error::other("no address")),
+    }
+}
+
+async fn send_reply(client: &mut TcpStream, ctx: &Context, code: Reply, bound: Option<SocketAddr>) {
+    ctx.metrics.socks5_reply(code);
+    let _ = client.write_all(&wire::reply(code, bound)).await;
+}
+
+async fn refuse(
+    client: &mut TcpStream,
+    ctx: &Context,
+    client_addr: SocketAddr,
+    code: Reply,
+    why: &str,
+) {
+    send_reply(client, ctx, code, None).await;
+    log_refusal(ctx, client_addr, why);
+}
+
+fn log_refusal(ctx: &Context, client_addr: SocketAddr, why: &str) {
+    if ctx.refusal_log.take(Instant::now()).is_some() {
+        info!(client = %client_addr, front = "socks5", "refused SOCKS5 client: {why}");
+    }
+}
