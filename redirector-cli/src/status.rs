@@ -332,6 +332,11 @@ fn render_inbound(out: &mut String, inbound: &InboundView) {
 
 /// The proxy's live connections as a table, session ids shortened to their first 8 digits.
 fn render_connections(out: &mut String, status: &StatusDocument) {
+    if let Some(upstream) = status.proxy.upstream_socks5 {
+        out.push_str(&format!(
+            "upstream: every connection goes out through SOCKS5 {upstream}\n"
+        ));
+    }
     let totals = &status.totals;
     out.push_str(&format!(
         "traffic:  client {} in / {} out (v1), remote {} in / {} out, since the proxy started\n",

@@ -215,3 +215,89 @@ fn failures_come_back_as_reply_codes() {
     assert!(log.contains("not a SOCKS5 client"), "{log}");
     assert!(log.contains("only the Bitcoin ports"), "{log}");
 }
+
+/// An independent SOCKS5 server (Debian's microsocks) as the upstream: a name only it can
+/// resolve (in a mount namespace of its own, with its own /etc/hosts) reaches the remote, so
+/// the proxy passed it on unresolved; the session is v2 end to end.
+#[test]
+fn names_reach_an_upstream_socks5_server_unresolved() {
+    let hosts = TwoHosts::create();
+    let node = RemoteNode::start(&hosts.remote, noisy_responder);
+    let hosts_file = std::env::temp_dir().join(format!("{}-hosts", hosts.client.name()));
+    std::fs::write(
+        &hosts_file,
+        format!("{REMOTE_V4} node.test\n127.0.0.1 localhost\n"),
+    )
+    .unwrap();
+    let resolvable_here = std::process::Command::new("getent")
+        .args(["hosts", "node.test"])
+        .output()
+        .unwrap();
+    assert!(
+        !resolvable_here.status.success(),
+        "only the upstream can resolve node.test"
+    );
+    let script = format!(
+        "mount --bind {} /etc/hosts && exec microsocks -i 127.0.0.1 -p 1081",
+        hosts_file.display()
+    );
+    let upstream_log = std::env::temp_dir().join(format!("{}-microsocks", hosts.client.name()));
+    let upstream = Upstream(
+        hosts
+            .client
+            .command("unshare", None)
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .stderr(std::fs::File::create(&upstream_log).unwrap())
+            .spawn()
+            .expect("microsocks (apt-get install microsocks; cargo xtask setup does)"),
+    );
+    let started = hosts.client.run(|| {
+        (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            TcpStream::connect("127.0.0.1:1081").is_ok()
+        })
+    });
+    assert!(started, "microsocks listens");
+    let proxy = Proxy::start(
+        &hosts.client,
+        &[
+            "--socks5",
+            SOCKS,
+            "--socks5-network",
+            "regtest",
+            "--upstream-socks5",
+            "127.0.0.1:1081",
+        ],
+    );
+    let remote = SocketAddr::new(REMOTE_V4.parse().unwrap(), NODE_PORT);
+    let code = hosts.client.run(move || {
+        let (mut stream, code) = socks_connect(To::Name("node.test", NODE_PORT), true);
+        if code == 0 {
+            speak_v1(&mut stream, remote);
+        }
+        code
+    });
+    assert_eq!(code, 0, "{}", proxy.log());
+    let report = &node.responder.wait_for_reports(1, Duration::from_secs(10))[0];
+    assert_eq!(report.transport, Transport::V2);
+    assert!(!contains(&report.received, PLAINTEXT_MARKER));
+    let log = proxy.log();
+    assert!(log.contains("destination=node.test:8333"), "{log}");
+    assert!(log.contains("via=127.0.0.1:1081"), "{log}");
+    drop(upstream);
+    // microsocks' own account: it was handed the name.
+    let said = std::fs::read_to_string(&upstream_log).unwrap_or_default();
+    let _ = std::fs::remove_file(&hosts_file);
+    let _ = std::fs::remove_file(&upstream_log);
+    assert!(said.contains("connected to node.test:8333"), "{said}");
+}
+
+/// The upstream server, stopped when the test ends, however it ends.
+struct Upstream(std::process::Child);
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -26,7 +26,7 @@ const INCLUDE: &str =
 /// Where the copy of the source lives inside the root.
 const SOURCE: &str = "root/bip324-redirect";
 /// Commands the test command calls that `cargo xtask setup` must have installed.
-const SET_UP_BY_SETUP: &str = "pkg-config nft bpftool debootstrap systemd-nspawn systemd-socket-activate ip strip lintian bpf-linker";
+const SET_UP_BY_SETUP: &str = "pkg-config nft bpftool debootstrap systemd-nspawn systemd-socket-activate ip strip lintian bpf-linker microsocks";
 /// A cold build of xtask and the release proxy on two cores takes a few minutes.
 const RUN_DEADLINE: Duration = Duration::from_secs(40 * 60);
 const SETUP_DEADLINE: Duration = Duration::from_secs(20 * 60);

@@ -37,6 +37,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ),
     ("binutils", "`strip`: the package ships stripped binaries"),
     (
+        "microsocks",
+        "an independent SOCKS5 server: the upstream of the proxy's SOCKS5 tests",
+    ),
+    (
         "lintian",
         "checks the Debian package against Debian's policy in the system test",
     ),

@@ -87,6 +87,9 @@ pub struct ProxyInfo {
     /// Where it accepts peers' connections to the local node (inbound mode).
     #[serde(default)]
     pub inbound: Vec<SocketAddr>,
+    /// The SOCKS5 proxy every upstream connection goes through (`--upstream-socks5`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_socks5: Option<SocketAddr>,
 }
 
 /// A live connection.
@@ -209,6 +212,7 @@ mod tests {
                     "[::1]:324".parse().unwrap(),
                 ],
                 inbound: vec!["[::]:325".parse().unwrap()],
+                upstream_socks5: None,
             },
             connections: vec![ConnectionStatus {
                 id: 7,

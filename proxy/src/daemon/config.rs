@@ -91,6 +91,12 @@ pub struct Config {
     #[arg(long, value_name = "NETWORK", value_parser = parse_network)]
     pub socks5_network: Option<bip324_protocol::Network>,
 
+    /// Send every upstream connection (redirected or SOCKS5) through this SOCKS5 proxy, e.g.
+    /// Tor's 127.0.0.1:9050: names (`.onion` too) go to it unresolved, the proxy resolves
+    /// none itself, and a SOCKS5 client's credentials are passed on (Tor's stream isolation).
+    #[arg(long, value_name = "ADDR")]
+    pub upstream_socks5: Option<SocketAddr>,
+
     /// Started as root: the user to switch to once the sockets are open. Default:
     /// bip324-proxy (the package creates it), or nobody when that user does not exist.
     #[arg(long, value_name = "USER")]

@@ -28,6 +28,7 @@ pub struct Control {
     pub registry: Arc<Registry>,
     pub listen: Vec<SocketAddr>,
     pub inbound: Vec<SocketAddr>,
+    pub upstream_socks5: Option<SocketAddr>,
     pub started: SystemTime,
 }
 
@@ -191,6 +192,7 @@ fn status(control: &Control) -> String {
             started: started.as_secs_f64(),
             listen: control.listen.clone(),
             inbound: control.inbound.clone(),
+            upstream_socks5: control.upstream_socks5,
         },
         connections: control.registry.snapshot(),
         totals: control.registry.totals(),

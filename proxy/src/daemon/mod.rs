@@ -16,6 +16,7 @@ pub mod registry;
 pub mod relay;
 pub mod socks5;
 pub mod transparent;
+pub mod upstream;
 pub mod v2_connect;
 
 use std::io;
@@ -158,6 +159,7 @@ pub async fn run(config: Config, binder: Option<transparent::Unarmed>) -> anyhow
             registry: Arc::clone(&ctx.registry),
             listen: ctx.listening.clone(),
             inbound: inbound.clone(),
+            upstream_socks5: ctx.config.upstream_socks5,
             started: std::time::SystemTime::now(),
         });
         services.push(tokio::spawn(control::serve(

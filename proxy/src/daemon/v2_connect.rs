@@ -2,7 +2,6 @@
 //! responder to a connecting peer (inbound).
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -12,6 +11,7 @@ use tokio::net::TcpStream;
 
 use super::loop_guard::{LoopGuard, UpstreamPort};
 use super::relay::Traffic;
+use super::upstream::Dial;
 use bip324_protocol::{
     Event, Handshake, HandshakeEntropy, MAX_GARBAGE_LEN, Magic, Progress, ProtocolError, Role,
     Session, UsageError,
@@ -91,20 +91,17 @@ impl From<ProtocolError> for HandshakeError {
     }
 }
 
-/// Connects to `destination` and runs the handshake, all within `timeout`.
+/// Connects to `dial`'s destination and runs the handshake, all within `timeout`.
 pub async fn connect_v2(
     guard: &Arc<LoopGuard>,
-    destination: SocketAddr,
+    dial: &Dial,
     magic: Magic,
     timeout: Duration,
     traffic: &Traffic,
     events: &mut (dyn FnMut(Event) + Send),
 ) -> Result<Established, HandshakeFailure> {
     let attempt = async {
-        let (mut remote, port) = guard
-            .connect(destination)
-            .await
-            .map_err(HandshakeError::Connect)?;
+        let (mut remote, port) = dial.connect(guard).await.map_err(HandshakeError::Connect)?;
         let counters = (&traffic.remote_in, &traffic.remote_out);
         let (session, unread) =
             handshake(&mut remote, Role::Initiator, magic, &[], counters, events).await?;

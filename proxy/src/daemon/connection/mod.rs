@@ -113,7 +113,7 @@ pub async fn handle(
     finish(
         client,
         client_addr,
-        destination,
+        &destination.to_string(),
         started,
         entry,
         result,
@@ -128,7 +128,7 @@ pub async fn handle(
 async fn finish(
     mut client: TcpStream,
     client_addr: SocketAddr,
-    destination: SocketAddr,
+    destination: &str,
     started: Instant,
     entry: &Entry,
     result: Result<Opened, Failure>,
@@ -174,6 +174,7 @@ async fn finish(
             network = %network,
             transport = %label,
             session_id = %hex::encode(session.session_id),
+            via = ctx.config.upstream_socks5.map(tracing::field::display),
             "connection opened"
         ),
         Transport::V1Fallback { why } => warn!(

@@ -12,6 +12,7 @@ use super::super::labels::TransportKind;
 use super::super::loop_guard::UpstreamPort;
 use super::super::registry::Entry;
 use super::super::relay::{CloseReason, RelayContext, Side, Traffic, Unread, relay};
+use super::super::upstream::Dial;
 use super::super::v2_connect::{Established, connect_v2};
 use super::Context;
 use super::failure::Failure;
@@ -123,13 +124,14 @@ pub(super) async fn open(
     entry: &Entry,
     events: &(impl Fn(Side, Event) + Sync),
 ) -> Result<Opened, Failure> {
+    let dial = Dial::to(destination, ctx.config.upstream_socks5);
     let traffic = &entry.traffic;
     let hello = read_hello(client, traffic);
     let (first_bytes, hello) = tokio::time::timeout(ctx.config.first_bytes_timeout, hello)
         .await
         .map_err(|_| Failure::ClientTimeout)??;
     let ClientHello::V1(magic) = hello else {
-        let remote = connect_plain(ctx, destination).await?;
+        let remote = connect_plain(ctx, &dial).await?;
         return Ok(Opened::plain(remote, first_bytes, Transport::Passthrough));
     };
     entry.set_network(NetworkLabel(magic).to_string());
@@ -139,7 +141,7 @@ pub(super) async fn open(
     let handshake_started = Instant::now();
     let attempt = connect_v2(
         &ctx.loop_guard,
-        destination,
+        &dial,
         magic,
         timeout,
         traffic,
@@ -164,7 +166,7 @@ pub(super) async fn open(
             if !(ctx.config.v1_fallback && failure.allows_v1_fallback()) {
                 return Err(Failure::Handshake(failure));
             }
-            let remote = connect_plain(ctx, destination).await?;
+            let remote = connect_plain(ctx, &dial).await?;
             let why = format!("the v2 attempt failed: {failure}");
             Ok(Opened::plain(
                 remote,
@@ -202,13 +204,10 @@ pub(super) async fn read_hello(
 
 pub(super) async fn connect_plain(
     ctx: &Context,
-    destination: SocketAddr,
+    dial: &Dial,
 ) -> Result<(TcpStream, UpstreamPort), Failure> {
-    tokio::time::timeout(
-        ctx.config.handshake_timeout,
-        ctx.loop_guard.connect(destination),
-    )
-    .await
-    .map_err(|_| Failure::ConnectTimeout)?
-    .map_err(Failure::Connect)
+    tokio::time::timeout(ctx.config.handshake_timeout, dial.connect(&ctx.loop_guard))
+        .await
+        .map_err(|_| Failure::ConnectTimeout)?
+        .map_err(Failure::Connect)
 }

@@ -17,7 +17,9 @@ use tracing::info;
 
 use super::super::original_dst::canonical;
 use super::super::relay::Side;
+use super::super::socks5::client::Credentials;
 use super::super::socks5::wire::{self, Reply, Target, WireError};
+use super::super::upstream::Dial;
 use super::super::v2_connect::{HandshakeError, HandshakeFailure, connect_v2};
 use super::failure::Failure;
 use super::open::{Opened, Transport, connect_plain, read_hello};
@@ -35,8 +37,8 @@ pub async fn handle(
 ) {
     let client_addr = canonical(client_addr);
     let negotiation = tokio::time::timeout(ctx.config.first_bytes_timeout, negotiate(&mut client));
-    let target = match negotiation.await {
-        Ok(Ok(Some(target))) => target,
+    let (target, credentials) = match negotiation.await {
+        Ok(Ok(Some(request))) => request,
         Ok(Ok(None)) => return,
         Ok(Err(e)) => return log_refusal(&ctx, client_addr, &format!("not a SOCKS5 client: {e}")),
         Err(_) => {
@@ -59,19 +61,33 @@ pub async fn handle(
         );
         return refuse(&mut client, &ctx, client_addr, Reply::NotAllowed, &why).await;
     };
-    let destination = match resolve(&target).await {
-        Ok(destination) => destination,
-        Err(e) => {
-            let why = format!("CONNECT {target}: cannot resolve the name: {e}");
-            return refuse(&mut client, &ctx, client_addr, Reply::HostUnreachable, &why).await;
-        }
+    // With an upstream proxy, names go to it unresolved: this host never looks them up.
+    let via = ctx.config.upstream_socks5;
+    let target = match (target, via) {
+        (Target::Domain(name, port), None) => match resolve(&name, port).await {
+            Ok(addr) => Target::Ip(addr),
+            Err(e) => {
+                let why = format!("CONNECT {name}:{port}: cannot resolve the name: {e}");
+                return refuse(&mut client, &ctx, client_addr, Reply::HostUnreachable, &why).await;
+            }
+        },
+        (target, _) => target,
+    };
+    // Listed by address; a name sent upstream unresolved shows as the unspecified address.
+    let destination = match &target {
+        Target::Ip(addr) => canonical(*addr),
+        Target::Domain(_, port) => SocketAddr::from(([0, 0, 0, 0], *port)),
     };
     let local = client.local_addr().map(canonical);
-    let listening = &ctx.listening;
-    if local.is_ok_and(|l| l == destination) || listening.contains(&destination) {
+    if local.is_ok_and(|l| l == destination) || ctx.listening.contains(&destination) {
         let why = format!("CONNECT {target}: that is the proxy itself");
         return refuse(&mut client, &ctx, client_addr, Reply::NotAllowed, &why).await;
     }
+    let dial = Dial {
+        target,
+        via,
+        credentials,
+    };
 
     let _ = client.set_nodelay(true);
     let started = Instant::now();
@@ -82,13 +98,13 @@ pub async fn handle(
     entry.set_network(network.name().to_string());
     let events = |side: Side, event: Event| account(entry, &ctx.metrics, side, event);
     let result = tokio::select! {
-        result = open(&mut client, destination, network, &ctx, entry, &events) => result,
+        result = open(&mut client, &dial, network, &ctx, entry, &events) => result,
         _ = shutdown.cancelled() => Err(Failure::Shutdown),
     };
     finish(
         client,
         client_addr,
-        destination,
+        &dial.target.to_string(),
         started,
         entry,
         result,
@@ -101,7 +117,7 @@ pub async fn handle(
 /// Reaches the destination, replies, then lets the client's first bytes decide.
 async fn open(
     client: &mut TcpStream,
-    destination: SocketAddr,
+    dial: &Dial,
     network: Network,
     ctx: &Context,
     entry: &super::super::registry::Entry,
@@ -112,7 +128,7 @@ async fn open(
     let handshake_started = Instant::now();
     let attempt = connect_v2(
         &ctx.loop_guard,
-        destination,
+        dial,
         network.magic(),
         ctx.config.handshake_timeout,
         traffic,
@@ -126,7 +142,7 @@ async fn open(
             Ok(established)
         }
         Err(failure) if ctx.config.v1_fallback && failure.allows_v1_fallback() => {
-            match connect_plain(ctx, destination).await {
+            match connect_plain(ctx, dial).await {
                 Ok(plain) => Err(plain),
                 Err(failure) => {
                     let code = match &failure {
@@ -166,14 +182,7 @@ async fn open(
             entry.set_network(NetworkLabel(magic).to_string());
             let mut again = |event| events(Side::Remote, event);
             let timeout = ctx.config.handshake_timeout;
-            let session = connect_v2(
-                &ctx.loop_guard,
-                destination,
-                magic,
-                timeout,
-                traffic,
-                &mut again,
-            );
+            let session = connect_v2(&ctx.loop_guard, dial, magic, timeout, traffic, &mut again);
             Ok(Opened::v2(
                 session.await.map_err(Failure::Handshake)?,
                 first_bytes,
@@ -181,7 +190,7 @@ async fn open(
         }
         // A client that speaks v2 itself: its bytes pass unchanged on a plain connection.
         (_, ClientHello::NotV1) | (_, ClientHello::NeedMore) => {
-            let remote = connect_plain(ctx, destination).await?;
+            let remote = connect_plain(ctx, dial).await?;
             Ok(Opened::plain(remote, first_bytes, Transport::Passthrough))
         }
         (Err(plain), ClientHello::V1(_)) => {
@@ -208,9 +217,12 @@ fn reply_for(failure: &HandshakeFailure) -> Reply {
     }
 }
 
-/// Greeting, optional username/password, request: the target of a CONNECT. Other commands
-/// and unsupported address types are answered here (`Ok(None)`).
-async fn negotiate(client: &mut TcpStream) -> Result<Option<Target>, WireError> {
+/// Greeting, optional username/password, request: the target of a CONNECT, with the
+/// credentials when the client sent some. Other commands and unsupported address types are
+/// answered here (`Ok(None)`).
+async fn negotiate(
+    client: &mut TcpStream,
+) -> Result<Option<(Target, Option<Credentials>)>, WireError> {
     let mut buf = Vec::with_capacity(64);
     let methods = read_until(client, &mut buf, wire::parse_greeting).await?;
     let method = if methods.contains(&wire::NO_AUTH) {
@@ -226,9 +238,10 @@ async fn negotiate(client: &mut TcpStream) -> Result<Option<Target>, WireError> 
     if client.write_all(&[wire::VERSION, method]).await.is_err() {
         return Ok(None);
     }
+    let mut credentials = None;
     if method == wire::USER_PASS {
         // Any credentials: clients use them to isolate streams, not to log in.
-        read_until(client, &mut buf, wire::parse_user_pass).await?;
+        credentials = Some(read_until(client, &mut buf, wire::parse_user_pass).await?);
         if client.write_all(&[1, 0]).await.is_err() {
             return Ok(None);
         }
@@ -247,7 +260,7 @@ async fn negotiate(client: &mut TcpStream) -> Result<Option<Target>, WireError> 
             .await;
         return Ok(None);
     }
-    Ok(Some(target))
+    Ok(Some((target, credentials)))
 }
 
 /// Reads until `parse` accepts what arrived (never past a SOCKS message's largest size);
@@ -274,15 +287,13 @@ async fn read_until<T>(
     }
 }
 
-/// Names are resolved here, without an upstream proxy.
-async fn resolve(target: &Target) -> io::Result<SocketAddr> {
-    match target {
-        Target::Ip(addr) => Ok(canonical(*addr)),
-        Target::Domain(name, port) => tokio::net::lookup_host((name.as_str(), *port))
-            .await?
-            .next()
-            .ok_or_else(|| io::Error::other("no address")),
-    }
+/// Names are resolved here only without an upstream proxy.
+async fn resolve(name: &str, port: u16) -> io::Result<SocketAddr> {
+    tokio::net::lookup_host((name, port))
+        .await?
+        .next()
+        .map(canonical)
+        .ok_or_else(|| io::Error::other("no address"))
 }
 
 async fn send_reply(client: &mut TcpStream, ctx: &Context, code: Reply, bound: Option<SocketAddr>) {

@@ -1,0 +1,92 @@
+//! The client side of SOCKS5, for `--upstream-socks5` (Tor's SOCKS port, say): every upstream
+//! connection is asked of that proxy. Names go to it unresolved, so the proxy itself never
+//! resolves one (no DNS leak, and `.onion` works); a SOCKS client's credentials are passed on,
+//! so that Tor keeps isolating its streams.
+
+use std::io;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::wire::{self, Target};
+
+/// A SOCKS client's username and password, passed upstream as they came.
+pub type Credentials = (Vec<u8>, Vec<u8>);
+
+/// Asks the upstream proxy on `stream` to connect to `target`; the reply's failure codes
+/// become the errors a direct connect would have given.
+pub async fn connect(
+    stream: &mut TcpStream,
+    target: &Target,
+    credentials: Option<&Credentials>,
+) -> io::Result<()> {
+    // With credentials both methods are offered: a server that takes them (Tor) isolates
+    // streams by them, one that does not (microsocks) connects anyway.
+    let offered: &[u8] = if credentials.is_some() {
+        &[wire::USER_PASS, wire::NO_AUTH]
+    } else {
+        &[wire::NO_AUTH]
+    };
+    stream.write_all(&wire::greeting(offered)).await?;
+    let mut choice = [0u8; 2];
+    stream.read_exact(&mut choice).await?;
+    if choice[0] != wire::VERSION || !offered.contains(&choice[1]) {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "the upstream SOCKS5 proxy accepts none of our authentication methods",
+        ));
+    }
+    if let (wire::USER_PASS, Some((user, pass))) = (choice[1], credentials) {
+        stream
+            .write_all(&wire::user_pass_request(user, pass))
+            .await?;
+        let mut status = [0u8; 2];
+        stream.read_exact(&mut status).await?;
+        if status[1] != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "the upstream SOCKS5 proxy refused the credentials",
+            ));
+        }
+    }
+    stream.write_all(&wire::connect_request(target)).await?;
+    // Read exactly the reply: the remote's bytes follow it.
+    let mut head = [0u8; 4];
+    stream.read_exact(&mut head).await?;
+    if head[0] != wire::VERSION {
+        return Err(invalid(format!("version {:#04x}", head[0])));
+    }
+    let address_len = match head[3] {
+        0x01 => 4,
+        0x04 => 16,
+        0x03 => {
+            let mut len = [0u8; 1];
+            stream.read_exact(&mut len).await?;
+            usize::from(len[0])
+        }
+        other => return Err(invalid(format!("address type {other:#04x}"))),
+    };
+    stream.read_exact(&mut vec![0u8; address_len + 2]).await?;
+    let code = head[1];
+    match code {
+        0x00 => Ok(()),
+        0x02 => Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "the upstream SOCKS5 proxy does not allow this connection",
+        )),
+        0x03 => Err(io::ErrorKind::NetworkUnreachable.into()),
+        0x04 => Err(io::ErrorKind::HostUnreachable.into()),
+        0x05 => Err(io::ErrorKind::ConnectionRefused.into()),
+        0x06 => Err(io::ErrorKind::TimedOut.into()),
+        other => Err(io::Error::other(format!(
+            "the upstream SOCKS5 proxy replied {other:#04x}"
+        ))),
+    }
+}
+
+fn invalid(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("the upstream SOCKS5 proxy's reply: {e}"),
+    )
+}

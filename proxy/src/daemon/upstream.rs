@@ -1,0 +1,57 @@
+//! Where a connection goes out: directly to its destination, or through the upstream SOCKS5
+//! proxy of `--upstream-socks5` (Tor), which then resolves names and sees the SOCKS client's
+//! credentials.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+
+use super::loop_guard::{LoopGuard, UpstreamPort};
+use super::socks5::client::{self, Credentials};
+use super::socks5::wire::Target;
+
+/// A destination and the way to it.
+pub struct Dial {
+    pub target: Target,
+    /// The upstream SOCKS5 proxy, when configured.
+    pub via: Option<SocketAddr>,
+    pub credentials: Option<Credentials>,
+}
+
+impl Dial {
+    /// To a redirected connection's original destination.
+    pub fn to(destination: SocketAddr, via: Option<SocketAddr>) -> Dial {
+        Dial {
+            target: Target::Ip(destination),
+            via,
+            credentials: None,
+        }
+    }
+
+    /// Connects, from a source endpoint registered with the loop guard for the whole life of
+    /// the stream.
+    pub async fn connect(&self, guard: &Arc<LoopGuard>) -> io::Result<(TcpStream, UpstreamPort)> {
+        match (&self.via, &self.target) {
+            (None, Target::Ip(destination)) => guard.connect(*destination).await,
+            (None, Target::Domain(..)) => Err(io::Error::other(
+                "internal error: a name to connect to without an upstream proxy",
+            )),
+            (Some(proxy), target) => {
+                let (mut stream, port) = guard.connect(*proxy).await?;
+                client::connect(&mut stream, target, self.credentials.as_ref()).await?;
+                Ok((stream, port))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Dial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.via {
+            None => write!(f, "{}", self.target),
+            Some(proxy) => write!(f, "{} via SOCKS5 {proxy}", self.target),
+        }
+    }
+}
