@@ -319,9 +319,19 @@ mod tests {
     }
 
     #[test]
+    fn proposed_short_ids_reach_the_client_as_their_command() {
+        let wire = session(&[short(37, b"feature payload"), short(29, &[1, 2, 3])]);
+        let (v1, _, result) = feed(&mut decoder(), &wire, 7);
+        result.unwrap();
+        let mut expected = v1_frame(MAGIC, "feature", b"feature payload");
+        expected.extend(v1_frame(MAGIC, "uproof", &[1, 2, 3]));
+        assert_eq!(v1, expected);
+    }
+
+    #[test]
     fn drops_messages_without_a_v1_command_and_goes_on() {
         let wire = session(&[
-            short(29, b"draft extension"),
+            short(38, b"unassigned"),
             vec![],
             vec![0, b'x'],
             long(b"bad\x01\0\0\0\0\0\0\0\0", b""),
@@ -340,7 +350,7 @@ mod tests {
         assert!(matches!(
             dropped[..],
             [
-                UndecodableType::UnknownShortId(29),
+                UndecodableType::UnknownShortId(38),
                 UndecodableType::Empty,
                 UndecodableType::TruncatedLongForm,
                 UndecodableType::InvalidCommand(_)

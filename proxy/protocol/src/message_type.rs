@@ -38,6 +38,31 @@ const SHORT_ID_COMMANDS: [&str; SHORT_IDS] = [
     "addrv2",
 ];
 
+/// IDs that later BIPs assign or propose (`message_type_ids.md`, beside BIP-324): received,
+/// they are translated to their command; sent, those commands keep the 12-byte form, which
+/// every peer accepts, since a draft's assignment may still change.
+pub const PROPOSED_IDS: [(u8, &str); 9] = [
+    (29, "uproof"),
+    (30, "getuproof"),
+    (31, "uttls"),
+    (32, "getuttls"),
+    (33, "usummary"),
+    (34, "utreexotx"),
+    (35, "uroot"),
+    (36, "geturoot"),
+    (37, "feature"),
+];
+
+static PROPOSED_TABLE: [(u8, Command); PROPOSED_IDS.len()] = {
+    let mut table = [(0, Command([0; COMMAND_LEN])); PROPOSED_IDS.len()];
+    let mut i = 0;
+    while i < PROPOSED_IDS.len() {
+        table[i] = (PROPOSED_IDS[i].0, padded(PROPOSED_IDS[i].1));
+        i += 1;
+    }
+    table
+};
+
 /// Marks the long encoding: the 12-byte command follows.
 pub const LONG_FORM_MARKER: u8 = 0;
 /// A long-form message type: a zero byte, then the 12-byte v1 command.
@@ -73,9 +98,16 @@ pub fn short_id(command: &Command) -> Option<u8> {
         .map(|i| i as u8 + 1)
 }
 
-/// The command for a short ID; `None` for 0 (long form) and for unassigned IDs.
+/// The command for a short ID, BIP-324's own or a proposed one; `None` for 0 (long form)
+/// and for unassigned IDs.
 pub fn command_for_short_id(id: u8) -> Option<Command> {
-    SHORT_ID_TABLE.get(usize::from(id).checked_sub(1)?).copied()
+    let index = usize::from(id).checked_sub(1)?;
+    SHORT_ID_TABLE.get(index).copied().or_else(|| {
+        PROPOSED_TABLE
+            .iter()
+            .find(|(proposed, _)| *proposed == id)
+            .map(|(_, command)| *command)
+    })
 }
 
 /// Number of bytes the message type takes in v2 contents when encoded for `command`.
@@ -181,7 +213,7 @@ mod tests {
             assert_eq!(decode(&out), Ok((command, 1)));
         }
         assert_eq!(command_for_short_id(0), None);
-        assert_eq!(command_for_short_id(29), None);
+        assert_eq!(command_for_short_id(38), None, "past the proposed ones");
         assert_eq!(command_for_short_id(255), None);
     }
 
@@ -200,10 +232,31 @@ mod tests {
         assert_eq!(decode(&long_ping), Ok((ping, LONG_FORM_LEN)));
     }
 
+    /// The proposed IDs are those of the table beside BIP-324, whatever order it lists them in.
+    #[test]
+    fn proposed_ids_match_the_allocation_table() {
+        let table = include_str!("../tests/vectors/message_type_ids.md");
+        let listed: Vec<(u8, &str)> = table
+            .lines()
+            .filter_map(|line| {
+                let mut cells = line.split('|').map(str::trim);
+                let id = cells.next()?.parse().ok()?;
+                Some((id, cells.next()?))
+            })
+            .collect();
+        assert_eq!(listed, PROPOSED_IDS);
+        for (id, name) in PROPOSED_IDS {
+            let command = Command::from_name(name).unwrap();
+            assert_eq!(decode(&[id, 1, 2]), Ok((command, 1)), "received: {name}");
+            assert_eq!(encoded_len(&command), LONG_FORM_LEN, "sent long: {name}");
+            assert_eq!(short_id(&command), None);
+        }
+    }
+
     #[test]
     fn undecodable_types_are_reported() {
         assert_eq!(decode(&[]), Err(UndecodableType::Empty));
-        assert_eq!(decode(&[29]), Err(UndecodableType::UnknownShortId(29)));
+        assert_eq!(decode(&[38]), Err(UndecodableType::UnknownShortId(38)));
         assert_eq!(decode(&[0, b'a']), Err(UndecodableType::TruncatedLongForm));
         let mut bad = [0u8; LONG_FORM_LEN];
         bad[1] = 0x01;
