@@ -22,7 +22,7 @@ pub struct Seen {
 }
 
 pub struct ListeningNode {
-    _server: Server,
+    server: Server,
     seen: Arc<Mutex<Vec<Arc<Mutex<Seen>>>>>,
     /// The node's own `version` payload, as it sends it.
     pub version: Vec<u8>,
@@ -48,10 +48,14 @@ impl ListeningNode {
             let _ = serve(stream, magic, &payload, advertised, &record);
         })?;
         Ok(ListeningNode {
-            _server: server,
+            server,
             seen,
             version,
         })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr()
     }
 
     /// Every peer so far, once `n` have connected (or the timeout passed).

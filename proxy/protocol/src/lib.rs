@@ -11,8 +11,9 @@
 //! * [`classify_client_hello`]: tells a v1 client from a v2 one by its first bytes, and
 //!   [`Splice`] passes a v2 client through untouched.
 //! * [`classify_peer_hello`]: a responder's view of a connecting peer (v1 of our network, or
-//!   v2), as Bitcoin Core decides; [`AdvertiseV2`] adds `NODE_P2P_V2` to a v1-only node's
-//!   messages, and [`Chain`] puts it in front of an [`Encoder`].
+//!   v2), as Bitcoin Core decides; [`Rewrite`] adds `NODE_P2P_V2` to a v1-only node's
+//!   messages (or a suffix to a client's user agent), and [`Chain`] puts it in front of an
+//!   [`Encoder`].
 //! * [`v1`] framing and [`message_type`] ids, shared with logs and metrics.
 //!
 //! Errors say whose fault they are: [`ProtocolError`] is always the peer's, [`UsageError`]
@@ -22,7 +23,6 @@
 
 // The ciphers and the key schedule are internal; the BIP's vectors, the fuzz targets, the
 // benchmarks and the test peers reach them through the `test-util` feature.
-mod advertise;
 #[cfg(feature = "test-util")]
 pub mod aead;
 #[cfg(not(feature = "test-util"))]
@@ -46,13 +46,13 @@ mod keys;
 pub mod message_type;
 mod network;
 mod pipe;
+mod rewrite;
 mod splice;
 pub mod v1;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
 
-pub use advertise::{AdvertiseV2, NODE_P2P_V2};
 pub use client_hello::{
     ClientHello, PREFIX_LEN as CLIENT_HELLO_LEN, PeerHello, classify as classify_client_hello,
     classify_peer as classify_peer_hello,
@@ -62,6 +62,7 @@ pub use encoder::Encoder;
 pub use handshake::{Handshake, HandshakeEntropy, MAX_GARBAGE_LEN, Progress, Role, Session};
 pub use network::{Magic, Network, NetworkLabel};
 pub use pipe::{Chain, Event, Pipe};
+pub use rewrite::{MAX_USER_AGENT_LEN, NODE_P2P_V2, Rewrite};
 pub use splice::Splice;
 
 use v1::Command;

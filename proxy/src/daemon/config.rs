@@ -123,6 +123,12 @@ pub struct Config {
     #[arg(long, value_name = "DURATION", hide = true, value_parser = humantime::parse_duration)]
     pub v1_fallback_ttl: Option<Duration>,
 
+    /// Append `/bip324-proxy:VERSION/` to each v1 client's user agent (BIP-14 style, within
+    /// Bitcoin Core's 256 bytes; nothing else in its `version` changes). Off by default: it
+    /// tells the remote that a proxy is in use, a fingerprint.
+    #[arg(long)]
+    pub user_agent_suffix: bool,
+
     /// Most connections handled at once; further clients wait in the listen backlog.
     #[arg(long, value_name = "N", default_value_t = 4096)]
     pub max_connections: usize,

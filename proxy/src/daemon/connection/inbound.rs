@@ -23,7 +23,7 @@ use super::failure::Failure;
 use super::{Context, Seconds, account};
 use bip324_control::Direction;
 use bip324_protocol::{
-    AdvertiseV2, CLIENT_HELLO_LEN, Chain, Event, Magic, Network, PeerHello, ProtocolError, Role,
+    CLIENT_HELLO_LEN, Chain, Event, Magic, Network, PeerHello, ProtocolError, Rewrite, Role,
     Session, Splice, classify_peer_hello,
 };
 
@@ -127,7 +127,7 @@ pub async fn handle(
     };
     let mut own = vec![reached];
     own.extend(&ctx.config.inbound_advertise);
-    let advertise = AdvertiseV2::new(network.magic(), own);
+    let advertise = Rewrite::advertise_v2(network.magic(), own);
     let reason = match transport {
         PeerTransport::V1 { first } => {
             let unread = Unread {

@@ -197,7 +197,9 @@ async fn finish(
         events: &events,
         shutdown,
     };
-    let reason = opened.relay(&mut client, &cx).await;
+    let reason = opened
+        .relay(&mut client, &cx, ctx.config.user_agent_suffix)
+        .await;
     info!(
         client = %client_addr,
         destination = %destination,

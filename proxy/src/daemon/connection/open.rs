@@ -17,7 +17,8 @@ use super::super::v2_connect::{Established, connect_v2};
 use super::Context;
 use super::failure::Failure;
 use bip324_protocol::{
-    CLIENT_HELLO_LEN, ClientHello, Event, NetworkLabel, Session, Splice, classify_client_hello,
+    CLIENT_HELLO_LEN, Chain, ClientHello, Event, Magic, NetworkLabel, Rewrite, Session, Splice,
+    classify_client_hello,
 };
 
 /// A connection ready to relay.
@@ -86,13 +87,22 @@ impl Opened {
         }
     }
 
-    /// Relays until the connection ends, the client's first bytes first.
+    /// Relays until the connection ends, the client's first bytes first. With
+    /// `user_agent_suffix`, a v1 client's `version` names the proxy (`--user-agent-suffix`).
     pub(super) async fn relay<E: Fn(Side, Event) + Sync>(
         &mut self,
         client: &mut TcpStream,
         cx: &RelayContext<'_, E>,
+        user_agent_suffix: bool,
     ) -> CloseReason {
         let remote = &mut self.remote;
+        // A v1 client's first bytes start with its network's magic.
+        let rewrite = match (&self.transport, self.first_bytes.first_chunk::<4>()) {
+            (Transport::Passthrough, _) | (_, None) => None,
+            (_, Some(magic)) => user_agent_suffix.then(|| {
+                Rewrite::user_agent_suffix(Magic(*magic), "bip324-proxy", env!("CARGO_PKG_VERSION"))
+            }),
+        };
         match &mut self.transport {
             Transport::V2 { session, unread } => {
                 let unread = Unread {
@@ -102,15 +112,27 @@ impl Opened {
                 let Session {
                     encoder, decoder, ..
                 } = &mut **session;
-                relay(client, remote, encoder, decoder, unread, cx).await
+                match rewrite {
+                    Some(first) => {
+                        let mut up = Chain {
+                            first,
+                            second: encoder,
+                        };
+                        relay(client, remote, &mut up, decoder, unread, cx).await
+                    }
+                    None => relay(client, remote, encoder, decoder, unread, cx).await,
+                }
             }
             Transport::V1Fallback { .. } | Transport::Passthrough => {
                 let unread = Unread {
                     client: &self.first_bytes,
                     remote: &[],
                 };
-                let (up, down) = (&mut Splice::default(), &mut Splice::default());
-                relay(client, remote, up, down, unread, cx).await
+                let down = &mut Splice::default();
+                match rewrite {
+                    Some(up) => relay(client, remote, &mut { up }, down, unread, cx).await,
+                    None => relay(client, remote, &mut Splice::default(), down, unread, cx).await,
+                }
             }
         }
     }

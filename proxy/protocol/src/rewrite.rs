@@ -1,14 +1,19 @@
-//! The one place the proxy edits what a node says, and only in inbound mode: the node speaks
-//! v1 only, but with the proxy in front it accepts v2, and peers such as Bitcoin Core open v2
-//! only to addresses whose services include `NODE_P2P_V2`. So the node's `version` gains that
-//! bit, and so do the entries of its `addr` and `addrv2` messages that advertise the node
-//! itself: the address and port the peer reached it on, and the public addresses the operator
-//! names (behind a port-forwarding router the node advertises one the proxy never sees).
-//! Every other byte passes untouched.
+//! The only places the proxy edits v1 messages, each opt-in by its mode:
 //!
-//! [`AdvertiseV2`] is a v1 -> v1 [`Pipe`]: messages it does not edit stream through as they
-//! arrive; those it edits are held whole (at most one v1 payload), then re-framed with a new
-//! length and checksum.
+//! * **Inbound mode, the node's messages** ([`Rewrite::advertise_v2`]): the node speaks v1
+//!   only, but with the proxy in front it accepts v2, and peers such as Bitcoin Core open v2
+//!   only to addresses whose services include `NODE_P2P_V2`. So the node's `version` gains that
+//!   bit, and so do the entries of its `addr` and `addrv2` messages that advertise the node
+//!   itself: the address and port the peer reached it on, and the public addresses the
+//!   operator names (behind a port-forwarding router the node advertises one the proxy never
+//!   sees).
+//! * **`--user-agent-suffix`, the client's `version`** ([`Rewrite::user_agent_suffix`]): BIP-14
+//!   style `/bip324-proxy:VERSION/` is appended to its user agent, within Bitcoin Core's
+//!   256-byte limit.
+//!
+//! Every other byte passes untouched. A [`Rewrite`] is a v1 -> v1 [`Pipe`]: messages it does
+//! not edit stream through as they arrive; those it edits are held whole (at most one v1
+//! payload), then re-framed with a new length and checksum.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -24,11 +29,25 @@ pub const NODE_P2P_V2: u64 = 1 << 11;
 const BIP155_IPV4: u8 = 1;
 const BIP155_IPV6: u8 = 2;
 
-/// The node's messages, with `NODE_P2P_V2` added where it advertises itself.
-pub struct AdvertiseV2 {
+/// Bitcoin Core's limit on a user agent (`MAX_SUBVERSION_LENGTH`).
+pub const MAX_USER_AGENT_LEN: usize = 256;
+
+/// Where a user agent starts in a `version` payload: after version, services, time, the two
+/// addresses and the nonce.
+const USER_AGENT_AT: usize = 4 + 8 + 8 + 26 + 26 + 8;
+
+/// What a [`Rewrite`] does.
+enum Edit {
+    /// `NODE_P2P_V2` where the node advertises itself, at these addresses.
+    AdvertiseV2 { own: Vec<SocketAddr> },
+    /// This appended to the `version`'s user agent.
+    UserAgentSuffix { suffix: String },
+}
+
+/// A v1 stream with one kind of edit applied.
+pub struct Rewrite {
     magic: Magic,
-    /// The node's own addresses: entries naming one of them are its self-advertisements.
-    own: Vec<SocketAddr>,
+    edit: Edit,
     read: Vec<u8>,
     out: Vec<u8>,
     sent: usize,
@@ -48,16 +67,27 @@ enum State {
     Hold(v1::Header),
 }
 
-impl AdvertiseV2 {
+impl Rewrite {
     const READ_CAPACITY: usize = 16 * 1024;
 
-    /// `own`: the node's addresses and ports, as peers dial them (the one this peer reached,
-    /// and any public ones).
+    /// The node's messages: `own` are its addresses and ports, as peers dial them (the one
+    /// this peer reached, and any public ones).
     #[must_use]
-    pub fn new(magic: Magic, own: Vec<SocketAddr>) -> Self {
-        AdvertiseV2 {
+    pub fn advertise_v2(magic: Magic, own: Vec<SocketAddr>) -> Self {
+        Self::new(magic, Edit::AdvertiseV2 { own })
+    }
+
+    /// The client's messages: `/NAME:VERSION/` appended to its user agent.
+    #[must_use]
+    pub fn user_agent_suffix(magic: Magic, name: &str, version: &str) -> Self {
+        let suffix = format!("{name}:{version}/");
+        Self::new(magic, Edit::UserAgentSuffix { suffix })
+    }
+
+    fn new(magic: Magic, edit: Edit) -> Self {
+        Rewrite {
             magic,
-            own,
+            edit,
             read: Vec::new(),
             out: Vec::new(),
             sent: 0,
@@ -91,7 +121,7 @@ impl AdvertiseV2 {
                         continue;
                     };
                     let header = v1::Header::parse(raw, self.magic)?;
-                    if edits(&header.command) {
+                    if self.edits(&header.command) {
                         self.state = State::Hold(header);
                     } else {
                         self.out.extend_from_slice(&self.held);
@@ -118,7 +148,12 @@ impl AdvertiseV2 {
                 command: header.command,
             });
         }
-        let edited = edit(&header.command, &self.held, &self.own);
+        let edited = match &self.edit {
+            Edit::AdvertiseV2 { own } => advertise(&header.command, &self.held, own),
+            Edit::UserAgentSuffix { suffix } => (header.command.name() == "version")
+                .then(|| with_user_agent_suffix(&self.held, suffix))
+                .flatten(),
+        };
         let payload = edited.as_deref().unwrap_or(&self.held);
         let mut frame = [0u8; HEADER_LEN];
         v1::Header::write(&mut frame, self.magic, &header.command, payload);
@@ -128,9 +163,16 @@ impl AdvertiseV2 {
         self.state = State::Header;
         Ok(())
     }
+
+    fn edits(&self, command: &Command) -> bool {
+        match self.edit {
+            Edit::AdvertiseV2 { .. } => matches!(command.name(), "version" | "addr" | "addrv2"),
+            Edit::UserAgentSuffix { .. } => command.name() == "version",
+        }
+    }
 }
 
-impl Pipe for AdvertiseV2 {
+impl Pipe for Rewrite {
     fn output(&self) -> &[u8] {
         &self.out[self.sent..]
     }
@@ -181,13 +223,30 @@ impl Pipe for AdvertiseV2 {
     }
 }
 
-fn edits(command: &Command) -> bool {
-    matches!(command.name(), "version" | "addr" | "addrv2")
+/// `version` with `suffix` joined to its user agent; `None` (unchanged) when the payload
+/// cannot be read or the result would pass Bitcoin Core's limit.
+fn with_user_agent_suffix(payload: &[u8], suffix: &str) -> Option<Vec<u8>> {
+    let mut reader = Reader(payload.get(USER_AGENT_AT..)?);
+    let len = usize::try_from(reader.compact_size()?).ok()?;
+    let agent = reader.take(len)?;
+    // One slash between segments: `/Satoshi:27.0/` + `bip324-proxy:0.2.0/`.
+    let joiner = if agent.ends_with(b"/") { "" } else { "/" };
+    let new_len = agent.len() + joiner.len() + suffix.len();
+    if new_len > MAX_USER_AGENT_LEN {
+        return None;
+    }
+    let mut edited = payload[..USER_AGENT_AT].to_vec();
+    write_compact_size(&mut edited, new_len as u64);
+    edited.extend_from_slice(agent);
+    edited.extend_from_slice(joiner.as_bytes());
+    edited.extend_from_slice(suffix.as_bytes());
+    edited.extend_from_slice(reader.0);
+    Some(edited)
 }
 
-/// The edited payload, or `None` when it stays as it is (nothing to edit, or a payload this
-/// code cannot read: the peer then judges it as the node sent it).
-fn edit(command: &Command, payload: &[u8], own: &[SocketAddr]) -> Option<Vec<u8>> {
+/// The node's payload with its self-advertisements marked, or `None` when it stays as it is
+/// (nothing to edit, or a payload this code cannot read: the peer judges it as sent).
+fn advertise(command: &Command, payload: &[u8], own: &[SocketAddr]) -> Option<Vec<u8>> {
     match command.name() {
         "version" => {
             let services = payload.get(4..12)?;
@@ -335,7 +394,7 @@ mod tests {
 
     /// Runs `input` through a fresh rewriter, in reads of `chunk` bytes.
     fn rewrite(input: &[u8], chunk: usize) -> Result<Vec<u8>, ProtocolError> {
-        let mut pipe = AdvertiseV2::new(MAGIC, vec![reached_v4()]);
+        let mut pipe = Rewrite::advertise_v2(MAGIC, vec![reached_v4()]);
         let mut out = Vec::new();
         for mut piece in input.chunks(chunk) {
             while !piece.is_empty() {
@@ -430,7 +489,7 @@ mod tests {
         for chunk in [13, 4096, 1 << 20] {
             let (sealer, mut opener) = cipher_pair();
             let mut chain = Chain {
-                first: AdvertiseV2::new(MAGIC, vec![reached_v4()]),
+                first: Rewrite::advertise_v2(MAGIC, vec![reached_v4()]),
                 second: Encoder::new(MAGIC, sealer),
             };
             let (wire, events, result) = feed(&mut chain, &input, chunk);
@@ -454,7 +513,7 @@ mod tests {
     #[test]
     fn a_public_address_named_by_the_operator_counts_as_the_nodes_own() {
         let public: SocketAddr = "203.0.113.5:8333".parse().unwrap();
-        let mut pipe = AdvertiseV2::new(MAGIC, vec![reached_v4(), public]);
+        let mut pipe = Rewrite::advertise_v2(MAGIC, vec![reached_v4(), public]);
         let ip = Ipv4Addr::new(203, 0, 113, 5).to_ipv6_mapped().octets();
         let payload = |bit: u64| {
             let mut p = vec![1];
@@ -468,16 +527,95 @@ mod tests {
 
     #[test]
     fn a_close_mid_message_counts_what_was_passed() {
-        let mut pipe = AdvertiseV2::new(MAGIC, vec![reached_v4()]);
+        let mut pipe = Rewrite::advertise_v2(MAGIC, vec![reached_v4()]);
         let frame = v1_frame(MAGIC, "block", &[5; 1000]);
         let (_, _, result) = feed(&mut pipe, &frame[..500], 100);
         result.unwrap();
         assert_eq!(pipe.partial_input(), 500);
-        let mut pipe = AdvertiseV2::new(MAGIC, vec![reached_v4()]);
+        let mut pipe = Rewrite::advertise_v2(MAGIC, vec![reached_v4()]);
         let frame = v1_frame(MAGIC, "version", &version_payload(1));
         let (_, _, result) = feed(&mut pipe, &frame[..30], 100);
         result.unwrap();
         assert_eq!(pipe.partial_input(), 30);
+    }
+
+    /// A `version` as a client sends it, with `agent` as its user agent.
+    fn client_version(agent: &[u8]) -> Vec<u8> {
+        let mut payload = version_payload(0)[..USER_AGENT_AT].to_vec();
+        write_compact_size(&mut payload, agent.len() as u64);
+        payload.extend_from_slice(agent);
+        payload.extend_from_slice(&850_000i32.to_le_bytes());
+        payload.push(1);
+        payload
+    }
+
+    fn suffixed(agent: &[u8]) -> Vec<u8> {
+        let mut pipe = Rewrite::user_agent_suffix(MAGIC, "bip324-proxy", "0.2.0");
+        let (out, _, result) = feed(
+            &mut pipe,
+            &v1_frame(MAGIC, "version", &client_version(agent)),
+            11,
+        );
+        result.unwrap();
+        out[HEADER_LEN..].to_vec()
+    }
+
+    #[test]
+    fn the_user_agent_gains_the_suffix_and_nothing_else_changes() {
+        for (agent, expected) in [
+            (
+                &b"/Satoshi:25.1.0/"[..],
+                &b"/Satoshi:25.1.0/bip324-proxy:0.2.0/"[..],
+            ),
+            (
+                b"/btcwire:0.5.0/btcd:0.24.2/",
+                b"/btcwire:0.5.0/btcd:0.24.2/bip324-proxy:0.2.0/",
+            ),
+            (b"/bcoin:2.2.0/", b"/bcoin:2.2.0/bip324-proxy:0.2.0/"),
+            (b"", b"/bip324-proxy:0.2.0/"),
+            (b"no-slashes", b"no-slashes/bip324-proxy:0.2.0/"),
+        ] {
+            let out = suffixed(agent);
+            assert_eq!(
+                out,
+                client_version(expected),
+                "{}",
+                String::from_utf8_lossy(agent)
+            );
+        }
+    }
+
+    #[test]
+    fn the_suffix_stays_within_the_256_byte_limit() {
+        let suffix_len = "bip324-proxy:0.2.0/".len();
+        // Exactly at the limit, with a 3-byte length prefix (253 and more).
+        let at_limit = [
+            vec![b'/'],
+            vec![b'a'; MAX_USER_AGENT_LEN - suffix_len - 2],
+            vec![b'/'],
+        ]
+        .concat();
+        let out = suffixed(&at_limit);
+        assert_eq!(out[USER_AGENT_AT], 0xfd, "a 3-byte length");
+        assert_eq!(
+            u16::from_le_bytes([out[USER_AGENT_AT + 1], out[USER_AGENT_AT + 2]]),
+            256
+        );
+        // One byte more: left as it was.
+        let over = [at_limit.clone(), vec![b'b']].concat();
+        assert_eq!(suffixed(&over), client_version(&over));
+    }
+
+    #[test]
+    fn only_the_version_is_touched_in_the_clients_direction() {
+        let mut pipe = Rewrite::user_agent_suffix(MAGIC, "bip324-proxy", "0.2.0");
+        let ip = Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped().octets();
+        let mut addr = vec![1];
+        addr.extend(addr_entry(ip, 18444, 1));
+        let input = v1_frame(MAGIC, "addr", &addr);
+        let (out, _, result) = feed(&mut pipe, &input, 5);
+        result.unwrap();
+        assert_eq!(out, input);
     }
 
     #[test]
