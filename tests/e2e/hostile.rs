@@ -230,7 +230,18 @@ fn misbehave(remote: Remote, mut stream: TcpStream) -> std::io::Result<()> {
 
 /// A tagged raw connection through the proxy: sends a v1 version, returns what came back
 /// before the connection closed (or the read timed out).
-fn probe(hosts: &TwoHosts, port: u16, then: Vec<u8>) -> (Vec<Message>, bool, SocketAddr) {
+/// How the probe's connection ended, as the client saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ended {
+    /// A clean end of stream (the proxy passed on a FIN).
+    Eof,
+    /// An error: the connection was reset, as a direct one to such a remote would be.
+    Reset,
+    /// Still open when the probe gave up.
+    Open,
+}
+
+fn probe(hosts: &TwoHosts, port: u16, then: Vec<u8>) -> (Vec<Message>, Ended, SocketAddr) {
     hosts.client.run_as_group(TAGGED_GID, move || {
         let mut stream = TcpStream::connect((REMOTE_V4, port)).expect("connect");
         let local = stream.local_addr().unwrap();
@@ -256,14 +267,17 @@ fn probe(hosts: &TwoHosts, port: u16, then: Vec<u8>) -> (Vec<Message>, bool, Soc
                         sent_then = true;
                     }
                 }
-                Ok(None) => return (received, true, local),
+                Ok(None) => return (received, Ended::Eof, local),
                 Err(e)
                     if e.kind() == std::io::ErrorKind::WouldBlock
                         || e.kind() == std::io::ErrorKind::TimedOut =>
                 {
-                    return (received, false, local);
+                    return (received, Ended::Open, local);
                 }
-                Err(_) => return (received, true, local), // reset counts as closed
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    return (received, Ended::Reset, local);
+                }
+                Err(e) => panic!("the client's read failed otherwise: {e}"),
             }
         }
     })
@@ -382,12 +396,14 @@ impl Bench {
     }
 }
 
-/// A hostile remote closes only its own connection, with the reason logged as typed labels.
-fn hostile_remote(remote: Remote, labels: &[&str]) {
+/// A hostile remote closes only its own connection, with the reason logged as typed labels;
+/// the client sees it end as a direct connection would have (`ended`).
+fn hostile_remote(remote: Remote, ended: Ended, labels: &[&str]) {
     let bench = Bench::start(Some(remote));
     bench.alongside_a_healthy_client(|bench| {
         let mark = bench.proxy.log_mark();
-        let (received, closed, local) = probe(&bench.hosts, port_of(remote), Vec::new());
+        let (received, how, local) = probe(&bench.hosts, port_of(remote), Vec::new());
+        let closed = how != Ended::Open;
         if matches!(remote, Remote::DecoyFlood) {
             assert_eq!(
                 received.first().map(|m| m.command.as_str()),
@@ -400,6 +416,7 @@ fn hostile_remote(remote: Remote, labels: &[&str]) {
                 closed && received.iter().all(|m| m.command == "version"),
                 "{remote:?}: closed, nothing forged: {received:?}"
             );
+            assert_eq!(how, ended, "{remote:?}: how the client saw it end");
         }
         bench.assert_ended_with(local, mark, labels);
     });
@@ -410,30 +427,32 @@ fn hostile_client(then: Vec<u8>, labels: &[&str]) {
     let bench = Bench::start(None);
     bench.alongside_a_healthy_client(|bench| {
         let mark = bench.proxy.log_mark();
-        let (received, closed, local) = probe(&bench.hosts, NODE_PORT, then);
-        assert!(closed, "the connection closes");
+        let (received, how, local) = probe(&bench.hosts, NODE_PORT, then);
+        assert_ne!(how, Ended::Open, "the connection closes");
         assert_eq!(received.len(), 2, "version and verack came first");
         bench.assert_ended_with(local, mark, labels);
     });
 }
 
 macro_rules! hostile_remotes {
-    ($($test:ident: $remote:ident => [$($label:literal),+],)+) => {
-        $(#[test] fn $test() { hostile_remote(Remote::$remote, &[$($label),+]); })+
+    ($($test:ident: $remote:ident, $ended:ident => [$($label:literal),+],)+) => {
+        $(#[test] fn $test() { hostile_remote(Remote::$remote, Ended::$ended, &[$($label),+]); })+
     };
 }
 
+// A failed or broken handshake, a protocol error and a reset reach the client as a reset; a
+// clean close, even mid-message, as an end of stream.
 hostile_remotes!(
-    endless_garbage: EndlessGarbage => ["failure=handshake_protocol", "no_garbage_terminator"],
-    wrong_key: WrongKey => ["failure=handshake_protocol", "v2_authentication_failed"],
-    bad_tag_mid_stream: BadTagMidStream => ["close=remote_protocol", "v2_authentication_failed"],
-    length_above_maximum: LengthAboveMaximum => ["close=remote_protocol", "v2_packet_too_large"],
-    decoy_flood: DecoyFlood => ["close=client_closed"],
-    truncated_packet: TruncatedPacket => ["close=remote_closed_mid_message"],
-    silent_handshake: SilentHandshake => ["failure=handshake_timeout"],
+    endless_garbage: EndlessGarbage, Reset => ["failure=handshake_protocol", "no_garbage_terminator"],
+    wrong_key: WrongKey, Reset => ["failure=handshake_protocol", "v2_authentication_failed"],
+    bad_tag_mid_stream: BadTagMidStream, Reset => ["close=remote_protocol", "v2_authentication_failed"],
+    length_above_maximum: LengthAboveMaximum, Reset => ["close=remote_protocol", "v2_packet_too_large"],
+    decoy_flood: DecoyFlood, Eof => ["close=client_closed"],
+    truncated_packet: TruncatedPacket, Eof => ["close=remote_closed_mid_message"],
+    silent_handshake: SilentHandshake, Reset => ["failure=handshake_timeout"],
     // It closes with our garbage unread, so the kernel resets the connection.
-    close_mid_handshake: CloseMidHandshake => ["failure=handshake_error"],
-    reset_mid_stream: ResetMidStream => ["close=remote_error"],
+    close_mid_handshake: CloseMidHandshake, Reset => ["failure=handshake_error"],
+    reset_mid_stream: ResetMidStream, Reset => ["close=remote_error"],
 );
 
 fn ping_with(magic: [u8; 4]) -> Vec<u8> {
@@ -483,4 +502,21 @@ fn client_that_sends_nothing() {
         });
         bench.assert_ended_with(local, mark, &["failure=client_timeout"]);
     });
+}
+
+/// A destination that refuses the connection is, to the client, a reset: an error, as a
+/// direct connection would have shown, never a clean end of stream.
+#[test]
+fn a_refused_destination_is_a_reset_to_the_client() {
+    let hosts = TwoHosts::create();
+    let proxy = Proxy::start(&hosts.client, &[]);
+    RedirectCli::new(&hosts).enable_tagged("nftables", &NODE_PORT.to_string());
+    let (received, how, _) = probe(&hosts, NODE_PORT, Vec::new());
+    assert!(received.is_empty());
+    assert_eq!(how, Ended::Reset, "{}", proxy.log());
+    assert!(
+        proxy.log().contains("failure=connect_error"),
+        "{}",
+        proxy.log()
+    );
 }

@@ -20,6 +20,8 @@ pub(super) enum Failure {
     Handshake(HandshakeFailure),
     /// Inbound: the v2 handshake with the connecting peer failed.
     PeerHandshake(HandshakeError),
+    /// SOCKS5: this failure, already told to the client as a reply code.
+    Answered(Box<Failure>),
     Shutdown,
 }
 
@@ -31,8 +33,23 @@ impl Failure {
                 ..
             })
             | Failure::PeerHandshake(HandshakeError::Protocol(error)) => Some(error),
+            Failure::Answered(failure) => failure.protocol_error(),
             _ => None,
         }
+    }
+
+    /// Whether a direct connection would have failed with an error here (refused,
+    /// unreachable, reset, a broken handshake), so the client gets a reset rather than a
+    /// clean end; not when the client itself stopped or the proxy is shutting down.
+    pub(super) fn is_an_error_to_the_client(&self) -> bool {
+        !matches!(
+            self,
+            Failure::ClientTimeout
+                | Failure::ClientClosedEarly { .. }
+                | Failure::ClientIo(_)
+                | Failure::Shutdown
+                | Failure::Answered(_)
+        )
     }
 
     pub(super) fn reason(&self) -> FailureReason {
@@ -54,6 +71,7 @@ impl Failure {
                 }
             }
             Failure::Shutdown => FailureReason::Shutdown,
+            Failure::Answered(failure) => failure.reason(),
         }
     }
 }
@@ -96,6 +114,7 @@ impl std::fmt::Display for Failure {
                 write!(f, "cannot start the v2 handshake: {e}")
             }
             Failure::Shutdown => f.write_str("proxy shutting down"),
+            Failure::Answered(failure) => write!(f, "{failure} (told to the SOCKS5 client)"),
         }
     }
 }

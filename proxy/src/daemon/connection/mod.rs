@@ -23,7 +23,7 @@ use super::metrics::Metrics;
 use super::original_dst::original_destination;
 use super::pending::PendingPerSource;
 use super::registry::{Entry, Registry};
-use super::relay::{RelayContext, Side, Traffic};
+use super::relay::{CloseReason, RelayContext, Side, Traffic};
 use super::transparent::Binder;
 use accounting::account;
 use bip324_protocol::{Event, ProtocolError};
@@ -161,6 +161,10 @@ async fn finish(
                 remote_out = t(&traffic.remote_out),
                 "connection failed: {failure}{hint}"
             );
+            // What a direct connection would have shown: an error, not a clean end.
+            if failure.is_an_error_to_the_client() {
+                reset_on_close(&client);
+            }
             return;
         }
     };
@@ -213,6 +217,37 @@ async fn finish(
         reason = %reason,
         "connection closed"
     );
+    // A reset or a broken protocol on one side is a reset on the other, as a direct
+    // connection would have shown it; a clean close was passed on as a FIN by the relay.
+    match &reason {
+        CloseReason::Io {
+            side: Side::Remote, ..
+        }
+        | CloseReason::Protocol {
+            side: Side::Remote, ..
+        } => {
+            reset_on_close(&client);
+        }
+        CloseReason::Io {
+            side: Side::Client, ..
+        }
+        | CloseReason::Protocol {
+            side: Side::Client, ..
+        } => {
+            opened.reset_remote_on_close();
+        }
+        _ => {}
+    }
+}
+
+/// Makes dropping `stream` send a reset (SO_LINGER 0) instead of a FIN. A zero linger never
+/// blocks.
+pub(super) fn reset_on_close(stream: &TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    let _ = nix::sys::socket::setsockopt(stream, nix::sys::socket::sockopt::Linger, &linger);
 }
 
 /// Time since a start, as seconds with millisecond precision.

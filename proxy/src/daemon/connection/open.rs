@@ -87,6 +87,11 @@ impl Opened {
         }
     }
 
+    /// Dropping the remote connection will reset it.
+    pub(super) fn reset_remote_on_close(&self) {
+        super::reset_on_close(&self.remote);
+    }
+
     /// Relays until the connection ends, the client's first bytes first. With
     /// `user_agent_suffix`, a v1 client's `version` names the proxy (`--user-agent-suffix`).
     pub(super) async fn relay<E: Fn(Side, Event) + Sync>(

@@ -150,13 +150,13 @@ async fn open(
                         _ => Reply::TtlExpired,
                     };
                     send_reply(client, ctx, code, None).await;
-                    return Err(failure);
+                    return Err(Failure::Answered(Box::new(failure)));
                 }
             }
         }
         Err(failure) => {
             send_reply(client, ctx, reply_for(&failure), None).await;
-            return Err(Failure::Handshake(failure));
+            return Err(Failure::Answered(Box::new(Failure::Handshake(failure))));
         }
     };
     let bound = match &upstream {
