@@ -345,6 +345,12 @@ fn render_connections(out: &mut String, status: &StatusDocument) {
         bytes(totals.remote_in),
         bytes(totals.remote_out)
     ));
+    if let Some(ratio) = wire_ratio(totals) {
+        out.push_str(&format!(
+            "          on the wire: {ratio:.3} bytes per byte the clients sent and received \
+             (v2's framing, tags and decoys, less its one-byte message ids)\n"
+        ));
+    }
     if status.connections.is_empty() {
         out.push_str("connections: none open\n");
         return;
@@ -373,6 +379,14 @@ fn render_connections(out: &mut String, status: &StatusDocument) {
     }
 }
 
+/// Bytes on the remote side per byte on the client side, both directions together; `None`
+/// before any traffic.
+fn wire_ratio(totals: &bip324_control::Counts) -> Option<f64> {
+    let client = totals.client_in + totals.client_out;
+    let remote = totals.remote_in + totals.remote_out;
+    (client > 0).then(|| remote as f64 / client as f64)
+}
+
 fn bytes(n: u64) -> String {
     match n {
         0..1_000 => format!("{n} B"),
@@ -385,6 +399,19 @@ fn bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_wire_ratio_counts_both_directions() {
+        let totals = bip324_control::Counts {
+            client_in: 1000,
+            client_out: 3000,
+            remote_in: 3050,
+            remote_out: 1010,
+            ..Default::default()
+        };
+        assert_eq!(wire_ratio(&totals), Some(1.015));
+        assert_eq!(wire_ratio(&bip324_control::Counts::default()), None);
+    }
     use crate::policy::Id;
     use crate::proxy_listener::{ListenerView, Probe};
 
