@@ -7,6 +7,9 @@
 //! * `v1_checksum`: double SHA-256 of a payload (one full pass, one of 32 bytes);
 //! * `translate/v1_to_v2|v2_to_v1`: one message through the encoder / decoder, framing,
 //!   checksum and cipher included;
+//! * `shaping/none|buckets`: a light client's flights (ping, inv, getheaders, headers, a
+//!   filter, a block) through the encoder without and with bucket padding; the byte overhead
+//!   of each strategy is printed beside the timing;
 //! * `handshake/initiator`: key generation, ElligatorSwift ECDH, key schedule, version packet;
 //! * `bound/*`: the raw crates on the same sizes (`chacha20`, `poly1305`, one SHA-256 pass,
 //!   and the secp256k1 work of one handshake): what the figures above cannot beat;
@@ -123,6 +126,51 @@ fn run_through(pipe: &mut impl Pipe, input: &[u8]) -> usize {
         pipe.consume_output(len);
     }
     out
+}
+
+/// A light client's traffic as flights of one message each, smallest to largest.
+fn light_client_flights() -> Vec<Vec<u8>> {
+    [
+        ("ping", 8),
+        ("pong", 8),
+        ("inv", 37),
+        ("getdata", 37),
+        ("getheaders", 1029),
+        ("getcfilters", 37),
+        ("tx", 250),
+        ("cfilter", 5_000),
+        ("headers", 162_001),
+        ("block", 1_500_000),
+    ]
+    .iter()
+    .map(|(command, len)| Message::new(command, vec![3u8; *len]).to_wire(MAGIC.0))
+    .collect()
+}
+
+fn shaping(c: &mut Criterion) {
+    let mut group = c.benchmark_group("shaping");
+    let flights = light_client_flights();
+    let v1: usize = flights.iter().map(Vec::len).sum();
+    group.throughput(Throughput::Bytes(v1 as u64));
+    for (name, padded) in [("none", false), ("buckets", true)] {
+        let mut encoder = Encoder::new(MAGIC, PacketSealer::new(KEYS.0, KEYS.1));
+        if padded {
+            encoder.pad_flights_to_buckets();
+        }
+        let wire: usize = flights.iter().map(|f| run_through(&mut encoder, f)).sum();
+        eprintln!(
+            "shaping/{name}: {v1} bytes of v1 messages become {wire} on the wire ({:+.1}%)",
+            (wire as f64 / v1 as f64 - 1.0) * 100.0
+        );
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                for flight in &flights {
+                    run_through(&mut encoder, black_box(flight));
+                }
+            });
+        });
+    }
+    group.finish();
 }
 
 fn translate(c: &mut Criterion) {
@@ -317,6 +365,7 @@ criterion_group!(
     aead_engines,
     checksum,
     translate,
+    shaping,
     handshake,
     bound,
     bip324_crate

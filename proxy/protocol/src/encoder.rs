@@ -7,7 +7,7 @@
 use super::ProtocolError;
 use super::buffers::{Outbox, Staging};
 use super::cipher::{
-    HEADER_LEN as PACKET_HEADER_LEN, LENGTH_LEN, PacketSealer, TAG_LEN, packet_len,
+    HEADER_LEN as PACKET_HEADER_LEN, LENGTH_LEN, PACKET_OVERHEAD, PacketSealer, TAG_LEN, packet_len,
 };
 use super::message_type;
 use super::network::Magic;
@@ -22,6 +22,29 @@ pub struct Encoder {
     out: Outbox,
     /// The message whose payload is being read straight into the outbox.
     partial: Option<PartialMessage>,
+    /// Traffic shaping: each flight padded to a bucket size with a decoy.
+    pad_to_buckets: bool,
+    /// Messages were sealed since the last padding.
+    fresh: bool,
+}
+
+/// The smallest flight size of the bucket scheme that `len` bytes fit in with room for a
+/// decoy packet, or `len` itself when it is one: powers of two from 512 B to 64 KiB, then
+/// multiples of 64 KiB.
+pub fn bucket_for(len: usize) -> usize {
+    const LARGEST_POWER: usize = 64 * 1024;
+    let is_bucket = |n: usize| {
+        (n >= 512 && n <= LARGEST_POWER && n.is_power_of_two()) || (n % LARGEST_POWER == 0 && n > 0)
+    };
+    if is_bucket(len) {
+        return len;
+    }
+    let needed = len + PACKET_OVERHEAD;
+    if needed <= LARGEST_POWER {
+        needed.next_power_of_two().max(512)
+    } else {
+        needed.div_ceil(LARGEST_POWER) * LARGEST_POWER
+    }
 }
 
 struct PartialMessage {
@@ -47,7 +70,36 @@ impl Encoder {
             staging: Staging::default(),
             out: Outbox::default(),
             partial: None,
+            pad_to_buckets: false,
+            fresh: false,
         }
+    }
+
+    /// Traffic shaping: from now on every flight (what one read of input produces) is padded
+    /// with a decoy packet to a size of [`bucket_for`]'s scheme, and nothing is released
+    /// while a large message is still arriving. Hides the sizes of small messages inside their
+    /// bucket; not their timing, nor their number.
+    pub fn pad_flights_to_buckets(&mut self) {
+        self.pad_to_buckets = true;
+    }
+
+    /// Appends the decoy that brings this flight to its bucket.
+    fn pad(&mut self) {
+        if !(self.pad_to_buckets && self.fresh && self.partial.is_none()) {
+            return;
+        }
+        self.fresh = false;
+        let len = self.out.pending().len();
+        let target = bucket_for(len);
+        if target == len {
+            return;
+        }
+        let frame_len = target - len;
+        let frame_start = self.out.begin_frame(frame_len);
+        let frame_end = frame_start + frame_len;
+        self.sealer
+            .seal(&mut self.out.buf[frame_start..frame_end], &[], true);
+        self.out.finish_frame(frame_start, frame_start, frame_end);
     }
 
     /// Starts packets for every whole header in staging.
@@ -106,6 +158,7 @@ impl Encoder {
         );
         self.out
             .finish_frame(message.frame_start, message.frame_start, frame_end);
+        self.fresh = true;
         events(Event::Message {
             command: message.header.command,
             payload_len: message.header.payload_len,
@@ -116,6 +169,10 @@ impl Encoder {
 
 impl Pipe for Encoder {
     fn output(&self) -> &[u8] {
+        // A shaped flight leaves whole: not while a large message is still arriving.
+        if self.pad_to_buckets && self.partial.is_some() {
+            return &[];
+        }
         self.out.pending()
     }
 
@@ -147,7 +204,9 @@ impl Pipe for Encoder {
             }
             None => self.staging.fill(n),
         }
-        self.process_staging(events)
+        self.process_staging(events)?;
+        self.pad();
+        Ok(())
     }
 
     fn partial_input(&self) -> usize {
@@ -200,6 +259,65 @@ mod tests {
         assert_eq!(packets[3].1.len(), 100_001);
         assert_eq!(packets[4].1[..2], [21, 9]);
         assert_eq!(encoder.partial_input(), 0);
+    }
+
+    /// Every flight (what one read produces, drained at once as a driver does) leaves at a
+    /// bucket size; the reader skips the decoys and gets the messages unchanged.
+    #[test]
+    fn shaped_flights_are_bucket_sizes_and_decoys_are_skipped() {
+        let input = messages();
+        for chunk in [7, 24, 1000, 16 * 1024 + 1, usize::MAX] {
+            let (sealer, mut opener) = cipher_pair();
+            let mut encoder = Encoder::new(MAGIC, sealer);
+            encoder.pad_flights_to_buckets();
+            let mut wire = Vec::new();
+            let mut fed = 0;
+            while fed < input.len() {
+                let space = encoder.input_space();
+                let n = space.len().min(chunk).min(input.len() - fed);
+                space[..n].copy_from_slice(&input[fed..fed + n]);
+                fed += n;
+                encoder.commit_input(n, &mut |_| {}).unwrap();
+                let flight = encoder.output().len();
+                if flight > 0 {
+                    assert_eq!(
+                        bucket_for(flight),
+                        flight,
+                        "chunk {chunk}: a flight of {flight}"
+                    );
+                }
+                wire.extend_from_slice(encoder.output());
+                encoder.consume_output(flight);
+            }
+            let messages: Vec<Vec<u8>> = open_all(&mut opener, &wire)
+                .into_iter()
+                .filter(|(decoy, _)| !decoy)
+                .map(|(_, contents)| contents)
+                .collect();
+            let plain = open_all(
+                &mut cipher_pair().1,
+                &feed(
+                    &mut Encoder::new(MAGIC, cipher_pair().0),
+                    &input,
+                    usize::MAX,
+                )
+                .0,
+            );
+            let plain: Vec<Vec<u8>> = plain.into_iter().map(|(_, c)| c).collect();
+            assert_eq!(messages, plain, "chunk {chunk}: the same messages");
+        }
+    }
+
+    #[test]
+    fn buckets_leave_room_for_a_decoy() {
+        assert_eq!(bucket_for(512), 512);
+        assert_eq!(bucket_for(1), 512);
+        assert_eq!(bucket_for(492), 512);
+        assert_eq!(bucket_for(493), 1024, "no room for a 20-byte decoy in 512");
+        assert_eq!(bucket_for(65_536), 65_536);
+        assert_eq!(bucket_for(65_517), 131_072);
+        assert_eq!(bucket_for(100_000), 131_072);
+        assert_eq!(bucket_for(131_072), 131_072);
     }
 
     #[test]

@@ -58,7 +58,7 @@ pub use client_hello::{
     classify_peer as classify_peer_hello,
 };
 pub use decoder::Decoder;
-pub use encoder::Encoder;
+pub use encoder::{Encoder, bucket_for};
 pub use handshake::{Handshake, HandshakeEntropy, MAX_GARBAGE_LEN, Progress, Role, Session};
 pub use network::{Magic, Network, NetworkLabel};
 pub use pipe::{Chain, Event, Pipe};

@@ -123,6 +123,13 @@ pub struct Config {
     #[arg(long, value_name = "DURATION", hide = true, value_parser = humantime::parse_duration)]
     pub v1_fallback_ttl: Option<Duration>,
 
+    /// Traffic shaping of what the proxy sends in v2. `buckets`: each flight is padded with a
+    /// decoy packet to a bucket size (powers of two from 512 B to 64 KiB, then multiples of
+    /// 64 KiB), which hides small messages' sizes within their bucket but not their timing or
+    /// number (docs/security.md); costs bandwidth. Off by default.
+    #[arg(long, value_enum, value_name = "STRATEGY", default_value_t = Shaping::None)]
+    pub shaping: Shaping,
+
     /// Append `/bip324-proxy:VERSION/` to each v1 client's user agent (BIP-14 style, within
     /// Bitcoin Core's 256 bytes; nothing else in its `version` changes). Off by default: it
     /// tells the remote that a proxy is in use, a fingerprint.
@@ -155,6 +162,15 @@ pub struct Config {
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
 }
+/// What `--shaping` does to the proxy's v2 output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shaping {
+    /// Packets as the messages make them.
+    None,
+    /// Every flight padded to a bucket size with a decoy.
+    Buckets,
+}
+
 fn parse_network(name: &str) -> Result<bip324_protocol::Network, String> {
     bip324_protocol::Network::from_name(name)
         .ok_or_else(|| "one of mainnet, testnet3, testnet4, signet, regtest".to_string())

@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::super::config::Shaping;
 use super::super::labels::{RefusalKind, TransportKind};
 use super::super::original_dst::{canonical, original_destination};
 use super::super::relay::{RelayContext, Side, Traffic, Unread, relay};
@@ -147,8 +148,13 @@ pub async fn handle(
         }
         PeerTransport::V2 { session, unread } => {
             let Session {
-                encoder, decoder, ..
+                mut encoder,
+                decoder,
+                ..
             } = *session;
+            if ctx.config.shaping == Shaping::Buckets {
+                encoder.pad_flights_to_buckets();
+            }
             let unread = Unread {
                 client: &unread,
                 remote: &[],

@@ -201,9 +201,7 @@ async fn finish(
         events: &events,
         shutdown,
     };
-    let reason = opened
-        .relay(&mut client, &cx, ctx.config.user_agent_suffix)
-        .await;
+    let reason = opened.relay(&mut client, &cx, &ctx.config).await;
     info!(
         client = %client_addr,
         destination = %destination,

@@ -8,6 +8,7 @@ use std::time::Instant;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
+use super::super::config::{Config, Shaping};
 use super::super::labels::TransportKind;
 use super::super::loop_guard::UpstreamPort;
 use super::super::registry::Entry;
@@ -92,14 +93,15 @@ impl Opened {
         super::reset_on_close(&self.remote);
     }
 
-    /// Relays until the connection ends, the client's first bytes first. With
-    /// `user_agent_suffix`, a v1 client's `version` names the proxy (`--user-agent-suffix`).
+    /// Relays until the connection ends, the client's first bytes first, with the options of
+    /// `config` that touch the wire (`--user-agent-suffix`, `--shaping`).
     pub(super) async fn relay<E: Fn(Side, Event) + Sync>(
         &mut self,
         client: &mut TcpStream,
         cx: &RelayContext<'_, E>,
-        user_agent_suffix: bool,
+        config: &Config,
     ) -> CloseReason {
+        let user_agent_suffix = config.user_agent_suffix;
         let remote = &mut self.remote;
         // A v1 client's first bytes start with its network's magic.
         let rewrite = match (&self.transport, self.first_bytes.first_chunk::<4>()) {
@@ -117,6 +119,9 @@ impl Opened {
                 let Session {
                     encoder, decoder, ..
                 } = &mut **session;
+                if config.shaping == Shaping::Buckets {
+                    encoder.pad_flights_to_buckets();
+                }
                 match rewrite {
                     Some(first) => {
                         let mut up = Chain {

@@ -1,6 +1,7 @@
-//! `--user-agent-suffix` end to end: a redirected v1 client's `version` reaches the node
-//! behind the independent v2 responder with `/bip324-proxy:VERSION/` appended to its user
-//! agent, every other byte as the client sent it; without the option, untouched.
+//! The options that change what goes on the wire, end to end against the independent v2
+//! responder: `--user-agent-suffix` (the client's `version` reaches the node with
+//! `/bip324-proxy:VERSION/` appended, every other byte as sent) and `--shaping buckets` (the
+//! responder skips every padding decoy and the messages arrive byte-exact).
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
@@ -81,4 +82,30 @@ fn the_suffix_is_appended_and_nothing_else_changes() {
 fn without_the_option_the_version_is_untouched() {
     let (sent, received) = version_at_the_node(&[], "/btcwire:0.5.0/btcd:0.24.2/");
     assert_eq!(received, sent);
+}
+
+/// With bucket padding the independent responder skips every decoy: the client's messages
+/// are echoed byte for byte, and the padding shows as extra bytes on the wire.
+#[test]
+fn bucket_padding_is_skipped_by_an_independent_peer() {
+    let client = env!("CARGO_BIN_EXE_e2e-v1-client");
+    let mut sent_on_the_wire = Vec::new();
+    for shaping in [&[][..], &["--shaping", "buckets"][..]] {
+        let hosts = TwoHosts::create();
+        let node = bip324_e2e::testbed::RemoteNode::start(&hosts.remote, noisy_responder);
+        nft_redirect(&hosts.client, TAGGED_GID);
+        let _proxy = Proxy::start(&hosts.client, shaping);
+        let remote = format!("{REMOTE_V4}:{NODE_PORT}");
+        let args = [remote.as_str(), "--large", "100000", "--small", "300"];
+        let run = bip324_e2e::testbed::run_client(client, &hosts.client, Some(TAGGED_GID), &args);
+        assert!(run.success, "{shaping:?}: {}", run.stderr);
+        assert_eq!(run.value("echoed"), Some("301"));
+        let report = &node.responder.wait_for_reports(1, Duration::from_secs(10))[0];
+        assert_eq!(report.error, None);
+        sent_on_the_wire.push(report.bytes_received);
+    }
+    assert!(
+        sent_on_the_wire[1] > sent_on_the_wire[0],
+        "padding costs bytes: {sent_on_the_wire:?}"
+    );
 }
