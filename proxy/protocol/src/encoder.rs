@@ -34,7 +34,8 @@ pub struct Encoder {
 pub fn bucket_for(len: usize) -> usize {
     const LARGEST_POWER: usize = 64 * 1024;
     let is_bucket = |n: usize| {
-        (n >= 512 && n <= LARGEST_POWER && n.is_power_of_two()) || (n % LARGEST_POWER == 0 && n > 0)
+        ((512..=LARGEST_POWER).contains(&n) && n.is_power_of_two())
+            || (n > 0 && n.is_multiple_of(LARGEST_POWER))
     };
     if is_bucket(len) {
         return len;
