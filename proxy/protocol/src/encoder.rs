@@ -35,7 +35,7 @@ pub fn bucket_for(len: usize) -> usize {
     const LARGEST_POWER: usize = 64 * 1024;
     let is_bucket = |n: usize| {
         ((512..=LARGEST_POWER).contains(&n) && n.is_power_of_two())
-            || (n > 0 && n.is_multiple_of(LARGEST_POWER))
+            || (n > 0 && n % LARGEST_POWER == 0)
     };
     if is_bucket(len) {
         return len;
