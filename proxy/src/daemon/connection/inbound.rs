@@ -9,7 +9,6 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -21,11 +20,12 @@ use super::super::relay::{RelayContext, Side, Traffic, Unread, relay};
 use super::super::transparent::Binder;
 use super::super::v2_connect::{HandshakeError, handshake};
 use super::failure::Failure;
+use super::open::read_first_bytes;
 use super::{Context, Seconds, account};
 use bip324_control::Direction;
 use bip324_protocol::{
-    CLIENT_HELLO_LEN, Chain, Event, Magic, Network, PeerHello, ProtocolError, Rewrite, Role,
-    Session, Splice, classify_peer_hello,
+    Chain, Event, Magic, Network, PeerHello, ProtocolError, Rewrite, Role, Session, Splice,
+    classify_peer_hello,
 };
 
 /// Handles one peer's connection to its end, logging as outbound connections do.
@@ -230,9 +230,14 @@ async fn open(
     traffic: &Traffic,
     events: &(impl Fn(Side, Event) + Sync),
 ) -> Result<(TcpStream, PeerTransport), Failure> {
+    // Bitcoin Core's responder rule decides on the peer's first bytes.
+    let decide = |first: &[u8]| match classify_peer_hello(first, magic) {
+        PeerHello::NeedMore => None,
+        hello => Some(hello),
+    };
     let hello = tokio::time::timeout(
         ctx.config.first_bytes_timeout,
-        read_hello(peer, magic, traffic),
+        read_first_bytes(peer, traffic, decide),
     );
     let (first, hello) = hello.await.map_err(|_| Failure::ClientTimeout)??;
     let connect = tokio::time::timeout(
@@ -263,31 +268,6 @@ async fn open(
         .map_err(Failure::PeerHandshake)?;
     ctx.metrics.handshake(handshake_started.elapsed());
     Ok((node, PeerTransport::V2 { session, unread }))
-}
-
-/// Reads until the peer's first bytes decide, as Bitcoin Core's responder does.
-async fn read_hello(
-    peer: &mut TcpStream,
-    magic: Magic,
-    traffic: &Traffic,
-) -> Result<(Vec<u8>, PeerHello), Failure> {
-    let mut first = [0u8; CLIENT_HELLO_LEN];
-    let mut len = 0;
-    loop {
-        let n = peer
-            .read(&mut first[len..])
-            .await
-            .map_err(Failure::ClientIo)?;
-        if n == 0 {
-            return Err(Failure::ClientClosedEarly { received: len });
-        }
-        Traffic::add(&traffic.client_in, n);
-        len += n;
-        match classify_peer_hello(&first[..len], magic) {
-            PeerHello::NeedMore => continue,
-            hello => return Ok((first[..len].to_vec(), hello)),
-        }
-    }
 }
 
 /// Connects to the node's `port` on loopback as `peer` itself: bound to the peer's address

@@ -214,10 +214,25 @@ pub(super) async fn read_hello(
     client: &mut TcpStream,
     traffic: &Traffic,
 ) -> Result<(Vec<u8>, ClientHello), Failure> {
+    read_first_bytes(client, traffic, |first| {
+        match classify_client_hello(first) {
+            ClientHello::NeedMore => None,
+            hello => Some(hello),
+        }
+    })
+    .await
+}
+
+/// Reads a client's (or peer's) first bytes until `decide` can tell what it speaks, never
+/// past the decision point: the rest stays in the socket for the relay.
+pub(super) async fn read_first_bytes<T>(
+    client: &mut TcpStream,
+    traffic: &Traffic,
+    decide: impl Fn(&[u8]) -> Option<T>,
+) -> Result<(Vec<u8>, T), Failure> {
     let mut first = [0u8; CLIENT_HELLO_LEN];
     let mut len = 0;
     loop {
-        // Never read past the decision point: the rest stays in the socket for the relay.
         let n = client
             .read(&mut first[len..])
             .await
@@ -227,9 +242,8 @@ pub(super) async fn read_hello(
         }
         Traffic::add(&traffic.client_in, n);
         len += n;
-        match classify_client_hello(&first[..len]) {
-            ClientHello::NeedMore => continue,
-            hello => return Ok((first[..len].to_vec(), hello)),
+        if let Some(decided) = decide(&first[..len]) {
+            return Ok((first[..len].to_vec(), decided));
         }
     }
 }

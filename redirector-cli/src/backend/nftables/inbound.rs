@@ -17,11 +17,11 @@
 use std::ffi::CStr;
 
 use nftnl::expr::{CmpOp, Register};
-use nftnl::{Batch, Chain, ChainType, Hook, MsgType, ProtoFamily, Rule, Table, nft_expr};
+use nftnl::{Chain, ChainType, Hook, MsgType, ProtoFamily, Rule, Table, nft_expr};
 
 use super::fib_expr::{FibDaddrType, RTN_LOCAL};
 use super::redirect_expr::Redirect;
-use super::{netlink, rule_text};
+use super::{netlink, rule_text, ruleset};
 use crate::backend::Inspection;
 use crate::error::Error;
 use crate::policy::InboundPolicy;
@@ -77,10 +77,7 @@ pub(crate) fn apply(policy: &InboundPolicy) -> Result<(), Error> {
     privileges::require(&super::NEEDED, "bip324-redirect inbound enable")?;
     let table = table();
     let chain = chain(&table);
-    let mut batch = Batch::new();
-    batch.add(&table, MsgType::Add);
-    batch.add(&table, MsgType::Del);
-    batch.add(&table, MsgType::Add);
+    let mut batch = ruleset::replacing(&table);
     batch.add(&chain, MsgType::Add);
     for (_, rule) in rules(&chain, policy) {
         batch.add(&rule, MsgType::Add);
@@ -92,11 +89,7 @@ pub(crate) fn apply(policy: &InboundPolicy) -> Result<(), Error> {
 pub(crate) fn remove() -> Result<bool, Error> {
     privileges::require(&super::NEEDED, "removing the inbound redirect")?;
     let existed = netlink::table_exists(TABLE)?;
-    let table = table();
-    let mut batch = Batch::new();
-    batch.add(&table, MsgType::Add);
-    batch.add(&table, MsgType::Del);
-    netlink::send(&batch.finalize(), "remove the inbound redirect")?;
+    netlink::send(&ruleset::removing(&table()), "remove the inbound redirect")?;
     Ok(existed)
 }
 

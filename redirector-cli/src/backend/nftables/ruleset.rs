@@ -171,15 +171,29 @@ fn redirect<'a>(chain: &'a Chain<'a>, gid: u32, port: u16, proxy_port: u16) -> R
     rule
 }
 
-/// Replaces whatever table of ours exists with `policy`'s, in one atomic batch: adding the
-/// table first makes the delete never fail, and the kernel applies all or nothing.
+/// A batch that starts by replacing `table` with an empty one: adding it first makes the
+/// delete never fail, and the kernel applies the whole batch or nothing.
+pub(crate) fn replacing(table: &Table) -> Batch {
+    let mut batch = Batch::new();
+    batch.add(table, MsgType::Add);
+    batch.add(table, MsgType::Del);
+    batch.add(table, MsgType::Add);
+    batch
+}
+
+/// Removes `table`; not an error when it is absent.
+pub(crate) fn removing(table: &Table) -> FinalizedBatch {
+    let mut batch = Batch::new();
+    batch.add(table, MsgType::Add);
+    batch.add(table, MsgType::Del);
+    batch.finalize()
+}
+
+/// Replaces whatever table of ours exists with `policy`'s, in one atomic batch.
 pub(crate) fn apply_batch(policy: &Policy) -> FinalizedBatch {
     let table = table();
     let chain = chain(&table);
-    let mut batch = Batch::new();
-    batch.add(&table, MsgType::Add);
-    batch.add(&table, MsgType::Del);
-    batch.add(&table, MsgType::Add);
+    let mut batch = replacing(&table);
     batch.add(&chain, MsgType::Add);
     for (_, rule) in rules(&chain, policy) {
         batch.add(&rule, MsgType::Add);
@@ -196,11 +210,7 @@ pub(crate) fn apply_batch(policy: &Policy) -> FinalizedBatch {
 
 /// Removes our table; not an error when it is absent.
 pub(crate) fn remove_batch() -> FinalizedBatch {
-    let table = table();
-    let mut batch = Batch::new();
-    batch.add(&table, MsgType::Add);
-    batch.add(&table, MsgType::Del);
-    batch.finalize()
+    removing(&table())
 }
 
 #[cfg(test)]
