@@ -33,8 +33,15 @@ opens its sockets, then switches to its own user (--user) before it accepts anyt
 systemd the socket unit opens them and the proxy never has any privilege. Never run it with the \
 redirected group, or its own connections would be redirected back to it (it refuses such loops).
 
+Besides redirected connections it can serve clients that have a SOCKS5 proxy option \
+(--socks5, no privilege needed), the inbound peers of a local node that speaks only v1 \
+(--inbound), and send every upstream connection through another SOCKS5 proxy such as Tor \
+(--upstream-socks5).
+
 Examples:
   sudo bip324-proxy                             # 127.0.0.1:324 and [::1]:324, then user bip324-proxy
+  bip324-proxy --socks5 127.0.0.1:1080          # as any user; clients use -proxy=127.0.0.1:1080
+  sudo bip324-proxy --inbound '[::]:325'        # inbound mode (with bip324-redirect inbound enable)
   sudo bip324-proxy --v1-fallback --control /tmp/bip324.sock
   RUST_LOG=bip324_proxy=debug sudo -E bip324-proxy   # one log line per message
 
