@@ -5,7 +5,8 @@ use std::process::Command;
 
 use crate::{Result, root};
 
-/// I/O a sans-IO protocol must never do, by crate and by module path.
+/// I/O a sans-IO protocol must never do, by crate and by module path (addresses come from
+/// `core::net`, which has no sockets).
 const PROTOCOL_FORBIDDEN_CRATES: [&str; 5] = ["tokio", "mio", "socket2", "getrandom", "nix"];
 const PROTOCOL_FORBIDDEN_PATHS: [&str; 5] = [
     "std::net",

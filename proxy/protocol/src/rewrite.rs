@@ -15,7 +15,7 @@
 //! not edit stream through as they arrive; those it edits are held whole (at most one v1
 //! payload), then re-framed with a new length and checksum.
 
-use std::net::{IpAddr, SocketAddr};
+use core::net::{IpAddr, SocketAddr};
 
 use super::ProtocolError;
 use super::network::Magic;
@@ -378,7 +378,7 @@ fn write_compact_size(out: &mut Vec<u8>, n: u64) {
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
+    use core::net::Ipv4Addr;
 
     use super::*;
     use crate::Encoder;
