@@ -109,3 +109,66 @@ fn bucket_padding_is_skipped_by_an_independent_peer() {
         "padding costs bytes: {sent_on_the_wire:?}"
     );
 }
+
+/// What the responder received from one idle connection: version, 3 s of silence, a ping.
+fn bytes_from_an_idle_connection(proxy_args: &[&str]) -> u64 {
+    let hosts = TwoHosts::create();
+    let node = bip324_e2e::testbed::RemoteNode::start(&hosts.remote, noisy_responder);
+    nft_redirect(&hosts.client, TAGGED_GID);
+    let _proxy = Proxy::start(&hosts.client, proxy_args);
+    let remote = SocketAddr::new(REMOTE_V4.parse().unwrap(), NODE_PORT);
+    hosts.client.run_as_group(TAGGED_GID, move || {
+        let mut stream = TcpStream::connect(remote).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let version = v1::version_payload(remote, 1, "/idle/");
+        v1::write_message(
+            &mut stream,
+            REGTEST_MAGIC,
+            &Message::new("version", version),
+        )
+        .unwrap();
+        v1::read_message(&mut stream, REGTEST_MAGIC)
+            .unwrap()
+            .expect("version");
+        std::thread::sleep(Duration::from_secs(3));
+        v1::write_message(&mut stream, REGTEST_MAGIC, &Message::new("ping", [4u8; 8])).unwrap();
+        loop {
+            let message = v1::read_message(&mut stream, REGTEST_MAGIC)
+                .unwrap()
+                .unwrap();
+            if message.command == "pong" {
+                assert_eq!(message.payload, [4u8; 8]);
+                break;
+            }
+        }
+    });
+    let report = &node.responder.wait_for_reports(1, Duration::from_secs(10))[0];
+    assert_eq!(
+        report.error, None,
+        "the independent peer skipped every decoy"
+    );
+    report.bytes_received
+}
+
+/// `--shaping cover` sends decoys while the client is silent, and no more than its budget.
+#[test]
+fn cover_decoys_flow_while_idle_within_their_budget() {
+    const BUDGET: u64 = 2048;
+    let plain = bytes_from_an_idle_connection(&[]);
+    let budget = BUDGET.to_string();
+    let covered = bytes_from_an_idle_connection(&[
+        "--shaping",
+        "cover",
+        "--cover-interval",
+        "100ms",
+        "--cover-budget",
+        &budget,
+    ]);
+    let extra = covered - plain;
+    // A few 512-byte decoys a second are allowed; the flights' own padding adds a little.
+    assert!(extra >= 4 * 512, "cover flowed while idle: {extra} bytes");
+    let bound = BUDGET * 4 + BUDGET + 8 * 512;
+    assert!(extra <= bound, "within the budget: {extra} > {bound}");
+}

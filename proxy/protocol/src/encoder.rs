@@ -84,6 +84,19 @@ impl Encoder {
         self.pad_to_buckets = true;
     }
 
+    /// Size of a cover decoy on the wire: the smallest bucket.
+    pub const COVER_LEN: usize = 512;
+
+    /// Appends one decoy packet of `frame_len` bytes on the wire (at least a packet's
+    /// overhead).
+    fn append_decoy(&mut self, frame_len: usize) {
+        let frame_start = self.out.begin_frame(frame_len);
+        let frame_end = frame_start + frame_len;
+        self.sealer
+            .seal(&mut self.out.buf[frame_start..frame_end], &[], true);
+        self.out.finish_frame(frame_start, frame_start, frame_end);
+    }
+
     /// Appends the decoy that brings this flight to its bucket.
     fn pad(&mut self) {
         if !(self.pad_to_buckets && self.fresh && self.partial.is_none()) {
@@ -95,12 +108,7 @@ impl Encoder {
         if target == len {
             return;
         }
-        let frame_len = target - len;
-        let frame_start = self.out.begin_frame(frame_len);
-        let frame_end = frame_start + frame_len;
-        self.sealer
-            .seal(&mut self.out.buf[frame_start..frame_end], &[], true);
-        self.out.finish_frame(frame_start, frame_start, frame_end);
+        self.append_decoy(target - len);
     }
 
     /// Starts packets for every whole header in staging.
@@ -221,6 +229,14 @@ impl Pipe for Encoder {
     fn release_idle_buffers(&mut self) {
         self.staging.release_if_empty();
         self.out.release_if_empty();
+    }
+
+    fn emit_cover(&mut self) -> bool {
+        if self.partial.is_some() || !self.out.pending().is_empty() {
+            return false;
+        }
+        self.append_decoy(Self::COVER_LEN);
+        true
     }
 }
 

@@ -73,6 +73,12 @@ pub trait Pipe {
         Ok(())
     }
 
+    /// Appends a cover decoy when this pipe can send one now (a v2 encoder with nothing
+    /// pending); `true` when output was added. Others never do.
+    fn emit_cover(&mut self) -> bool {
+        false
+    }
+
     /// Feeds bytes that were read elsewhere; returns how many were taken (fewer than given
     /// only when output must be drained first).
     fn push(
@@ -128,6 +134,10 @@ impl<P: Pipe + ?Sized> Pipe for &mut P {
     fn flush(&mut self, events: &mut dyn FnMut(Event)) -> Result<(), ProtocolError> {
         (**self).flush(events)
     }
+
+    fn emit_cover(&mut self) -> bool {
+        (**self).emit_cover()
+    }
 }
 
 /// Two pipes in a row: `first`'s output is `second`'s input. Events come from both.
@@ -180,5 +190,9 @@ impl<A: Pipe, B: Pipe> Pipe for Chain<A, B> {
     fn release_idle_buffers(&mut self) {
         self.first.release_idle_buffers();
         self.second.release_idle_buffers();
+    }
+
+    fn emit_cover(&mut self) -> bool {
+        self.first.output().is_empty() && self.second.emit_cover()
     }
 }

@@ -137,6 +137,19 @@ pub struct Config {
     #[arg(long, value_enum, value_name = "STRATEGY", default_value_t = Shaping::None)]
     pub shaping: Shaping,
 
+    /// With --shaping cover: the mean idle time before a cover decoy (randomized ±50%).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub cover_interval: Duration,
+
+    /// With --shaping cover: most cover bytes a second, per connection and for the whole
+    /// proxy (each a token bucket of one second; when one is empty, no cover is sent).
+    #[arg(long, value_name = "BYTES", default_value_t = 256)]
+    pub cover_budget: u64,
+
+    /// See --cover-budget.
+    #[arg(long, value_name = "BYTES", default_value_t = 16_384)]
+    pub cover_budget_total: u64,
+
     /// Append `/bip324-proxy:VERSION/` to each v1 client's user agent (BIP-14 style, within
     /// Bitcoin Core's 256 bytes; nothing else in its `version` changes). Off by default: it
     /// tells the remote that a proxy is in use, a fingerprint.
@@ -176,6 +189,8 @@ pub enum Shaping {
     None,
     /// Every flight padded to a bucket size with a decoy.
     Buckets,
+    /// Buckets, and a 512-byte decoy at random moments while a direction is idle.
+    Cover,
 }
 
 fn parse_network(name: &str) -> Result<bip324_protocol::Network, String> {

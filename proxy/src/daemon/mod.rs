@@ -3,6 +3,7 @@
 pub mod config;
 pub mod connection;
 pub mod control;
+pub mod cover;
 pub mod labels;
 pub mod listeners;
 pub mod log_budget;

@@ -13,8 +13,9 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio_util::sync::CancellationToken;
 
+use super::cover::Cover;
 use super::labels::CloseKind;
-use bip324_protocol::{Event, Pipe, ProtocolError};
+use bip324_protocol::{Encoder, Event, Pipe, ProtocolError};
 
 /// After one side closes, how long the other may take to finish.
 const HALF_CLOSE_GRACE: Duration = Duration::from_secs(10);
@@ -167,6 +168,8 @@ pub struct RelayContext<'a, E> {
     /// Every message, decoy and dropped message, by the side it came from.
     pub events: &'a E,
     pub shutdown: &'a CancellationToken,
+    /// Cover traffic, sent in the direction that reads from this side while it is idle.
+    pub cover: Option<(Side, &'a Cover)>,
 }
 
 /// Relays until both directions end, one fails, or shutdown is requested. `up` carries the
@@ -183,7 +186,9 @@ pub async fn relay<E: Fn(Side, Event) + Sync>(
         traffic,
         events,
         shutdown,
+        cover,
     } = *cx;
+    let cover_from = |side: Side| cover.filter(|(s, _)| *s == side).map(|(_, c)| c);
     let (client_read, mut client_write) = client.split();
     let (remote_read, mut remote_write) = remote.split();
     let up_fut = pump(
@@ -193,6 +198,7 @@ pub async fn relay<E: Fn(Side, Event) + Sync>(
         (up, unread.client),
         traffic,
         events,
+        cover_from(Side::Client),
     );
     let down_fut = pump(
         Side::Remote,
@@ -201,6 +207,7 @@ pub async fn relay<E: Fn(Side, Event) + Sync>(
         (down, unread.remote),
         traffic,
         events,
+        cover_from(Side::Remote),
     );
     tokio::pin!(up_fut, down_fut);
 
@@ -238,6 +245,7 @@ async fn pump(
     (pipe, mut unread): (&mut impl Pipe, &[u8]),
     traffic: &Traffic,
     events: &(impl Fn(Side, Event) + Sync),
+    cover: Option<&Cover>,
 ) -> CloseReason {
     let to = match from {
         Side::Client => Side::Remote,
@@ -273,11 +281,21 @@ async fn pump(
             }
             continue;
         }
-        let ready = match tokio::time::timeout(IDLE_RELEASE, src.readable()).await {
+        let wait = cover.map_or(IDLE_RELEASE, Cover::next_wait);
+        let ready = match tokio::time::timeout(wait, src.readable()).await {
             Ok(ready) => ready,
             Err(_) => {
                 pipe.release_idle_buffers();
-                src.readable().await
+                match cover {
+                    // Idle: a decoy at a random moment, as the budgets allow.
+                    Some(cover) => {
+                        if cover.take(Encoder::COVER_LEN) {
+                            pipe.emit_cover();
+                        }
+                        continue;
+                    }
+                    None => src.readable().await,
+                }
             }
         };
         if let Err(error) = ready {

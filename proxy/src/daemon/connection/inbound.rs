@@ -121,10 +121,13 @@ pub async fn handle(
         session_id = session_id.map(hex::encode),
         "inbound connection opened"
     );
+    // Cover goes the way the node's bytes go, in v2 to the peer (never to a v1 peer).
+    let cover = ctx.cover().filter(|_| kind == TransportKind::V2);
     let cx = RelayContext {
         traffic,
         events: &events,
         shutdown: &shutdown,
+        cover: cover.as_ref().map(|c| (Side::Remote, c)),
     };
     let mut own = vec![reached];
     own.extend(&ctx.config.inbound_advertise);
@@ -152,7 +155,7 @@ pub async fn handle(
                 decoder,
                 ..
             } = *session;
-            if ctx.config.shaping == Shaping::Buckets {
+            if ctx.config.shaping != Shaping::None {
                 encoder.pad_flights_to_buckets();
             }
             let unread = Unread {

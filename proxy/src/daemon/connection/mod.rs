@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::config::Config;
+use super::config::Shaping;
+use super::cover::{Budget, Cover};
 use super::log_budget::LogBudget;
 use super::loop_guard::{LoopGuard, Refusal};
 use super::metrics::Metrics;
@@ -46,10 +48,26 @@ pub struct Context {
     pub inbound_pending: Arc<PendingPerSource>,
     /// Strangers cause inbound failures: at most this many lines a second.
     pub inbound_log: LogBudget,
+    /// The proxy's budget of cover traffic (`--shaping cover`).
+    pub cover_budget: Arc<Budget>,
+}
+
+impl Context {
+    /// A connection's cover schedule, with `--shaping cover`.
+    pub fn cover(&self) -> Option<Cover> {
+        (self.config.shaping == Shaping::Cover).then(|| {
+            Cover::new(
+                self.config.cover_interval,
+                self.config.cover_budget,
+                Arc::clone(&self.cover_budget),
+            )
+        })
+    }
 }
 
 impl Context {
     pub fn new(config: Config, listening: Vec<SocketAddr>) -> Self {
+        let cover_budget = Arc::new(Budget::per_second(config.cover_budget_total));
         Context {
             config,
             listening,
@@ -60,6 +78,7 @@ impl Context {
             binder: None,
             inbound_pending: Arc::default(),
             inbound_log: LogBudget::per_second(10),
+            cover_budget,
         }
     }
 }
@@ -196,10 +215,15 @@ async fn finish(
             "connection opened: the client does not speak v1, its bytes pass unchanged"
         ),
     }
+    // Cover goes the way the client's bytes go, in v2 only.
+    let cover = ctx
+        .cover()
+        .filter(|_| matches!(opened.transport, Transport::V2 { .. }));
     let cx = RelayContext {
         traffic,
         events: &events,
         shutdown,
+        cover: cover.as_ref().map(|c| (Side::Client, c)),
     };
     let reason = opened.relay(&mut client, &cx, &ctx.config).await;
     info!(

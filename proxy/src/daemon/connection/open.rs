@@ -119,7 +119,7 @@ impl Opened {
                 let Session {
                     encoder, decoder, ..
                 } = &mut **session;
-                if config.shaping == Shaping::Buckets {
+                if config.shaping != Shaping::None {
                     encoder.pad_flights_to_buckets();
                 }
                 match rewrite {
