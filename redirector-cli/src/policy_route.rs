@@ -176,10 +176,12 @@ fn dump_rules(family: AddressFamily) -> Result<Vec<RuleMessage>, Error> {
         .collect())
 }
 
-/// Routes of our table.
+/// Routes of our table. The kernel filters the dump by table (strict checking), so a router
+/// with full routing tables is not read whole.
 fn dump_routes(family: AddressFamily) -> Result<Vec<RouteMessage>, Error> {
     let mut query = RouteMessage::default();
     query.header.address_family = family;
+    query.attributes = vec![RouteAttribute::Table(TABLE)];
     let replies = dump(RouteNetlinkMessage::GetRoute(query))?;
     Ok(replies
         .into_iter()
@@ -196,6 +198,9 @@ fn dump_routes(family: AddressFamily) -> Result<Vec<RouteMessage>, Error> {
 
 fn socket() -> Result<Socket, Error> {
     let mut socket = Socket::new(NETLINK_ROUTE).map_err(|e| explain(&e))?;
+    // Dumps honour their filters (a table); kernels without it ignore them, and the results
+    // are filtered here anyway.
+    let _ = socket.set_netlink_get_strict_chk(true);
     socket.bind_auto().map_err(|e| explain(&e))?;
     socket
         .connect(&SocketAddr::new(0, 0))

@@ -39,11 +39,10 @@ pub async fn handle(
     let peer_addr = canonical(peer_addr);
     let local = peer.local_addr().map(canonical);
     let reached = match original_destination(&peer) {
-        // conntrack knows every connection: one it did not redirect was meant for us.
         Ok(Some(reached)) if local.is_ok_and(|local| local != reached) => reached,
-        Ok(Some(_)) => return refuse(&ctx, peer_addr, RefusalKind::NotRedirected, None),
-        // Someone connected to the inbound port itself: not a peer of the node.
-        Ok(None) => return refuse(&ctx, peer_addr, RefusalKind::NotRedirected, None),
+        // Not redirected (conntrack records every connection; one not redirected has this
+        // listener as its destination): someone dialled the inbound port, not the node.
+        Ok(Some(_) | None) => return refuse(&ctx, peer_addr, RefusalKind::NotRedirected, None),
         Err(e) => return refuse(&ctx, peer_addr, RefusalKind::Unreadable, Some(e)),
     };
     let Some(network) = ctx
