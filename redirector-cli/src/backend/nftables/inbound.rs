@@ -16,11 +16,9 @@
 
 use std::ffi::CStr;
 
-use nftnl::expr::{CmpOp, Register};
-use nftnl::{Chain, ChainType, Hook, MsgType, ProtoFamily, Rule, Table, nft_expr};
+use nftnl::expr::CmpOp;
+use nftnl::{Chain, ChainType, Hook, MsgType, ProtoFamily, Rule, Table};
 
-use super::fib_expr::{FibDaddrType, RTN_LOCAL};
-use super::redirect_expr::Redirect;
 use super::{netlink, rule_text, ruleset};
 use crate::backend::Inspection;
 use crate::error::Error;
@@ -51,22 +49,8 @@ fn rules<'a>(chain: &'a Chain<'a>, policy: &InboundPolicy) -> Vec<(String, Rule<
         .iter()
         .map(|&port| {
             let mut rule = Rule::new(chain);
-            let mut lo = [0u8; libc::IFNAMSIZ];
-            lo[..2].copy_from_slice(b"lo");
-            rule.add_expr(&nft_expr!(meta iifname));
-            rule.add_expr(&nftnl::expr::Cmp::new(CmpOp::Neq, &lo[..]));
-            rule.add_expr(&nft_expr!(meta l4proto));
-            rule.add_expr(&nft_expr!(cmp == libc::IPPROTO_TCP as u8));
-            rule.add_expr(&nft_expr!(payload tcp dport));
-            rule.add_expr(&nft_expr!(cmp == port.to_be()));
-            rule.add_expr(&FibDaddrType {
-                register: Register::Reg1,
-            });
-            rule.add_expr(&nft_expr!(cmp == RTN_LOCAL));
-            rule.add_expr(&nft_expr!(immediate data policy.proxy_port.to_be()));
-            rule.add_expr(&Redirect {
-                port_register: Register::Reg1,
-            });
+            ruleset::add_iifname(&mut rule, CmpOp::Neq, "lo");
+            ruleset::add_redirect(&mut rule, port, CmpOp::Eq, policy.proxy_port);
             (format!("the inbound rule for port {port}"), rule)
         })
         .collect()

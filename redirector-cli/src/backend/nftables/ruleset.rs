@@ -90,30 +90,40 @@ pub(crate) fn gateway_rules<'a>(chain: &'a Chain<'a>, policy: &Policy) -> Vec<(S
         for &port in &policy.ports {
             let mut rule = Rule::new(chain);
             match source {
-                Source::Interface(name) => {
-                    let mut padded = [0u8; libc::IFNAMSIZ];
-                    padded[..name.len()].copy_from_slice(name.as_bytes());
-                    rule.add_expr(&nft_expr!(meta iifname));
-                    rule.add_expr(&nftnl::expr::Cmp::new(CmpOp::Eq, &padded[..]));
-                }
+                Source::Interface(name) => add_iifname(&mut rule, CmpOp::Eq, name),
                 Source::Prefix { addr, len } => add_prefix(&mut rule, *addr, *len),
             }
-            rule.add_expr(&nft_expr!(meta l4proto));
-            rule.add_expr(&nft_expr!(cmp == libc::IPPROTO_TCP as u8));
-            rule.add_expr(&nft_expr!(payload tcp dport));
-            rule.add_expr(&nft_expr!(cmp == port.to_be()));
-            rule.add_expr(&FibDaddrType {
-                register: Register::Reg1,
-            });
-            rule.add_expr(&nft_expr!(cmp != RTN_LOCAL));
-            rule.add_expr(&nft_expr!(immediate data policy.proxy_port.to_be()));
-            rule.add_expr(&Redirect {
-                port_register: Register::Reg1,
-            });
+            let forwarded = CmpOp::Neq;
+            add_redirect(&mut rule, port, forwarded, policy.proxy_port);
             rules.push((format!("the gateway rule for {source}, port {port}"), rule));
         }
     }
     rules
+}
+
+/// `iifname == NAME` or `!=`, compared over the whole interface-name field as nft does.
+pub(super) fn add_iifname(rule: &mut Rule<'_>, op: CmpOp, name: &str) {
+    let mut padded = [0u8; libc::IFNAMSIZ];
+    padded[..name.len()].copy_from_slice(name.as_bytes());
+    rule.add_expr(&nft_expr!(meta iifname));
+    rule.add_expr(&nftnl::expr::Cmp::new(op, &padded[..]));
+}
+
+/// `tcp dport PORT fib daddr type [!=] local redirect to :PROXY`: `to_this_host` is `Eq` for
+/// connections to this host (inbound), `Neq` for those it forwards (gateway).
+pub(super) fn add_redirect(rule: &mut Rule<'_>, port: u16, to_this_host: CmpOp, proxy_port: u16) {
+    rule.add_expr(&nft_expr!(meta l4proto));
+    rule.add_expr(&nft_expr!(cmp == libc::IPPROTO_TCP as u8));
+    rule.add_expr(&nft_expr!(payload tcp dport));
+    rule.add_expr(&nft_expr!(cmp == port.to_be()));
+    rule.add_expr(&FibDaddrType {
+        register: Register::Reg1,
+    });
+    rule.add_expr(&nftnl::expr::Cmp::new(to_this_host, RTN_LOCAL));
+    rule.add_expr(&nft_expr!(immediate data proxy_port.to_be()));
+    rule.add_expr(&Redirect {
+        port_register: Register::Reg1,
+    });
 }
 
 /// `ip saddr PREFIX` (or `ip6`), as nft compiles it: the family, then the prefix's bytes
