@@ -9,7 +9,7 @@ use std::time::Duration;
 use bip324_e2e::listening_node::ListeningNode;
 use bip324_e2e::responder::Responder;
 use bip324_e2e::testbed::{
-    NODE_PORT, Proxy, REMOTE_V4, TAGGED_GID, TwoHosts, nft_redirect, noisy_responder,
+    NODE_PORT, Proxy, REMOTE_V4, RemoteNode, TAGGED_GID, TwoHosts, nft_redirect, noisy_responder,
 };
 use bip324_e2e::v1::{self, Message, REGTEST_MAGIC};
 
@@ -84,6 +84,16 @@ fn without_the_option_the_version_is_untouched() {
     assert_eq!(received, sent);
 }
 
+/// The tagged group's connections go through a proxy started with `proxy_args` to the
+/// independent responder.
+fn behind_the_proxy(proxy_args: &[&str]) -> (TwoHosts, RemoteNode, Proxy) {
+    let hosts = TwoHosts::create();
+    let node = RemoteNode::start(&hosts.remote, noisy_responder);
+    nft_redirect(&hosts.client, TAGGED_GID);
+    let proxy = Proxy::start(&hosts.client, proxy_args);
+    (hosts, node, proxy)
+}
+
 /// With bucket padding the independent responder skips every decoy: the client's messages
 /// are echoed byte for byte, and the padding shows as extra bytes on the wire.
 #[test]
@@ -91,10 +101,7 @@ fn bucket_padding_is_skipped_by_an_independent_peer() {
     let client = env!("CARGO_BIN_EXE_e2e-v1-client");
     let mut sent_on_the_wire = Vec::new();
     for shaping in [&[][..], &["--shaping", "buckets"][..]] {
-        let hosts = TwoHosts::create();
-        let node = bip324_e2e::testbed::RemoteNode::start(&hosts.remote, noisy_responder);
-        nft_redirect(&hosts.client, TAGGED_GID);
-        let _proxy = Proxy::start(&hosts.client, shaping);
+        let (hosts, node, _proxy) = behind_the_proxy(shaping);
         let remote = format!("{REMOTE_V4}:{NODE_PORT}");
         let args = [remote.as_str(), "--large", "100000", "--small", "300"];
         let run = bip324_e2e::testbed::run_client(client, &hosts.client, Some(TAGGED_GID), &args);
@@ -112,10 +119,7 @@ fn bucket_padding_is_skipped_by_an_independent_peer() {
 
 /// What the responder received from one idle connection: version, 3 s of silence, a ping.
 fn bytes_from_an_idle_connection(proxy_args: &[&str]) -> u64 {
-    let hosts = TwoHosts::create();
-    let node = bip324_e2e::testbed::RemoteNode::start(&hosts.remote, noisy_responder);
-    nft_redirect(&hosts.client, TAGGED_GID);
-    let _proxy = Proxy::start(&hosts.client, proxy_args);
+    let (hosts, node, _proxy) = behind_the_proxy(proxy_args);
     let remote = SocketAddr::new(REMOTE_V4.parse().unwrap(), NODE_PORT);
     hosts.client.run_as_group(TAGGED_GID, move || {
         let mut stream = TcpStream::connect(remote).unwrap();

@@ -103,14 +103,10 @@ pub async fn run(config: Config, binder: Option<transparent::Unarmed>) -> anyhow
     // Every privileged socket is open: nothing from here on needs root. The control socket
     // is made by the proxy's own user, in a directory it may write, so it can remove it.
     let own_control_socket = opened.control.is_none() && !config.no_control;
-    let unarmed_binder = match (binder, inbound.is_empty()) {
-        (binder, true) => {
-            drop(binder);
-            None
-        }
-        (Some(binder), false) => Some(binder),
-        (None, false) => anyhow::bail!("inbound listeners without the inbound binding thread"),
-    };
+    if !inbound.is_empty() && binder.is_none() {
+        anyhow::bail!("inbound listeners without the inbound binding thread");
+    }
+    let unarmed_binder = binder.filter(|_| !inbound.is_empty());
     let control_path = config.control_path();
     if let Some(account) = privileges::account(config.user.as_deref())? {
         if own_control_socket {

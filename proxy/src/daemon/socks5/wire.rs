@@ -249,12 +249,6 @@ pub fn user_pass_request(user: &[u8], pass: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A reply's code and bound address, as an upstream proxy sends it.
-pub fn parse_reply(input: &[u8]) -> Parsed<(u8, Target)> {
-    // Same layout as a request: version, code, reserved, address.
-    parse_request(input)
-}
-
 fn write_address(out: &mut Vec<u8>, target: &Target) {
     match target {
         Target::Ip(SocketAddr::V4(v4)) => {
@@ -331,13 +325,22 @@ mod tests {
         );
     }
 
+    /// Metrics count replies by `code as usize`: `ALL` lists each code at its own index.
+    #[test]
+    fn all_lists_every_reply_at_its_code() {
+        for (i, code) in Reply::ALL.iter().enumerate() {
+            assert_eq!(*code as usize, i);
+        }
+    }
+
     #[test]
     fn replies_carry_the_bound_address() {
         let bound: SocketAddr = "10.0.0.1:40000".parse().unwrap();
         let reply = reply(Reply::ConnectionRefused, Some(bound));
         assert_eq!(reply, [5, 5, 0, 1, 10, 0, 0, 1, 0x9c, 0x40]);
         assert_eq!(
-            parse_reply(&reply),
+            // A reply has a request's layout: version, code, reserved, address.
+            parse_request(&reply),
             Ok(Some(((5, Target::Ip(bound)), reply.len())))
         );
     }
