@@ -4,6 +4,7 @@
 //! `responder` and `initiator` are built on rust-bitcoin's `bip324` crate.
 
 pub mod cgroup;
+pub mod chain_node;
 pub mod echo;
 pub mod initiator;
 pub mod listening_node;

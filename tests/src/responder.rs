@@ -7,6 +7,7 @@
 //! Long because it is a whole, independent BIP-324 responder peer (on rust-bitcoin's `bip324`
 //! crate) with its decoys and reports.
 
+use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,7 +53,40 @@ pub struct Report {
     pub bytes_received: u64,
     pub bytes_sent: u64,
     pub decoys_sent: usize,
+    /// Every v2 packet after the handshake, by direction and message type.
+    pub ledger: Ledger,
     pub error: Option<String>,
+}
+
+/// Which way a packet went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Flow {
+    FromPeer,
+    ToPeer,
+}
+
+/// Messages of one type: how many, their size framed as v1 (a 24-byte header and the payload)
+/// and as the v2 packets that carried them here.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub messages: u64,
+    pub v1_bytes: u64,
+    pub v2_bytes: u64,
+}
+
+/// Tallies by direction and message type; decoys count as `(decoy)`, with no v1 size.
+pub type Ledger = BTreeMap<(Flow, String), Tally>;
+
+fn tally(ledger: &Mutex<Ledger>, flow: Flow, message: Option<&Message>, v2_bytes: usize) {
+    let (command, v1_bytes) = match message {
+        Some(m) => (m.command.clone(), 24 + m.payload.len()),
+        None => ("(decoy)".to_string(), 0),
+    };
+    let mut ledger = ledger.lock().unwrap();
+    let entry = ledger.entry((flow, command)).or_default();
+    entry.messages += 1;
+    entry.v1_bytes += v1_bytes as u64;
+    entry.v2_bytes += v2_bytes as u64;
 }
 
 pub struct Responder {
@@ -103,6 +137,7 @@ impl Responder {
 struct Counts {
     received: AtomicU64,
     sent: AtomicU64,
+    ledger: Mutex<Ledger>,
 }
 
 /// Counts every byte read through it, and records them when asked to.
@@ -153,12 +188,14 @@ fn serve(stream: TcpStream, options: &ResponderOptions) -> Report {
         bytes_received: 0,
         bytes_sent: 0,
         decoys_sent: 0,
+        ledger: Ledger::new(),
         error: None,
     };
     let counts = Arc::new(Counts::default());
     if let Err(e) = serve_connection(&stream, options, &log, &counts, &mut report) {
         report.error = Some(e.to_string());
     }
+    report.ledger = std::mem::take(&mut *counts.ledger.lock().unwrap());
     report.bytes_received = counts.received.load(Ordering::Relaxed);
     report.bytes_sent = counts.sent.load(Ordering::Relaxed);
     if options.keep_received {
@@ -232,6 +269,7 @@ fn serve_connection(
     let decoy_every = options.decoy_every;
     let magic = options.magic;
     let mut node_reader = io::BufReader::new(upstream.try_clone()?);
+    let down_counts = Arc::clone(counts);
     let down = std::thread::spawn(move || -> io::Result<usize> {
         let mut decoys = 0;
         let mut relayed = 0usize;
@@ -240,11 +278,18 @@ fn serve_connection(
             if decoy_every > 0 && relayed.is_multiple_of(decoy_every) {
                 let decoy = outbound.encrypt_to_vec(&[0xdd; 32], PacketType::Decoy, None);
                 writer.write_all(&decoy)?;
+                tally(&down_counts.ledger, Flow::ToPeer, None, decoy.len());
                 decoys += 1;
             }
             let packet =
                 outbound.encrypt_to_vec(&encode_contents(&message), PacketType::Genuine, None);
             writer.write_all(&packet)?;
+            tally(
+                &down_counts.ledger,
+                Flow::ToPeer,
+                Some(&message),
+                packet.len(),
+            );
         }
         writer.inner.shutdown(Shutdown::Write)?;
         Ok(decoys)
@@ -265,10 +310,17 @@ fn serve_connection(
             .decrypt_in_place(&mut packet, None)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
         if packet_type == PacketType::Decoy {
+            tally(&counts.ledger, Flow::FromPeer, None, 3 + packet_len);
             continue;
         }
         let message = decode_contents(&plaintext[1..])?;
         write_message(&mut to_node, magic, &message)?;
+        tally(
+            &counts.ledger,
+            Flow::FromPeer,
+            Some(&message),
+            3 + packet_len,
+        );
     }
     to_node.shutdown(Shutdown::Write)?;
     let decoys = down

@@ -1,0 +1,172 @@
+//! A real light client, unmodified: Kyoto (crate `bip157` from crates.io) syncs a regtest chain
+//! of headers, filter headers, filters and a matching block through the proxy, once through
+//! the SOCKS5 front end (Kyoto's own proxy option) and once redirected by the product's kernel
+//! rule; the node behind the independent v2 responder serves the chain.
+//!
+//! The SOCKS5 run prints the table of bytes per message type that the README shows
+//! (`cargo test -p bip324-e2e --test light_client -- --nocapture`).
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bip324_e2e::chain_node::{Chain, spawn_chain_node};
+use bip324_e2e::netns::Netns;
+use bip324_e2e::responder::{Flow, Ledger, Report, Responder, ResponderOptions, Tally, Transport};
+use bip324_e2e::server::Server;
+use bip324_e2e::testbed::{
+    NODE_PORT, Proxy, RedirectCli, TAGGED_GID, TwoHosts, contains, run_client,
+};
+use bip324_e2e::v1::REGTEST_MAGIC;
+use bitcoin::ScriptBuf;
+
+const CLIENT: &str = env!("CARGO_BIN_EXE_e2e-light-client");
+const SOCKS: &str = "127.0.0.1:1080";
+/// Two `headers` messages, two batches of filter headers and three of filters.
+const TIP: usize = 2_100;
+const PAID_AT: usize = 1_500;
+
+fn watched() -> ScriptBuf {
+    ScriptBuf::from_bytes([&[0x00, 0x14][..], &[0x42; 20]].concat())
+}
+
+/// The remote host's node: the chain behind the independent v2 responder on `NODE_PORT`.
+struct ChainNode {
+    chain: Arc<Chain>,
+    responder: Responder,
+    _node: Server,
+}
+
+impl ChainNode {
+    fn start(host: &Netns) -> ChainNode {
+        let chain = Arc::new(Chain::generate(TIP, (&watched(), PAID_AT)));
+        let served = Arc::clone(&chain);
+        let (node, responder) = host
+            .run(move || {
+                let node = spawn_chain_node(TcpListener::bind("127.0.0.1:0")?, served)?;
+                let options = ResponderOptions {
+                    magic: REGTEST_MAGIC,
+                    garbage_len: 0,
+                    decoys_before_version: 0,
+                    decoys_after_version: 0,
+                    decoy_every: 0,
+                    upstream: node.addr(),
+                    keep_received: true,
+                };
+                let responder = Responder::spawn(TcpListener::bind(("::", NODE_PORT))?, options)?;
+                std::io::Result::Ok((node, responder))
+            })
+            .expect("start the chain node");
+        ChainNode {
+            chain,
+            responder,
+            _node: node,
+        }
+    }
+
+    /// Runs Kyoto in the client host to `peer` and checks it synced the whole chain, found
+    /// the one block that pays the watched script, and did so over v2; returns the
+    /// responder's report.
+    fn sync(&self, host: &Netns, gid: Option<u32>, peer: SocketAddr, extra: &[&str]) -> Report {
+        let script = hex::encode(watched().as_bytes());
+        let peer = peer.to_string();
+        let mut args = vec![peer.as_str(), "--watch", &script, "--timeout", "120"];
+        args.extend(extra);
+        let run = run_client(CLIENT, host, gid, &args);
+        assert!(run.success, "Kyoto did not sync: {}", run.stderr);
+        let (height, hash) = self.chain.tip();
+        assert_eq!(run.value("tip_height"), Some(height.to_string().as_str()));
+        assert_eq!(run.value("tip_hash"), Some(hash.to_string().as_str()));
+        assert_eq!(run.value("matched"), Some(PAID_AT.to_string().as_str()));
+        assert_eq!(run.value("paid"), Some("true"));
+        let reports = self.responder.wait_for_reports(1, Duration::from_secs(10));
+        let report = reports.last().expect("Kyoto's connection ended").clone();
+        assert_eq!(report.transport, Transport::V2);
+        // Nothing of the chain crossed in clear: not the block that pays the script.
+        let paying_block = bitcoin::consensus::serialize(&self.chain.blocks[PAID_AT]);
+        assert!(!contains(&report.received, &paying_block[..80]));
+        report
+    }
+}
+
+fn of(ledger: &Ledger, flow: Flow, command: &str) -> Tally {
+    ledger
+        .get(&(flow, command.to_string()))
+        .copied()
+        .unwrap_or_default()
+}
+
+#[test]
+fn kyoto_syncs_through_the_socks5_front_end() {
+    let hosts = TwoHosts::create();
+    let node = ChainNode::start(&hosts.remote);
+    let proxy = Proxy::start(
+        &hosts.client,
+        &["--socks5", SOCKS, "--socks5-network", "regtest"],
+    );
+    let report = node.sync(&hosts.client, None, hosts.remote_v4(), &["--socks5", SOCKS]);
+    let session = hex::encode(report.session_id.unwrap());
+    assert!(
+        proxy.wait_for_log(&format!("session_id={session}"), Duration::from_secs(5)),
+        "{}",
+        proxy.log()
+    );
+    // The whole sync, as BIP-157 lays it out: every header, filter header and filter once.
+    let ledger = &report.ledger;
+    let headers = of(ledger, Flow::ToPeer, "headers");
+    assert!(headers.v1_bytes - 24 * headers.messages > 81 * TIP as u64);
+    assert_eq!(of(ledger, Flow::ToPeer, "cfilter").messages, TIP as u64);
+    assert_eq!(of(ledger, Flow::ToPeer, "block").messages, 1);
+    print_table(ledger, report.bytes_received + report.bytes_sent);
+}
+
+#[test]
+fn kyoto_in_the_group_syncs_through_the_redirect() {
+    let hosts = TwoHosts::create();
+    let node = ChainNode::start(&hosts.remote);
+    let proxy = Proxy::start(&hosts.client, &[]);
+    RedirectCli::new(&hosts).enable_tagged("nftables", "8333");
+    let report = node.sync(&hosts.client, Some(TAGGED_GID), hosts.remote_v6(), &[]);
+    let session = hex::encode(report.session_id.unwrap());
+    assert!(
+        proxy.wait_for_log(&format!("session_id={session}"), Duration::from_secs(5)),
+        "{}",
+        proxy.log()
+    );
+}
+
+/// Prints, per message type, the bytes framed as v1 (what the client and the proxy exchanged)
+/// and as v2 (what crossed the network), and the handshake's share of the v2 total.
+fn print_table(ledger: &Ledger, wire_total: u64) {
+    println!("| direction | message | count | v1 bytes | v2 bytes | v2 − v1 |");
+    println!("|---|---|---:|---:|---:|---:|");
+    let mut total = Tally::default();
+    for ((flow, command), tally) in ledger {
+        let direction = match flow {
+            Flow::FromPeer => "client → node",
+            Flow::ToPeer => "node → client",
+        };
+        println!(
+            "| {direction} | `{command}` | {} | {} | {} | {:+} |",
+            tally.messages,
+            tally.v1_bytes,
+            tally.v2_bytes,
+            tally.v2_bytes as i64 - tally.v1_bytes as i64
+        );
+        total.messages += tally.messages;
+        total.v1_bytes += tally.v1_bytes;
+        total.v2_bytes += tally.v2_bytes;
+    }
+    let handshake = wire_total - total.v2_bytes;
+    println!(
+        "| both | v2 handshake (keys, garbage terminators, version packets) | | 0 | {handshake} | +{handshake} |"
+    );
+    let v2 = total.v2_bytes + handshake;
+    println!(
+        "| both | **total** | {} | {} | {v2} | {:+} ({:+.2} %) |",
+        total.messages,
+        total.v1_bytes,
+        v2 as i64 - total.v1_bytes as i64,
+        (v2 as f64 / total.v1_bytes as f64 - 1.0) * 100.0
+    );
+}
