@@ -1,13 +1,14 @@
 //! The options that change what goes on the wire, end to end against the independent v2
 //! responder: `--user-agent-suffix` (the client's `version` reaches the node with
 //! `/bip324-proxy:VERSION/` appended, every other byte as sent) and `--shaping buckets` (the
-//! responder skips every padding decoy and the messages arrive byte-exact).
+//! responder skips every padding decoy and the messages arrive byte-exact), `--shaping cover`
+//! and `--garbage-len`.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use bip324_e2e::listening_node::ListeningNode;
-use bip324_e2e::responder::Responder;
+use bip324_e2e::responder::{Flow, Responder};
 use bip324_e2e::testbed::{
     NODE_PORT, Proxy, REMOTE_V4, RemoteNode, TAGGED_GID, TwoHosts, nft_redirect, noisy_responder,
 };
@@ -115,6 +116,29 @@ fn bucket_padding_is_skipped_by_an_independent_peer() {
         sent_on_the_wire[1] > sent_on_the_wire[0],
         "padding costs bytes: {sent_on_the_wire:?}"
     );
+}
+
+/// `--garbage-len`: the bytes the responder received before the first message are the key
+/// (64), the garbage, its terminator (16) and the version packet (20), whatever the messages.
+#[test]
+fn the_garbage_length_is_what_was_asked() {
+    let client = env!("CARGO_BIN_EXE_e2e-v1-client");
+    for (range, expected) in [("0", 0..=0), ("1000", 1000..=1000), ("10-20", 10..=20)] {
+        let (hosts, node, _proxy) = behind_the_proxy(&["--garbage-len", range]);
+        let remote = format!("{REMOTE_V4}:{NODE_PORT}");
+        let args = [remote.as_str(), "--large", "1000", "--small", "3"];
+        let run = bip324_e2e::testbed::run_client(client, &hosts.client, Some(TAGGED_GID), &args);
+        assert!(run.success, "{range}: {}", run.stderr);
+        let report = &node.responder.wait_for_reports(1, Duration::from_secs(10))[0];
+        let messages: u64 = report
+            .ledger
+            .iter()
+            .filter(|((flow, _), _)| *flow == Flow::FromPeer)
+            .map(|(_, tally)| tally.v2_bytes)
+            .sum();
+        let garbage = report.bytes_received - messages - 64 - 16 - 20;
+        assert!(expected.contains(&garbage), "{range}: {garbage} bytes");
+    }
 }
 
 /// What the responder received from one idle connection: version, 3 s of silence, a ping.

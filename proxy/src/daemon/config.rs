@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use super::v2_connect::GarbageLen;
+
 /// Port 324, below 1024: no unprivileged process can bind it, so none can receive the
 /// redirected traffic while the proxy is not running (docs/security.md).
 pub const DEFAULT_LISTEN: [&str; 2] = ["127.0.0.1:324", "[::1]:324"];
@@ -149,6 +151,14 @@ pub struct Config {
     /// See --cover-budget.
     #[arg(long, value_name = "BYTES", default_value_t = 16_384)]
     pub cover_budget_total: u64,
+
+    /// The length of the garbage the proxy sends after its key in each v2 handshake, drawn
+    /// uniformly from RANGE (`MIN-MAX` or `N`, at most 4095 bytes). The default is the whole
+    /// range the BIP allows, as Bitcoin Core draws it, so a handshake's size says little; `0`
+    /// saves up to 4 KiB per connection on a metered link, and any narrow range is a
+    /// fingerprint of this proxy.
+    #[arg(long, value_name = "RANGE", default_value = "0-4095")]
+    pub garbage_len: GarbageLen,
 
     /// Append `/bip324-proxy:VERSION/` to each v1 client's user agent (BIP-14 style, within
     /// Bitcoin Core's 256 bytes; nothing else in its `version` changes). Off by default: it

@@ -91,11 +91,50 @@ impl From<ProtocolError> for HandshakeError {
     }
 }
 
+/// How long the garbage after the proxy's key is (`--garbage-len`): drawn uniformly from
+/// `min..=max` for each handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GarbageLen {
+    min: u16,
+    max: u16,
+}
+
+impl GarbageLen {
+    fn draw(self, random: u16) -> usize {
+        let span = u32::from(self.max - self.min) + 1;
+        usize::from(self.min) + (u32::from(random) % span) as usize
+    }
+}
+
+impl std::str::FromStr for GarbageLen {
+    type Err = String;
+
+    /// `N` or `MIN-MAX`, in bytes, at most 4095.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bound = |part: &str| -> Result<u16, String> {
+            match part.trim().parse::<u16>() {
+                Ok(n) if usize::from(n) <= MAX_GARBAGE_LEN => Ok(n),
+                _ => Err(format!(
+                    "`{part}` is not a length from 0 to {MAX_GARBAGE_LEN} (e.g. 0, 512 or 0-4095)"
+                )),
+            }
+        };
+        let (min, max) = match s.split_once('-') {
+            Some((min, max)) => (bound(min)?, bound(max)?),
+            None => (bound(s)?, bound(s)?),
+        };
+        if min > max {
+            return Err(format!("{min} is above {max}: write MIN-MAX"));
+        }
+        Ok(GarbageLen { min, max })
+    }
+}
+
 /// Connects to `dial`'s destination and runs the handshake, all within `timeout`.
 pub async fn connect_v2(
     guard: &Arc<LoopGuard>,
     dial: &Dial,
-    magic: Magic,
+    (magic, garbage): (Magic, GarbageLen),
     timeout: Duration,
     traffic: &Traffic,
     events: &mut (dyn FnMut(Event) + Send),
@@ -103,8 +142,14 @@ pub async fn connect_v2(
     let attempt = async {
         let (mut remote, port) = dial.connect(guard).await.map_err(HandshakeError::Connect)?;
         let counters = (&traffic.remote_in, &traffic.remote_out);
-        let (session, unread) =
-            handshake(&mut remote, Role::Initiator, magic, &[], counters, events).await?;
+        let (session, unread) = handshake(
+            &mut remote,
+            (Role::Initiator, magic, garbage),
+            &[],
+            counters,
+            events,
+        )
+        .await?;
         Ok(Established {
             remote,
             port,
@@ -123,14 +168,14 @@ pub async fn connect_v2(
     })
 }
 
-fn fresh_entropy() -> Result<HandshakeEntropy, getrandom::Error> {
+fn fresh_entropy(garbage_len: GarbageLen) -> Result<HandshakeEntropy, getrandom::Error> {
     let mut secret_key = [0u8; 32];
     let mut aux_rand = [0u8; 32];
     let mut len = [0u8; 2];
     getrandom::fill(&mut secret_key)?;
     getrandom::fill(&mut aux_rand)?;
     getrandom::fill(&mut len)?;
-    let mut garbage = vec![0u8; usize::from(u16::from_le_bytes(len)) % (MAX_GARBAGE_LEN + 1)];
+    let mut garbage = vec![0u8; garbage_len.draw(u16::from_le_bytes(len))];
     getrandom::fill(&mut garbage)?;
     Ok(HandshakeEntropy {
         secret_key,
@@ -143,13 +188,12 @@ fn fresh_entropy() -> Result<HandshakeEntropy, getrandom::Error> {
 /// until the other side's version packet authenticated. `counters` count bytes in and out.
 pub async fn handshake(
     stream: &mut TcpStream,
-    role: Role,
-    magic: Magic,
+    (role, magic, garbage): (Role, Magic, GarbageLen),
     first: &[u8],
     counters: (&AtomicU64, &AtomicU64),
     events: &mut (dyn FnMut(Event) + Send),
 ) -> Result<(Box<Session>, Vec<u8>), HandshakeError> {
-    let entropy = fresh_entropy().map_err(HandshakeError::Entropy)?;
+    let entropy = fresh_entropy(garbage).map_err(HandshakeError::Entropy)?;
     let (mut handshake, key_and_garbage) =
         Handshake::new(role, magic, entropy).map_err(HandshakeError::Setup)?;
     send(stream, &key_and_garbage, counters.1).await?;
@@ -226,5 +270,21 @@ mod tests {
         assert!(!failure(refused, 0, 0).allows_v1_fallback());
         let broken = HandshakeError::Protocol(ProtocolError::NoGarbageTerminator);
         assert!(!failure(broken, 64, 0).allows_v1_fallback());
+    }
+
+    #[test]
+    fn garbage_lengths_parse_and_stay_in_range() {
+        let full: GarbageLen = "0-4095".parse().unwrap();
+        assert_eq!(full.draw(0), 0);
+        assert_eq!(full.draw(4095), 4095);
+        assert_eq!(full.draw(4096), 0);
+        assert_eq!(full.draw(u16::MAX), usize::from(u16::MAX) % 4096);
+        let fixed: GarbageLen = "512".parse().unwrap();
+        assert!([0, 1, 777, u16::MAX].iter().all(|&r| fixed.draw(r) == 512));
+        let narrow: GarbageLen = "100-103".parse().unwrap();
+        assert!((0..1000).all(|r| (100..=103).contains(&narrow.draw(r))));
+        for bad in ["4096", "-1", "5-4", "0-4096", "x", ""] {
+            assert!(bad.parse::<GarbageLen>().is_err(), "{bad}");
+        }
     }
 }

@@ -258,8 +258,7 @@ async fn open(
     let counters = (&traffic.client_in, &traffic.client_out);
     let responded = handshake(
         peer,
-        Role::Responder,
-        magic,
+        (Role::Responder, magic, ctx.config.garbage_len),
         &first,
         counters,
         &mut handshake_events,

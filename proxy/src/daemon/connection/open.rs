@@ -174,7 +174,7 @@ pub(super) async fn open(
     let attempt = connect_v2(
         &ctx.loop_guard,
         &dial,
-        magic,
+        (magic, ctx.config.garbage_len),
         timeout,
         traffic,
         &mut handshake_events,

@@ -129,7 +129,7 @@ async fn open(
     let attempt = connect_v2(
         &ctx.loop_guard,
         dial,
-        network.magic(),
+        (network.magic(), ctx.config.garbage_len),
         ctx.config.handshake_timeout,
         traffic,
         &mut handshake_events,
@@ -182,7 +182,8 @@ async fn open(
             entry.set_network(NetworkLabel(magic).to_string());
             let mut again = |event| events(Side::Remote, event);
             let timeout = ctx.config.handshake_timeout;
-            let session = connect_v2(&ctx.loop_guard, dial, magic, timeout, traffic, &mut again);
+            let v2 = (magic, ctx.config.garbage_len);
+            let session = connect_v2(&ctx.loop_guard, dial, v2, timeout, traffic, &mut again);
             Ok(Opened::v2(
                 session.await.map_err(Failure::Handshake)?,
                 first_bytes,
