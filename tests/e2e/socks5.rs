@@ -1,5 +1,5 @@
 //! The SOCKS5 front end end to end: a v1 client that knows SOCKS5 but not BIP-324 (the bytes
-//! of RFC 1928 are written here by hand, independently of the proxy's code) reaches the
+//! of RFC 1928 are written by hand in `socks5_client`, independently of the proxy's code) reaches the
 //! independent v2 responder through `bip324-proxy --socks5`, over IPv4, IPv6 and a name;
 //! each failure comes back as its reply code; the proxy is no open relay.
 
@@ -8,6 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use bip324_e2e::responder::Transport;
+use bip324_e2e::socks5_client::{self, To};
 use bip324_e2e::testbed::{
     NODE_PORT, Proxy, REMOTE_V4, REMOTE_V6, RemoteNode, TwoHosts, contains, noisy_responder,
 };
@@ -15,59 +16,9 @@ use bip324_e2e::v1::{self, Message, PLAINTEXT_MARKER, REGTEST_MAGIC};
 
 const SOCKS: &str = "127.0.0.1:1080";
 
-/// How a CONNECT names its target.
-enum To<'a> {
-    Ip(SocketAddr),
-    Name(&'a str, u16),
-}
-
-/// Greets (with username/password when `credentials`), asks CONNECT; returns the stream and
-/// the reply code.
+/// CONNECT through the proxy's front end, which must answer.
 fn socks_connect(to: To<'_>, credentials: bool) -> (TcpStream, u8) {
-    let mut stream = TcpStream::connect(SOCKS).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(15)))
-        .unwrap();
-    let method = if credentials { 2 } else { 0 };
-    stream.write_all(&[5, 1, method]).unwrap();
-    let mut choice = [0u8; 2];
-    stream.read_exact(&mut choice).unwrap();
-    assert_eq!(choice, [5, method]);
-    if credentials {
-        // Random credentials, as Bitcoin Core sends for stream isolation.
-        stream.write_all(b"\x01\x05alice\x08x7Qz!k2p").unwrap();
-        let mut ok = [0u8; 2];
-        stream.read_exact(&mut ok).unwrap();
-        assert_eq!(ok, [1, 0]);
-    }
-    let mut request = vec![5, 1, 0];
-    match to {
-        To::Ip(SocketAddr::V4(a)) => {
-            request.push(1);
-            request.extend_from_slice(&a.ip().octets());
-            request.extend_from_slice(&a.port().to_be_bytes());
-        }
-        To::Ip(SocketAddr::V6(a)) => {
-            request.push(4);
-            request.extend_from_slice(&a.ip().octets());
-            request.extend_from_slice(&a.port().to_be_bytes());
-        }
-        To::Name(name, port) => {
-            request.extend_from_slice(&[3, name.len() as u8]);
-            request.extend_from_slice(name.as_bytes());
-            request.extend_from_slice(&port.to_be_bytes());
-        }
-    }
-    stream.write_all(&request).unwrap();
-    let mut head = [0u8; 4];
-    stream.read_exact(&mut head).unwrap();
-    let rest = match head[3] {
-        1 => 4 + 2,
-        4 => 16 + 2,
-        other => panic!("reply address type {other}"),
-    };
-    stream.read_exact(&mut vec![0u8; rest]).unwrap();
-    (stream, head[1])
+    socks5_client::connect(SOCKS.parse().unwrap(), to, credentials).unwrap()
 }
 
 /// A v1 exchange after CONNECT: version, verack, a ping, and a message with the marker that

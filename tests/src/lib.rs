@@ -12,6 +12,7 @@ pub mod netns;
 pub mod pipe_io;
 pub mod responder;
 pub mod server;
+pub mod socks5_client;
 pub mod testbed;
 pub mod v1;
 

@@ -64,6 +64,7 @@ pub(crate) fn run() -> Result<PathBuf> {
         "bip324-proxy.socket",
         "bip324-proxy.service",
         "bip324-redirect.service",
+        "bip324-proxy-socks5.socket",
         "bip324-proxy-inbound.socket",
         "bip324-proxy-inbound.service",
         "bip324-redirect-inbound.service",

@@ -171,6 +171,34 @@ pub(crate) fn run() -> Result {
         "the restarted proxy serves",
     )?;
 
+    // The SOCKS5 front end from its socket unit, off by default: a client that speaks SOCKS5
+    // (and regtest, hence the network in the proxy's configuration) reaches the remote in v2.
+    c.ok(
+        "sed -i 's/^BIP324_PROXY_OPTIONS=.*/BIP324_PROXY_OPTIONS=\"--socks5-network regtest\"/' \
+           /etc/bip324/proxy.conf && \
+         systemctl stop bip324-proxy && systemctl enable --now bip324-proxy-socks5.socket",
+    )?;
+    let out = c.ok(&format!(
+        "/usr/local/bin/e2e-v1-client {remote} --large 0 --small 10 --socks5 127.0.0.1:1080"
+    ))?;
+    expect(
+        out.contains("echoed=10"),
+        "the SOCKS5 client got every echo",
+    )?;
+    let socks = report(&node, 5)?;
+    expect(
+        socks.transport == Transport::V2
+            && in_journal(
+                c,
+                "bip324-proxy.service",
+                &hex::encode(socks.session_id.unwrap_or_default()),
+            )?,
+        "bip324-proxy-socks5.socket: the remote saw the proxy's v2 session",
+    )?;
+    c.ok("systemctl disable --now bip324-proxy-socks5.socket && \
+         sed -i 's/^BIP324_PROXY_OPTIONS=.*/BIP324_PROXY_OPTIONS=\"\"/' /etc/bip324/proxy.conf && \
+         systemctl restart bip324-proxy")?;
+
     inbound_mode(c, &remote_ns)?;
 
     // Boot: a client unit of the group, with the README's drop-in and nothing else, starts
@@ -194,14 +222,14 @@ pub(crate) fn run() -> Result {
             < started("boot-client.service", "ExecMainStartTimestampMonotonic")?,
         "the boot client started after the redirect was in place",
     )?;
-    let reports = node.responder.wait_for_reports(5, Duration::from_secs(10));
+    let reports = node.responder.wait_for_reports(6, Duration::from_secs(10));
     expect(
-        reports.len() == 5 && reports[4].transport == Transport::V2,
+        reports.len() == 6 && reports[5].transport == Transport::V2,
         &format!(
             "the boot client's only connection was v2 ({:?})",
             reports
                 .iter()
-                .skip(4)
+                .skip(5)
                 .map(|r| r.transport)
                 .collect::<Vec<_>>()
         ),

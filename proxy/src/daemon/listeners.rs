@@ -23,6 +23,8 @@ pub fn inbound_wanted(explicit: &[SocketAddr]) -> bool {
 
 /// The `FileDescriptorName=` of inbound listening sockets in a socket unit.
 const INBOUND_FD_NAME: &str = "inbound";
+/// The `FileDescriptorName=` of SOCKS5 listening sockets (bip324-proxy-socks5.socket).
+const SOCKS5_FD_NAME: &str = "socks5";
 
 /// First file descriptor systemd passes (`SD_LISTEN_FDS_START`).
 const LISTEN_FDS_START: RawFd = 3;
@@ -43,8 +45,9 @@ pub struct Listeners {
     pub control: Option<std::os::unix::net::UnixListener>,
 }
 
-/// Opens every listener: systemd's sockets (those named `inbound` by `FileDescriptorName=`
-/// are inbound ones), then `--listen` and `--inbound` addresses; the default outbound ones
+/// Opens every listener: systemd's sockets (those named `inbound` or `socks5` by
+/// `FileDescriptorName=` are inbound or SOCKS5 ones), then `--listen`, `--inbound` and
+/// `--socks5` addresses; the default outbound ones
 /// only when none of these gave any. A default address that does not exist on this host (IPv6 disabled, say)
 /// is skipped with a warning as long as another one works. An address that another program
 /// holds is always fatal: the redirect would hand the group's connections to that program.
@@ -55,6 +58,7 @@ pub fn open(
 ) -> anyhow::Result<Listeners> {
     let mut listeners = Vec::new();
     let mut inbound = Vec::new();
+    let mut socks5 = Vec::new();
     let mut control = None;
     for (fd, name) in systemd_fds()? {
         check_listening(&fd)?;
@@ -66,10 +70,10 @@ pub fn open(
             let std_listener = StdListener::from(fd);
             std_listener.set_nonblocking(true)?;
             let listener = TcpListener::from_std(std_listener)?;
-            if name.as_deref() == Some(INBOUND_FD_NAME) {
-                inbound.push(listener);
-            } else {
-                listeners.push(listener);
+            match name.as_deref() {
+                Some(INBOUND_FD_NAME) => inbound.push(listener),
+                Some(SOCKS5_FD_NAME) => socks5.push(listener),
+                _ => listeners.push(listener),
             }
         }
     }
@@ -80,13 +84,15 @@ pub fn open(
     for addr in inbound_addrs {
         inbound.push(bind(*addr).map_err(|e| bind_error(*addr, &e))?);
     }
-    let mut socks5 = Vec::new();
     for addr in socks5_addrs {
         socks5.push(bind(*addr).map_err(|e| bind_error(*addr, &e))?);
+    }
+    for addr in socks5.iter().filter_map(|l| l.local_addr().ok()) {
         if !addr.ip().is_loopback() {
             warn!(
-                "--socks5 {addr} is reachable beyond this host: anyone who can connect may use \
-                 the proxy to reach Bitcoin nodes under this host's address; prefer 127.0.0.1"
+                "the SOCKS5 front end on {addr} is reachable beyond this host: anyone who can \
+                 connect may use the proxy to reach Bitcoin nodes under this host's address; \
+                 prefer 127.0.0.1"
             );
         }
     }

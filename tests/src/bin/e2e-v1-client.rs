@@ -3,16 +3,19 @@
 //! and checks each echo byte for byte, in order.
 //!
 //! Usage: e2e-v1-client ADDR [--large BYTES] [--small COUNT] [--hold-ms MS] [--ipv6-only 1]
+//!        [--socks5 PROXY]
 //! Prints `key=value` lines (peer, local, echoed, bytes_echoed, and the bytes it sent and
 //! received on the wire); with --hold-ms, keeps the connection open that long after printing;
 //! with --ipv6-only 1, connects from an IPv6-only socket (which cannot reach a v4-mapped
-//! address: the kernel fails such a connect before any packet). Exits 1 on any mismatch.
+//! address: the kernel fails such a connect before any packet); with --socks5, reaches ADDR
+//! through that SOCKS5 proxy (CONNECT, no authentication). Exits 1 on any mismatch.
 
 use std::io::{BufReader, BufWriter, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use bip324_e2e::socks5_client::To;
 use bip324_e2e::v1::{
     Message, PLAINTEXT_MARKER as MARKER, REGTEST_MAGIC, read_message, version_payload,
     write_message,
@@ -26,6 +29,7 @@ struct Args {
     small: usize,
     hold_ms: usize,
     ipv6_only: bool,
+    socks5: Option<SocketAddr>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -33,7 +37,7 @@ fn parse_args() -> Result<Args, String> {
     let addr = args
         .next()
         .ok_or(
-            "usage: e2e-v1-client ADDR [--large BYTES] [--small COUNT] [--hold-ms MS] [--ipv6-only 1]",
+            "usage: e2e-v1-client ADDR [--large BYTES] [--small COUNT] [--hold-ms MS] [--ipv6-only 1] [--socks5 PROXY]",
         )?
         .parse()
         .map_err(|e| format!("bad address: {e}"))?;
@@ -43,8 +47,14 @@ fn parse_args() -> Result<Args, String> {
         small: 10_000,
         hold_ms: 0,
         ipv6_only: false,
+        socks5: None,
     };
     while let Some(flag) = args.next() {
+        if flag == "--socks5" {
+            let proxy = args.next().and_then(|v| v.parse().ok());
+            parsed.socks5 = Some(proxy.ok_or("--socks5 needs an address")?);
+            continue;
+        }
         let value: usize = args
             .next()
             .and_then(|v| v.parse().ok())
@@ -78,6 +88,12 @@ fn workload(large: usize, small: usize) -> impl Iterator<Item = Message> {
 }
 
 fn connect(args: &Args) -> std::io::Result<TcpStream> {
+    if let Some(proxy) = args.socks5 {
+        return match bip324_e2e::socks5_client::connect(proxy, To::Ip(args.addr), false)? {
+            (stream, 0) => Ok(stream),
+            (_, code) => Err(std::io::Error::other(format!("SOCKS5 reply {code}"))),
+        };
+    }
     let SocketAddr::V6(v6) = args.addr else {
         return TcpStream::connect_timeout(&args.addr, Duration::from_secs(10));
     };
