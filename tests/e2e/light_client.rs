@@ -66,8 +66,14 @@ impl ChainNode {
 
     /// Runs Kyoto in the client host to `peer` and checks it synced the whole chain, found
     /// the one block that pays the watched script, and did so over v2; returns the
-    /// responder's report.
-    fn sync(&self, host: &Netns, gid: Option<u32>, peer: SocketAddr, extra: &[&str]) -> Report {
+    /// responder's report of this connection, the one after `seen` others.
+    fn sync(
+        &self,
+        (host, gid): (&Netns, Option<u32>),
+        seen: usize,
+        peer: SocketAddr,
+        extra: &[&str],
+    ) -> Report {
         let script = hex::encode(watched().as_bytes());
         let peer = peer.to_string();
         let mut args = vec![peer.as_str(), "--watch", &script, "--timeout", "120"];
@@ -79,8 +85,10 @@ impl ChainNode {
         assert_eq!(run.value("tip_hash"), Some(hash.to_string().as_str()));
         assert_eq!(run.value("matched"), Some(PAID_AT.to_string().as_str()));
         assert_eq!(run.value("paid"), Some("true"));
-        let reports = self.responder.wait_for_reports(1, Duration::from_secs(10));
-        let report = reports.last().expect("Kyoto's connection ended").clone();
+        let reports = self
+            .responder
+            .wait_for_reports(seen + 1, Duration::from_secs(10));
+        let report = reports.get(seen).expect("Kyoto's connection ended").clone();
         assert_eq!(report.transport, Transport::V2);
         // Nothing of the chain crossed in clear: not the block that pays the script.
         let paying_block = bitcoin::consensus::serialize(&self.chain.blocks[PAID_AT]);
@@ -104,7 +112,12 @@ fn kyoto_syncs_through_the_socks5_front_end() {
         &hosts.client,
         &["--socks5", SOCKS, "--socks5-network", "regtest"],
     );
-    let report = node.sync(&hosts.client, None, hosts.remote_v4(), &["--socks5", SOCKS]);
+    let report = node.sync(
+        (&hosts.client, None),
+        0,
+        hosts.remote_v4(),
+        &["--socks5", SOCKS],
+    );
     let session = hex::encode(report.session_id.unwrap());
     assert!(
         proxy.wait_for_log(&format!("session_id={session}"), Duration::from_secs(5)),
@@ -120,16 +133,25 @@ fn kyoto_syncs_through_the_socks5_front_end() {
     print_table(ledger, report.bytes_received + report.bytes_sent);
 }
 
+/// In the group, Kyoto speaking v1 is upgraded; told that the node offers v2, it speaks v2
+/// itself (its own `bip324` crate) and the proxy passes its bytes through unchanged.
 #[test]
 fn kyoto_in_the_group_syncs_through_the_redirect() {
     let hosts = TwoHosts::create();
     let node = ChainNode::start(&hosts.remote);
     let proxy = Proxy::start(&hosts.client, &[]);
     RedirectCli::new(&hosts).enable_tagged("nftables", "8333");
-    let report = node.sync(&hosts.client, Some(TAGGED_GID), hosts.remote_v6(), &[]);
+    let tagged = (&hosts.client, Some(TAGGED_GID));
+    let report = node.sync(tagged, 0, hosts.remote_v6(), &[]);
     let session = hex::encode(report.session_id.unwrap());
     assert!(
         proxy.wait_for_log(&format!("session_id={session}"), Duration::from_secs(5)),
+        "{}",
+        proxy.log()
+    );
+    node.sync(tagged, 1, hosts.remote_v4(), &["--v2", "1"]);
+    assert!(
+        proxy.wait_for_count("transport=passthrough", 1, Duration::from_secs(5)),
         "{}",
         proxy.log()
     );

@@ -3,7 +3,9 @@
 //! through a SOCKS5 proxy (as to Tor). It syncs headers, filter headers and filters from one
 //! regtest peer, and downloads every block whose filter matches the watched script.
 //!
-//! Usage: e2e-light-client PEER --watch SCRIPT_HEX [--socks5 ADDR] [--timeout SECS]
+//! Usage: e2e-light-client PEER --watch SCRIPT_HEX [--socks5 ADDR] [--v2 1] [--timeout SECS]
+//! With --v2 1 it is told the peer offers `NODE_P2P_V2`, and speaks v2 itself (with its own
+//! `bip324` crate) unless it goes through a SOCKS5 proxy.
 //! Prints `key=value` lines: the tip it synced to (`tip_height`, `tip_hash`), the heights of the
 //! blocks it downloaded (`matched`) and whether they pay the script (`paid`). Exits 1 if it did
 //! not sync within the timeout.
@@ -14,17 +16,19 @@ use std::time::Duration;
 
 use bip157::chain::ChainState;
 use bip157::tokio;
-use bip157::{Builder, Client, Event, Network, ScriptBuf, TrustedPeer};
+use bip157::{Builder, Client, Event, Network, ScriptBuf, ServiceFlags, TrustedPeer};
 
 struct Args {
     peer: SocketAddr,
     watch: ScriptBuf,
     socks5: Option<SocketAddr>,
+    v2: bool,
     timeout: Duration,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let usage = "usage: e2e-light-client PEER --watch SCRIPT_HEX [--socks5 ADDR] [--timeout SECS]";
+    let usage =
+        "usage: e2e-light-client PEER --watch SCRIPT_HEX [--socks5 ADDR] [--v2 1] [--timeout SECS]";
     let mut args = std::env::args().skip(1);
     let peer = args
         .next()
@@ -32,6 +36,7 @@ fn parse_args() -> Result<Args, String> {
         .parse()
         .map_err(|e| format!("bad peer: {e}"))?;
     let (mut watch, mut socks5, mut timeout) = (None, None, Duration::from_secs(120));
+    let mut v2 = false;
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(usage)?;
         match flag.as_str() {
@@ -40,6 +45,7 @@ fn parse_args() -> Result<Args, String> {
                 watch = Some(ScriptBuf::from_bytes(bytes));
             }
             "--socks5" => socks5 = Some(value.parse().map_err(|e| format!("bad proxy: {e}"))?),
+            "--v2" => v2 = value == "1",
             "--timeout" => {
                 let secs = value.parse().map_err(|e| format!("bad timeout: {e}"))?;
                 timeout = Duration::from_secs(secs);
@@ -51,6 +57,7 @@ fn parse_args() -> Result<Args, String> {
         peer,
         watch: watch.ok_or(usage)?,
         socks5,
+        v2,
         timeout,
     })
 }
@@ -64,11 +71,15 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let mut peer = TrustedPeer::from_socket_addr(args.peer);
+    if args.v2 {
+        peer.set_services(ServiceFlags::P2P_V2);
+    }
     let mut builder = Builder::new(Network::Regtest)
         .chain_state(ChainState::Checkpoint(
             bip157::HashCheckpoint::from_genesis(Network::Regtest),
         ))
-        .add_peer(TrustedPeer::from_socket_addr(args.peer))
+        .add_peer(peer)
         .whitelist_only()
         .required_peers(1);
     if let Some(proxy) = args.socks5 {
