@@ -49,8 +49,14 @@ pub(crate) fn render(rows: &[Row]) -> String {
         .filter(|l| l.starts_with("processor"))
         .count();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    // The proxy is the one built beside this binary: target/<profile>/.
+    let exe = std::env::current_exe().unwrap_or_default();
+    let profile = exe
+        .parent()
+        .and_then(|dir| dir.file_name())
+        .map_or("unknown".into(), |name| name.to_string_lossy());
     let mut out = format!(
-        "machine: {}, {cores} cores ({}), Linux {}; proxy: release build, --log-level warn\n\n",
+        "machine: {}, {cores} cores ({}), Linux {}; proxy: {profile} build, --log-level warn\n\n",
         field("model name"),
         features.join(" "),
         kernel.trim()
