@@ -161,6 +161,18 @@ fn failures_come_back_as_reply_codes() {
         (reply[1], closed)
     });
     assert_eq!(bind_reply, 7, "command not supported");
+    // Tor's RESOLVE, which Kyoto asks for peers given by name: resolved here, no upstream.
+    let (localhost, unknown) = hosts.client.run(|| {
+        let socks = SOCKS.parse().unwrap();
+        let localhost = socks5_client::resolve(socks, "localhost").unwrap();
+        let unknown = socks5_client::resolve(socks, "no-such-node.invalid").unwrap();
+        (localhost, unknown.0)
+    });
+    assert!(
+        localhost.0 == 0 && localhost.1.is_loopback(),
+        "{localhost:?}"
+    );
+    assert_eq!(unknown, 4, "an unknown name: host unreachable");
     assert!(garbage_closed, "garbage closes that connection, silently");
     let log = proxy.log();
     assert!(log.contains("not a SOCKS5 client"), "{log}");
@@ -235,6 +247,12 @@ fn names_reach_an_upstream_socks5_server_unresolved() {
     let log = proxy.log();
     assert!(log.contains("destination=node.test:8333"), "{log}");
     assert!(log.contains("via=127.0.0.1:1081"), "{log}");
+    // RESOLVE goes upstream too: microsocks does not know the command and says so, where a
+    // lookup on this host would have found no such name (host unreachable).
+    let resolved = hosts
+        .client
+        .run(|| socks5_client::resolve(SOCKS.parse().unwrap(), "node.test").map(|(code, _)| code));
+    assert_eq!(resolved.unwrap(), 7, "{}", proxy.log());
     drop(upstream);
     // microsocks' own account: it was handed the name.
     let said = std::fs::read_to_string(&upstream_log).unwrap_or_default();

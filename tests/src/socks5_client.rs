@@ -3,7 +3,7 @@
 //! proxy.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 /// How a CONNECT names its target.
@@ -15,6 +15,21 @@ pub enum To<'a> {
 /// Greets `proxy` (with username/password when `credentials`) and asks CONNECT to `to`;
 /// returns the stream and the reply code (0: succeeded).
 pub fn connect(proxy: SocketAddr, to: To<'_>, credentials: bool) -> io::Result<(TcpStream, u8)> {
+    request(proxy, 1, to, credentials).map(|(stream, code, _)| (stream, code))
+}
+
+/// Tor's RESOLVE (command 0xf0) of `name`: the reply code and the address it carried.
+pub fn resolve(proxy: SocketAddr, name: &str) -> io::Result<(u8, IpAddr)> {
+    request(proxy, 0xf0, To::Name(name, 0), false).map(|(_, code, addr)| (code, addr))
+}
+
+/// `command` for `to`: the stream, the reply code and the reply's address.
+fn request(
+    proxy: SocketAddr,
+    command: u8,
+    to: To<'_>,
+    credentials: bool,
+) -> io::Result<(TcpStream, u8, IpAddr)> {
     let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
     let mut stream = TcpStream::connect_timeout(&proxy, Duration::from_secs(10))?;
     stream.set_read_timeout(Some(Duration::from_secs(15)))?;
@@ -34,7 +49,7 @@ pub fn connect(proxy: SocketAddr, to: To<'_>, credentials: bool) -> io::Result<(
             return Err(bad(format!("credentials refused: {ok:?}")));
         }
     }
-    let mut request = vec![5, 1, 0];
+    let mut request = vec![5, command, 0];
     match to {
         To::Ip(SocketAddr::V4(a)) => {
             request.push(1);
@@ -55,11 +70,19 @@ pub fn connect(proxy: SocketAddr, to: To<'_>, credentials: bool) -> io::Result<(
     stream.write_all(&request)?;
     let mut head = [0u8; 4];
     stream.read_exact(&mut head)?;
-    let rest = match head[3] {
-        1 => 4 + 2,
-        4 => 16 + 2,
+    let address = match head[3] {
+        1 => {
+            let mut a = [0u8; 4 + 2];
+            stream.read_exact(&mut a)?;
+            IpAddr::from(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
+        }
+        4 => {
+            let mut a = [0u8; 16 + 2];
+            stream.read_exact(&mut a)?;
+            let octets: [u8; 16] = a[..16].try_into().expect("16 bytes");
+            IpAddr::from(Ipv6Addr::from(octets))
+        }
         other => return Err(bad(format!("reply address type {other}"))),
     };
-    stream.read_exact(&mut vec![0u8; rest])?;
-    Ok((stream, head[1]))
+    Ok((stream, head[1], address))
 }

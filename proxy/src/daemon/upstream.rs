@@ -3,7 +3,7 @@
 //! credentials.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use tokio::net::TcpStream;
@@ -45,6 +45,31 @@ impl Dial {
             }
         }
     }
+}
+
+impl Dial {
+    /// The address of the target's name (Tor's RESOLVE): asked of the upstream proxy when
+    /// there is one, never of this host's resolver then.
+    pub async fn resolve(&self, guard: &Arc<LoopGuard>) -> io::Result<IpAddr> {
+        match (&self.via, &self.target) {
+            (_, Target::Ip(addr)) => Ok(addr.ip()),
+            (None, Target::Domain(name, port)) => lookup(name, *port).await.map(|a| a.ip()),
+            (Some(proxy), Target::Domain(name, _)) => {
+                let (mut stream, _port) = guard.connect(*proxy).await?;
+                client::resolve(&mut stream, name, self.credentials.as_ref()).await
+            }
+        }
+    }
+}
+
+/// A name's first address from this host's resolver (only when there is no upstream proxy).
+pub async fn lookup(name: &str, port: u16) -> io::Result<SocketAddr> {
+    let unreachable = |e| io::Error::new(io::ErrorKind::HostUnreachable, e);
+    tokio::net::lookup_host((name, port))
+        .await
+        .map_err(unreachable)?
+        .next()
+        .ok_or_else(|| unreachable(io::Error::other("no address")))
 }
 
 impl std::fmt::Display for Dial {

@@ -3,9 +3,9 @@
 //! redirected one: a v1 client is upgraded, a v2 client passes through, the network comes
 //! from the client's magic. The reply is sent only once the destination is reached in v2, so
 //! a refused, unreachable, timed-out or v1-only destination comes back as a reply code the
-//! client understands, rather than as a close after "success".
+//! client understands, rather than as a close after "success". Tor's RESOLVE is answered
+//! too, by the upstream proxy when there is one.
 
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,13 +13,13 @@ use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{debug, info};
 
 use super::super::original_dst::canonical;
 use super::super::relay::Side;
 use super::super::socks5::client::Credentials;
 use super::super::socks5::wire::{self, Reply, Target, WireError};
-use super::super::upstream::Dial;
+use super::super::upstream::{Dial, lookup};
 use super::super::v2_connect::{HandshakeError, HandshakeFailure, connect_v2};
 use super::failure::Failure;
 use super::open::{Opened, Transport, connect_plain, read_hello};
@@ -37,7 +37,7 @@ pub async fn handle(
 ) {
     let client_addr = canonical(client_addr);
     let negotiation = tokio::time::timeout(ctx.config.first_bytes_timeout, negotiate(&mut client));
-    let (target, credentials) = match negotiation.await {
+    let (command, target, credentials) = match negotiation.await {
         Ok(Ok(Some(request))) => request,
         Ok(Ok(None)) => return,
         Ok(Err(e)) => return log_refusal(&ctx, client_addr, &format!("not a SOCKS5 client: {e}")),
@@ -49,6 +49,15 @@ pub async fn handle(
             );
         }
     };
+    let via = ctx.config.upstream_socks5;
+    if command == wire::RESOLVE {
+        let dial = Dial {
+            target,
+            via,
+            credentials,
+        };
+        return answer_resolve(&mut client, &ctx, client_addr, &dial).await;
+    }
     let allowed = ctx.config.socks5_ports.contains(&target.port());
     let network = ctx
         .config
@@ -62,10 +71,9 @@ pub async fn handle(
         return refuse(&mut client, &ctx, client_addr, Reply::NotAllowed, &why).await;
     };
     // With an upstream proxy, names go to it unresolved: this host never looks them up.
-    let via = ctx.config.upstream_socks5;
     let target = match (target, via) {
-        (Target::Domain(name, port), None) => match resolve(&name, port).await {
-            Ok(addr) => Target::Ip(addr),
+        (Target::Domain(name, port), None) => match lookup(&name, port).await {
+            Ok(addr) => Target::Ip(canonical(addr)),
             Err(e) => {
                 let why = format!("CONNECT {name}:{port}: cannot resolve the name: {e}");
                 return refuse(&mut client, &ctx, client_addr, Reply::HostUnreachable, &why).await;
@@ -218,12 +226,12 @@ fn reply_for(failure: &HandshakeFailure) -> Reply {
     }
 }
 
-/// Greeting, optional username/password, request: the target of a CONNECT, with the
-/// credentials when the client sent some. Other commands and unsupported address types are
-/// answered here (`Ok(None)`).
+/// Greeting, optional username/password, request: the command (CONNECT or RESOLVE) and its
+/// target, with the credentials when the client sent some. Other commands and unsupported
+/// address types are answered here (`Ok(None)`).
 async fn negotiate(
     client: &mut TcpStream,
-) -> Result<Option<(Target, Option<Credentials>)>, WireError> {
+) -> Result<Option<(u8, Target, Option<Credentials>)>, WireError> {
     let mut buf = Vec::with_capacity(64);
     let methods = read_until(client, &mut buf, wire::parse_greeting).await?;
     let method = if methods.contains(&wire::NO_AUTH) {
@@ -255,13 +263,13 @@ async fn negotiate(
         }
         result => result?,
     };
-    if command != wire::CONNECT {
+    if command != wire::CONNECT && command != wire::RESOLVE {
         let _ = client
             .write_all(&wire::reply(Reply::CommandNotSupported, None))
             .await;
         return Ok(None);
     }
-    Ok(Some((target, credentials)))
+    Ok(Some((command, target, credentials)))
 }
 
 /// Reads until `parse` accepts what arrived (never past a SOCKS message's largest size);
@@ -288,13 +296,30 @@ async fn read_until<T>(
     }
 }
 
-/// Names are resolved here only without an upstream proxy.
-async fn resolve(name: &str, port: u16) -> io::Result<SocketAddr> {
-    tokio::net::lookup_host((name, port))
-        .await?
-        .next()
-        .map(canonical)
-        .ok_or_else(|| io::Error::other("no address"))
+/// Tor's RESOLVE: the name's address in the reply, within the handshake timeout; nothing is
+/// connected, so no port restriction applies.
+async fn answer_resolve(
+    client: &mut TcpStream,
+    ctx: &Context,
+    client_addr: SocketAddr,
+    dial: &Dial,
+) {
+    let resolved =
+        tokio::time::timeout(ctx.config.handshake_timeout, dial.resolve(&ctx.loop_guard));
+    match resolved.await {
+        Ok(Ok(ip)) => {
+            debug!(client = %client_addr, front = "socks5", "RESOLVE {dial}: {ip}");
+            send_reply(client, ctx, Reply::Succeeded, Some(SocketAddr::new(ip, 0))).await;
+        }
+        Ok(Err(e)) => {
+            let why = format!("RESOLVE {dial}: {e}");
+            refuse(client, ctx, client_addr, Reply::for_connect_error(&e), &why).await;
+        }
+        Err(_) => {
+            let why = format!("RESOLVE {dial}: no answer within --handshake-timeout");
+            refuse(client, ctx, client_addr, Reply::TtlExpired, &why).await;
+        }
+    }
 }
 
 async fn send_reply(client: &mut TcpStream, ctx: &Context, code: Reply, bound: Option<SocketAddr>) {

@@ -4,6 +4,7 @@
 //! so that Tor keeps isolating its streams.
 
 use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -20,6 +21,29 @@ pub async fn connect(
     target: &Target,
     credentials: Option<&Credentials>,
 ) -> io::Result<()> {
+    request(stream, (wire::CONNECT, target), credentials)
+        .await
+        .map(drop)
+}
+
+/// Asks the upstream proxy on `stream` for the address of `name` (Tor's RESOLVE).
+pub async fn resolve(
+    stream: &mut TcpStream,
+    name: &str,
+    credentials: Option<&Credentials>,
+) -> io::Result<IpAddr> {
+    let target = Target::Domain(name.to_string(), 0);
+    request(stream, (wire::RESOLVE, &target), credentials)
+        .await?
+        .ok_or_else(|| invalid("RESOLVE answered without an address"))
+}
+
+/// Greeting, credentials, the request; returns the reply's address (`None` for a name).
+async fn request(
+    stream: &mut TcpStream,
+    (command, target): (u8, &Target),
+    credentials: Option<&Credentials>,
+) -> io::Result<Option<IpAddr>> {
     // With credentials both methods are offered: a server that takes them (Tor) isolates
     // streams by them, one that does not (microsocks) connects anyway.
     let offered: &[u8] = if credentials.is_some() {
@@ -49,7 +73,7 @@ pub async fn connect(
             ));
         }
     }
-    stream.write_all(&wire::connect_request(target)).await?;
+    stream.write_all(&wire::request(command, target)).await?;
     // Read exactly the reply: the remote's bytes follow it.
     let mut head = [0u8; 4];
     stream.read_exact(&mut head).await?;
@@ -66,10 +90,20 @@ pub async fn connect(
         }
         other => return Err(invalid(format!("address type {other:#04x}"))),
     };
-    stream.read_exact(&mut vec![0u8; address_len + 2]).await?;
+    let mut address = vec![0u8; address_len + 2];
+    stream.read_exact(&mut address).await?;
+    let bound = match head[3] {
+        0x01 => <[u8; 4]>::try_from(&address[..4])
+            .ok()
+            .map(|a| Ipv4Addr::from(a).into()),
+        0x04 => <[u8; 16]>::try_from(&address[..16])
+            .ok()
+            .map(|a| Ipv6Addr::from(a).into()),
+        _ => None,
+    };
     let code = head[1];
     match code {
-        0x00 => Ok(()),
+        0x00 => Ok(bound),
         0x02 => Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
             "the upstream SOCKS5 proxy does not allow this connection",
@@ -78,6 +112,7 @@ pub async fn connect(
         0x04 => Err(io::ErrorKind::HostUnreachable.into()),
         0x05 => Err(io::ErrorKind::ConnectionRefused.into()),
         0x06 => Err(io::ErrorKind::TimedOut.into()),
+        0x07 => Err(io::ErrorKind::Unsupported.into()),
         other => Err(io::Error::other(format!(
             "the upstream SOCKS5 proxy replied {other:#04x}"
         ))),

@@ -10,6 +10,9 @@ pub const NO_AUTH: u8 = 0x00;
 pub const USER_PASS: u8 = 0x02;
 pub const NO_ACCEPTABLE_METHOD: u8 = 0xff;
 pub const CONNECT: u8 = 0x01;
+/// Tor's extension: resolve a name and reply with its address, without connecting (Kyoto asks
+/// it for peers given by name).
+pub const RESOLVE: u8 = 0xf0;
 
 /// The longest greeting or request a client can send (a 255-byte domain name): reads stop
 /// there.
@@ -92,6 +95,7 @@ impl Reply {
             ErrorKind::HostUnreachable => Reply::HostUnreachable,
             ErrorKind::NetworkUnreachable => Reply::NetworkUnreachable,
             ErrorKind::TimedOut => Reply::TtlExpired,
+            ErrorKind::Unsupported => Reply::CommandNotSupported,
             _ => Reply::GeneralFailure,
         }
     }
@@ -225,9 +229,9 @@ pub fn reply(code: Reply, bound: Option<SocketAddr>) -> Vec<u8> {
     out
 }
 
-/// A client's CONNECT request for `target` (to an upstream SOCKS5 proxy).
-pub fn connect_request(target: &Target) -> Vec<u8> {
-    let mut out = vec![VERSION, CONNECT, 0];
+/// A client's request (CONNECT or RESOLVE) for `target`, to an upstream SOCKS5 proxy.
+pub fn request(command: u8, target: &Target) -> Vec<u8> {
+    let mut out = vec![VERSION, command, 0];
     write_address(&mut out, target);
     out
 }
@@ -300,7 +304,7 @@ mod tests {
             Target::Ip("[2001:db8::7]:18333".parse().unwrap()),
             Target::Domain("seed.example.onion".into(), 8333),
         ] {
-            let request = connect_request(&target);
+            let request = request(CONNECT, &target);
             for len in 0..request.len() {
                 assert_eq!(parse_request(&request[..len]), Ok(None), "{target} {len}");
             }
