@@ -1,10 +1,11 @@
 //! A real light client, unmodified: Kyoto (crate `bip157` from crates.io) syncs a regtest chain
-//! of headers, filter headers, filters and a matching block through the proxy, once through
-//! the SOCKS5 front end (Kyoto's own proxy option) and once redirected by the product's kernel
-//! rule; the node behind the independent v2 responder serves the chain.
+//! of headers, filter headers, filters and a matching block through the proxy: through the
+//! SOCKS5 front end (Kyoto's own proxy option) and redirected by the product's kernel rule,
+//! from the suite's chain node behind the independent v2 responder; and, speaking v2 itself,
+//! from the chain node as a v1-only node behind inbound mode, with each shaping strategy.
 //!
-//! The SOCKS5 run prints the table of bytes per message type that the README shows
-//! (`cargo test -p bip324-e2e --test light_client -- --nocapture`).
+//! Two runs print the tables the README shows (`cargo test -p bip324-e2e --test light_client
+//! -- --nocapture`): bytes per message type, and what each shaping strategy costs.
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use bip324_e2e::netns::Netns;
 use bip324_e2e::responder::{Flow, Ledger, Report, Responder, ResponderOptions, Tally, Transport};
 use bip324_e2e::server::Server;
 use bip324_e2e::testbed::{
-    NODE_PORT, Proxy, RedirectCli, TAGGED_GID, TwoHosts, contains, run_client,
+    CLIENT_V4, NODE_PORT, Proxy, RedirectCli, Run, TAGGED_GID, TwoHosts, contains, run_client,
 };
 use bip324_e2e::v1::REGTEST_MAGIC;
 use bitcoin::ScriptBuf;
@@ -78,13 +79,7 @@ impl ChainNode {
         let peer = peer.to_string();
         let mut args = vec![peer.as_str(), "--watch", &script, "--timeout", "120"];
         args.extend(extra);
-        let run = run_client(CLIENT, host, gid, &args);
-        assert!(run.success, "Kyoto did not sync: {}", run.stderr);
-        let (height, hash) = self.chain.tip();
-        assert_eq!(run.value("tip_height"), Some(height.to_string().as_str()));
-        assert_eq!(run.value("tip_hash"), Some(hash.to_string().as_str()));
-        assert_eq!(run.value("matched"), Some(PAID_AT.to_string().as_str()));
-        assert_eq!(run.value("paid"), Some("true"));
+        assert_synced(&run_client(CLIENT, host, gid, &args), &self.chain);
         let reports = self
             .responder
             .wait_for_reports(seen + 1, Duration::from_secs(10));
@@ -95,6 +90,16 @@ impl ChainNode {
         assert!(!contains(&report.received, &paying_block[..80]));
         report
     }
+}
+
+/// Kyoto synced the whole chain and found the one block that pays the watched script.
+fn assert_synced(run: &Run, chain: &Chain) {
+    assert!(run.success, "Kyoto did not sync: {}", run.stderr);
+    let (height, hash) = chain.tip();
+    assert_eq!(run.value("tip_height"), Some(height.to_string().as_str()));
+    assert_eq!(run.value("tip_hash"), Some(hash.to_string().as_str()));
+    assert_eq!(run.value("matched"), Some(PAID_AT.to_string().as_str()));
+    assert_eq!(run.value("paid"), Some("true"));
 }
 
 fn of(ledger: &Ledger, flow: Flow, command: &str) -> Tally {
@@ -155,6 +160,61 @@ fn kyoto_in_the_group_syncs_through_the_redirect() {
         "{}",
         proxy.log()
     );
+}
+
+/// Inbound mode with a real v2 client: Kyoto, told that the node offers v2, syncs from the
+/// chain node as a v1-only node behind `bip324-proxy --inbound`, once per shaping strategy.
+/// Every padding decoy must be skipped by Kyoto's own `bip324` crate; the proxy's closing line
+/// gives the bytes on each side, printed as what each strategy costs on a real sync.
+#[test]
+fn kyoto_speaking_v2_syncs_from_a_v1_node_behind_inbound_mode() {
+    const PORT: u16 = 18444;
+    let chain = Arc::new(Chain::generate(TIP, (&watched(), PAID_AT)));
+    let script = hex::encode(watched().as_bytes());
+    let mut costs = Vec::new();
+    for shaping in ["none", "buckets", "cover"] {
+        let hosts = TwoHosts::create();
+        let listener = hosts
+            .client
+            .run(|| TcpListener::bind(("::", PORT)))
+            .unwrap();
+        let _node = spawn_chain_node(listener, Arc::clone(&chain)).unwrap();
+        let args = ["--inbound", "[::]:325", "--shaping", shaping];
+        let proxy = Proxy::start(&hosts.client, &args);
+        let cli = RedirectCli::new(&hosts);
+        cli.ok(&["inbound", "enable", "--ports", &PORT.to_string()]);
+        let node = format!("{CLIENT_V4}:{PORT}");
+        let kyoto = [node.as_str(), "--watch", &script, "--v2", "1"];
+        assert_synced(&run_client(CLIENT, &hosts.remote, None, &kyoto), &chain);
+        assert!(
+            proxy.wait_for_log("inbound connection closed", Duration::from_secs(10)),
+            "{}",
+            proxy.log()
+        );
+        let log = proxy.log();
+        assert!(log.contains("transport=v2"), "{log}");
+        let closed = log
+            .lines()
+            .find(|l| l.contains("connection closed"))
+            .unwrap();
+        let field = |key: &str| -> u64 {
+            closed
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+                .unwrap_or_else(|| panic!("{key} in {closed}"))
+        };
+        let v1 = field("node_in") + field("node_out");
+        let v2 = field("peer_in") + field("peer_out");
+        costs.push((shaping, v1, v2));
+        cli.ok(&["inbound", "disable"]);
+    }
+    assert!(costs[1].2 > costs[0].2, "padding costs bytes: {costs:?}");
+    println!("| `--shaping` | v1 bytes (node) | v2 bytes (Kyoto) | v2 / v1 |");
+    println!("|---|---:|---:|---:|");
+    for (shaping, v1, v2) in costs {
+        let ratio = (v2 as f64 / v1 as f64 - 1.0) * 100.0;
+        println!("| {shaping} | {v1} | {v2} | {ratio:+.2} % |");
+    }
 }
 
 /// Prints, per message type, the bytes framed as v1 (what the client and the proxy exchanged)
