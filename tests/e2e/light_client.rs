@@ -65,7 +65,7 @@ impl ChainNode {
         }
     }
 
-    /// Runs Kyoto in the client host to `peer` and checks it synced the whole chain, found
+    /// Runs Kyoto in `host` (as `gid`) to `peer` and checks it synced the whole chain, found
     /// the one block that pays the watched script, and did so over v2; returns the
     /// responder's report of this connection, the one after `seen` others.
     fn sync(
