@@ -156,8 +156,8 @@ impl Chain {
         }
     }
 
-    /// Heights `start..=height(stop)`, at most 2,000 as in Core; `None` for what Core would
-    /// not serve.
+    /// Heights `start..=height(stop)`, at most 2,000 (Core's limit for filter headers; it
+    /// serves at most 1,000 filters, which Kyoto never exceeds); `None` for a bad range.
     fn range(&self, start: u32, stop: &BlockHash) -> Option<std::ops::RangeInclusive<usize>> {
         let (start, stop) = (start as usize, *self.heights.get(stop)?);
         (start <= stop && stop - start < MAX_HEADERS).then_some(start..=stop)
