@@ -138,14 +138,13 @@ fn kyoto_syncs_through_the_socks5_front_end() {
     print_table(ledger, report.bytes_received + report.bytes_sent);
 }
 
-/// In the group, Kyoto speaking v1 is upgraded; told that the node offers v2, it speaks v2
-/// itself (its own `bip324` crate) and the proxy passes its bytes through unchanged.
-#[test]
-fn kyoto_in_the_group_syncs_through_the_redirect() {
+/// In the group, with each backend, Kyoto speaking v1 is upgraded; told that the node offers
+/// v2, it speaks v2 itself (its own `bip324` crate) and the proxy passes its bytes through.
+fn kyoto_in_the_group_syncs_through_the_redirect(backend: &str) {
     let hosts = TwoHosts::create();
     let node = ChainNode::start(&hosts.remote);
     let proxy = Proxy::start(&hosts.client, &[]);
-    RedirectCli::new(&hosts).enable_tagged("nftables", "8333");
+    RedirectCli::new(&hosts).enable_tagged(backend, "8333");
     let tagged = (&hosts.client, Some(TAGGED_GID));
     let report = node.sync(tagged, 0, hosts.remote_v6(), &[]);
     let session = hex::encode(report.session_id.unwrap());
@@ -161,6 +160,8 @@ fn kyoto_in_the_group_syncs_through_the_redirect() {
         proxy.log()
     );
 }
+
+bip324_e2e::for_each_backend!(kyoto_in_the_group_syncs_through_the_redirect);
 
 /// Inbound mode with a real v2 client: Kyoto, told that the node offers v2, syncs from the
 /// chain node as a v1-only node behind `bip324-proxy --inbound`, once per shaping strategy.
