@@ -7,7 +7,7 @@
 //! Two runs print the tables the README shows (`cargo test -p bip324-e2e --test light_client
 //! -- --nocapture`): bytes per message type, and what each shaping strategy costs.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,7 +72,7 @@ impl ChainNode {
         &self,
         (host, gid): (&Netns, Option<u32>),
         seen: usize,
-        peer: SocketAddr,
+        peer: impl ToString,
         extra: &[&str],
     ) -> Report {
         let script = hex::encode(watched().as_bytes());
@@ -128,6 +128,15 @@ fn kyoto_syncs_through_the_socks5_front_end() {
         proxy.wait_for_log(&format!("session_id={session}"), Duration::from_secs(5)),
         "{}",
         proxy.log()
+    );
+    // A peer given by name: Kyoto asks the proxy to resolve it (Tor's RESOLVE), then
+    // connects to the address; `localhost` is the client host, where a second node listens.
+    let local = ChainNode::start(&hosts.client);
+    local.sync(
+        (&hosts.client, None),
+        0,
+        "localhost:8333",
+        &["--socks5", SOCKS],
     );
     // The whole sync, as BIP-157 lays it out: every header, filter header and filter once.
     let ledger = &report.ledger;

@@ -4,6 +4,7 @@
 //! regtest peer, and downloads every block whose filter matches the watched script.
 //!
 //! Usage: e2e-light-client PEER --watch SCRIPT_HEX [--socks5 ADDR] [--v2 1] [--timeout SECS]
+//! PEER is an address or NAME:PORT.
 //! With --v2 1 it is told the peer offers `NODE_P2P_V2`, and speaks v2 itself (with its own
 //! `bip324` crate) unless it goes through a SOCKS5 proxy.
 //! Prints `key=value` lines: the tip it synced to (`tip_height`, `tip_hash`), the heights of the
@@ -19,7 +20,7 @@ use bip157::tokio;
 use bip157::{Builder, Client, Event, Network, ScriptBuf, ServiceFlags, TrustedPeer};
 
 struct Args {
-    peer: SocketAddr,
+    peer: TrustedPeer,
     watch: ScriptBuf,
     socks5: Option<SocketAddr>,
     v2: bool,
@@ -30,11 +31,7 @@ fn parse_args() -> Result<Args, String> {
     let usage =
         "usage: e2e-light-client PEER --watch SCRIPT_HEX [--socks5 ADDR] [--v2 1] [--timeout SECS]";
     let mut args = std::env::args().skip(1);
-    let peer = args
-        .next()
-        .ok_or(usage)?
-        .parse()
-        .map_err(|e| format!("bad peer: {e}"))?;
+    let peer = peer(&args.next().ok_or(usage)?)?;
     let (mut watch, mut socks5, mut timeout) = (None, None, Duration::from_secs(120));
     let mut v2 = false;
     while let Some(flag) = args.next() {
@@ -62,6 +59,19 @@ fn parse_args() -> Result<Args, String> {
     })
 }
 
+/// An address, or a name and port (which Kyoto resolves when it connects: through the SOCKS5
+/// proxy with Tor's RESOLVE when there is one).
+fn peer(arg: &str) -> Result<TrustedPeer, String> {
+    if let Ok(addr) = arg.parse::<SocketAddr>() {
+        return Ok(TrustedPeer::from_socket_addr(addr));
+    }
+    let (name, port) = arg.rsplit_once(':').ok_or(format!("bad peer {arg}"))?;
+    let port = port
+        .parse()
+        .map_err(|e| format!("bad port in {arg}: {e}"))?;
+    Ok(TrustedPeer::from_hostname(name, port))
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = match parse_args() {
@@ -71,7 +81,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut peer = TrustedPeer::from_socket_addr(args.peer);
+    let mut peer = args.peer;
     if args.v2 {
         peer.set_services(ServiceFlags::P2P_V2);
     }
