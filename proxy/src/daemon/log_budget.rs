@@ -33,9 +33,9 @@ impl LogBudget {
         }
     }
 
-    /// `Some(n)` when this event may be logged, `n` being how many were left out before it;
-    /// `None` when it must not.
-    pub fn take(&self, now: Instant) -> Option<u64> {
+    /// `Some` when this event may be logged, with how many were left out before it; `None`
+    /// when it must not.
+    pub fn take(&self, now: Instant) -> Option<Suppressed> {
         let mut window = self
             .window
             .lock()
@@ -49,10 +49,23 @@ impl LogBudget {
         }
         if window.logged < self.per_window {
             window.logged += 1;
-            Some(std::mem::take(&mut window.suppressed))
+            Some(Suppressed(std::mem::take(&mut window.suppressed)))
         } else {
             window.suppressed += 1;
             None
+        }
+    }
+}
+
+/// Events left out before a line that is logged: the end of that line says how many.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Suppressed(pub u64);
+
+impl std::fmt::Display for Suppressed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            0 => Ok(()),
+            n => write!(f, " ({n} more since the last such line, not logged)"),
         }
     }
 }
@@ -66,12 +79,18 @@ mod tests {
         let budget = LogBudget::per_second(3);
         let t0 = Instant::now();
         let first: Vec<_> = (0..5).map(|_| budget.take(t0)).collect();
-        assert_eq!(first, [Some(0), Some(0), Some(0), None, None]);
+        let logged = Some(Suppressed(0));
+        assert_eq!(first, [logged, logged, logged, None, None]);
         // Still the same window.
         assert_eq!(budget.take(t0 + Duration::from_millis(999)), None);
         // A new window: the first line reports the three left out.
         let t1 = t0 + WINDOW;
-        assert_eq!(budget.take(t1), Some(3));
-        assert_eq!(budget.take(t1), Some(0));
+        assert_eq!(budget.take(t1), Some(Suppressed(3)));
+        assert_eq!(budget.take(t1), Some(Suppressed(0)));
+        assert_eq!(
+            Suppressed(3).to_string(),
+            " (3 more since the last such line, not logged)"
+        );
+        assert_eq!(Suppressed(0).to_string(), "");
     }
 }

@@ -50,12 +50,12 @@ pub async fn handle(
         .inbound_network
         .or_else(|| Network::from_port(reached.port()))
     else {
-        if ctx.inbound_log.take(Instant::now()).is_some() {
+        if let Some(more) = ctx.inbound_log.take(Instant::now()) {
             warn!(
                 peer = %peer_addr,
                 reached = %reached,
                 "refused inbound connection: port {} is no network's default port; give the \
-                 node's network with --inbound-network",
+                 node's network with --inbound-network{more}",
                 reached.port()
             );
         }
@@ -85,11 +85,10 @@ pub async fn handle(
         Err(failure) => {
             ctx.metrics.failed(failure.reason());
             // Strangers cause these: counted always, logged within a budget.
-            let Some(suppressed) = ctx.inbound_log.take(Instant::now()) else {
+            let Some(more) = ctx.inbound_log.take(Instant::now()) else {
                 return;
             };
             warn!(
-                suppressed,
                 direction = "inbound",
                 peer = %peer_addr,
                 reached = %reached,
@@ -99,7 +98,7 @@ pub async fn handle(
                 duration = %Seconds(started),
                 peer_in = t(&traffic.client_in),
                 peer_out = t(&traffic.client_out),
-                "inbound connection failed: {failure}"
+                "inbound connection failed: {failure}{more}"
             );
             return;
         }
@@ -189,7 +188,7 @@ pub async fn handle(
 
 fn refuse(ctx: &Context, peer: SocketAddr, kind: RefusalKind, error: Option<io::Error>) {
     ctx.metrics.refused(kind);
-    if ctx.inbound_log.take(Instant::now()).is_some() {
+    if let Some(more) = ctx.inbound_log.take(Instant::now()) {
         let why = match (kind, error) {
             (_, Some(e)) => format!("its original destination cannot be read: {e}"),
             (RefusalKind::TooManyPending, None) => format!(
@@ -198,7 +197,7 @@ fn refuse(ctx: &Context, peer: SocketAddr, kind: RefusalKind, error: Option<io::
             ),
             (_, None) => "it was not redirected by the inbound policy (a direct connection)".into(),
         };
-        info!(direction = "inbound", peer = %peer, refusal = %kind, "refused inbound connection: {why}");
+        info!(direction = "inbound", peer = %peer, refusal = %kind, "refused inbound connection: {why}{more}");
     }
 }
 

@@ -100,12 +100,8 @@ pub async fn handle(
         // user) is not.
         Err(refusal) => {
             ctx.metrics.refused(refusal.kind());
-            let Some(suppressed) = ctx.refusal_log.take(Instant::now()) else {
+            let Some(more) = ctx.refusal_log.take(Instant::now()) else {
                 return;
-            };
-            let more = match suppressed {
-                0 => String::new(),
-                n => format!(" ({n} more refused since the last such line, not logged)"),
             };
             if matches!(refusal, Refusal::OwnUpstream) {
                 warn!(client = %client_addr, refusal = %refusal.kind(), "refused connection: {refusal}{more}");

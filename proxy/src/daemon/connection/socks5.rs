@@ -339,7 +339,7 @@ async fn refuse(
 }
 
 fn log_refusal(ctx: &Context, client_addr: SocketAddr, why: &str) {
-    if ctx.refusal_log.take(Instant::now()).is_some() {
-        info!(client = %client_addr, front = "socks5", "refused SOCKS5 client: {why}");
+    if let Some(more) = ctx.refusal_log.take(Instant::now()) {
+        info!(client = %client_addr, front = "socks5", "refused SOCKS5 client: {why}{more}");
     }
 }
