@@ -202,7 +202,7 @@ fn a_flood_of_refusals_is_logged_in_part_and_accounted_for() {
         let left_out: usize = lines
             .iter()
             .filter_map(|l| {
-                let before = l.split_once(" more since")?.0;
+                let before = l.split_once(" similar lines not logged")?.0;
                 before.rsplit_once('(')?.1.parse::<usize>().ok()
             })
             .sum::<usize>();

@@ -262,6 +262,7 @@ fn serve_connection(
     for i in 0..options.decoys_after_version {
         let decoy = outbound.encrypt_to_vec(&vec![0xd0 ^ i as u8; 64 + i], PacketType::Decoy, None);
         writer.write_all(&decoy)?;
+        tally(&counts.ledger, Flow::ToPeer, None, decoy.len());
         report.decoys_sent += 1;
     }
 

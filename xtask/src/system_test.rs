@@ -83,7 +83,8 @@ pub(crate) fn run() -> Result {
     let c = &container;
     c.ok("dpkg -i /root/bip324-redirect.deb")?;
     c.ok("systemd-analyze verify --man=no /usr/lib/systemd/system/bip324-proxy.socket \
-          /usr/lib/systemd/system/bip324-proxy.service /usr/lib/systemd/system/bip324-redirect.service")?;
+          /usr/lib/systemd/system/bip324-proxy.service /usr/lib/systemd/system/bip324-redirect.service \
+          /usr/lib/systemd/system/bip324-proxy-socks5.socket")?;
     let security = c.ok("systemd-analyze security --no-pager bip324-proxy.service")?;
     let exposure = exposure(&security)?;
     eprintln!("==> exposure of bip324-proxy.service: {exposure} (at most {MAX_EXPOSURE})");

@@ -83,6 +83,7 @@ pub struct Config {
     /// RESOLVE (asked of --upstream-socks5 when set). After
     /// CONNECT a connection is treated as a redirected one; the reply comes only once the
     /// destination is reached in v2, so a failure is a SOCKS reply code. Keep it on loopback.
+    /// systemd sockets named `socks5` (bip324-proxy-socks5.socket) also work.
     #[arg(long = "socks5", value_name = "ADDR")]
     pub socks5: Vec<SocketAddr>,
 

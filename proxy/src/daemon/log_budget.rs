@@ -65,7 +65,7 @@ impl std::fmt::Display for Suppressed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
             0 => Ok(()),
-            n => write!(f, " ({n} more since the last such line, not logged)"),
+            n => write!(f, " ({n} similar lines not logged since the last one)"),
         }
     }
 }
@@ -89,7 +89,7 @@ mod tests {
         assert_eq!(budget.take(t1), Some(Suppressed(0)));
         assert_eq!(
             Suppressed(3).to_string(),
-            " (3 more since the last such line, not logged)"
+            " (3 similar lines not logged since the last one)"
         );
         assert_eq!(Suppressed(0).to_string(), "");
     }

@@ -45,9 +45,7 @@ impl Dial {
             }
         }
     }
-}
 
-impl Dial {
     /// The address of the target's name (Tor's RESOLVE): asked of the upstream proxy when
     /// there is one, never of this host's resolver then.
     pub async fn resolve(&self, guard: &Arc<LoopGuard>) -> io::Result<IpAddr> {

@@ -100,9 +100,10 @@ pub struct GarbageLen {
 }
 
 impl GarbageLen {
-    fn draw(self, random: u16) -> usize {
+    /// Uniform but for a bias below 2^-20 (a span of at most 4096 over 2^32 draws).
+    fn draw(self, random: u32) -> usize {
         let span = u32::from(self.max - self.min) + 1;
-        usize::from(self.min) + (u32::from(random) % span) as usize
+        usize::from(self.min) + (random % span) as usize
     }
 }
 
@@ -171,11 +172,11 @@ pub async fn connect_v2(
 fn fresh_entropy(garbage_len: GarbageLen) -> Result<HandshakeEntropy, getrandom::Error> {
     let mut secret_key = [0u8; 32];
     let mut aux_rand = [0u8; 32];
-    let mut len = [0u8; 2];
+    let mut len = [0u8; 4];
     getrandom::fill(&mut secret_key)?;
     getrandom::fill(&mut aux_rand)?;
     getrandom::fill(&mut len)?;
-    let mut garbage = vec![0u8; garbage_len.draw(u16::from_le_bytes(len))];
+    let mut garbage = vec![0u8; garbage_len.draw(u32::from_le_bytes(len))];
     getrandom::fill(&mut garbage)?;
     Ok(HandshakeEntropy {
         secret_key,
@@ -278,9 +279,9 @@ mod tests {
         assert_eq!(full.draw(0), 0);
         assert_eq!(full.draw(4095), 4095);
         assert_eq!(full.draw(4096), 0);
-        assert_eq!(full.draw(u16::MAX), usize::from(u16::MAX) % 4096);
+        assert_eq!(full.draw(u32::MAX), 4095);
         let fixed: GarbageLen = "512".parse().unwrap();
-        assert!([0, 1, 777, u16::MAX].iter().all(|&r| fixed.draw(r) == 512));
+        assert!([0, 1, 777, u32::MAX].iter().all(|&r| fixed.draw(r) == 512));
         let narrow: GarbageLen = "100-103".parse().unwrap();
         assert!((0..1000).all(|r| (100..=103).contains(&narrow.draw(r))));
         for bad in ["4096", "-1", "5-4", "0-4096", "x", ""] {

@@ -72,7 +72,7 @@ pub async fn handle(
     };
     // With an upstream proxy, names go to it unresolved: this host never looks them up.
     let target = match (target, via) {
-        (Target::Domain(name, port), None) => match lookup(&name, port).await {
+        (Target::Domain(name, port), None) => match resolve_here(&name, port, &ctx).await {
             Ok(addr) => Target::Ip(canonical(addr)),
             Err(e) => {
                 let why = format!("CONNECT {name}:{port}: cannot resolve the name: {e}");
@@ -296,8 +296,18 @@ async fn read_until<T>(
     }
 }
 
+/// This host's lookup of a CONNECT's name (no upstream proxy), within the handshake timeout.
+async fn resolve_here(name: &str, port: u16, ctx: &Context) -> std::io::Result<SocketAddr> {
+    let timeout = ctx.config.handshake_timeout;
+    match tokio::time::timeout(timeout, lookup(name, port)).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
+}
+
 /// Tor's RESOLVE: the name's address in the reply, within the handshake timeout; nothing is
-/// connected, so no port restriction applies.
+/// connected, so no port restriction applies. Clients resolve seed names that often fail:
+/// answers are logged at debug level, not as refusals.
 async fn answer_resolve(
     client: &mut TcpStream,
     ctx: &Context,
@@ -306,20 +316,13 @@ async fn answer_resolve(
 ) {
     let resolved =
         tokio::time::timeout(ctx.config.handshake_timeout, dial.resolve(&ctx.loop_guard));
-    match resolved.await {
-        Ok(Ok(ip)) => {
-            debug!(client = %client_addr, front = "socks5", "RESOLVE {dial}: {ip}");
-            send_reply(client, ctx, Reply::Succeeded, Some(SocketAddr::new(ip, 0))).await;
-        }
-        Ok(Err(e)) => {
-            let why = format!("RESOLVE {dial}: {e}");
-            refuse(client, ctx, client_addr, Reply::for_connect_error(&e), &why).await;
-        }
-        Err(_) => {
-            let why = format!("RESOLVE {dial}: no answer within --handshake-timeout");
-            refuse(client, ctx, client_addr, Reply::TtlExpired, &why).await;
-        }
-    }
+    let (code, ip) = match resolved.await {
+        Ok(Ok(ip)) => (Reply::Succeeded, Some(ip)),
+        Ok(Err(e)) => (Reply::for_connect_error(&e), None),
+        Err(_) => (Reply::TtlExpired, None),
+    };
+    debug!(client = %client_addr, front = "socks5", reply = code.as_str(), "RESOLVE {dial}: {ip:?}");
+    send_reply(client, ctx, code, ip.map(|ip| SocketAddr::new(ip, 0))).await;
 }
 
 async fn send_reply(client: &mut TcpStream, ctx: &Context, code: Reply, bound: Option<SocketAddr>) {
