@@ -104,11 +104,17 @@ impl Chain {
                     .find_map(|hash| self.heights.get(hash))
                     .copied()
                     .unwrap_or(0);
-                let headers = self.blocks[fork + 1..]
+                // Up to the stop hash when it lies ahead, else to the tip; 2,000 at most.
+                let last = self
+                    .heights
+                    .get(&get.stop_hash)
+                    .copied()
+                    .filter(|&stop| stop > fork)
+                    .unwrap_or(self.tip().0)
+                    .min(fork + MAX_HEADERS);
+                let headers = self.blocks[fork + 1..=last]
                     .iter()
-                    .take(MAX_HEADERS)
                     .map(|block| block.header)
-                    .take_while_inclusive(|header| header.block_hash() != get.stop_hash)
                     .collect();
                 vec![NetworkMessage::Headers(headers)]
             }
@@ -312,20 +318,3 @@ impl Coins {
         Some(tx)
     }
 }
-
-/// `take_while` that also yields the first item that fails the predicate.
-trait TakeWhileInclusive: Iterator + Sized {
-    fn take_while_inclusive(
-        self,
-        mut keep_going: impl FnMut(&Self::Item) -> bool,
-    ) -> impl Iterator<Item = Self::Item> {
-        let mut done = false;
-        self.take_while(move |item| {
-            let take = !done;
-            done = !keep_going(item);
-            take
-        })
-    }
-}
-
-impl<I: Iterator> TakeWhileInclusive for I {}
