@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use bip324_control::{INBOUND_SOCKET, StatusDocument};
-use bip324_redirect_args::InboundEnableArgs;
+use bip324_redirect_args::{Command, InboundCommand, InboundEnableArgs};
 use serde::Serialize;
 
 use crate::backend::Inspection;
@@ -15,8 +15,47 @@ use crate::policy_route::{self, Installed};
 use crate::proxy_control;
 use crate::state::{self, InboundEnabled};
 use crate::status::State;
+use crate::{Origin, config};
 
 pub(crate) fn enable(args: &InboundEnableArgs) -> Result<u8, Error> {
+    enable_as(args, Origin::ByHand)
+}
+
+fn parse(file: &config::ConfigFile, words: &[String]) -> Result<InboundEnableArgs, Error> {
+    crate::parse_options(
+        file,
+        words,
+        |c| match c {
+            Command::Inbound(InboundCommand::Enable(args)) => Some(args),
+            _ => None,
+        },
+        &["inbound", "enable"],
+    )
+}
+
+/// `inbound restore`: applies exactly /etc/bip324/inbound.conf's policy.
+pub(crate) fn restore() -> Result<u8, Error> {
+    let file = config::inbound();
+    let Some(words) = file.options()? else {
+        return Err(Error::Config(format!(
+            "{} does not exist: nothing to restore (`bip324-redirect inbound enable ...` writes it)",
+            file.path.display()
+        )));
+    };
+    enable_as(&parse(&file, &words)?, Origin::Restore)
+}
+
+/// The configuration file's inbound policy; `None` without a file.
+fn configured() -> Result<Option<InboundPolicy>, Error> {
+    let file = config::inbound();
+    let Some(words) = file.options()? else {
+        return Ok(None);
+    };
+    let args = parse(&file, &words)?;
+    InboundPolicy::new(&args.ports, args.proxy_port).map(Some)
+}
+
+fn enable_as(args: &InboundEnableArgs, origin: Origin) -> Result<u8, Error> {
     let policy = InboundPolicy::new(&args.ports, args.proxy_port)?;
     // The route first: redirected peers are then served from their first connection.
     policy_route::apply(&policy.ports)?;
@@ -25,6 +64,9 @@ pub(crate) fn enable(args: &InboundEnableArgs) -> Result<u8, Error> {
         policy: policy.clone(),
     })?;
     println!("bip324-redirect: inbound enabled: {}", policy.describe());
+    if origin == Origin::ByHand {
+        crate::save(&config::inbound(), &policy.options(), args.no_save)?;
+    }
     println!(
         "the proxy must listen there: `bip324-proxy --inbound [::]:{}` (or \
          `systemctl start bip324-proxy-inbound.socket`); check with `bip324-redirect status`",
@@ -76,12 +118,41 @@ impl InboundView {
             }
             Some(policy) => judge(policy, &kernel, &route, problems),
         };
+        if let Some(policy) = &policy {
+            if let Some(problem) = differs_from_file(policy, configured()) {
+                problems.push(problem);
+            }
+        }
         Ok(Some(InboundView {
             state,
             policy,
             kernel,
             route,
         }))
+    }
+}
+
+/// A problem when the policy applied is not the configuration file's, which the unit
+/// re-applies after an nftables reload or a reboot.
+fn differs_from_file(
+    policy: &InboundPolicy,
+    configured: Result<Option<InboundPolicy>, Error>,
+) -> Option<String> {
+    let path = config::inbound().path;
+    match configured {
+        Ok(None) => None,
+        Ok(Some(file)) if &file == policy => None,
+        Ok(Some(file)) => Some(format!(
+            "the inbound policy applied (`{}`) is not the one in {} (`{}`), which \
+             bip324-redirect-inbound.service applies after a reload of nftables.service or a \
+             reboot: run `{0}` again to save it there, or `bip324-redirect inbound restore`",
+            policy.enable_command(),
+            path.display(),
+            file.enable_command()
+        )),
+        Err(e) => Some(format!(
+            "cannot tell whether the inbound policy is the configured one: {e}"
+        )),
     }
 }
 

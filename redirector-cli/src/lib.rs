@@ -4,6 +4,7 @@
 
 mod backend;
 mod check;
+mod config;
 mod error;
 mod inbound;
 mod policy;
@@ -35,12 +36,14 @@ pub fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Enable(args) => enable(&args),
+        Command::Enable(args) => enable(&args, Origin::ByHand),
+        Command::Restore => restore(),
         Command::Disable => disable(),
         Command::Status(args) => status(&args),
         Command::Check(args) => check(&args),
         Command::Inbound(InboundCommand::Enable(args)) => inbound::enable(&args),
         Command::Inbound(InboundCommand::Disable) => inbound::disable(),
+        Command::Inbound(InboundCommand::Restore) => inbound::restore(),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -51,9 +54,18 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn enable(args: &EnableArgs) -> Result<u8, Error> {
+/// Who asked for a policy: an operator (whose policy is saved for the units to re-apply), or
+/// `restore` applying the saved one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    ByHand,
+    Restore,
+}
+
+/// The policy and backend that `args` ask for, checked; nothing touches the kernel yet.
+fn asked(args: &EnableArgs, warn: bool) -> Result<(Policy, Backend), Error> {
     let group = args.group.as_deref().map(resolve_group).transpose()?;
-    if let Some(group) = &group {
+    if let Some(group) = group.as_ref().filter(|_| warn) {
         if group.name.is_none() {
             eprintln!(
                 "warning: no group has id {} in the group database; the kernel matches the \
@@ -79,6 +91,84 @@ fn enable(args: &EnableArgs) -> Result<u8, Error> {
         .collect::<Result<Vec<_>, _>>()?;
     let policy = Policy::new(group, &args.ports, args.proxy_port, exempt)?.with_sources(sources)?;
     let backend = Backend::new(args.backend, args.cgroup.clone())?;
+    Ok((policy, backend))
+}
+
+/// The options that make `args`' policy, as the configuration file holds them.
+fn saved_options(policy: &Policy, args: &EnableArgs) -> Vec<String> {
+    let mut words = policy.options(args.backend.name());
+    if let Some(cgroup) = &args.cgroup {
+        words.push("--cgroup".into());
+        words.push(cgroup.to_string_lossy().into_owned());
+    }
+    words
+}
+
+/// Parses a configuration file's options as `enable`'s (or `inbound enable`'s).
+pub(crate) fn parse_options<T>(
+    file: &config::ConfigFile,
+    words: &[String],
+    pick: impl FnOnce(Command) -> Option<T>,
+    prefix: &[&str],
+) -> Result<T, Error> {
+    let argv = ["bip324-redirect"]
+        .iter()
+        .chain(prefix)
+        .map(|s| s.to_string())
+        .chain(words.iter().cloned());
+    let cli = Cli::try_parse_from(argv).map_err(|e| {
+        Error::Config(format!(
+            "{}: {}={:?} are not options of `{}`: {}",
+            file.path.display(),
+            file.var,
+            words.join(" "),
+            prefix.join(" "),
+            e.render().to_string().lines().next().unwrap_or_default()
+        ))
+    })?;
+    pick(cli.command).ok_or_else(|| Error::Config("unexpected command".into()))
+}
+
+/// The options in /etc/bip324/redirect.conf, parsed as `enable`'s; `None` without a file.
+fn configured_args() -> Result<Option<EnableArgs>, Error> {
+    let file = config::redirect();
+    let Some(words) = file.options()? else {
+        return Ok(None);
+    };
+    let pick = |c| match c {
+        Command::Enable(args) => Some(args),
+        _ => None,
+    };
+    parse_options(&file, &words, pick, &["enable"]).map(Some)
+}
+
+/// `restore`: applies exactly the configuration file's policy, saving nothing.
+fn restore() -> Result<u8, Error> {
+    let Some(args) = configured_args()? else {
+        return Err(Error::Config(format!(
+            "{} does not exist: nothing to restore (`bip324-redirect enable ...` writes it)",
+            config::redirect().path.display()
+        )));
+    };
+    enable(&args, Origin::Restore)
+}
+
+/// The configuration file's policy as `enable` would apply it (backend, policy, cgroup);
+/// `None` without a file.
+pub(crate) fn configured() -> Result<Option<Enabled>, Error> {
+    let Some(args) = configured_args()? else {
+        return Ok(None);
+    };
+    let (policy, backend) = asked(&args, false)?;
+    Ok(Some(Enabled {
+        backend: args.backend,
+        policy,
+        cgroup: backend.cgroup().map(std::path::Path::to_path_buf),
+    }))
+}
+
+fn enable(args: &EnableArgs, origin: Origin) -> Result<u8, Error> {
+    let (policy, backend) = asked(args, origin == Origin::ByHand)?;
     // Who listens on the proxy port; installing the redirect does not change it.
     let probes = proxy_listener::probe(policy.proxy_port);
     if let Some(cgroup) = backend.cgroup() {
@@ -106,6 +196,13 @@ fn enable(args: &EnableArgs) -> Result<u8, Error> {
         args.backend,
         policy.describe()
     );
+    if origin == Origin::ByHand {
+        save(
+            &config::redirect(),
+            &saved_options(&policy, args),
+            args.no_save,
+        )?;
+    }
     if let Some(group) = &policy.group {
         let group = group.name.clone().unwrap_or_else(|| group.id.to_string());
         println!("start a client in the group: sg {group} -c 'your-client ...'");
@@ -135,6 +232,62 @@ fn enable(args: &EnableArgs) -> Result<u8, Error> {
         eprintln!("warning: {problem}");
     }
     Ok(exit::OK)
+}
+
+/// Writes the options of a policy enabled by hand to the file its unit re-applies, or with
+/// `--no-save` warns that the file's policy will replace it at the next reload or boot.
+pub(crate) fn save(
+    file: &config::ConfigFile,
+    words: &[String],
+    no_save: bool,
+) -> Result<(), Error> {
+    let path = file.path.display();
+    if no_save {
+        let saved = file.options().ok().flatten();
+        if saved.as_deref() != Some(words) {
+            let theirs = saved.map_or_else(
+                || "no policy (the file does not exist)".to_string(),
+                |w| format!("`{}`", w.join(" ")),
+            );
+            eprintln!(
+                "warning: --no-save: {path} still says {theirs}; a reload of nftables.service, \
+                 a restart of {} or a reboot applies THAT policy and drops this one \
+                 (enable again without --no-save to keep this one)",
+                file.unit()
+            );
+        }
+        return Ok(());
+    }
+    match file.save(words) {
+        Ok(true) => {
+            println!(
+                "saved to {path}: {} re-applies it after an nftables reload and at boot",
+                file.unit()
+            );
+            Ok(())
+        }
+        Ok(false) => {
+            eprintln!(
+                "warning: not saved: {} does not exist (the package is not installed), so no \
+                 unit re-applies this policy after an nftables reload or a reboot",
+                file.path
+                    .parent()
+                    .map_or(path.to_string(), |d| d.display().to_string())
+            );
+            Ok(())
+        }
+        Err(Error::Io { context, source }) => Err(Error::Io {
+            context: format!(
+                "the policy is in the kernel but NOT saved, so a reload of nftables.service or \
+                 a reboot would apply the file's instead ({context})"
+            ),
+            source,
+        }),
+        Err(e) => Err(Error::Config(format!(
+            "the policy is in the kernel but NOT saved, so a reload of nftables.service or a \
+             reboot would apply the file's instead: {e}"
+        ))),
+    }
 }
 
 fn check(args: &bip324_redirect_args::CheckArgs) -> Result<u8, Error> {

@@ -96,25 +96,32 @@ impl Policy {
 
     /// The command that (re)installs this policy.
     pub(crate) fn enable_command(&self, backend: &str) -> String {
+        format!("bip324-redirect enable {}", self.options(backend).join(" "))
+    }
+
+    /// The options of `enable` that make this policy, one word each (as the configuration
+    /// file holds them).
+    pub(crate) fn options(&self, backend: &str) -> Vec<String> {
         let name = |id: &Id| id.name.clone().unwrap_or_else(|| id.id.to_string());
         let ports: Vec<String> = self.ports.iter().map(u16::to_string).collect();
-        let mut command = "bip324-redirect enable".to_string();
+        let mut words = Vec::new();
         if let Some(group) = &self.group {
-            command.push_str(&format!(" --group {}", name(group)));
+            words.extend(["--group".to_string(), name(group)]);
         }
         for source in &self.sources {
-            command.push_str(&format!(" {}", source.option()));
+            words.extend(source.option().split(' ').map(str::to_string));
         }
-        command.push_str(&format!(
-            " --ports {} --proxy-port {}",
+        words.extend([
+            "--ports".to_string(),
             ports.join(","),
-            self.proxy_port
-        ));
+            "--proxy-port".to_string(),
+            self.proxy_port.to_string(),
+        ]);
         for user in &self.exempt_users {
-            command.push_str(&format!(" --exempt-user {}", name(user)));
+            words.extend(["--exempt-user".to_string(), name(user)]);
         }
-        command.push_str(&format!(" --backend {backend}"));
-        command
+        words.extend(["--backend".to_string(), backend.to_string()]);
+        words
     }
 
     /// One sentence for humans.
@@ -186,12 +193,21 @@ impl InboundPolicy {
 
     /// The command that (re)installs this policy.
     pub(crate) fn enable_command(&self) -> String {
-        let ports: Vec<String> = self.ports.iter().map(u16::to_string).collect();
         format!(
-            "bip324-redirect inbound enable --ports {} --proxy-port {}",
-            ports.join(","),
-            self.proxy_port
+            "bip324-redirect inbound enable {}",
+            self.options().join(" ")
         )
+    }
+
+    /// The options of `inbound enable` that make this policy.
+    pub(crate) fn options(&self) -> Vec<String> {
+        let ports: Vec<String> = self.ports.iter().map(u16::to_string).collect();
+        vec![
+            "--ports".into(),
+            ports.join(","),
+            "--proxy-port".into(),
+            self.proxy_port.to_string(),
+        ]
     }
 
     /// One sentence for humans.

@@ -122,6 +122,11 @@ pub(crate) fn gather(control_socket: &std::path::Path) -> Result<Report, Error> 
         }
     }
     judge(&mut report, enabled.as_ref());
+    if let Some(enabled) = &enabled {
+        if let Some(problem) = differs_from_file(enabled, crate::configured()) {
+            report.problems.push(problem);
+        }
+    }
     report.inbound = InboundView::gather(&mut report.problems)?;
     if let Some(policy) = report.inbound.as_ref().and_then(|i| i.policy.as_ref()) {
         report.inbound_proxy_status = crate::inbound::proxy_status(
@@ -215,6 +220,31 @@ fn judge(report: &mut Report, enabled: Option<&Enabled>) {
         if let Some(warning) = proxy_listener::port_warning(enabled.policy.proxy_port) {
             report.problems.push(warning);
         }
+    }
+}
+
+/// A problem when the policy applied is not the configuration file's, which
+/// bip324-redirect.service re-applies after an nftables reload or a reboot: the kernel would
+/// then change behind the operator's back (a gateway policy enabled by hand would vanish).
+fn differs_from_file(
+    enabled: &Enabled,
+    configured: Result<Option<Enabled>, Error>,
+) -> Option<String> {
+    let path = crate::config::redirect().path;
+    match configured {
+        Ok(None) => None,
+        Ok(Some(file)) if &file == enabled => None,
+        Ok(Some(file)) => Some(format!(
+            "the policy applied (`{}`) is not the one in {} (`{}`), which \
+             bip324-redirect.service applies after a reload of nftables.service or a reboot: \
+             run `{0}` again to save it there, or `bip324-redirect restore` to apply the file's",
+            enabled.policy.enable_command(enabled.backend.name()),
+            path.display(),
+            file.policy.enable_command(file.backend.name())
+        )),
+        Err(e) => Some(format!(
+            "cannot tell whether the policy applied is the configured one: {e}"
+        )),
     }
 }
 
@@ -522,6 +552,29 @@ mod tests {
                 .iter()
                 .any(|p| p.contains("ebpf backend's objects are also present"))
         );
+    }
+
+    /// The kernel's policy is compared with the configuration file's, which the unit
+    /// re-applies after a reload of nftables or a reboot.
+    #[test]
+    fn a_policy_other_than_the_files_is_a_problem() {
+        let applied = enabled();
+        assert_eq!(differs_from_file(&applied, Ok(None)), None, "no file");
+        assert_eq!(differs_from_file(&applied, Ok(Some(applied.clone()))), None);
+        let mut gateway = applied.clone();
+        gateway.policy = gateway
+            .policy
+            .with_sources(vec![crate::policy::Source::interface("br-lan").unwrap()])
+            .unwrap();
+        let problem = differs_from_file(&gateway, Ok(Some(applied.clone()))).unwrap();
+        assert!(
+            problem.contains("--from-interface br-lan")
+                && problem.contains("bip324-redirect restore"),
+            "{problem}"
+        );
+        assert!(differs_from_file(&applied, Ok(Some(gateway))).is_some());
+        let damaged = differs_from_file(&applied, Err(Error::Config("no line".into())));
+        assert!(damaged.unwrap().contains("no line"));
     }
 
     #[test]

@@ -236,3 +236,74 @@ fn status_sees_a_removed_gateway_rule_and_disable_leaves_nothing() {
         "plain forwarding"
     );
 }
+
+/// A gateway policy enabled by hand is saved to the configuration file the unit re-applies:
+/// after the table is flushed (what a reload of nftables.service does) `restore` brings the
+/// gateway back, and the LAN host is encrypted again. `--no-save` warns, and `status` reports
+/// a kernel policy that differs from the file's.
+#[test]
+fn a_gateway_policy_enabled_by_hand_is_what_restore_reapplies() {
+    let router = Router::create();
+    let _proxy = Proxy::start(&router.hosts.client, &["--listen", "[::]:324"]);
+    let cli = RedirectCli::new(&router.hosts);
+    let etc = cli.config_dir();
+    std::fs::create_dir_all(&etc).unwrap();
+    let shipped = include_str!("../../packaging/config/redirect.conf");
+    std::fs::write(etc.join("redirect.conf"), shipped).unwrap();
+    let [v4, _] = destinations();
+
+    let run = cli.enable("nftables", &["--from-interface", "lan0", "--ports", "8333"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let saved = std::fs::read_to_string(etc.join("redirect.conf")).unwrap();
+    assert!(
+        saved.contains(
+            "BIP324_REDIRECT_OPTIONS=\"--from-interface lan0 --ports 8333 --proxy-port 324 \
+             --backend nftables\""
+        ),
+        "{saved}"
+    );
+    let comments = |t: &str| t.lines().filter(|l| l.starts_with('#')).count();
+    assert_eq!(comments(&saved), comments(shipped), "{saved}");
+    assert_eq!(router.lan_client(&v4, 0).transport, Transport::V2);
+
+    // What nftables.service's reload does to our table, then what the unit runs after it.
+    let nft = |args: &[&str]| {
+        let done = router.hosts.client.command("nft", None).args(args).status();
+        assert!(done.unwrap().success(), "nft {args:?}");
+    };
+    nft(&["delete", "table", "inet", "bip324_redirect"]);
+    assert_eq!(cli.status().0, 6);
+    cli.ok(&["restore"]);
+    let (code, status) = cli.status();
+    assert_eq!(code, 0, "{status}");
+    assert_eq!(
+        router.lan_client(&v4, 1).transport,
+        Transport::V2,
+        "restored from the file"
+    );
+
+    // Not saved: a warning, and status says the file would bring another policy back.
+    let run = cli.enable(
+        "nftables",
+        &["--from", "192.168.50.99/32", "--ports", "8333", "--no-save"],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr.contains("--no-save") && run.stderr.contains("drops this one"),
+        "{run:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(etc.join("redirect.conf")).unwrap(),
+        saved
+    );
+    let (code, status) = cli.status();
+    assert_eq!(code, 6, "{status}");
+    assert!(
+        status["problems"].to_string().contains("is not the one in"),
+        "{status}"
+    );
+    cli.ok(&["restore"]);
+    assert_eq!(cli.status().0, 0);
+    assert_eq!(router.lan_client(&v4, 2).transport, Transport::V2);
+    cli.ok(&["disable"]);
+}

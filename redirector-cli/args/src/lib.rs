@@ -68,6 +68,8 @@ on the router's LAN address (bip324-proxy --listen 192.168.1.1:324). nftables ba
 const EXIT_CODES: &str = "\
 Environment:
   BIP324_REDIRECT_STATE_DIR  where enable records the policy (default /run/bip324-redirect)
+  BIP324_REDIRECT_CONFIG_DIR where enable saves it and restore reads it
+                             (redirect.conf, inbound.conf; default /etc/bip324)
   BIP324_REDIRECT_BPF_DIR    where the eBPF backend pins its objects
                              (default /sys/fs/bpf/bip324-redirect)
 
@@ -93,7 +95,10 @@ pub enum Command {
     /// Redirect the group's P2P connections to the proxy (replaces an earlier policy).
     #[command(long_about = format!("Redirect the group's P2P connections to the proxy.\n\n{MODEL}\n\n\
         Running enable again replaces the earlier policy atomically: there is always exactly one \
-        set of rules, and no moment without one."), after_help = EXIT_CODES)]
+        set of rules, and no moment without one.\n\n\
+        The policy is also written to /etc/bip324/redirect.conf (unless --no-save), which \
+        bip324-redirect.service re-applies after a reload of nftables.service and at boot: a \
+        reload or a reboot never brings back an older policy."), after_help = EXIT_CODES)]
     Enable(EnableArgs),
 
     /// Remove everything enable installed (not an error when nothing is installed).
@@ -124,7 +129,19 @@ pub enum Command {
     /// Inbound mode: v2 for the inbound connections of a local node that speaks only v1.
     #[command(subcommand, long_about = INBOUND)]
     Inbound(InboundCommand),
+
+    /// Apply exactly the policy of /etc/bip324/redirect.conf (what bip324-redirect.service
+    /// runs at boot and after each nftables reload).
+    #[command(long_about = RESTORE, after_help = EXIT_CODES)]
+    Restore,
 }
+
+const RESTORE: &str = "\
+Apply exactly the policy of /etc/bip324/redirect.conf (its BIP324_REDIRECT_OPTIONS, the options \
+of enable), as bip324-redirect.service does at boot and after each reload of nftables.service. \
+`enable` by hand writes its options there (unless --no-save), so that a reload or a reboot \
+re-applies the policy last enabled, never another one; `status` reports a policy in the kernel \
+that differs from the file's.";
 
 const INBOUND: &str = "\
 Inbound mode: v2 for the inbound connections of a local node that speaks only v1 (btcd, bcoin, \
@@ -153,6 +170,11 @@ pub enum InboundCommand {
     /// Remove the inbound redirect and its policy route (not an error when there is none).
     #[command(after_help = EXIT_CODES)]
     Disable,
+
+    /// Apply exactly the policy of /etc/bip324/inbound.conf (what
+    /// bip324-redirect-inbound.service runs at boot and after each nftables reload).
+    #[command(after_help = EXIT_CODES)]
+    Restore,
 }
 
 #[derive(Args, Debug)]
@@ -166,6 +188,11 @@ pub struct InboundEnableArgs {
     #[arg(long, value_name = "PORT", default_value_t = DEFAULT_INBOUND_PORT,
           value_parser = clap::value_parser!(u16).range(1..))]
     pub proxy_port: u16,
+
+    /// Do not write these options to /etc/bip324/inbound.conf. The unit re-applies that
+    /// file's policy after an nftables reload or a reboot, replacing this one.
+    #[arg(long)]
+    pub no_save: bool,
 }
 
 #[derive(Args, Debug)]
@@ -255,6 +282,12 @@ pub struct EnableArgs {
     /// the root of the cgroup v2 hierarchy, i.e. every process.
     #[arg(long, value_name = "PATH", value_hint = clap::ValueHint::DirPath)]
     pub cgroup: Option<std::path::PathBuf>,
+
+    /// Do not write this policy to /etc/bip324/redirect.conf, where bip324-redirect.service
+    /// reads the one it re-applies after an nftables reload or a reboot: that file's policy
+    /// then replaces this one at the next reload or boot.
+    #[arg(long)]
+    pub no_save: bool,
 }
 
 /// `2s`, `500ms` (as the proxy's durations), or plain seconds; at least 0.2 s.

@@ -34,6 +34,8 @@ impl<'a> RedirectCli<'a> {
             .command(&binary, None)
             .args(args)
             .env("BIP324_REDIRECT_STATE_DIR", &self.state_dir)
+            // Never the host's /etc/bip324: absent unless a test makes it.
+            .env("BIP324_REDIRECT_CONFIG_DIR", self.config_dir())
             .env(
                 "BIP324_REDIRECT_BPF_DIR",
                 self.hosts.bpffs.path().join("bip324-redirect"),
@@ -41,6 +43,12 @@ impl<'a> RedirectCli<'a> {
             .output()
             .expect("run bip324-redirect");
         Run::of(&output)
+    }
+
+    /// Where `enable` saves its policy and `restore` reads it (the test's own /etc/bip324;
+    /// it does not exist until the test creates it).
+    pub fn config_dir(&self) -> PathBuf {
+        self.state_dir.join("etc")
     }
 
     /// Runs a command that must succeed.
