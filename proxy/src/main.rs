@@ -38,6 +38,14 @@ fn main() -> ExitCode {
     } else {
         None
     };
+    // Sockets opened and privileges given up while this is the only thread.
+    let prepared = match daemon::startup::prepare(&config, binder) {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -48,7 +56,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(daemon::run(config, binder)) {
+    match runtime.block_on(daemon::run(config, prepared)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

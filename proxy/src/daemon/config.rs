@@ -168,7 +168,9 @@ pub struct Config {
     #[arg(long)]
     pub user_agent_suffix: bool,
 
-    /// Most connections handled at once; further clients wait in the listen backlog.
+    /// Most connections handled at once by each front (redirected, SOCKS5, inbound: each has
+    /// a pool of its own, so none can use up another's); further clients wait in the listen
+    /// backlog.
     #[arg(long, value_name = "N", default_value_t = 4096)]
     pub max_connections: usize,
 

@@ -52,6 +52,15 @@ pub enum BindError {
          --control PATH (or --no-control)"
     )]
     InUse(std::path::PathBuf),
+    #[error(
+        "refusing the control socket {path}: {why}, so another user could take its place \
+         first. Give --control a path in a directory only root or the proxy's user may \
+         write (the default, /run/bip324-proxy/, or $XDG_RUNTIME_DIR/bip324-proxy/)"
+    )]
+    UnsafeDirectory {
+        path: std::path::PathBuf,
+        why: String,
+    },
     #[error("cannot make the control socket {path}: {source}")]
     Io {
         path: std::path::PathBuf,
@@ -69,10 +78,15 @@ pub fn prepare_dir(path: &Path, account: &nix::unistd::User) -> std::io::Result<
     nix::unistd::chown(dir, Some(account.uid), Some(account.gid)).map_err(std::io::Error::from)
 }
 
-/// Binds the control socket at `path`: the directory is created if missing; a socket that
-/// still answers belongs to another live proxy and is left alone, a stale one is replaced.
-/// Owner and group may read and write it.
-pub fn bind(path: &Path) -> Result<(UnixListener, Made), BindError> {
+/// Binds the control socket at `path`: the directory is created if missing and must be
+/// writable by nobody but root, this process and `owner`; a socket that still answers belongs
+/// to another live proxy and is left alone, a stale one is replaced. Bound before the proxy
+/// gives up its privileges (clients check who answers: root or the proxy's user), then handed
+/// to `owner`, whose group may read and write it.
+pub fn bind(
+    path: &Path,
+    owner: Option<&nix::unistd::User>,
+) -> Result<(std::os::unix::net::UnixListener, Made), BindError> {
     use std::os::unix::fs::PermissionsExt;
     let io = |source| BindError::Io {
         path: path.to_path_buf(),
@@ -80,6 +94,10 @@ pub fn bind(path: &Path) -> Result<(UnixListener, Made), BindError> {
     };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
+        check_dir(dir, owner).map_err(|why| BindError::UnsafeDirectory {
+            path: path.to_path_buf(),
+            why,
+        })?;
     }
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
         return Err(BindError::InUse(path.to_path_buf()));
@@ -88,12 +106,50 @@ pub fn bind(path: &Path) -> Result<(UnixListener, Made), BindError> {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
         _ => {}
     }
-    let listener = UnixListener::bind(path).map_err(io)?;
+    let listener = std::os::unix::net::UnixListener::bind(path).map_err(io)?;
+    listener.set_nonblocking(true).map_err(io)?;
     let made = Made {
         path: path.to_path_buf(),
     };
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io)?;
+    if let Some(owner) = owner {
+        nix::unistd::chown(path, Some(owner.uid), Some(owner.gid)).map_err(|e| io(e.into()))?;
+    }
     Ok((listener, made))
+}
+
+/// Why a directory is no safe place for the control socket: others may write it, or it
+/// belongs to someone who is neither root, this process's user nor `owner`.
+fn check_dir(dir: &Path, owner: Option<&nix::unistd::User>) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    let mut trusted_uids = [0, nix::unistd::geteuid().as_raw()]
+        .into_iter()
+        .chain(owner.map(|o| o.uid.as_raw()));
+    let mut trusted_gids = [0, nix::unistd::getegid().as_raw()]
+        .into_iter()
+        .chain(owner.map(|o| o.gid.as_raw()));
+    if meta.mode() & 0o002 != 0 {
+        return Err(format!(
+            "any user may write its directory {}",
+            dir.display()
+        ));
+    }
+    if meta.mode() & 0o020 != 0 && !trusted_gids.any(|gid| gid == meta.gid()) {
+        return Err(format!(
+            "group {} may write its directory {}",
+            meta.gid(),
+            dir.display()
+        ));
+    }
+    if !trusted_uids.any(|uid| uid == meta.uid()) {
+        return Err(format!(
+            "its directory {} belongs to uid {}",
+            dir.display(),
+            meta.uid()
+        ));
+    }
+    Ok(())
 }
 
 pub async fn serve(listener: UnixListener, control: Arc<Control>, shutdown: CancellationToken) {

@@ -49,9 +49,14 @@ vocabulary!(
         DestinationIsProxy => "destination_is_proxy",
         Loop => "loop",
         Unreadable => "unreadable",
-        /// Inbound: the source's network already has its share of connections that have not
+        /// Inbound: the source address already has its share of connections that have not
         /// reached the node yet.
         TooManyPending => "too_many_pending",
+        /// Inbound: evicted before it reached the node, to admit a newcomer of its full
+        /// network (its address held the most there).
+        EvictedPending => "evicted_pending",
+        /// The destination is this host, or no single remote host (destination.rs).
+        ForbiddenDestination => "forbidden_destination",
     }
 );
 

@@ -1,12 +1,14 @@
-//! Listening sockets: bound here, or inherited from systemd socket activation.
+//! Listening sockets: bound here, or inherited from systemd socket activation. Opened before
+//! the async runtime exists (privileged ports need privileges the proxy then gives up), so
+//! these are std sockets, handed to tokio once it runs.
 
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixListener;
 
 use anyhow::{Context, bail};
 
-use nix::sys::socket::{SockType, getsockopt, sockopt};
-use tokio::net::{TcpListener, TcpSocket};
+use nix::sys::socket::{AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, sockopt};
 use tracing::warn;
 
 use super::config::DEFAULT_LISTEN;
@@ -28,6 +30,9 @@ const SOCKS5_FD_NAME: &str = "socks5";
 
 /// First file descriptor systemd passes (`SD_LISTEN_FDS_START`).
 const LISTEN_FDS_START: RawFd = 3;
+/// More than any unit of the package passes (each socket unit has a few): a larger
+/// `LISTEN_FDS` is not systemd's.
+const MAX_LISTEN_FDS: RawFd = 64;
 
 /// Listen queue length: room for a burst of clients (a node opening its outbound slots, or a
 /// test's thousand) while the accept loop catches up. The kernel caps it at
@@ -42,7 +47,7 @@ pub struct Listeners {
     /// The SOCKS5 front end.
     pub socks5: Vec<TcpListener>,
     /// A Unix socket from systemd, for the control endpoint.
-    pub control: Option<std::os::unix::net::UnixListener>,
+    pub control: Option<UnixListener>,
 }
 
 /// Opens every listener: systemd's sockets (those named `inbound` or `socks5` by
@@ -61,15 +66,13 @@ pub fn open(
     let mut socks5 = Vec::new();
     let mut control = None;
     for (fd, name) in systemd_fds()? {
-        check_listening(&fd)?;
         if is_unix(&fd) {
-            let unix = std::os::unix::net::UnixListener::from(fd);
+            let unix = UnixListener::from(fd);
             unix.set_nonblocking(true)?;
             control = Some(unix);
         } else {
-            let std_listener = StdListener::from(fd);
-            std_listener.set_nonblocking(true)?;
-            let listener = TcpListener::from_std(std_listener)?;
+            let listener = TcpListener::from(fd);
+            listener.set_nonblocking(true)?;
             match name.as_deref() {
                 Some(INBOUND_FD_NAME) => inbound.push(listener),
                 Some(SOCKS5_FD_NAME) => socks5.push(listener),
@@ -175,26 +178,36 @@ fn warn_if_unprivileged(addr: SocketAddr) {
     }
 }
 
-/// Binds like `TcpListener::bind` (with `SO_REUSEADDR`, so a restart does not wait out
-/// TIME_WAIT), but with a listen queue of [`BACKLOG`] instead of tokio's 1024.
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = match addr {
-        SocketAddr::V4(_) => TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+/// Binds a non-blocking listener with `SO_REUSEADDR` (a restart does not wait out TIME_WAIT)
+/// and a listen queue of [`BACKLOG`].
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
     };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(BACKLOG)
+    let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+    let fd = nix::sys::socket::socket(family, SockType::Stream, flags, None)?;
+    nix::sys::socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    let backlog = Backlog::new(BACKLOG as i32).map_err(std::io::Error::from)?;
+    nix::sys::socket::bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrStorage::from(addr),
+    )?;
+    nix::sys::socket::listen(&fd, backlog)?;
+    Ok(TcpListener::from(fd))
 }
 
 fn is_unix(fd: &OwnedFd) -> bool {
-    use nix::sys::socket::{AddressFamily, SockaddrLike, SockaddrStorage, getsockname};
+    use nix::sys::socket::{SockaddrLike, getsockname};
     use std::os::fd::AsRawFd;
     getsockname::<SockaddrStorage>(fd.as_raw_fd())
         .is_ok_and(|addr| addr.family() == Some(AddressFamily::Unix))
 }
 
-/// The descriptors systemd passed to this very process, if any, with their names.
+/// The descriptors systemd passed to this very process, if any, with their names. Each is
+/// checked before it is taken: a bogus environment must not make the proxy adopt (and later
+/// close) descriptors it does not own. The `LISTEN_*` variables are removed once read, so
+/// nothing started later mistakes them for its own.
 fn systemd_fds() -> anyhow::Result<Vec<(OwnedFd, Option<String>)>> {
     let (Ok(pid), Ok(count)) = (std::env::var("LISTEN_PID"), std::env::var("LISTEN_FDS")) else {
         return Ok(Vec::new());
@@ -203,27 +216,67 @@ fn systemd_fds() -> anyhow::Result<Vec<(OwnedFd, Option<String>)>> {
         // Meant for another process (inherited through exec): not ours to take.
         return Ok(Vec::new());
     }
+    let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
+    forget_listen_env();
     let count: RawFd = count
         .parse()
-        .with_context(|| format!("LISTEN_FDS={count:?} is not a number"))?;
-    let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
+        .ok()
+        .filter(|n| (0..=MAX_LISTEN_FDS).contains(n))
+        .with_context(|| {
+            format!(
+                "LISTEN_FDS={count:?} is not a count of sockets from systemd (0 to                  {MAX_LISTEN_FDS}); unset it"
+            )
+        })?;
+    let fds = LISTEN_FDS_START..LISTEN_FDS_START + count;
+    for fd in fds.clone() {
+        check_listening(fd)?;
+    }
     let mut names = names.split(':').map(str::to_string);
-    Ok((LISTEN_FDS_START..LISTEN_FDS_START + count)
-        // SAFETY: systemd hands these descriptors to this process (LISTEN_PID matched) and
-        // nothing else in the process owns them; each is wrapped exactly once.
+    Ok(fds
+        // SAFETY: each descriptor is open and a listening socket (checked above), handed to
+        // this process by systemd (LISTEN_PID matched); each is wrapped exactly once.
         .map(|fd| (unsafe { OwnedFd::from_raw_fd(fd) }, names.next()))
         .collect())
 }
 
-fn check_listening(fd: &OwnedFd) -> anyhow::Result<()> {
-    use std::os::fd::AsRawFd;
-    let is_stream = getsockopt(fd, sockopt::SockType).map(|t| t == SockType::Stream);
-    let listening = getsockopt(fd, sockopt::AcceptConn);
-    if !matches!((is_stream, listening), (Ok(true), Ok(true))) {
+fn forget_listen_env() {
+    for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        // SAFETY: called before the async runtime starts, when no other thread reads the
+        // environment.
+        unsafe { std::env::remove_var(var) };
+    }
+}
+
+/// Checks, without taking it, that `fd` is an open listening stream socket. Raw calls: the
+/// descriptor may be closed or anything else, so it cannot be borrowed as an open one.
+fn check_listening(fd: RawFd) -> anyhow::Result<()> {
+    let int_option = |name| {
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: writes at most `len` bytes into `value`; fails cleanly on a bad descriptor.
+        let ok = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                name,
+                (&raw mut value).cast(),
+                &mut len,
+            )
+        } == 0;
+        ok.then_some(value)
+    };
+    // SAFETY: fstat fills `st` or fails (EBADF); zeroed is a valid `stat`.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    let is_socket =
+        unsafe { libc::fstat(fd, &mut st) } == 0 && st.st_mode & libc::S_IFMT == libc::S_IFSOCK;
+    let listening = is_socket
+        && int_option(libc::SO_TYPE) == Some(libc::SOCK_STREAM)
+        && int_option(libc::SO_ACCEPTCONN) == Some(1);
+    if !listening {
         bail!(
-            "file descriptor {} from systemd is not a listening stream socket; \
-             check ListenStream= in bip324-proxy.socket",
-            fd.as_raw_fd()
+            "file descriptor {fd} named by LISTEN_FDS is not a listening stream socket: the \
+             environment is not systemd's (check ListenStream= in the socket unit, or unset \
+             LISTEN_PID and LISTEN_FDS); refusing to take it"
         );
     }
     Ok(())

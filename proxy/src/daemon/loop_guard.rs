@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::net::{TcpSocket, TcpStream};
 
+use super::destination::Forbidden;
 use super::labels::RefusalKind;
 use super::original_dst::canonical;
 
@@ -40,6 +41,8 @@ pub enum Refusal {
     DestinationIsProxy,
     /// The connection is (or targets) one of the proxy's own upstream connections.
     OwnUpstream,
+    /// The destination is this host or no single remote host (destination.rs).
+    Forbidden(Forbidden),
 }
 
 impl Refusal {
@@ -49,6 +52,7 @@ impl Refusal {
             Refusal::NotRedirected => RefusalKind::NotRedirected,
             Refusal::DestinationIsProxy => RefusalKind::DestinationIsProxy,
             Refusal::OwnUpstream => RefusalKind::Loop,
+            Refusal::Forbidden(_) => RefusalKind::ForbiddenDestination,
         }
     }
 }
@@ -57,6 +61,12 @@ impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Refusal::Unreadable(e) => return write!(f, "cannot read its original destination: {e}"),
+            Refusal::Forbidden(why) => {
+                return write!(
+                    f,
+                    "its destination is {why}: the proxy relays to remote nodes only"
+                );
+            }
             Refusal::NotRedirected => {
                 "not redirected by the kernel (no original destination): the proxy is not an open relay"
             }

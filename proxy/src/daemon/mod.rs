@@ -4,6 +4,7 @@ pub mod config;
 pub mod connection;
 pub mod control;
 pub mod cover;
+pub mod destination;
 pub mod labels;
 pub mod listeners;
 pub mod log_budget;
@@ -16,6 +17,7 @@ pub mod privileges;
 pub mod registry;
 pub mod relay;
 pub mod socks5;
+pub mod startup;
 pub mod transparent;
 pub mod upstream;
 pub mod v2_connect;
@@ -41,7 +43,8 @@ use connection::Context;
 const SPARE_FDS: u64 = 64;
 
 /// Raises the soft limit on open files to the hard one (the default soft limit, often 1024,
-/// caps a proxy at a few hundred connections) and warns when `max_connections` cannot fit.
+/// caps a proxy at a few hundred connections) and warns when `max_connections` (over all
+/// fronts) cannot fit.
 fn raise_fd_limit(max_connections: usize) {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
@@ -55,17 +58,16 @@ fn raise_fd_limit(max_connections: usize) {
     let room = limit.saturating_sub(SPARE_FDS) / 2;
     if (max_connections as u64) > room {
         warn!(
-            "--max-connections {max_connections} needs about {} file descriptors, but the limit \
-             is {limit}: beyond {room} connections, accepting slows down (raise LimitNOFILE)",
+            "{max_connections} connections (--max-connections per front) need about {} file \
+             descriptors, but the limit is {limit}: beyond {room} connections, accepting slows \
+             down (raise LimitNOFILE)",
             max_connections as u64 * 2 + SPARE_FDS
         );
     }
 }
 
-/// Runs the proxy until SIGTERM or SIGINT.
-/// `binder`: started by `main` before the runtime when inbound mode is wanted.
-pub async fn run(config: Config, binder: Option<transparent::Unarmed>) -> anyhow::Result<()> {
-    raise_fd_limit(config.max_connections);
+/// Runs the proxy until SIGTERM or SIGINT, on the sockets `startup::prepare` opened.
+pub async fn run(config: Config, prepared: startup::Prepared) -> anyhow::Result<()> {
     if config.v1_fallback_ttl.is_some() {
         warn!(
             "--v1-fallback-ttl is ignored: v1-only destinations are no longer remembered (one \
@@ -73,70 +75,39 @@ pub async fn run(config: Config, binder: Option<transparent::Unarmed>) -> anyhow
              connection tries v2 first, as Bitcoin Core does"
         );
     }
-    let opened = listeners::open(&config.listen, &config.inbound, &config.socks5)?;
-    let listeners = opened.tcp;
-    let listening = listeners
-        .iter()
-        .map(TcpListener::local_addr)
-        .collect::<io::Result<Vec<SocketAddr>>>()?;
-    let inbound_listeners = opened.inbound;
-    let socks5_listeners = opened.socks5;
-    let inbound = inbound_listeners
-        .iter()
-        .map(TcpListener::local_addr)
-        .collect::<io::Result<Vec<SocketAddr>>>()?;
-    if let Some(addr) = config.metrics.filter(|a| !a.ip().is_loopback()) {
-        warn!(
-            "--metrics {addr} is reachable beyond this host: the metrics show traffic volumes \
-             and connection counts to anyone who can connect; prefer 127.0.0.1"
-        );
-    }
-    let metrics_listener = match config.metrics {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot serve metrics on {addr}"))?,
-        ),
-        None => None,
+    let startup::Prepared {
+        listeners: opened,
+        metrics,
+        control,
+        own_control,
+        binder,
+    } = prepared;
+    let to_tokio = |listeners: Vec<std::net::TcpListener>| {
+        listeners
+            .into_iter()
+            .map(TcpListener::from_std)
+            .collect::<io::Result<Vec<_>>>()
     };
-    let limit = Arc::new(Semaphore::new(config.max_connections));
-    // Every privileged socket is open: nothing from here on needs root. The control socket
-    // is made by the proxy's own user, in a directory it may write, so it can remove it.
-    let own_control_socket = opened.control.is_none() && !config.no_control;
-    if !inbound.is_empty() && binder.is_none() {
-        anyhow::bail!("inbound listeners without the inbound binding thread");
-    }
-    let unarmed_binder = binder.filter(|_| !inbound.is_empty());
-    let control_path = config.control_path();
-    if let Some(account) = privileges::account(config.user.as_deref())? {
-        if own_control_socket {
-            if let Err(e) = control::prepare_dir(&control_path, &account) {
-                warn!("cannot prepare the control socket's directory: {e}");
-            }
-        }
-        privileges::become_user(&account)?;
-    }
-    let binder = unarmed_binder.map(transparent::Unarmed::arm).transpose()?;
-    // Ours is removed when the proxy stops (systemd's stays with its socket unit).
-    let mut own_control = None;
-    let control_listener = match (opened.control, config.no_control) {
-        (Some(from_systemd), _) => Some(tokio::net::UnixListener::from_std(from_systemd)?),
-        (None, true) => None,
-        (None, false) => match control::bind(&control_path) {
-            Ok((listener, made)) => {
-                own_control = Some(made);
-                Some(listener)
-            }
-            Err(e @ control::BindError::InUse(_)) => return Err(e.into()),
-            Err(e) => {
-                warn!(
-                    "{e}; `bip324-redirect status` will not list connections (give --control \
-                     PATH in a directory this user may write, or --no-control)"
-                );
-                None
-            }
-        },
+    let listeners = to_tokio(opened.tcp)?;
+    let inbound_listeners = to_tokio(opened.inbound)?;
+    let socks5_listeners = to_tokio(opened.socks5)?;
+    let local_addrs = |listeners: &[TcpListener]| {
+        listeners
+            .iter()
+            .map(TcpListener::local_addr)
+            .collect::<io::Result<Vec<SocketAddr>>>()
     };
+    let listening = local_addrs(&listeners)?;
+    let inbound = local_addrs(&inbound_listeners)?;
+    let fronts_in_use = [&listeners, &inbound_listeners, &socks5_listeners]
+        .iter()
+        .filter(|l| !l.is_empty())
+        .count();
+    raise_fd_limit(config.max_connections * fronts_in_use);
+    let metrics_listener = metrics.map(TcpListener::from_std).transpose()?;
+    let control_listener = control
+        .map(tokio::net::UnixListener::from_std)
+        .transpose()?;
     info!(
         listen = ?listening,
         inbound = ?inbound,
@@ -181,18 +152,21 @@ pub async fn run(config: Config, binder: Option<transparent::Unarmed>) -> anyhow
     let fronts = (listeners.into_iter().map(|l| (l, Front::Redirect)))
         .chain(inbound_listeners.into_iter().map(|l| (l, Front::Inbound)))
         .chain(socks5_listeners.into_iter().map(|l| (l, Front::Socks5)));
-    // Inbound has a pool of its own: strangers can never hold the local clients' slots.
-    let inbound_limit = Arc::new(Semaphore::new(ctx.config.max_connections));
+    // Each front has a pool of its own: whoever reaches the SOCKS5 port, or an inbound
+    // stranger, can never hold the redirected clients' slots (nor the reverse).
+    let pool = || Arc::new(Semaphore::new(ctx.config.max_connections));
+    let (redirect_pool, inbound_pool, socks5_pool) = (pool(), pool(), pool());
     for (listener, front) in fronts {
-        let limit = match front {
-            Front::Redirect | Front::Socks5 => &limit,
-            Front::Inbound => &inbound_limit,
+        let pool = match front {
+            Front::Redirect => &redirect_pool,
+            Front::Inbound => &inbound_pool,
+            Front::Socks5 => &socks5_pool,
         };
         accept_loops.push(tokio::spawn(accept_loop(
             listener,
             front,
             Arc::clone(&ctx),
-            Arc::clone(limit),
+            Arc::clone(pool),
             connections.clone(),
             Arc::clone(&next_id),
             shutdown.clone(),

@@ -1,7 +1,9 @@
-//! A proxy started as root binds the privileged port, then becomes an unprivileged user
-//! before it accepts anything: it never handles a peer's bytes with privileges.
+//! A proxy started with privileges (root, or a user given ambient capabilities) opens its
+//! sockets, then gives every privilege up before it accepts anything: it never handles a
+//! peer's bytes with privileges.
 
 use anyhow::{Context, bail};
+use caps::CapSet;
 use nix::unistd::{Uid, User, setgid, setgroups, setuid};
 use tracing::{info, warn};
 
@@ -40,8 +42,35 @@ pub fn account(user: Option<&str>) -> anyhow::Result<Option<User>> {
     Ok(Some(account))
 }
 
+/// Gives up every privilege for good: no new ones through exec, an empty bounding set where
+/// the kernel allows it (it takes CAP_SETPCAP, which root has), `account`'s identity when
+/// started as root, and empty ambient, inheritable, effective and permitted sets. Must run
+/// while this is the process's only thread: capabilities belong to threads, and threads made
+/// afterwards inherit these empty sets.
+pub fn give_up(account: Option<&User>) -> anyhow::Result<()> {
+    nix::sys::prctl::set_no_new_privs().context("cannot set no_new_privs")?;
+    if caps::has_cap(None, CapSet::Effective, caps::Capability::CAP_SETPCAP).unwrap_or(false) {
+        caps::clear(None, CapSet::Bounding).context("cannot empty the bounding set")?;
+    }
+    if let Some(account) = account {
+        become_user(account)?;
+    }
+    for set in [
+        CapSet::Ambient,
+        CapSet::Inheritable,
+        CapSet::Effective,
+        CapSet::Permitted,
+    ] {
+        caps::clear(None, set).with_context(|| format!("cannot empty the {set:?} set"))?;
+        if !caps::read(None, set).is_ok_and(|held| held.is_empty()) {
+            bail!("the {set:?} capability set is still not empty");
+        }
+    }
+    Ok(())
+}
+
 /// Becomes `account`: no supplementary group, its group, its user, and no way back.
-pub fn become_user(account: &User) -> anyhow::Result<()> {
+fn become_user(account: &User) -> anyhow::Result<()> {
     setgroups(&[]).context("cannot drop supplementary groups")?;
     setgid(account.gid).context("cannot switch group")?;
     setuid(account.uid).context("cannot switch user")?;

@@ -30,6 +30,7 @@ pub fn workspace_binary(name: &str, env_var: &str) -> PathBuf {
 pub struct Proxy {
     child: Child,
     log_path: PathBuf,
+    control: PathBuf,
 }
 
 impl Proxy {
@@ -44,10 +45,11 @@ impl Proxy {
         let binary = workspace_binary("bip324-proxy", "BIP324_PROXY_BIN");
         let log_path = std::env::temp_dir().join(format!("{}-proxy.log", host.name()));
         let log = std::fs::File::create(&log_path).expect("proxy log file");
+        let control = control_socket(host);
         let mut command = host.command(&binary, None);
         command
             .arg("--control")
-            .arg(control_socket(host))
+            .arg(&control)
             .args(extra_args)
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
@@ -63,7 +65,11 @@ impl Proxy {
             }
         }
         let child = command.spawn().expect("start bip324-proxy");
-        let proxy = Proxy { child, log_path };
+        let proxy = Proxy {
+            child,
+            log_path,
+            control,
+        };
         assert!(
             proxy.wait_for_log("ready", Duration::from_secs(10)),
             "proxy did not start:\n{}",
@@ -189,10 +195,17 @@ impl Drop for Proxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.log_path);
+        if let Some(dir) = self.control.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
-/// The control socket of the proxy on `host`: one per test, as tests share a filesystem.
+/// The control socket of the proxy on `host`: one per test, as tests share a filesystem, in a
+/// directory of its own that the proxy makes for its user (it refuses a directory others may
+/// write, such as /tmp itself). Removed with the proxy.
 pub fn control_socket(host: &Netns) -> PathBuf {
-    std::env::temp_dir().join(format!("{}-control.sock", host.name()))
+    std::env::temp_dir()
+        .join(format!("{}-control", host.name()))
+        .join("control.sock")
 }

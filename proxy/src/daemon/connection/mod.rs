@@ -150,6 +150,8 @@ async fn finish(
     ctx: &Context,
     shutdown: &CancellationToken,
 ) {
+    // A SOCKS5 client's name: hostname syntax, but escaped all the same.
+    let destination = super::logging::LogSafe(destination);
     let traffic = &entry.traffic;
     let events = |side: Side, event: Event| account(entry, &ctx.metrics, side, event);
     let network = entry.network().unwrap_or_else(|| "unknown".to_string());
@@ -284,6 +286,9 @@ fn accept_check(
 ) -> Result<SocketAddr, Refusal> {
     let local = client.local_addr().map_err(Refusal::Unreadable)?;
     let destination = original_destination(client).map_err(Refusal::Unreadable)?;
-    ctx.loop_guard
-        .check(client_addr, destination, local, &ctx.listening)
+    let destination = ctx
+        .loop_guard
+        .check(client_addr, destination, local, &ctx.listening)?;
+    super::destination::check(destination.ip()).map_err(Refusal::Forbidden)?;
+    Ok(destination)
 }

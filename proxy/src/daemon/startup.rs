@@ -1,0 +1,88 @@
+//! Everything the proxy does with privileges, before the async runtime and its threads exist:
+//! open the listening sockets and the control socket, then give up every privilege for good
+//! (privileges.rs). Capabilities belong to threads, so only a drop made while the process has
+//! one thread leaves every later thread with none.
+
+use anyhow::{Context as _, bail};
+use tracing::warn;
+
+use super::config::Config;
+use super::listeners::{self, Listeners};
+use super::{control, privileges, transparent};
+
+/// The sockets opened with privileges, ready for the runtime.
+pub struct Prepared {
+    pub listeners: Listeners,
+    pub metrics: Option<std::net::TcpListener>,
+    pub control: Option<std::os::unix::net::UnixListener>,
+    /// The control socket this proxy made (removed when dropped); none for systemd's.
+    pub own_control: Option<control::Made>,
+    pub binder: Option<transparent::Binder>,
+}
+
+/// Opens every socket, then gives up privileges. `binder`: started by `main` before this when
+/// inbound mode is wanted.
+pub fn prepare(config: &Config, binder: Option<transparent::Unarmed>) -> anyhow::Result<Prepared> {
+    let mut listeners = listeners::open(&config.listen, &config.inbound, &config.socks5)?;
+    if !listeners.inbound.is_empty() && binder.is_none() {
+        bail!("inbound listeners without the inbound binder");
+    }
+    if let Some(addr) = config.metrics.filter(|a| !a.ip().is_loopback()) {
+        warn!(
+            "--metrics {addr} is reachable beyond this host: the metrics show traffic volumes \
+             and connection counts to anyone who can connect; prefer 127.0.0.1"
+        );
+    }
+    let metrics = config
+        .metrics
+        .map(|addr| {
+            listeners::bind(addr).with_context(|| format!("cannot serve metrics on {addr}"))
+        })
+        .transpose()?;
+    let account = privileges::account(config.user.as_deref())?;
+    let (control, own_control) = match (listeners.control.take(), config.no_control) {
+        (Some(from_systemd), _) => (Some(from_systemd), None),
+        (None, true) => (None, None),
+        (None, false) => own_control_socket(config, account.as_ref())?,
+    };
+    privileges::give_up(account.as_ref())?;
+    let binder = match binder.filter(|_| !listeners.inbound.is_empty()) {
+        Some(unarmed) => Some(unarmed.arm()?),
+        None => None,
+    };
+    Ok(Prepared {
+        listeners,
+        metrics,
+        control,
+        own_control,
+        binder,
+    })
+}
+
+/// The proxy's own control socket. Where it cannot be made, the proxy runs without one and
+/// says so; where another proxy answers, or anyone else could take the path, it stops.
+fn own_control_socket(
+    config: &Config,
+    account: Option<&nix::unistd::User>,
+) -> anyhow::Result<(
+    Option<std::os::unix::net::UnixListener>,
+    Option<control::Made>,
+)> {
+    let path = config.control_path();
+    if let Some(account) = account {
+        if let Err(e) = control::prepare_dir(&path, account) {
+            warn!("cannot prepare the control socket's directory: {e}");
+        }
+    }
+    match control::bind(&path, account) {
+        Ok((listener, made)) => Ok((Some(listener), Some(made))),
+        Err(e @ control::BindError::Io { .. }) => {
+            warn!(
+                "{e}; `bip324-redirect status` will not list connections (give --control \
+                 PATH in a directory this user may write, or --no-control)"
+            );
+            Ok((None, None))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
