@@ -25,10 +25,10 @@ fn main() -> ExitCode {
         eprintln!("bip324-proxy: {e:#}");
         return ExitCode::from(2);
     }
-    // Inbound mode's binding thread starts before any other, so that only it keeps
-    // CAP_NET_RAW; the threads of the runtime are made without it.
+    // Inbound mode's binding helper is forked while this is the only thread: a process of
+    // its own keeps CAP_NET_RAW, and this one drops it at once.
     let binder = if daemon::listeners::inbound_wanted(&config.inbound) {
-        match daemon::transparent::Binder::start() {
+        match daemon::transparent::Binder::start(&config.inbound_ports) {
             Ok(binder) => Some(binder),
             Err(e) => {
                 tracing::error!("{e:#}");

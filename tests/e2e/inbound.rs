@@ -388,39 +388,128 @@ fn status_verifies_inbound_mode_and_disable_leaves_nothing() {
     assert!(!leftovers.contains("bip324_inbound"), "{leftovers}");
 }
 
-/// One source network cannot hold every slot with connections that never speak: beyond its
-/// share, its next connection is closed at once, while peers from elsewhere are served.
+/// Opens a TCP connection to `to` from `source`, an address of the calling namespace.
+fn connect_from(source: &str, to: SocketAddr) -> TcpStream {
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrStorage, bind, connect, socket,
+    };
+    use std::os::fd::AsRawFd;
+    let source = SocketAddr::new(source.parse().unwrap(), 0);
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    bind(fd.as_raw_fd(), &SockaddrStorage::from(source)).unwrap();
+    connect(fd.as_raw_fd(), &SockaddrStorage::from(to)).unwrap();
+    TcpStream::from(fd)
+}
+
+/// Polls `done` for up to 10 s.
+fn wait_until(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    done()
+}
+
+/// Whether the proxy closed `stream` (end of stream or reset), without waiting.
+fn closed_by_proxy(stream: &TcpStream) -> bool {
+    stream.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    let closed = match (&*stream).read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    };
+    stream.set_nonblocking(false).unwrap();
+    closed
+}
+
+/// One address cannot lock its network out: while 10.32.4.2 holds 40 silent connections
+/// (all but a few refused at once), and three neighbours of its /16 fill the network's share,
+/// a fifth address of the same /16 still connects and reaches the node as itself; the
+/// oldest silent connection of an address holding the most is closed to make room.
 #[test]
-fn a_silent_flood_from_one_network_leaves_room_for_others() {
-    const SHARE: usize = 16;
-    let inbound = Inbound::start(&[]);
+fn a_silent_flood_from_one_address_locks_out_no_neighbour() {
+    // The proxy's shares (pending.rs): per address, per /16.
+    const PER_ADDRESS: usize = 4;
+    const PER_NETWORK: usize = 16;
+    let inbound = Inbound::start(&["--first-bytes-timeout", "60s"]);
+    let neighbours = ["10.32.4.3", "10.32.4.4", "10.32.4.5"];
+    let newcomer = "10.32.4.6";
+    for ip in neighbours.iter().chain([&newcomer]) {
+        bip324_e2e::netns::address(&inbound.hosts.remote, &format!("{ip}/24"));
+    }
     let v4 = inbound.node_addr(false);
-    let silent: Vec<TcpStream> = inbound.hosts.remote.run(move || {
-        (0..SHARE)
-            .map(|_| TcpStream::connect(v4).unwrap())
+    let flood: Vec<TcpStream> = inbound
+        .hosts
+        .remote
+        .run(move || (0..40).map(|_| TcpStream::connect(v4).unwrap()).collect());
+    let open = |streams: &[&TcpStream]| streams.iter().filter(|s| !closed_by_proxy(s)).count();
+    let flood_refs: Vec<&TcpStream> = flood.iter().collect();
+    assert!(
+        wait_until(|| open(&flood_refs) == PER_ADDRESS),
+        "beyond its share, the flooding address is refused at once: {} open\n{}",
+        open(&flood_refs),
+        inbound.proxy.log()
+    );
+    assert!(inbound.proxy.log().contains("refusal=too_many_pending"));
+    // Three neighbours fill the /16's share with silent connections of their own.
+    let held: Vec<TcpStream> = inbound.hosts.remote.run(move || {
+        neighbours
+            .iter()
+            .flat_map(|ip| (0..PER_ADDRESS).map(move |_| connect_from(ip, v4)))
             .collect()
     });
-    // Let the proxy accept them all.
-    std::thread::sleep(Duration::from_millis(300));
-    let elapsed = inbound.hosts.remote.run(move || {
-        let mut stream = TcpStream::connect(v4).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(8)))
-            .unwrap();
-        let started = std::time::Instant::now();
-        let _ = stream.read_to_end(&mut Vec::new());
-        started.elapsed()
-    });
-    assert!(
-        elapsed < Duration::from_secs(3),
-        "closed at once: {elapsed:?}"
+    let all: Vec<&TcpStream> = flood.iter().chain(&held).collect();
+    // Longer than the log budget's window, so that the eviction's line is not left out.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(
+        open(&all),
+        PER_NETWORK,
+        "the network holds its share\n{}",
+        inbound.proxy.log()
     );
+
+    // The newcomer, whose network is full, is admitted and reaches the node as itself.
+    let (local, reply) = inbound.hosts.remote.run(move || {
+        let mut stream = connect_from(newcomer, v4);
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        v1::write_message(&mut stream, REGTEST_MAGIC, &our_version(v4)).unwrap();
+        let reply = v1::read_message(&mut stream, REGTEST_MAGIC).unwrap();
+        (stream.local_addr().unwrap(), reply)
+    });
+    assert_eq!(
+        reply.map(|m| m.command),
+        Some("version".to_string()),
+        "the newcomer is served:\n{}",
+        inbound.proxy.log()
+    );
+    let seen = inbound.node.wait_for_peers(1, Duration::from_secs(5));
+    assert_eq!(seen.len(), 1, "only the newcomer reached the node");
+    assert_eq!(seen[0].peer, local, "as itself");
+    // The oldest connection of the flooding address (one of those holding the most) paid.
     assert!(
         inbound
             .proxy
-            .wait_for_log("refusal=too_many_pending", Duration::from_secs(5)),
+            .wait_for_log("refusal=evicted_pending", Duration::from_secs(5)),
         "{}",
         inbound.proxy.log()
+    );
+    let held_refs: Vec<&TcpStream> = held.iter().collect();
+    assert_eq!(
+        (open(&flood_refs), open(&held_refs)),
+        (PER_ADDRESS - 1, neighbours.len() * PER_ADDRESS),
+        "one of the flood evicted, no neighbour"
     );
     // Another network (the remote's IPv6 address) is served meanwhile.
     let v6 = inbound.node_addr(true);
@@ -430,5 +519,219 @@ fn a_silent_flood_from_one_network_leaves_room_for_others() {
         peer.receive().unwrap().expect("version")
     });
     assert_eq!(reply.command, "version");
-    drop(silent);
+}
+
+/// A `bip324-proxy` started as systemd starts the inbound unit: a user of its own (here
+/// nobody) with ambient CAP_NET_RAW, nothing else. Killed on drop.
+struct AsTheUnit {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+const UNIT_UID: u32 = 65534;
+
+impl AsTheUnit {
+    fn start(hosts: &bip324_e2e::testbed::TwoHosts) -> AsTheUnit {
+        // systemd's socket unit opens port 325 for the real unit; here this namespace lets
+        // any user bind it, so the proxy needs no other privilege.
+        let sysctl = hosts
+            .client
+            .command("sysctl", None)
+            .args(["-qw", "net.ipv4.ip_unprivileged_port_start=0"])
+            .status()
+            .unwrap();
+        assert!(sysctl.success());
+        let binary = bip324_e2e::testbed::workspace_binary("bip324-proxy", "BIP324_PROXY_BIN");
+        let log = std::env::temp_dir().join(format!("{}-unit-proxy.log", hosts.client.name()));
+        let mut command = hosts.client.command("setpriv", None);
+        command
+            .args([
+                &format!("--reuid={UNIT_UID}"),
+                &format!("--regid={UNIT_UID}"),
+                "--clear-groups",
+                "--inh-caps=+net_raw",
+                "--ambient-caps=+net_raw",
+                "--",
+            ])
+            .arg(binary)
+            .args(["--inbound", "[::]:325", "--no-control"])
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let started = AsTheUnit {
+            child: command.spawn().expect("start the proxy"),
+            log,
+        };
+        assert!(
+            wait_until(|| started.log().contains("ready")),
+            "not ready:\n{}",
+            started.log()
+        );
+        started
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for AsTheUnit {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// `(field, mask)` of each `Cap*` line of a /proc status file.
+fn capabilities(status: &str) -> Vec<(String, u64)> {
+    status
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(field, _)| field.starts_with("Cap"))
+        .map(|(field, v)| {
+            (
+                field.to_string(),
+                u64::from_str_radix(v.trim(), 16).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The processes whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            // "pid (comm) state ppid ...": the name may hold spaces and parentheses.
+            let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+            after.split_whitespace().nth(1) == Some(&pid.to_string())
+        })
+        .collect()
+}
+
+/// Started as the inbound unit starts it, the proxy keeps no capability in any thread; the
+/// transparent binding is done by another process, which holds CAP_NET_RAW alone and is not
+/// dumpable (its /proc entries belong to root, and a process of the same uid cannot open its
+/// memory, while it can open the proxy's); and a peer still reaches the node as itself.
+#[test]
+fn cap_net_raw_lives_in_a_separate_undumpable_helper() {
+    const CAP_NET_RAW: u64 = 1 << 13;
+    let hosts = TwoHosts::create();
+    let listener = hosts
+        .client
+        .run(|| TcpListener::bind(("::", NODE_PORT)))
+        .expect("node listens");
+    let advertised = SocketAddr::new(CLIENT_V4.parse().unwrap(), NODE_PORT);
+    let node = ListeningNode::spawn(listener, REGTEST_MAGIC, advertised).unwrap();
+    let proxy = AsTheUnit::start(&hosts);
+    let cli = RedirectCli::new(&hosts);
+    cli.ok(&["inbound", "enable", "--ports", "18444"]);
+    let main = proxy.child.id();
+
+    for task in std::fs::read_dir(format!("/proc/{main}/task")).unwrap() {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        for (field, mask) in capabilities(&status) {
+            if field != "CapBnd" {
+                assert_eq!(mask, 0, "proxy thread {field}:\n{status}");
+            }
+        }
+    }
+    let helpers = children_of(main);
+    assert_eq!(helpers.len(), 1, "one helper process:\n{}", proxy.log());
+    let helper = helpers[0];
+    assert_ne!(helper, main);
+    let status = std::fs::read_to_string(format!("/proc/{helper}/status")).unwrap();
+    assert!(status.contains("bip324-bind"), "{status}");
+    let caps = capabilities(&status);
+    for (field, expected) in [
+        ("CapEff", CAP_NET_RAW),
+        ("CapPrm", CAP_NET_RAW),
+        ("CapInh", 0),
+        ("CapAmb", 0),
+    ] {
+        let found = caps.iter().find(|(f, _)| f == field).map(|(_, m)| *m);
+        assert_eq!(found, Some(expected), "helper {field}:\n{status}");
+    }
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid_line
+            .split_whitespace()
+            .skip(1)
+            .all(|u| u == UNIT_UID.to_string()),
+        "the helper runs as the unit's user: {uid_line}"
+    );
+    // A process that is not dumpable has its /proc entries owned by root.
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(format!("/proc/{helper}/mem"))
+        .unwrap()
+        .uid();
+    assert_eq!(owner, 0, "the helper is not dumpable");
+    let opened = hosts.client.run_as_user(UNIT_UID, UNIT_UID, move || {
+        let open = |pid: u32| std::fs::File::open(format!("/proc/{pid}/mem")).map(|_| ());
+        (open(main), open(helper))
+    });
+    assert!(
+        opened.0.is_ok(),
+        "the same uid can open the proxy's memory (the check is real): {:?}",
+        opened.0
+    );
+    let denied = opened.1.expect_err("the helper's memory is out of reach");
+    assert_eq!(denied.kind(), std::io::ErrorKind::PermissionDenied);
+
+    // A peer reaches the node as itself through the helper's socket.
+    let node_addr = SocketAddr::new(CLIENT_V4.parse().unwrap(), NODE_PORT);
+    let (local, reply) = hosts.remote.run(move || {
+        let mut stream = TcpStream::connect_timeout(&node_addr, Duration::from_secs(10)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        v1::write_message(&mut stream, REGTEST_MAGIC, &our_version(node_addr)).unwrap();
+        let reply = v1::read_message(&mut stream, REGTEST_MAGIC).unwrap();
+        (stream.local_addr().unwrap(), reply)
+    });
+    assert_eq!(
+        reply.map(|m| m.command),
+        Some("version".into()),
+        "{}",
+        proxy.log()
+    );
+    let seen = node.wait_for_peers(1, Duration::from_secs(5));
+    assert_eq!(seen[0].peer, local, "the node sees the peer itself");
+    let _ = cli.run(&["inbound", "disable"]);
+}
+
+/// The helper connects only to the node's configured ports: with the node on 18444 and
+/// `--inbound-ports 8333`, a peer's connection is refused by the helper and never reaches it.
+#[test]
+fn the_helper_refuses_ports_that_are_not_the_nodes() {
+    let inbound = Inbound::start(&["--inbound-ports", "8333"]);
+    let node_addr = inbound.node_addr(false);
+    let received = inbound.hosts.remote.run(move || {
+        let mut stream = TcpStream::connect_timeout(&node_addr, Duration::from_secs(10)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let _ = v1::write_message(&mut stream, REGTEST_MAGIC, &our_version(node_addr));
+        let mut sink = Vec::new();
+        let _ = stream.read_to_end(&mut sink);
+        sink.len()
+    });
+    assert_eq!(received, 0, "nothing from the node");
+    assert!(
+        inbound.proxy.wait_for_log(
+            "the destination port is not one of --inbound-ports",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        inbound.proxy.log()
+    );
+    assert!(
+        inbound
+            .node
+            .wait_for_peers(1, Duration::from_millis(500))
+            .is_empty()
+    );
 }

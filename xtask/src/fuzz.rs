@@ -6,13 +6,15 @@ use std::process::Command;
 use crate::{Result, ebpf, root};
 
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
-pub(crate) const TARGETS: [&str; 6] = [
+pub(crate) const TARGETS: [&str; 8] = [
     "v2_decoder_raw",
     "v2_decoder_packets",
     "initiator_handshake",
     "v1_encoder",
     "message_type",
     "v1_rewrite",
+    "responder_handshake",
+    "peer_hello",
 ];
 
 pub(crate) fn run(args: &[String]) -> Result {

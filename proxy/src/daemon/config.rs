@@ -61,7 +61,8 @@ pub struct Config {
     /// Accept peers' connections to a local v1-only node here (repeatable; e.g. [::]:325):
     /// where `bip324-redirect inbound enable` sends them. Each peer is answered as Bitcoin Core
     /// answers (v2, or v1 when it speaks v1) and relayed to the node on loopback under its own
-    /// address and port (IP_TRANSPARENT: the proxy keeps CAP_NET_RAW for this, and only this).
+    /// address and port (IP_TRANSPARENT: a small helper process keeps CAP_NET_RAW for this,
+    /// and only this; the proxy itself keeps no capability).
     /// With --inbound and no --listen, the proxy serves inbound connections only.
     #[arg(long = "inbound", value_name = "ADDR")]
     pub inbound: Vec<SocketAddr>,
@@ -76,6 +77,17 @@ pub struct Config {
     /// naming it gain NODE_P2P_V2 too. The address a peer reached is always counted.
     #[arg(long, value_name = "ADDR")]
     pub inbound_advertise: Vec<SocketAddr>,
+
+    /// The node's listening ports (comma-separated), as given to `bip324-redirect inbound
+    /// enable --ports`: the only destinations, on loopback, that the process holding
+    /// CAP_NET_RAW will connect to. Default: the networks' standard P2P ports.
+    #[arg(
+        long,
+        value_name = "PORTS",
+        value_delimiter = ',',
+        default_value = "8333,18333,48333,38333,18444"
+    )]
+    pub inbound_ports: Vec<u16>,
 
     /// SOCKS5 front end (repeatable; off by default), for clients with a proxy option and no
     /// redirect: Bitcoin Core `-proxy=127.0.0.1:1080`, btcd `--proxy`, bcoin `proxy`. No

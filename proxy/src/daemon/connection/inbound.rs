@@ -61,7 +61,8 @@ pub async fn handle(
         }
         return;
     };
-    // Until it reaches the node, a connection counts against its source network's share.
+    // Until it reaches the node, a connection counts against its source address's and
+    // network's shares; it may be evicted meanwhile to admit a newcomer (pending.rs).
     let Some(pending) = ctx.inbound_pending.enter(peer_addr.ip()) else {
         return refuse(&ctx, peer_addr, RefusalKind::TooManyPending, None);
     };
@@ -76,6 +77,9 @@ pub async fn handle(
     let events = |side: Side, event: Event| account(entry, &ctx.metrics, side, event);
     let result = tokio::select! {
         result = open(&mut peer, peer_addr, reached, network.magic(), &ctx, traffic, &events) => result,
+        () = pending.evicted() => {
+            return refuse(&ctx, peer_addr, RefusalKind::EvictedPending, None);
+        }
         _ = shutdown.cancelled() => Err(Failure::Shutdown),
     };
     let t = |c| Traffic::get(c);
@@ -192,8 +196,13 @@ fn refuse(ctx: &Context, peer: SocketAddr, kind: RefusalKind, error: Option<io::
         let why = match (kind, error) {
             (_, Some(e)) => format!("its original destination cannot be read: {e}"),
             (RefusalKind::TooManyPending, None) => format!(
-                "its network already has {} connections that have not reached the node",
-                super::super::pending::PER_SOURCE
+                "its address already has {} connections that have not reached the node",
+                super::super::pending::PER_ADDRESS
+            ),
+            (RefusalKind::EvictedPending, None) => format!(
+                "closed before it reached the node, to admit a newcomer: its network had {} \
+                 such connections and its address held the most",
+                super::super::pending::PER_NETWORK
             ),
             (_, None) => "it was not redirected by the inbound policy (a direct connection)".into(),
         };
@@ -279,5 +288,5 @@ async fn connect_as(binder: Option<&Binder>, peer: SocketAddr, port: u16) -> io:
         SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::LOCALHOST, port)),
     };
     let binder = binder.ok_or_else(|| io::Error::other("inbound mode is not set up"))?;
-    binder.bound(peer).await?.connect(node).await
+    binder.connect(peer, node).await
 }
