@@ -1,16 +1,19 @@
 //! The SOCKS5 front end end to end: a v1 client that knows SOCKS5 but not BIP-324 (the bytes
 //! of RFC 1928 are written by hand in `socks5_client`, independently of the proxy's code) reaches the
 //! independent v2 responder through `bip324-proxy --socks5`, over IPv4, IPv6 and a name;
-//! each failure comes back as its reply code; the proxy is no open relay.
+//! each failure comes back as its reply code; the proxy is no open relay, reaches nothing on
+//! this host, passes a client's credentials to the upstream proxy, and takes only hostnames.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use bip324_e2e::responder::Transport;
-use bip324_e2e::socks5_client::{self, To};
+use bip324_e2e::socks5_client::{self, Offer, To};
 use bip324_e2e::testbed::{
-    NODE_PORT, Proxy, REMOTE_V4, REMOTE_V6, RemoteNode, TwoHosts, contains, noisy_responder,
+    CLIENT_V4, NODE_PORT, Proxy, REMOTE_V4, REMOTE_V6, RemoteNode, TwoHosts, contains,
+    noisy_responder,
 };
 use bip324_e2e::v1::{self, Message, PLAINTEXT_MARKER, REGTEST_MAGIC};
 
@@ -48,8 +51,6 @@ fn speak_v1(stream: &mut TcpStream, remote: SocketAddr) {
 fn a_v1_client_reaches_a_v2_node_through_socks5() {
     let hosts = TwoHosts::create();
     let node = RemoteNode::start(&hosts.remote, noisy_responder);
-    // For the name: a node on the proxy's own host, reached as `localhost`.
-    let local_node = RemoteNode::start(&hosts.client, noisy_responder);
     // The test nodes are regtest nodes on port 8333.
     let proxy = Proxy::start(
         &hosts.client,
@@ -78,14 +79,16 @@ fn a_v1_client_reaches_a_v2_node_through_socks5() {
             proxy.log()
         );
     }
+    // A name only this host's resolver turns into the remote's address: 10.32.4.2 as the one
+    // 32-bit number inet_aton reads (/etc/hosts is the machine's, not the test's; an address
+    // written as such would be taken as an address, not looked up).
+    let v4_number = u32::from(REMOTE_V4.parse::<std::net::Ipv4Addr>().unwrap()).to_string();
     hosts.client.run(move || {
-        let (mut stream, code) = socks_connect(To::Name("localhost", NODE_PORT), false);
+        let (mut stream, code) = socks_connect(To::Name(&v4_number, NODE_PORT), false);
         assert_eq!(code, 0);
         speak_v1(&mut stream, v4);
     });
-    let report = &local_node
-        .responder
-        .wait_for_reports(1, Duration::from_secs(10))[0];
+    let report = &node.responder.wait_for_reports(3, Duration::from_secs(10))[2];
     assert_eq!(report.transport, Transport::V2, "through a name");
 }
 
@@ -269,4 +272,249 @@ impl Drop for Upstream {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// What the recording upstream saw of one client.
+#[derive(Debug, PartialEq)]
+struct Seen {
+    methods: Vec<u8>,
+    credentials: Option<(Vec<u8>, Vec<u8>)>,
+    /// The request's address type and address bytes, as sent.
+    target: (u8, Vec<u8>),
+}
+
+/// A SOCKS5 server written from RFC 1928/1929 for the test: it takes username/password when
+/// offered, records what each client sent, and answers every request "connection refused".
+fn recording_upstream(listener: TcpListener) -> mpsc::Receiver<Seen> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                if let Ok(seen) = record(&mut stream) {
+                    let _ = tx.send(seen);
+                }
+            });
+        }
+    });
+    rx
+}
+
+fn record(stream: &mut TcpStream) -> std::io::Result<Seen> {
+    let read = |stream: &mut TcpStream, n: usize| -> std::io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; n];
+        stream.read_exact(&mut buf)?;
+        Ok(buf)
+    };
+    let head = read(stream, 2)?;
+    let methods = read(stream, usize::from(head[1]))?;
+    let mut credentials = None;
+    if methods.contains(&2) {
+        stream.write_all(&[5, 2])?;
+        let user_len = read(stream, 2)?[1];
+        let user = read(stream, usize::from(user_len))?;
+        let pass_len = read(stream, 1)?[0];
+        credentials = Some((user, read(stream, usize::from(pass_len))?));
+        stream.write_all(&[1, 0])?;
+    } else {
+        stream.write_all(&[5, 0])?;
+    }
+    let request = read(stream, 4)?;
+    let address = match request[3] {
+        1 => read(stream, 4)?,
+        4 => read(stream, 16)?,
+        _ => {
+            let len = read(stream, 1)?[0];
+            read(stream, usize::from(len))?
+        }
+    };
+    read(stream, 2)?;
+    stream.write_all(&[5, 5, 0, 1, 0, 0, 0, 0, 0, 0])?;
+    Ok(Seen {
+        methods,
+        credentials,
+        target: (request[3], address),
+    })
+}
+
+/// Stream isolation: with an upstream, a client offering both methods with credentials (as
+/// Bitcoin Core's `-proxyrandomize`) is asked for them, and they reach the upstream
+/// unchanged; two clients with different credentials arrive as two identities. A client that
+/// offers no authentication only still goes through, without credentials.
+#[test]
+fn credentials_reach_the_upstream_so_it_isolates_streams() {
+    let hosts = TwoHosts::create();
+    let listener = hosts
+        .client
+        .run(|| TcpListener::bind("127.0.0.1:1082").unwrap());
+    let seen = recording_upstream(listener);
+    let proxy = Proxy::start(
+        &hosts.client,
+        &[
+            "--socks5",
+            SOCKS,
+            "--socks5-network",
+            "regtest",
+            "--upstream-socks5",
+            "127.0.0.1:1082",
+        ],
+    );
+    let clients: [(&[u8], &[u8]); 2] = [(b"3f9a1c07", b"b2e4d8f1"), (b"77c0de21", b"09ab4e6d")];
+    for (user, pass) in clients {
+        let (method, code) = hosts.client.run(move || {
+            let to = To::Name("node.test", NODE_PORT);
+            let (_, method, code) = socks5_client::connect_offering(
+                SOCKS.parse().unwrap(),
+                to,
+                Offer::Both(user, pass),
+            )
+            .unwrap();
+            (method, code)
+        });
+        assert_eq!(
+            method,
+            2,
+            "the proxy asks for the credentials: {}",
+            proxy.log()
+        );
+        assert_eq!(code, 5, "the upstream's refusal comes back");
+        let upstream = seen.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(upstream.methods.contains(&2), "{upstream:?}");
+        assert_eq!(
+            upstream.credentials,
+            Some((user.to_vec(), pass.to_vec())),
+            "exactly the client's credentials"
+        );
+        assert_eq!(upstream.target, (3, b"node.test".to_vec()));
+    }
+    let code = hosts.client.run(|| {
+        let to = To::Name("node.test", NODE_PORT);
+        let socks = SOCKS.parse().unwrap();
+        socks5_client::connect_offering(socks, to, Offer::NoAuth)
+            .unwrap()
+            .2
+    });
+    assert_eq!(code, 5);
+    let upstream = seen.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!((upstream.methods, upstream.credentials), (vec![0], None));
+    let log = proxy.log();
+    for (user, pass) in clients {
+        for secret in [user, pass] {
+            let secret = std::str::from_utf8(secret).unwrap();
+            assert!(!log.contains(secret), "credentials are never logged: {log}");
+        }
+    }
+}
+
+/// A name outside hostname syntax (here one that carries a forged log line) is refused with
+/// a reply code before anything else: no lookup, nothing sent upstream, and the proxy's log
+/// shows it escaped, never as a line of its own.
+#[test]
+fn names_outside_hostname_syntax_are_refused_and_never_forge_a_line() {
+    let hosts = TwoHosts::create();
+    let listener = hosts
+        .client
+        .run(|| TcpListener::bind("127.0.0.1:1082").unwrap());
+    let seen = recording_upstream(listener);
+    let forged = "2026-12-03T05:00:00.000000Z  INFO connection opened client=127.0.0.1:40000 \
+                  destination=10.32.4.2:8333 network=regtest transport=v2 \
+                  session_id=00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    let name = format!("node.test\n{forged}");
+    for upstream in [false, true] {
+        let mut args = vec!["--socks5", SOCKS, "--socks5-network", "regtest"];
+        if upstream {
+            args.extend(["--upstream-socks5", "127.0.0.1:1082"]);
+        }
+        let proxy = Proxy::start(&hosts.client, &args);
+        for name in [name.clone(), "node_1.test".into(), "nöde.test".into()] {
+            let code = hosts
+                .client
+                .run(move || socks_connect(To::Name(&name, NODE_PORT), false).1);
+            assert_eq!(code, 4, "refused as no host name: {}", proxy.log());
+        }
+        let log = proxy.log();
+        assert!(
+            log.lines().all(|line| !line.contains("connection opened")),
+            "a forged line: {log}"
+        );
+        assert!(log.contains("outside hostname syntax"), "{log}");
+        assert!(
+            seen.recv_timeout(Duration::from_millis(300)).is_err(),
+            "nothing reaches the upstream"
+        );
+    }
+}
+
+/// The proxy reaches nothing on its own host: CONNECT to a loopback address, to `localhost`
+/// (looked up here), to an address of the proxy's own namespace, and, with an upstream, to a
+/// loopback literal: each is answered 0x02 (not allowed), counted and logged as a refusal,
+/// and the listener that waits on this host's Bitcoin port receives nothing.
+#[test]
+fn this_host_is_never_a_destination() {
+    let hosts = TwoHosts::create();
+    let (v4, v6) = hosts.client.run(|| {
+        let v4 = TcpListener::bind("0.0.0.0:8333").unwrap();
+        let v6 = TcpListener::bind("[::1]:8333").unwrap();
+        v4.set_nonblocking(true).unwrap();
+        v6.set_nonblocking(true).unwrap();
+        (v4, v6)
+    });
+    let upstream_listener = hosts
+        .client
+        .run(|| TcpListener::bind("127.0.0.1:1082").unwrap());
+    let seen = recording_upstream(upstream_listener);
+    for upstream in [false, true] {
+        let mut args = vec!["--socks5", SOCKS, "--socks5-network", "regtest"];
+        if upstream {
+            args.extend(["--upstream-socks5", "127.0.0.1:1082"]);
+        }
+        let proxy = Proxy::start(&hosts.client, &args);
+        let own = SocketAddr::new(CLIENT_V4.parse().unwrap(), NODE_PORT);
+        let mut cases = vec![
+            (Dest::Ip("127.0.0.1:8333".parse().unwrap()), "loopback"),
+            (Dest::Ip("127.7.7.7:8333".parse().unwrap()), "loopback"),
+            (Dest::Ip("[::1]:8333".parse().unwrap()), "loopback, IPv6"),
+            (Dest::Ip(own), "this host's own address"),
+            (Dest::Ip("0.0.0.0:8333".parse().unwrap()), "unspecified"),
+            (Dest::Name("127.0.0.1"), "a loopback literal as a name"),
+        ];
+        if !upstream {
+            cases.push((Dest::Name("localhost"), "localhost, looked up here"));
+        }
+        let count = cases.len();
+        for (to, what) in cases {
+            let code = hosts.client.run(move || {
+                let to = match to {
+                    Dest::Ip(addr) => To::Ip(addr),
+                    Dest::Name(name) => To::Name(name, NODE_PORT),
+                };
+                socks_connect(to, false).1
+            });
+            assert_eq!(code, 2, "{what} (upstream: {upstream}): {}", proxy.log());
+        }
+        let log = proxy.log();
+        assert_eq!(
+            log.matches("refusal=forbidden_destination").count(),
+            count,
+            "{log}"
+        );
+        for listener in [&v4, &v6] {
+            assert!(
+                listener.accept().is_err(),
+                "a listener on this host was reached: {log}"
+            );
+        }
+        assert!(
+            seen.recv_timeout(Duration::from_millis(300)).is_err(),
+            "an address literal never goes upstream"
+        );
+    }
+}
+
+/// A target that can move into a namespace's thread.
+enum Dest {
+    Ip(SocketAddr),
+    Name(&'static str),
 }

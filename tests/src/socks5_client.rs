@@ -15,34 +15,73 @@ pub enum To<'a> {
 /// Greets `proxy` (with username/password when `credentials`) and asks CONNECT to `to`;
 /// returns the stream and the reply code (0: succeeded).
 pub fn connect(proxy: SocketAddr, to: To<'_>, credentials: bool) -> io::Result<(TcpStream, u8)> {
-    request(proxy, 1, to, credentials).map(|(stream, code, _)| (stream, code))
+    let offer = if credentials {
+        Offer::Only(RANDOM_USER, RANDOM_PASS)
+    } else {
+        Offer::NoAuth
+    };
+    request(proxy, 1, to, offer).map(|(stream, _, code, _)| (stream, code))
+}
+
+/// The credentials `connect` sends, random-looking as Bitcoin Core's.
+pub const RANDOM_USER: &[u8] = b"alice";
+pub const RANDOM_PASS: &[u8] = b"x7Qz!k2p";
+
+/// What a greeting offers.
+#[derive(Clone, Copy)]
+pub enum Offer<'a> {
+    /// No authentication only.
+    NoAuth,
+    /// Username/password only, with these.
+    Only(&'a [u8], &'a [u8]),
+    /// Both, as Bitcoin Core's `-proxyrandomize` does (`[0x00, 0x02]`), with these
+    /// credentials, sent if the proxy chooses username/password.
+    Both(&'a [u8], &'a [u8]),
+}
+
+/// CONNECT to `to` offering `offer`: the stream, the method the proxy chose and the reply
+/// code (none when it accepted no method).
+pub fn connect_offering(
+    proxy: SocketAddr,
+    to: To<'_>,
+    offer: Offer<'_>,
+) -> io::Result<(TcpStream, u8, u8)> {
+    request(proxy, 1, to, offer).map(|(stream, method, code, _)| (stream, method, code))
 }
 
 /// Tor's RESOLVE (command 0xf0) of `name`: the reply code and the address it carried.
 pub fn resolve(proxy: SocketAddr, name: &str) -> io::Result<(u8, IpAddr)> {
-    request(proxy, 0xf0, To::Name(name, 0), false).map(|(_, code, addr)| (code, addr))
+    request(proxy, 0xf0, To::Name(name, 0), Offer::NoAuth).map(|(_, _, code, addr)| (code, addr))
 }
 
-/// `command` for `to`: the stream, the reply code and the reply's address.
+/// `command` for `to`: the stream, the method chosen, the reply code and the reply's address.
 fn request(
     proxy: SocketAddr,
     command: u8,
     to: To<'_>,
-    credentials: bool,
-) -> io::Result<(TcpStream, u8, IpAddr)> {
+    offer: Offer<'_>,
+) -> io::Result<(TcpStream, u8, u8, IpAddr)> {
     let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
     let mut stream = TcpStream::connect_timeout(&proxy, Duration::from_secs(10))?;
     stream.set_read_timeout(Some(Duration::from_secs(15)))?;
-    let method = if credentials { 2 } else { 0 };
-    stream.write_all(&[5, 1, method])?;
+    let (greeting, credentials): (&[u8], _) = match offer {
+        Offer::NoAuth => (&[5, 1, 0], None),
+        Offer::Only(user, pass) => (&[5, 1, 2], Some((user, pass))),
+        Offer::Both(user, pass) => (&[5, 2, 0, 2], Some((user, pass))),
+    };
+    stream.write_all(greeting)?;
     let mut choice = [0u8; 2];
     stream.read_exact(&mut choice)?;
-    if choice != [5, method] {
+    if choice[0] != 5 || !greeting[2..].contains(&choice[1]) {
         return Err(bad(format!("the proxy chose method {choice:?}")));
     }
-    if credentials {
-        // Random credentials, as Bitcoin Core sends for stream isolation.
-        stream.write_all(b"\x01\x05alice\x08x7Qz!k2p")?;
+    if let (2, Some((user, pass))) = (choice[1], credentials) {
+        // RFC 1929: version 1, then each with its length.
+        let mut auth = vec![1, user.len() as u8];
+        auth.extend_from_slice(user);
+        auth.push(pass.len() as u8);
+        auth.extend_from_slice(pass);
+        stream.write_all(&auth)?;
         let mut ok = [0u8; 2];
         stream.read_exact(&mut ok)?;
         if ok != [1, 0] {
@@ -84,5 +123,5 @@ fn request(
         }
         other => return Err(bad(format!("reply address type {other}"))),
     };
-    Ok((stream, head[1], address))
+    Ok((stream, choice[1], head[1], address))
 }

@@ -15,6 +15,7 @@
 //!   messages (or a suffix to a client's user agent), and [`Chain`] puts it in front of an
 //!   [`Encoder`].
 //! * [`v1`] framing and [`message_type`] ids, shared with logs and metrics.
+//! * [`socks5`]: the SOCKS5 front end's negotiation, and the messages of its client side.
 //!
 //! Errors say whose fault they are: [`ProtocolError`] is always the peer's, [`UsageError`]
 //! the caller's.
@@ -47,6 +48,7 @@ pub mod message_type;
 mod network;
 mod pipe;
 mod rewrite;
+pub mod socks5;
 mod splice;
 pub mod v1;
 

@@ -63,3 +63,58 @@ where
         self.0.format_event(ctx, writer, event)
     }
 }
+
+/// Shows text a peer or client chose (a name, a command, an error that quotes their bytes)
+/// in a log line without letting it forge one: control characters (a newline would start a
+/// fake line), non-ASCII, backslashes and quotes come out as Rust escapes (`\n`, `\u{e9}`,
+/// `\\`, `\"`), printable ASCII as it is.
+pub struct LogSafe<T>(pub T);
+
+impl<T: fmt::Display> fmt::Display for LogSafe<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct Escaping<'a, 'b>(&'a mut fmt::Formatter<'b>);
+        impl fmt::Write for Escaping<'_, '_> {
+            fn write_str(&mut self, s: &str) -> fmt::Result {
+                for c in s.chars() {
+                    // Printable ASCII but for the three that escapes and quoting use.
+                    if matches!(c, ' '..='~') && !matches!(c, '\\' | '"' | '\'') {
+                        self.0.write_char(c)?;
+                    } else {
+                        write!(self.0, "{}", c.escape_default())?;
+                    }
+                }
+                Ok(())
+            }
+        }
+        fmt::write(&mut Escaping(f), format_args!("{}", self.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogSafe;
+
+    #[test]
+    fn log_safe_escapes_what_could_forge_or_hide_a_line() {
+        let forged = "node.test\n2026-12-03T05:00:00Z INFO connection opened session_id=00";
+        let shown = LogSafe(forged).to_string();
+        assert!(!shown.contains('\n'), "{shown}");
+        assert_eq!(
+            shown,
+            "node.test\\n2026-12-03T05:00:00Z INFO connection opened session_id=00"
+        );
+        assert_eq!(
+            LogSafe("a\r\t\x1b[31m\0\u{7f}é\u{202e}\\\"'z").to_string(),
+            "a\\r\\t\\u{1b}[31m\\u{0}\\u{7f}\\u{e9}\\u{202e}\\\\\\\"\\'z"
+        );
+        // Hostnames and addresses pass unchanged.
+        for plain in [
+            "seed.bitcoin.sipa.be:8333",
+            "[2001:db8::7]:8333",
+            "/Satoshi:27.0.0/",
+        ] {
+            assert_eq!(LogSafe(plain).to_string(), plain);
+        }
+        assert_eq!(LogSafe(format_args!("{}", 7)).to_string(), "7");
+    }
+}

@@ -3,6 +3,7 @@
 
 use tracing::debug;
 
+use super::super::logging::LogSafe;
 use super::super::metrics::{Direction, Metrics};
 use super::super::registry::Entry;
 use super::super::relay::{Side, Traffic};
@@ -36,7 +37,10 @@ fn log_event(from: Side, event: Event) {
         Event::Message {
             command,
             payload_len,
-        } => debug!("{from} -> {to}: {} ({payload_len} bytes)", command.name()),
+        } => debug!(
+            "{from} -> {to}: {} ({payload_len} bytes)",
+            LogSafe(command.name())
+        ),
         Event::Decoy { contents_len } => {
             debug!("{from}: skipped a decoy packet ({contents_len} bytes)");
         }

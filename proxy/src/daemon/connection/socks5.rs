@@ -5,6 +5,10 @@
 //! a refused, unreachable, timed-out or v1-only destination comes back as a reply code the
 //! client understands, rather than as a close after "success". Tor's RESOLVE is answered
 //! too, by the upstream proxy when there is one.
+//!
+//! The negotiation itself is sans-IO (`bip324_protocol::socks5`): this is its driver. Names
+//! outside hostname syntax are refused there; destinations that are this host, or no single
+//! remote host, are refused here (`destination::check`) after any local lookup.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,10 +19,15 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use super::super::destination;
+use super::super::labels::RefusalKind;
+use super::super::logging::LogSafe;
 use super::super::original_dst::canonical;
 use super::super::relay::Side;
-use super::super::socks5::client::Credentials;
-use super::super::socks5::wire::{self, Reply, Target, WireError};
+use super::super::socks5::reply_for_connect_error;
+use super::super::socks5::wire::{
+    self, Negotiation, Refusal, Reply, Request, Step, Target, WireError,
+};
 use super::super::upstream::{Dial, lookup};
 use super::super::v2_connect::{HandshakeError, HandshakeFailure, connect_v2};
 use super::failure::Failure;
@@ -36,20 +45,35 @@ pub async fn handle(
     shutdown: CancellationToken,
 ) {
     let client_addr = canonical(client_addr);
-    let negotiation = tokio::time::timeout(ctx.config.first_bytes_timeout, negotiate(&mut client));
-    let (command, target, credentials) = match negotiation.await {
-        Ok(Ok(Some(request))) => request,
-        Ok(Ok(None)) => return,
-        Ok(Err(e)) => return log_refusal(&ctx, client_addr, &format!("not a SOCKS5 client: {e}")),
+    let via = ctx.config.upstream_socks5;
+    // With an upstream (Tor), a client's credentials isolate its streams there: asked for
+    // whenever it offers them.
+    let negotiation = negotiate(&mut client, via.is_some());
+    let negotiation = tokio::time::timeout(ctx.config.first_bytes_timeout, negotiation);
+    let Request {
+        command,
+        target,
+        credentials,
+    } = match negotiation.await {
+        Ok(Ok(Negotiated::Request(request))) => request,
+        Ok(Ok(Negotiated::Gone)) => return,
+        Ok(Ok(Negotiated::Refused(why))) => {
+            if let Some(code) = why.reply() {
+                ctx.metrics.socks5_reply(code);
+            }
+            return log_refusal(&ctx, client_addr, None, &why.to_string());
+        }
+        Ok(Err(e)) => {
+            // What already arrived is dropped, so that the close is a FIN and not a reset.
+            let _ = client.try_read(&mut [0u8; 1024]);
+            let why = format!("not a SOCKS5 client: {e}");
+            return log_refusal(&ctx, client_addr, None, &why);
+        }
         Err(_) => {
-            return log_refusal(
-                &ctx,
-                client_addr,
-                "no SOCKS5 request within --first-bytes-timeout",
-            );
+            let why = "no SOCKS5 request within --first-bytes-timeout";
+            return log_refusal(&ctx, client_addr, None, why);
         }
     };
-    let via = ctx.config.upstream_socks5;
     if command == wire::RESOLVE {
         let dial = Dial {
             target,
@@ -71,6 +95,7 @@ pub async fn handle(
         return refuse(&mut client, &ctx, client_addr, Reply::NotAllowed, &why).await;
     };
     // With an upstream proxy, names go to it unresolved: this host never looks them up.
+    let asked = target.to_string();
     let target = match (target, via) {
         (Target::Domain(name, port), None) => match resolve_here(&name, port, &ctx).await {
             Ok(addr) => Target::Ip(canonical(addr)),
@@ -81,6 +106,20 @@ pub async fn handle(
         },
         (target, _) => target,
     };
+    // Every address, given or looked up here; a name sent upstream is the upstream's to judge.
+    if let Target::Ip(addr) = &target
+        && let Err(forbidden) = destination::check(addr.ip())
+    {
+        ctx.metrics.refused(RefusalKind::ForbiddenDestination);
+        let why = if asked == target.to_string() {
+            format!("CONNECT {target}: {forbidden}")
+        } else {
+            format!("CONNECT {asked} ({target}): {forbidden}")
+        };
+        let kind = Some(RefusalKind::ForbiddenDestination);
+        send_reply(&mut client, &ctx, Reply::NotAllowed, None).await;
+        return log_refusal(&ctx, client_addr, kind, &why);
+    }
     // Listed by address; a name sent upstream unresolved shows as the unspecified address.
     let destination = match &target {
         Target::Ip(addr) => canonical(*addr),
@@ -154,7 +193,7 @@ async fn open(
                 Ok(plain) => Err(plain),
                 Err(failure) => {
                     let code = match &failure {
-                        Failure::Connect(e) => Reply::for_connect_error(e),
+                        Failure::Connect(e) => reply_for_connect_error(e),
                         _ => Reply::TtlExpired,
                     };
                     send_reply(client, ctx, code, None).await;
@@ -216,7 +255,7 @@ async fn open(
 /// The reply code a failed v2 attempt means to the client.
 fn reply_for(failure: &HandshakeFailure) -> Reply {
     match &failure.error {
-        HandshakeError::Connect(e) => Reply::for_connect_error(e),
+        HandshakeError::Connect(e) => reply_for_connect_error(e),
         HandshakeError::Timeout => Reply::TtlExpired,
         // It closed or reset on our key: it does not speak v2.
         HandshakeError::Closed | HandshakeError::Io(_) => Reply::ConnectionRefused,
@@ -226,72 +265,43 @@ fn reply_for(failure: &HandshakeFailure) -> Reply {
     }
 }
 
-/// Greeting, optional username/password, request: the command (CONNECT or RESOLVE) and its
-/// target, with the credentials when the client sent some. Other commands and unsupported
-/// address types are answered here (`Ok(None)`).
-async fn negotiate(
-    client: &mut TcpStream,
-) -> Result<Option<(u8, Target, Option<Credentials>)>, WireError> {
-    let mut buf = Vec::with_capacity(64);
-    let methods = read_until(client, &mut buf, wire::parse_greeting).await?;
-    let method = if methods.contains(&wire::NO_AUTH) {
-        wire::NO_AUTH
-    } else if methods.contains(&wire::USER_PASS) {
-        wire::USER_PASS
-    } else {
-        let _ = client
-            .write_all(&[wire::VERSION, wire::NO_ACCEPTABLE_METHOD])
-            .await;
-        return Ok(None);
-    };
-    if client.write_all(&[wire::VERSION, method]).await.is_err() {
-        return Ok(None);
-    }
-    let mut credentials = None;
-    if method == wire::USER_PASS {
-        // Any credentials: clients use them to isolate streams, not to log in.
-        credentials = Some(read_until(client, &mut buf, wire::parse_user_pass).await?);
-        if client.write_all(&[1, 0]).await.is_err() {
-            return Ok(None);
-        }
-    }
-    let (command, target) = match read_until(client, &mut buf, wire::parse_request).await {
-        Err(WireError::AddressType(_)) => {
-            let reply = wire::reply(Reply::AddressTypeNotSupported, None);
-            let _ = client.write_all(&reply).await;
-            return Ok(None);
-        }
-        result => result?,
-    };
-    if command != wire::CONNECT && command != wire::RESOLVE {
-        let _ = client
-            .write_all(&wire::reply(Reply::CommandNotSupported, None))
-            .await;
-        return Ok(None);
-    }
-    Ok(Some((command, target, credentials)))
+/// How a negotiation ended.
+enum Negotiated {
+    Request(Request),
+    /// Answered with a failure code (or no acceptable method) and closed.
+    Refused(Refusal),
+    /// The client went away while we answered it.
+    Gone,
 }
 
-/// Reads until `parse` accepts what arrived (never past a SOCKS message's largest size);
-/// what follows stays in `buf`. A close before that is reported as `WireError::Closed`.
-async fn read_until<T>(
+/// Drives the sans-IO negotiation: greeting, optional username/password, request. Reads at
+/// most what the current message still lacks, so the client's bytes after its request stay
+/// in the socket; a close before the request is reported as `WireError::Closed`.
+async fn negotiate(
     client: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    parse: fn(&[u8]) -> wire::Parsed<T>,
-) -> Result<T, WireError> {
+    prefer_credentials: bool,
+) -> Result<Negotiated, WireError> {
+    let mut negotiation = Negotiation::new(prefer_credentials);
+    let mut chunk = [0u8; 512];
     loop {
-        if let Some((value, used)) = parse(buf)? {
-            buf.drain(..used);
-            return Ok(value);
-        }
-        if buf.len() >= wire::MAX_MESSAGE {
-            return Err(WireError::TooLong);
-        }
-        let mut chunk = [0u8; 512];
-        let room = (wire::MAX_MESSAGE - buf.len()).min(chunk.len());
-        match client.read(&mut chunk[..room]).await {
-            Ok(0) | Err(_) => return Err(WireError::Closed),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        match negotiation.step()? {
+            Step::NeedMore => {
+                let room = negotiation.wanted().clamp(1, chunk.len());
+                match client.read(&mut chunk[..room]).await {
+                    Ok(0) | Err(_) => return Err(WireError::Closed),
+                    Ok(n) => negotiation.receive(&chunk[..n])?,
+                }
+            }
+            Step::Send(bytes) => {
+                if client.write_all(&bytes).await.is_err() {
+                    return Ok(Negotiated::Gone);
+                }
+            }
+            Step::Request(request) => return Ok(Negotiated::Request(request)),
+            Step::Refuse { answer, why } => {
+                let _ = client.write_all(&answer).await;
+                return Ok(Negotiated::Refused(why));
+            }
         }
     }
 }
@@ -318,10 +328,10 @@ async fn answer_resolve(
         tokio::time::timeout(ctx.config.handshake_timeout, dial.resolve(&ctx.loop_guard));
     let (code, ip) = match resolved.await {
         Ok(Ok(ip)) => (Reply::Succeeded, Some(ip)),
-        Ok(Err(e)) => (Reply::for_connect_error(&e), None),
+        Ok(Err(e)) => (reply_for_connect_error(&e), None),
         Err(_) => (Reply::TtlExpired, None),
     };
-    debug!(client = %client_addr, front = "socks5", reply = code.as_str(), "RESOLVE {dial}: {ip:?}");
+    debug!(client = %client_addr, front = "socks5", reply = code.as_str(), "RESOLVE {}: {ip:?}", LogSafe(dial));
     send_reply(client, ctx, code, ip.map(|ip| SocketAddr::new(ip, 0))).await;
 }
 
@@ -338,11 +348,14 @@ async fn refuse(
     why: &str,
 ) {
     send_reply(client, ctx, code, None).await;
-    log_refusal(ctx, client_addr, why);
+    log_refusal(ctx, client_addr, None, why);
 }
 
-fn log_refusal(ctx: &Context, client_addr: SocketAddr, why: &str) {
+/// `why` may quote what the client sent: it is escaped.
+fn log_refusal(ctx: &Context, client_addr: SocketAddr, kind: Option<RefusalKind>, why: &str) {
     if let Some(more) = ctx.refusal_log.take(Instant::now()) {
-        info!(client = %client_addr, front = "socks5", "refused SOCKS5 client: {why}{more}");
+        let why = LogSafe(why);
+        let refusal = kind.map(tracing::field::display);
+        info!(client = %client_addr, front = "socks5", refusal, "refused SOCKS5 client: {why}{more}");
     }
 }

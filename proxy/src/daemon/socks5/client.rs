@@ -11,8 +11,7 @@ use tokio::net::TcpStream;
 
 use super::wire::{self, Target};
 
-/// A SOCKS client's username and password, passed upstream as they came.
-pub type Credentials = (Vec<u8>, Vec<u8>);
+pub use super::wire::Credentials;
 
 /// Asks the upstream proxy on `stream` to connect to `target`; the reply's failure codes
 /// become the errors a direct connect would have given.
@@ -60,9 +59,9 @@ async fn request(
             "the upstream SOCKS5 proxy accepts none of our authentication methods",
         ));
     }
-    if let (wire::USER_PASS, Some((user, pass))) = (choice[1], credentials) {
+    if let (wire::USER_PASS, Some(credentials)) = (choice[1], credentials) {
         stream
-            .write_all(&wire::user_pass_request(user, pass))
+            .write_all(&wire::user_pass_request(credentials))
             .await?;
         let mut status = [0u8; 2];
         stream.read_exact(&mut status).await?;
