@@ -130,8 +130,7 @@ pub(crate) fn parse(text: &str, var: &str) -> Result<Vec<String>, String> {
     let line = text
         .lines()
         .map(str::trim)
-        .filter(|l| l.starts_with(&prefix))
-        .last()
+        .rfind(|l| l.starts_with(&prefix))
         .ok_or_else(|| format!("no {var}= line"))?;
     let value = &line[prefix.len()..];
     let inner = match value.as_bytes() {

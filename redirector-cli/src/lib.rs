@@ -114,7 +114,7 @@ pub(crate) fn parse_options<T>(
     let argv = ["bip324-redirect"]
         .iter()
         .chain(prefix)
-        .map(|s| s.to_string())
+        .map(ToString::to_string)
         .chain(words.iter().cloned());
     let cli = Cli::try_parse_from(argv).map_err(|e| {
         Error::Config(format!(

@@ -2,7 +2,9 @@
 //!
 //! * `connect4`/`connect6`: a TCP connect by a tagged process, in the network namespace where
 //!   the redirect was enabled, to a policy port records the original destination under the
-//!   socket cookie and goes to the proxy on loopback instead. Any other connect of a socket
+//!   socket cookie and goes to the proxy on loopback instead; one to a loopback address
+//!   (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104) is left alone. (This host's other addresses are
+//!   not known here: those connections still go to the proxy, as with any destination.) Any other connect of a socket
 //!   forgets what an earlier, failed one recorded.
 //! * `sockops`: once that connection is established to the proxy port, files the original
 //!   destination under the client's end of it in its namespace, which is what the proxy sees
@@ -74,6 +76,16 @@ fn is_v4_mapped(addr: &[u32; 4]) -> bool {
     addr[0] == 0 && addr[1] == 0 && addr[2] == V4_MAPPED_WORD
 }
 
+/// 127.0.0.0/8 (network byte order word).
+fn is_loopback_v4(addr: u32) -> bool {
+    u32::from_be(addr) >> 24 == 127
+}
+
+/// ::1, or a v4-mapped 127.0.0.0/8.
+fn is_loopback_v6(addr: &[u32; 4]) -> bool {
+    addr == &[0, 0, 0, LOOPBACK_V6_LAST] || (is_v4_mapped(addr) && is_loopback_v4(addr[3]))
+}
+
 /// The proxy port, if the caller is tagged, in the policy's network namespace, and the
 /// destination port is in the policy.
 #[inline(always)]
@@ -118,7 +130,9 @@ pub fn connect4(ctx: SockAddrContext) -> i32 {
     // SAFETY: the kernel passes a valid context; fields are accessed as the verifier allows.
     unsafe {
         let cookie = bpf_get_socket_cookie(ctx.as_ptr());
-        if let Some(proxy_port) = tagged(&ctx) {
+        // A node on this host's loopback is reached directly: nothing on the way can read it.
+        let to_loopback = is_loopback_v4(get(&(*sa).user_ip4));
+        if let Some(proxy_port) = tagged(&ctx).filter(|_| !to_loopback) {
             let original = Endpoint {
                 family: AF_INET,
                 port: u32::from(u16::from_be(get(&(*sa).user_port) as u16)),
@@ -151,13 +165,13 @@ pub fn connect6(ctx: SockAddrContext) -> i32 {
     // SAFETY: as in connect4. Each word of user_ip6 is its own 4-byte access.
     unsafe {
         let cookie = bpf_get_socket_cookie(ctx.as_ptr());
-        if let Some(proxy_port) = tagged(&ctx) {
-            let addr = [
-                get(&(*sa).user_ip6[0]),
-                get(&(*sa).user_ip6[1]),
-                get(&(*sa).user_ip6[2]),
-                get(&(*sa).user_ip6[3]),
-            ];
+        let addr = [
+            get(&(*sa).user_ip6[0]),
+            get(&(*sa).user_ip6[1]),
+            get(&(*sa).user_ip6[2]),
+            get(&(*sa).user_ip6[3]),
+        ];
+        if let Some(proxy_port) = tagged(&ctx).filter(|_| !is_loopback_v6(&addr)) {
             let original = Endpoint {
                 family: AF_INET6,
                 port: u32::from(u16::from_be(get(&(*sa).user_port) as u16)),
@@ -177,12 +191,6 @@ pub fn connect6(ctx: SockAddrContext) -> i32 {
             set(&mut (*sa).user_ip6[3], loopback[3]);
             set(&mut (*sa).user_port, u32::from(proxy_port.to_be()));
         } else {
-            let addr = [
-                get(&(*sa).user_ip6[0]),
-                get(&(*sa).user_ip6[1]),
-                get(&(*sa).user_ip6[2]),
-                get(&(*sa).user_ip6[3]),
-            ];
             let loopback =
                 addr == [0, 0, 0, LOOPBACK_V6_LAST] || addr == [0, 0, V4_MAPPED_WORD, LOOPBACK_V4];
             if !to_the_proxy(loopback, get(&(*sa).user_port)) {

@@ -91,8 +91,10 @@ pub struct Config {
 
     /// SOCKS5 front end (repeatable; off by default), for clients with a proxy option and no
     /// redirect: Bitcoin Core `-proxy=127.0.0.1:1080`, btcd `--proxy`, bcoin `proxy`. No
-    /// authentication or any username/password; CONNECT to IPv4, IPv6 and names, and Tor's
-    /// RESOLVE (asked of --upstream-socks5 when set). After
+    /// authentication or any username/password (asked for whenever offered with
+    /// --upstream-socks5, which then isolates streams by it); CONNECT to IPv4, IPv6 and
+    /// hostnames (letters, digits, hyphens, dots), never to this host, and Tor's RESOLVE
+    /// (asked of --upstream-socks5 when set). After
     /// CONNECT a connection is treated as a redirected one; the reply comes only once the
     /// destination is reached in v2, so a failure is a SOCKS reply code. Keep it on loopback.
     /// systemd sockets named `socks5` (bip324-proxy-socks5.socket) also work.

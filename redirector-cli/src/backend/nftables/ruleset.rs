@@ -7,7 +7,7 @@
 //!   chain output {
 //!     type nat hook output priority -100; policy accept;
 //!     meta skuid 105 accept
-//!     meta l4proto tcp tcp dport 8333 meta skgid 1001 redirect to :324
+//!     meta l4proto tcp tcp dport 8333 meta skgid 1001 fib daddr type != local redirect to :324
 //!     ...
 //!   }
 //!   chain prerouting {
@@ -18,7 +18,8 @@
 //! }
 //! ```
 //!
-//! `fib daddr type != local`: only what the router forwards, never connections to itself.
+//! `fib daddr type != local`: only what leaves this host (what it sends out, what the router
+//! forwards), never connections to itself, which no one on the way can read.
 //! While the proxy is down, a redirected connection meets a closed port and is refused: the
 //! LAN's clients are never forwarded in plaintext.
 
@@ -163,8 +164,8 @@ fn exemption<'a>(chain: &'a Chain<'a>, uid: u32) -> Rule<'a> {
     rule
 }
 
-/// `meta l4proto tcp tcp dport PORT meta skgid GID redirect to :PROXY`. In an inet table
-/// `tcp dport` does not imply the protocol check: it is explicit.
+/// `meta l4proto tcp tcp dport PORT meta skgid GID fib daddr type != local redirect to
+/// :PROXY`. In an inet table `tcp dport` does not imply the protocol check: it is explicit.
 fn redirect<'a>(chain: &'a Chain<'a>, gid: u32, port: u16, proxy_port: u16) -> Rule<'a> {
     let mut rule = Rule::new(chain);
     rule.add_expr(&nft_expr!(meta l4proto));
@@ -174,6 +175,12 @@ fn redirect<'a>(chain: &'a Chain<'a>, gid: u32, port: u16, proxy_port: u16) -> R
     // The socket's filesystem gid: the primary group, never a supplementary one.
     rule.add_expr(&nft_expr!(meta skgid));
     rule.add_expr(&nft_expr!(cmp == gid));
+    // A node on this host (loopback or one of its own addresses) is reached directly: no
+    // encryption is needed on the way, and the proxy refuses this host as a destination.
+    rule.add_expr(&FibDaddrType {
+        register: Register::Reg1,
+    });
+    rule.add_expr(&nftnl::expr::Cmp::new(CmpOp::Neq, RTN_LOCAL));
     rule.add_expr(&nft_expr!(immediate data proxy_port.to_be()));
     rule.add_expr(&Redirect {
         port_register: Register::Reg1,
@@ -247,8 +254,8 @@ mod tests {
             .map(|(_, rule)| rule)
             .collect();
         assert_eq!(rules.len(), 2);
-        // What `nft --debug=netlink list table` prints for `meta l4proto tcp tcp dport 8333
-        // meta skgid 1001 redirect to :1324`.
+        // What `nft --debug=netlink -f` prints for `meta l4proto tcp tcp dport 8333 meta
+        // skgid 1001 fib daddr type != local redirect to :1324` (nft leaves out proto_max).
         assert_eq!(
             describe_rule(&rules[0]),
             [
@@ -258,6 +265,8 @@ mod tests {
                 "[ cmp eq reg 1 0x00008d20 ]",
                 "[ meta load skgid => reg 1 ]",
                 "[ cmp eq reg 1 0x000003e9 ]",
+                "[ fib daddr type => reg 1 ]",
+                "[ cmp neq reg 1 0x00000002 ]",
                 "[ immediate reg 1 0x00002c05 ]",
                 "[ redir proto_min reg 1 proto_max reg 1 flags 0x2 ]",
             ]
