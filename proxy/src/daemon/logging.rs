@@ -66,8 +66,9 @@ where
 
 /// Shows text a peer or client chose (a name, a command, an error that quotes their bytes)
 /// in a log line without letting it forge one: control characters (a newline would start a
-/// fake line), non-ASCII, backslashes and quotes come out as Rust escapes (`\n`, `\u{e9}`,
-/// `\\`, `\"`), printable ASCII as it is.
+/// fake line), non-ASCII, backslashes and double quotes (which delimit tracing's quoted values)
+/// come out as Rust escapes (`\n`, `\u{e9}`, `\\`, `\"`), printable ASCII as it is. An
+/// apostrophe stays: our own messages have them, and nothing in a line is quoted with it.
 pub struct LogSafe<T>(pub T);
 
 impl<T: fmt::Display> fmt::Display for LogSafe<T> {
@@ -76,8 +77,8 @@ impl<T: fmt::Display> fmt::Display for LogSafe<T> {
         impl fmt::Write for Escaping<'_, '_> {
             fn write_str(&mut self, s: &str) -> fmt::Result {
                 for c in s.chars() {
-                    // Printable ASCII but for the three that escapes and quoting use.
-                    if matches!(c, ' '..='~') && !matches!(c, '\\' | '"' | '\'') {
+                    // Printable ASCII but for the two that escapes and quoting use.
+                    if matches!(c, ' '..='~') && !matches!(c, '\\' | '"') {
                         self.0.write_char(c)?;
                     } else {
                         write!(self.0, "{}", c.escape_default())?;
@@ -105,13 +106,14 @@ mod tests {
         );
         assert_eq!(
             LogSafe("a\r\t\x1b[31m\0\u{7f}é\u{202e}\\\"'z").to_string(),
-            "a\\r\\t\\u{1b}[31m\\u{0}\\u{7f}\\u{e9}\\u{202e}\\\\\\\"\\'z"
+            "a\\r\\t\\u{1b}[31m\\u{0}\\u{7f}\\u{e9}\\u{202e}\\\\\\\"'z"
         );
-        // Hostnames and addresses pass unchanged.
+        // Hostnames, addresses and our own messages pass unchanged.
         for plain in [
             "seed.bitcoin.sipa.be:8333",
             "[2001:db8::7]:8333",
             "/Satoshi:27.0.0/",
+            "the peer's v1 'tx' message",
         ] {
             assert_eq!(LogSafe(plain).to_string(), plain);
         }

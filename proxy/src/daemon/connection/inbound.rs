@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use super::super::config::Shaping;
 use super::super::labels::{RefusalKind, TransportKind};
+use super::super::logging::LogSafe;
 use super::super::original_dst::{canonical, original_destination};
 use super::super::relay::{RelayContext, Side, Traffic, Unread, relay};
 use super::super::transparent::Binder;
@@ -102,7 +103,8 @@ pub async fn handle(
                 duration = %Seconds(started),
                 peer_in = t(&traffic.client_in),
                 peer_out = t(&traffic.client_out),
-                "inbound connection failed: {failure}{more}"
+                "inbound connection failed: {}{more}",
+                LogSafe(&failure)
             );
             return;
         }
@@ -185,7 +187,7 @@ pub async fn handle(
         node_out = t(&traffic.remote_out),
         close = %reason.kind(),
         protocol_error = reason.protocol_error().map(ProtocolError::label),
-        reason = %reason,
+        reason = %LogSafe(&reason),
         "inbound connection closed"
     );
 }

@@ -20,6 +20,8 @@ use super::config::Config;
 use super::config::Shaping;
 use super::cover::{Budget, Cover};
 use super::log_budget::LogBudget;
+// Errors and names may quote a peer's or client's bytes.
+use super::logging::LogSafe;
 use super::loop_guard::{LoopGuard, Refusal};
 use super::metrics::Metrics;
 use super::original_dst::original_destination;
@@ -151,7 +153,7 @@ async fn finish(
     shutdown: &CancellationToken,
 ) {
     // A SOCKS5 client's name: hostname syntax, but escaped all the same.
-    let destination = super::logging::LogSafe(destination);
+    let destination = LogSafe(destination);
     let traffic = &entry.traffic;
     let events = |side: Side, event: Event| account(entry, &ctx.metrics, side, event);
     let network = entry.network().unwrap_or_else(|| "unknown".to_string());
@@ -176,7 +178,8 @@ async fn finish(
                 client_in = t(&traffic.client_in),
                 remote_in = t(&traffic.remote_in),
                 remote_out = t(&traffic.remote_out),
-                "connection failed: {failure}{hint}"
+                "connection failed: {}{hint}",
+                LogSafe(&failure)
             );
             // What a direct connection would have shown: an error, not a clean end.
             if failure.is_an_error_to_the_client() {
@@ -203,7 +206,8 @@ async fn finish(
             destination = %destination,
             network = %network,
             transport = %label,
-            "connection opened in PLAINTEXT v1 (--v1-fallback): {why}"
+            "connection opened in PLAINTEXT v1 (--v1-fallback): {}",
+            LogSafe(why)
         ),
         Transport::Passthrough => info!(
             client = %client_addr,
@@ -234,7 +238,7 @@ async fn finish(
         remote_out = t(&traffic.remote_out),
         close = %reason.kind(),
         protocol_error = reason.protocol_error().map(ProtocolError::label),
-        reason = %reason,
+        reason = %LogSafe(&reason),
         "connection closed"
     );
     // A reset or a broken protocol on one side is a reset on the other, as a direct
