@@ -612,25 +612,19 @@ fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-/// Started as the inbound unit starts it, the proxy keeps no capability in any thread; the
-/// transparent binding is done by another process, which holds CAP_NET_RAW alone and is not
-/// dumpable (its /proc entries belong to root, and a process of the same uid cannot open its
-/// memory, while it can open the proxy's); and a peer still reaches the node as itself.
-#[test]
-fn cap_net_raw_lives_in_a_separate_undumpable_helper() {
+/// Every thread of the proxy `main` holds no capability; its one child, the binding helper,
+/// runs as `uid`, holds CAP_NET_RAW alone, and is not dumpable: its /proc entries belong to
+/// root and a process of the same uid cannot open its memory. `main_dumpable`: the proxy is
+/// dumpable (not after a switch from root), so that same process can open the proxy's memory,
+/// which shows the check is real.
+fn assert_capability_confined_to_a_helper(
+    hosts: &TwoHosts,
+    main: u32,
+    uid: u32,
+    main_dumpable: bool,
+    log: &str,
+) -> u32 {
     const CAP_NET_RAW: u64 = 1 << 13;
-    let hosts = TwoHosts::create();
-    let listener = hosts
-        .client
-        .run(|| TcpListener::bind(("::", NODE_PORT)))
-        .expect("node listens");
-    let advertised = SocketAddr::new(CLIENT_V4.parse().unwrap(), NODE_PORT);
-    let node = ListeningNode::spawn(listener, REGTEST_MAGIC, advertised).unwrap();
-    let proxy = AsTheUnit::start(&hosts);
-    let cli = RedirectCli::new(&hosts);
-    cli.ok(&["inbound", "enable", "--ports", "18444"]);
-    let main = proxy.child.id();
-
     for task in std::fs::read_dir(format!("/proc/{main}/task")).unwrap() {
         let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
         for (field, mask) in capabilities(&status) {
@@ -640,7 +634,7 @@ fn cap_net_raw_lives_in_a_separate_undumpable_helper() {
         }
     }
     let helpers = children_of(main);
-    assert_eq!(helpers.len(), 1, "one helper process:\n{}", proxy.log());
+    assert_eq!(helpers.len(), 1, "one helper process:\n{log}");
     let helper = helpers[0];
     assert_ne!(helper, main);
     let status = std::fs::read_to_string(format!("/proc/{helper}/status")).unwrap();
@@ -660,8 +654,8 @@ fn cap_net_raw_lives_in_a_separate_undumpable_helper() {
         uid_line
             .split_whitespace()
             .skip(1)
-            .all(|u| u == UNIT_UID.to_string()),
-        "the helper runs as the unit's user: {uid_line}"
+            .all(|u| u == uid.to_string()),
+        "the helper runs as the proxy's user {uid}: {uid_line}"
     );
     // A process that is not dumpable has its /proc entries owned by root.
     use std::os::unix::fs::MetadataExt;
@@ -669,17 +663,80 @@ fn cap_net_raw_lives_in_a_separate_undumpable_helper() {
         .unwrap()
         .uid();
     assert_eq!(owner, 0, "the helper is not dumpable");
-    let opened = hosts.client.run_as_user(UNIT_UID, UNIT_UID, move || {
+    let opened = hosts.client.run_as_user(uid, uid, move || {
         let open = |pid: u32| std::fs::File::open(format!("/proc/{pid}/mem")).map(|_| ());
         (open(main), open(helper))
     });
-    assert!(
+    assert_eq!(
         opened.0.is_ok(),
-        "the same uid can open the proxy's memory (the check is real): {:?}",
+        main_dumpable,
+        "the same uid opening the proxy's memory: {:?}",
         opened.0
     );
     let denied = opened.1.expect_err("the helper's memory is out of reach");
     assert_eq!(denied.kind(), std::io::ErrorKind::PermissionDenied);
+    helper
+}
+
+/// Started as root, the proxy forks the helper before it becomes its user; the helper then
+/// becomes the same user, with CAP_NET_RAW alone, in its bounding set too.
+#[test]
+fn started_as_root_the_helper_becomes_the_proxys_user_with_cap_net_raw_alone() {
+    let inbound = Inbound::start(&[]);
+    let main = inbound.proxy.pid();
+    let status = std::fs::read_to_string(format!("/proc/{main}/status")).unwrap();
+    let uid: u32 = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_ne!(uid, 0, "the proxy left root");
+    let helper = assert_capability_confined_to_a_helper(
+        &inbound.hosts,
+        main,
+        uid,
+        false,
+        &inbound.proxy.log(),
+    );
+    let status = std::fs::read_to_string(format!("/proc/{helper}/status")).unwrap();
+    let bounding = capabilities(&status)
+        .into_iter()
+        .find(|(f, _)| f == "CapBnd")
+        .map(|(_, m)| m);
+    assert_eq!(bounding, Some(1 << 13), "{status}");
+    // And it serves: a v1 peer reaches the node.
+    let node_addr = inbound.node_addr(false);
+    let reply = inbound.hosts.remote.run(move || {
+        let mut stream = TcpStream::connect_timeout(&node_addr, Duration::from_secs(10)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        v1::write_message(&mut stream, REGTEST_MAGIC, &our_version(node_addr)).unwrap();
+        v1::read_message(&mut stream, REGTEST_MAGIC).unwrap()
+    });
+    assert_eq!(reply.map(|m| m.command), Some("version".into()));
+}
+
+/// Started as the inbound unit starts it, the proxy keeps no capability in any thread; the
+/// transparent binding is done by another process, which holds CAP_NET_RAW alone and is not
+/// dumpable (its /proc entries belong to root, and a process of the same uid cannot open its
+/// memory, while it can open the proxy's); and a peer still reaches the node as itself.
+#[test]
+fn cap_net_raw_lives_in_a_separate_undumpable_helper() {
+    let hosts = TwoHosts::create();
+    let listener = hosts
+        .client
+        .run(|| TcpListener::bind(("::", NODE_PORT)))
+        .expect("node listens");
+    let advertised = SocketAddr::new(CLIENT_V4.parse().unwrap(), NODE_PORT);
+    let node = ListeningNode::spawn(listener, REGTEST_MAGIC, advertised).unwrap();
+    let proxy = AsTheUnit::start(&hosts);
+    let cli = RedirectCli::new(&hosts);
+    cli.ok(&["inbound", "enable", "--ports", "18444"]);
+    let main = proxy.child.id();
+    assert_capability_confined_to_a_helper(&hosts, main, UNIT_UID, true, &proxy.log());
 
     // A peer reaches the node as itself through the helper's socket.
     let node_addr = SocketAddr::new(CLIENT_V4.parse().unwrap(), NODE_PORT);
