@@ -44,7 +44,7 @@ Examples:
   sudo bip324-proxy                             # 127.0.0.1:324 and [::1]:324, then user bip324-proxy
   bip324-proxy --socks5 127.0.0.1:1080          # as any user; clients use -proxy=127.0.0.1:1080
   sudo bip324-proxy --inbound '[::]:325'        # inbound mode (with bip324-redirect inbound enable)
-  sudo bip324-proxy --v1-fallback --control /tmp/bip324.sock
+  sudo bip324-proxy --v1-fallback --control /run/bip324-test/control.sock  # a private directory
   RUST_LOG=bip324_proxy=debug sudo -E bip324-proxy   # one log line per message
 
 Under systemd, sockets passed by socket activation (LISTEN_FDS) are used instead of the default \
