@@ -11,7 +11,7 @@ use nix::unistd::{Uid, User};
 use serde::Serialize;
 
 /// The proxy's own user, as the package creates it.
-const PROXY_USER: &str = "bip324-proxy";
+pub(crate) const PROXY_USER: &str = "bip324-proxy";
 
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct Probe {

@@ -80,9 +80,15 @@ impl Report {
 /// so and shows what it can.
 pub(crate) fn gather(control_socket: &std::path::Path) -> Result<Report, Error> {
     let enabled = state::load()?;
+    let mut untrusted = None;
     let (proxy_status, proxy_status_error) = match proxy_control::status(control_socket) {
         Ok(status) => (Some(status), None),
-        Err(e) => (None, Some(e)),
+        Err(e) => {
+            if let proxy_control::ControlError::Untrusted(why) = &e {
+                untrusted = Some(why.clone());
+            }
+            (None, Some(e.to_string()))
+        }
     };
     let policy = enabled.as_ref().map(|e| e.policy.clone());
     let proxy_port = policy
@@ -122,6 +128,8 @@ pub(crate) fn gather(control_socket: &std::path::Path) -> Result<Report, Error> 
         }
     }
     judge(&mut report, enabled.as_ref());
+    // Someone else's socket where the proxy's should be: nothing it says is shown.
+    report.problems.extend(untrusted);
     if let Some(enabled) = &enabled {
         if let Some(problem) = differs_from_file(enabled, crate::configured()) {
             report.problems.push(problem);

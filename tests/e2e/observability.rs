@@ -284,6 +284,8 @@ fn a_control_socket_belongs_to_one_proxy_and_goes_with_it() {
 
 /// A proxy run by hand as an unprivileged user may not write under /run: by default it makes
 /// its control socket in the user's runtime directory, answers there, and removes it on exit.
+/// `status` run by that same user believes it there; run by anyone else (root here), it names
+/// an untrusted process and uses none of its answers.
 #[test]
 fn a_proxy_run_by_hand_keeps_its_control_socket_in_the_users_runtime_dir() {
     const NOBODY: u32 = 65534;
@@ -291,6 +293,12 @@ fn a_proxy_run_by_hand_keeps_its_control_socket_in_the_users_runtime_dir() {
     let runtime = std::env::temp_dir().join(format!("{}-runtime", hosts.client.name()));
     std::fs::create_dir_all(&runtime).unwrap();
     nix::unistd::chown(&runtime, Some(NOBODY.into()), Some(NOBODY.into())).unwrap();
+    // What pam_systemd makes: the user's own, private.
+    std::fs::set_permissions(
+        &runtime,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
     let socket = runtime.join("bip324-proxy/control.sock");
     let binary = bip324_e2e::testbed::workspace_binary("bip324-proxy", "BIP324_PROXY_BIN");
     let proxy = hosts
@@ -308,15 +316,24 @@ fn a_proxy_run_by_hand_keeps_its_control_socket_in_the_users_runtime_dir() {
     while !socket.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let (_, status) = {
-        let cli = RedirectCli::new(&hosts);
-        let run = cli.run(&["status", "--json", "--control", socket.to_str().unwrap()]);
-        (
-            run.code,
-            serde_json::from_str::<serde_json::Value>(&run.stdout),
-        )
-    };
+    // The same user, as one runs `bip324-redirect status` after starting a proxy by hand.
+    let as_nobody = hosts
+        .client
+        .command("setpriv", None)
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(bip324_e2e::testbed::workspace_binary(
+            "bip324-redirect",
+            "BIP324_REDIRECT_BIN",
+        ))
+        .args(["status", "--json", "--control", socket.to_str().unwrap()])
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .env("BIP324_REDIRECT_STATE_DIR", runtime.join("state"))
+        .output()
+        .unwrap();
+    let status = serde_json::from_slice::<serde_json::Value>(&as_nobody.stdout);
     let answered = status.map(|s| s["proxy_status"]["proxy"]["pid"] == proxy.id());
+    let by_root =
+        RedirectCli::new(&hosts).run(&["status", "--json", "--control", socket.to_str().unwrap()]);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(proxy.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -326,7 +343,14 @@ fn a_proxy_run_by_hand_keeps_its_control_socket_in_the_users_runtime_dir() {
     let log = String::from_utf8_lossy(&output.stderr);
     let socket_left = socket.exists();
     std::fs::remove_dir_all(&runtime).unwrap();
-    assert!(matches!(answered, Ok(true)), "{answered:?}\n{log}");
+    assert!(
+        matches!(answered, Ok(true)),
+        "{answered:?}\n{as_nobody:?}\n{log}"
+    );
+    assert!(
+        by_root.stdout.contains("an untrusted process") && !by_root.stdout.contains("\"pid\": "),
+        "{by_root:?}"
+    );
     assert!(!log.contains("cannot make the control socket"), "{log}");
     assert!(!socket_left, "the proxy removed its socket:\n{log}");
 }

@@ -344,3 +344,113 @@ bip324_e2e::for_each_backend!(
     a_dual_stack_listener_serves_ipv4_and_ipv6_clients,
     a_destination_port_equal_to_an_upstream_source_port_is_served,
 );
+
+/// A fake proxy answering on a control socket: `bind` as root, then `listen` (when
+/// `SO_PEERCRED` records who answers) as `uid`, in this thread only; serves `answers`
+/// connections with a status naming a connection that does not exist.
+fn fake_control_socket(
+    path: &std::path::Path,
+    uid: u32,
+    answers: usize,
+) -> std::thread::JoinHandle<()> {
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, listen, socket,
+    };
+    use std::io::{Read, Write};
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &UnixAddr::new(path).unwrap(),
+    )
+    .unwrap();
+    std::thread::spawn(move || {
+        // SAFETY: raw set*id syscalls change this thread's credentials only (glibc's wrappers
+        // would change every thread of the test process).
+        unsafe {
+            assert_eq!(libc::syscall(libc::SYS_setresgid, uid, uid, uid), 0);
+            assert_eq!(libc::syscall(libc::SYS_setresuid, uid, uid, uid), 0);
+        }
+        listen(&fd, Backlog::new(8).unwrap()).unwrap();
+        let listener = std::os::unix::net::UnixListener::from(fd);
+        let zeros = "\"client_in\":0,\"client_out\":0,\"remote_in\":0,\"remote_out\":0,\
+                     \"messages_from_client\":0,\"messages_to_client\":0";
+        let answer = format!(
+            "{{\"version\":1,\"proxy\":{{\"version\":\"0.2.0\",\"pid\":1,\"started\":0.0,\
+             \"listen\":[\"127.0.0.1:324\"]}},\"connections\":[{{\"id\":1,\
+             \"client\":\"203.0.113.99:4242\",\"destination\":\"198.51.100.7:8333\",\
+             \"network\":\"mainnet\",\"transport\":\"v2\",\"session_id\":\"{}\",\"started\":0.0,\
+             \"duration_seconds\":1.0,{zeros}}}],\"totals\":{{{zeros}}}}}",
+            "ab".repeat(32)
+        );
+        for _ in 0..answers {
+            let Ok((mut stream, _)) = listener.accept() else {
+                return;
+            };
+            let mut request = [0u8; 256];
+            let _ = stream.read(&mut request);
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    })
+}
+
+/// `status` and `check` believe the control socket only from root or the proxy's user: a
+/// socket made by another user (here nobody, in a directory only root may write) is named as
+/// untrusted and its fake connections are not shown; a socket in a directory anyone may write
+/// is not used at all, whoever answers there.
+#[test]
+fn status_believes_no_control_socket_of_another_user() {
+    let hosts = TwoHosts::create();
+    let _proxy = Proxy::start(&hosts.client, &[]);
+    let cli = RedirectCli::new(&hosts);
+    cli.enable_tagged("nftables", "8333");
+    let dir = std::env::temp_dir().join(format!("{}-fakecontrol", hosts.client.name()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cleanup = scopeguard(dir.clone());
+    let status = |path: &std::path::Path| {
+        cli.run(&["status", "--json", "--control", path.to_str().unwrap()])
+    };
+
+    // Made by nobody, in a directory of root's (mode 0755).
+    let fake = dir.join("control.sock");
+    let server = fake_control_socket(&fake, NOBODY, 1);
+    let run = status(&fake);
+    server.join().unwrap();
+    assert!(!run.stdout.contains("203.0.113.99"), "{run:?}");
+    assert!(
+        run.stdout.contains("an untrusted process") && run.stdout.contains("uid 65534"),
+        "{run:?}"
+    );
+    assert_eq!(run.code, 6, "{run:?}");
+
+    // A directory anyone may write: not used, even though root answers.
+    let open = dir.join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    let fake = open.join("control.sock");
+    let server = fake_control_socket(&fake, 0, 1);
+    let run = status(&fake);
+    assert!(!run.stdout.contains("203.0.113.99"), "{run:?}");
+    assert!(run.stdout.contains("any user may write it"), "{run:?}");
+    // Unblock the fake server, which nobody asked.
+    let _ = std::os::unix::net::UnixStream::connect(&fake);
+    server.join().unwrap();
+    drop(cleanup);
+}
+
+/// Removes a directory when dropped, also when the test fails.
+fn scopeguard(dir: std::path::PathBuf) -> impl Drop {
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    Remove(dir)
+}
