@@ -128,6 +128,11 @@ pub(crate) fn gather(control_socket: &std::path::Path) -> Result<Report, Error> 
         }
     }
     judge(&mut report, enabled.as_ref());
+    for view in &report.kernel {
+        report
+            .problems
+            .extend(view.inspection.warnings.iter().cloned());
+    }
     // Someone else's socket where the proxy's should be: nothing it says is shown.
     report.problems.extend(untrusted);
     if let Some(enabled) = &enabled {

@@ -19,7 +19,18 @@ pub const BY_COOKIE_MAP: &str = "BY_COOKIE";
 /// Original destination by the client end of a connection in its network namespace, as the
 /// proxy sees its peer (for SO_ORIGINAL_DST).
 pub const BY_CLIENT_MAP: &str = "BY_CLIENT_NS";
-pub const MAPS: [&str; 3] = [CONFIG_MAP, BY_COOKIE_MAP, BY_CLIENT_MAP];
+/// Per-CPU counters of records the programs added and removed, by slot below. What was
+/// added, less what was removed, less what is still there, is what the kernel evicted from a
+/// full map: a group member with very many connections pushes out others' records.
+pub const COUNTERS_MAP: &str = "COUNTERS";
+pub const MAPS: [&str; 4] = [CONFIG_MAP, BY_COOKIE_MAP, BY_CLIENT_MAP, COUNTERS_MAP];
+
+/// Slots of the counters map.
+pub const COOKIE_ADDED: u32 = 0;
+pub const COOKIE_REMOVED: u32 = 1;
+pub const CLIENT_ADDED: u32 = 2;
+pub const CLIENT_REMOVED: u32 = 3;
+pub const COUNTER_SLOTS: u32 = 4;
 
 /// The programs, by the kind of cgroup hook each attaches to.
 pub const CONNECT4: &str = "connect4";

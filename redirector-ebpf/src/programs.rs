@@ -32,10 +32,11 @@ use aya_ebpf::bindings::{
 use aya_ebpf::helpers::bpf_get_current_uid_gid;
 use aya_ebpf::helpers::generated::{bpf_get_netns_cookie, bpf_get_socket_cookie};
 use aya_ebpf::macros::{cgroup_sock, cgroup_sock_addr, cgroup_sockopt, map, sock_ops};
-use aya_ebpf::maps::{Array, LruHashMap};
+use aya_ebpf::maps::{Array, LruHashMap, PerCpuArray};
 use aya_ebpf::programs::{SockAddrContext, SockContext, SockOpsContext, SockoptContext};
 use redirector_ebpf::{
-    AF_INET, AF_INET6, ClientKey, Config, Endpoint, MAX_CONNECTIONS, MAX_EXEMPT_USERS, MAX_PORTS,
+    AF_INET, AF_INET6, CLIENT_ADDED, CLIENT_REMOVED, COOKIE_ADDED, COOKIE_REMOVED, COUNTER_SLOTS,
+    ClientKey, Config, Endpoint, MAX_CONNECTIONS, MAX_EXEMPT_USERS, MAX_PORTS,
 };
 
 // Maps are pinned by name in the loader's directory, so a new `enable` reuses them (the
@@ -46,6 +47,34 @@ static POLICY: Array<Config> = Array::pinned(1, 0);
 static BY_COOKIE: LruHashMap<u64, Endpoint> = LruHashMap::pinned(MAX_CONNECTIONS, 0);
 #[map]
 static BY_CLIENT_NS: LruHashMap<ClientKey, Endpoint> = LruHashMap::pinned(MAX_CONNECTIONS, 0);
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(COUNTER_SLOTS, 0);
+
+/// Counts one event in this CPU's slot (the loader sums the CPUs).
+#[inline(always)]
+fn bump(slot: u32) {
+    if let Some(count) = COUNTERS.get_ptr_mut(slot) {
+        // SAFETY: a per-CPU slot, written by this CPU only, with preemption off.
+        unsafe { *count += 1 };
+    }
+}
+
+/// Records a redirected socket's original destination, counting a new record.
+#[inline(always)]
+unsafe fn remember_cookie(cookie: u64, original: Endpoint) {
+    let new = unsafe { BY_COOKIE.get(&cookie) }.is_none();
+    if BY_COOKIE.insert(&cookie, &original, 0).is_ok() && new {
+        bump(COOKIE_ADDED);
+    }
+}
+
+/// Forgets a socket's record, counting it when there was one.
+#[inline(always)]
+fn forget_cookie(cookie: u64) {
+    if BY_COOKIE.remove(&cookie).is_ok() {
+        bump(COOKIE_REMOVED);
+    }
+}
 
 /// cgroup sock_addr and sockopt programs: 1 lets the call proceed.
 const ALLOW: i32 = 1;
@@ -140,12 +169,12 @@ pub fn connect4(ctx: SockAddrContext) -> i32 {
             };
             // Redirect even if recording fails: the proxy then refuses the connection,
             // which is closed, never plaintext.
-            let _ = BY_COOKIE.insert(cookie, original, 0);
+            remember_cookie(cookie, original);
             set(&mut (*sa).user_ip4, LOOPBACK_V4);
             set(&mut (*sa).user_port, u32::from(proxy_port.to_be()));
         } else if !to_the_proxy(get(&(*sa).user_ip4) == LOOPBACK_V4, get(&(*sa).user_port)) {
             // This socket is not redirected (now): no record of an earlier attempt may stay.
-            let _ = BY_COOKIE.remove(cookie);
+            forget_cookie(cookie);
         }
     }
     ALLOW
@@ -177,7 +206,7 @@ pub fn connect6(ctx: SockAddrContext) -> i32 {
                 port: u32::from(u16::from_be(get(&(*sa).user_port) as u16)),
                 addr,
             };
-            let _ = BY_COOKIE.insert(cookie, original, 0);
+            remember_cookie(cookie, original);
             // A v4-mapped destination travels over IPv4: send it to ::ffff:127.0.0.1, which
             // reaches the proxy's IPv4 listener, as with nftables.
             let loopback = if is_v4_mapped(&addr) {
@@ -194,7 +223,7 @@ pub fn connect6(ctx: SockAddrContext) -> i32 {
             let loopback =
                 addr == [0, 0, 0, LOOPBACK_V6_LAST] || addr == [0, 0, V4_MAPPED_WORD, LOOPBACK_V4];
             if !to_the_proxy(loopback, get(&(*sa).user_port)) {
-                let _ = BY_COOKIE.remove(cookie);
+                forget_cookie(cookie);
             }
         }
     }
@@ -258,8 +287,10 @@ pub fn track_sockets(ctx: SockOpsContext) -> u32 {
             // Only redirected sockets asked for this callback. Their cookie record may be
             // gone already: `forget_socket` runs when the descriptor closes, before the
             // connection has finished closing.
-            let _ = BY_CLIENT_NS.remove(key);
-            let _ = BY_COOKIE.remove(cookie);
+            if BY_CLIENT_NS.remove(&key).is_ok() {
+                bump(CLIENT_REMOVED);
+            }
+            forget_cookie(cookie);
             return 1;
         }
         let Some(original) = BY_COOKIE.get(cookie).copied() else {
@@ -275,7 +306,14 @@ pub fn track_sockets(ctx: SockOpsContext) -> u32 {
             let remote_port = u16::from_be((get(&(*ops).remote_port) >> 16) as u16);
             if POLICY.get(0).is_some_and(|c| c.proxy_port == remote_port) {
                 // The proxy asks for the IPv4 form of a v4-mapped destination (SOL_IP).
-                let _ = BY_CLIENT_NS.insert(key, as_ipv4_if_mapped(original), 0);
+                let new = BY_CLIENT_NS.get(&key).is_none();
+                if BY_CLIENT_NS
+                    .insert(&key, &as_ipv4_if_mapped(original), 0)
+                    .is_ok()
+                    && new
+                {
+                    bump(CLIENT_ADDED);
+                }
             }
         }
     }
@@ -449,7 +487,7 @@ pub fn getpeername6(ctx: SockAddrContext) -> i32 {
 pub fn forget_socket(ctx: SockContext) -> i32 {
     // SAFETY: the kernel passes a valid context.
     unsafe {
-        let _ = BY_COOKIE.remove(bpf_get_socket_cookie(ctx.as_ptr()));
+        forget_cookie(bpf_get_socket_cookie(ctx.as_ptr()));
     }
     ALLOW
 }

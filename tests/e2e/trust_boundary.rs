@@ -454,3 +454,101 @@ fn scopeguard(dir: std::path::PathBuf) -> impl Drop {
     }
     Remove(dir)
 }
+
+/// The eBPF connection maps hold 65,536 records shared by the whole group: a member that keeps
+/// more sockets than that in `connect()` pushes other members' records out. `status` counts
+/// those evictions and says so (a problem, exit 6) instead of staying silent.
+#[test]
+fn ebpf_status_reports_records_evicted_from_full_maps() {
+    const SOCKETS: usize = 66_000;
+    let hosts = TwoHosts::create();
+    let _proxy = Proxy::start(&hosts.client, &[]);
+    let cli = RedirectCli::new(&hosts);
+    cli.enable_tagged("ebpf", &NODE_PORT.to_string());
+    let (code, status) = cli.status();
+    assert_eq!(code, 0, "{status}");
+    assert!(
+        status["kernel"]
+            .to_string()
+            .contains("0 evicted since enable"),
+        "{status}"
+    );
+    // Two source ports only: the sockets' connect() fails for want of a port after the
+    // programs recorded each one, and every record stays until its socket closes.
+    let done = hosts
+        .client
+        .command("sysctl", None)
+        .args(["-qw", "net.ipv4.ip_local_port_range=60000 60001"])
+        .status();
+    assert!(done.unwrap().success());
+    // Four processes: the hard limit of open files here may be as low as 20,000.
+    const PROCESSES: usize = 4;
+    let script = format!(
+        "import socket, sys\n\
+         held = []\n\
+         for _ in range({n}):\n\
+         \x20   s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n\
+         \x20   s.setblocking(False)\n\
+         \x20   try:\n\
+         \x20       s.connect(('{REMOTE_V4}', {NODE_PORT}))\n\
+         \x20   except OSError:\n\
+         \x20       pass\n\
+         \x20   held.append(s)\n\
+         print('held', len(held), flush=True)\n\
+         sys.stdin.read()\n",
+        n = SOCKETS / PROCESSES
+    );
+    let mut floods: Vec<Child> = (0..PROCESSES)
+        .map(|_| {
+            let mut command = hosts.client.command("python3", Some(TAGGED_GID));
+            command
+                .args(["-c", &script])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped());
+            // SAFETY: setrlimit is async-signal-safe.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                    let limit = (SOCKETS / PROCESSES + 64) as u64;
+                    nix::sys::resource::setrlimit(
+                        nix::sys::resource::Resource::RLIMIT_NOFILE,
+                        limit,
+                        limit,
+                    )?;
+                    Ok(())
+                });
+            }
+            command
+                .spawn()
+                .expect("run python3 (apt-get install python3)")
+        })
+        .collect();
+    let lines: Vec<String> = floods
+        .iter_mut()
+        .map(|flood| {
+            let mut line = String::new();
+            std::io::BufRead::read_line(
+                &mut std::io::BufReader::new(flood.stdout.take().unwrap()),
+                &mut line,
+            )
+            .unwrap();
+            line.trim().to_string()
+        })
+        .collect();
+    let (code, status) = cli.status();
+    for mut flood in floods {
+        drop(flood.stdin.take());
+        let _ = flood.wait();
+    }
+    assert!(
+        lines
+            .iter()
+            .all(|l| *l == format!("held {}", SOCKETS / PROCESSES)),
+        "{lines:?}"
+    );
+    assert_eq!(code, 6, "{status}");
+    let problems = status["problems"].to_string();
+    assert!(
+        problems.contains("records were evicted"),
+        "{problems}\n{status}"
+    );
+}

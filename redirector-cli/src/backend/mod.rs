@@ -80,6 +80,9 @@ pub(crate) struct Inspection {
     pub details: Vec<String>,
     /// The objects found, in words.
     pub objects: Vec<String>,
+    /// Trouble that is no difference from the policy (full eBPF maps), in words.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// The policy as read back from the kernel, where the backend stores it whole.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<Policy>,

@@ -17,11 +17,15 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use aya::EbpfLoader;
-use aya::maps::{Array, Map, MapData, MapInfo};
+use aya::maps::{Array, HashMap, Map, MapData, MapInfo, PerCpuArray};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{CgroupAttachMode, Program};
 use caps::Capability;
-use redirector_ebpf::{CONFIG_MAP, Config, MAPS, MAX_EXEMPT_USERS, MAX_PORTS, PROGRAMS};
+use redirector_ebpf::{
+    BY_CLIENT_MAP, BY_COOKIE_MAP, CLIENT_ADDED, CLIENT_REMOVED, CONFIG_MAP, COOKIE_ADDED,
+    COOKIE_REMOVED, COUNTERS_MAP, ClientKey, Config, Endpoint, MAPS, MAX_CONNECTIONS,
+    MAX_EXEMPT_USERS, MAX_PORTS, PROGRAMS,
+};
 
 use super::Inspection;
 use crate::error::Error;
@@ -285,8 +289,97 @@ pub(crate) fn inspect(expected: Option<&Policy>) -> Result<Inspection, Error> {
             inspection.map_ids.push(info.id());
         }
     }
+    match MapUsage::read(&dir) {
+        Ok(usage) => {
+            inspection.objects.push(usage.describe());
+            inspection.warnings.extend(usage.warning());
+        }
+        Err(e) => inspection
+            .details
+            .push(format!("cannot read the connection maps: {e}")),
+    }
     inspection.matches = expected.map(|_| inspection.details.is_empty());
     Ok(inspection)
+}
+
+/// How full the connection maps are, and how many records the kernel evicted from them since
+/// `enable` made them: each eviction may cost a redirected connection (the proxy then refuses
+/// it; never plaintext). The maps are shared by every member of the group (documented limit
+/// of `MAX_CONNECTIONS` open redirected connections).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct MapUsage {
+    pub by_cookie: u64,
+    pub by_client: u64,
+    pub evicted: u64,
+}
+
+impl MapUsage {
+    fn read(dir: &Path) -> Result<MapUsage, Error> {
+        fn entries<K: aya::Pod>(dir: &Path, name: &str) -> Result<u64, Error> {
+            let data = MapData::from_pin(dir.join(name))
+                .map_err(|e| kernel(&format!("open the pinned map {name}"), e))?;
+            let map: HashMap<MapData, K, Endpoint> = HashMap::try_from(Map::LruHashMap(data))
+                .map_err(|e| kernel(&format!("read the pinned map {name}"), e))?;
+            Ok(map.keys().filter(Result::is_ok).count() as u64)
+        }
+        let data = MapData::from_pin(dir.join(COUNTERS_MAP))
+            .map_err(|e| kernel("open the pinned counters map", e))?;
+        let counters: PerCpuArray<MapData, u64> = PerCpuArray::try_from(Map::PerCpuArray(data))
+            .map_err(|e| kernel("read the pinned counters map", e))?;
+        let count = |slot: u32| -> Result<u64, Error> {
+            let values = counters
+                .get(&slot, 0)
+                .map_err(|e| kernel("read the counters", e))?;
+            Ok(values.iter().sum())
+        };
+        let by_cookie = entries::<u64>(dir, BY_COOKIE_MAP)?;
+        let by_client = entries::<ClientKey>(dir, BY_CLIENT_MAP)?;
+        Ok(MapUsage::from_counts(
+            by_cookie,
+            by_client,
+            [
+                count(COOKIE_ADDED)?,
+                count(COOKIE_REMOVED)?,
+                count(CLIENT_ADDED)?,
+                count(CLIENT_REMOVED)?,
+            ],
+        ))
+    }
+
+    /// What was added, less what was removed and what is still there, went by eviction.
+    fn from_counts(by_cookie: u64, by_client: u64, counters: [u64; 4]) -> MapUsage {
+        let [cookie_added, cookie_removed, client_added, client_removed] = counters;
+        let evicted = cookie_added
+            .saturating_sub(cookie_removed)
+            .saturating_sub(by_cookie)
+            + client_added
+                .saturating_sub(client_removed)
+                .saturating_sub(by_client);
+        MapUsage {
+            by_cookie,
+            by_client,
+            evicted,
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "connection maps: {} and {} of {MAX_CONNECTIONS} records; {} evicted since enable",
+            self.by_cookie, self.by_client, self.evicted
+        )
+    }
+
+    fn warning(&self) -> Option<String> {
+        (self.evicted > 0).then(|| {
+            format!(
+                "the eBPF connection maps were full: {} records were evicted, and the \
+                 connections they belonged to may have been refused (never sent in plaintext); \
+                 the {MAX_CONNECTIONS} records are shared by every member of the group, so one \
+                 member with very many open connections can crowd out the others",
+                self.evicted
+            )
+        })
+    }
 }
 
 fn read_config(dir: &Path) -> Result<Config, Error> {
@@ -385,6 +478,23 @@ mod tests {
         let config = config_of(&policy).unwrap();
         assert_eq!(config.port_count, 3);
         assert_eq!(policy_of(&config), policy);
+    }
+
+    #[test]
+    fn evictions_are_what_was_added_and_neither_removed_nor_still_there() {
+        let usage = MapUsage::from_counts(65536, 10, [70000, 100, 20, 10]);
+        assert_eq!(usage.evicted, 70000 - 100 - 65536);
+        assert!(
+            usage
+                .warning()
+                .unwrap()
+                .contains("4364 records were evicted")
+        );
+        let quiet = MapUsage::from_counts(5, 5, [10, 5, 7, 2]);
+        assert_eq!(quiet.evicted, 0);
+        assert_eq!(quiet.warning(), None);
+        // Records made before the counters existed (an upgrade) are no evictions.
+        assert_eq!(MapUsage::from_counts(50, 0, [0, 10, 0, 0]).evicted, 0);
     }
 
     #[test]
