@@ -213,6 +213,8 @@ pub struct CheckArgs {
     /// The proxy's control socket, to ask what it did with the connection.
     /// Default: /run/bip324-proxy/control.sock, or when there is none,
     /// $XDG_RUNTIME_DIR/bip324-proxy/control.sock (where a proxy run by hand makes it).
+    /// Believed only when root, bip324-proxy, or you (in your own private $XDG_RUNTIME_DIR)
+    /// made it, in a directory no other user may write.
     #[arg(long, value_name = "PATH", value_hint = clap::ValueHint::FilePath)]
     pub control: Option<std::path::PathBuf>,
 }
@@ -234,6 +236,8 @@ pub struct StatusArgs {
     /// The proxy's control socket, for its live connections.
     /// Default: /run/bip324-proxy/control.sock, or when there is none,
     /// $XDG_RUNTIME_DIR/bip324-proxy/control.sock (where a proxy run by hand makes it).
+    /// Believed only when root, bip324-proxy, or you (in your own private $XDG_RUNTIME_DIR)
+    /// made it, in a directory no other user may write.
     #[arg(long, value_name = "PATH", value_hint = clap::ValueHint::FilePath)]
     pub control: Option<std::path::PathBuf>,
 }
@@ -272,9 +276,12 @@ pub struct EnableArgs {
     #[arg(long = "exempt-user", value_name = "USER")]
     pub exempt_users: Vec<String>,
 
-    /// How the kernel redirects. nftables: a NAT rule, matching the socket's group (fsgid).
-    /// ebpf: cgroup programs at connect(), matching the process's real group; for hosts
-    /// without nftables NAT, or whose firewall manager flushes foreign tables.
+    /// How the kernel redirects. nftables: a NAT rule, matching the socket's group (fsgid);
+    /// connections to this host's own addresses are left alone. ebpf: cgroup programs at
+    /// connect(), matching the process's real group; for hosts without nftables NAT, or whose
+    /// firewall manager flushes foreign tables; connections to loopback are left alone (this
+    /// host's other addresses are not), and its records of 65,536 open connections are
+    /// shared by the group (`status` shows evictions).
     #[arg(long, value_enum, default_value_t = BackendKind::Nftables)]
     pub backend: BackendKind,
 
