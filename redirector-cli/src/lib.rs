@@ -264,6 +264,9 @@ pub(crate) fn save(
                 "saved to {path}: {} re-applies it after an nftables reload and at boot",
                 file.unit()
             );
+            if let Some(warning) = unit_warning(file.unit()) {
+                eprintln!("warning: {warning}");
+            }
             Ok(())
         }
         Ok(false) => {
@@ -287,6 +290,28 @@ pub(crate) fn save(
             "the policy is in the kernel but NOT saved, so a reload of nftables.service or a \
              reboot would apply the file's instead: {e}"
         ))),
+    }
+}
+
+/// On a systemd host, whether `unit` is enabled and active: a unit that is not re-applies
+/// nothing after an nftables reload (inactive) or a reboot (not enabled).
+fn unit_warning(unit: &str) -> Option<String> {
+    if !std::path::Path::new("/run/systemd/system").is_dir() {
+        return None;
+    }
+    let state = |verb: &str| {
+        std::process::Command::new("systemctl")
+            .args([verb, "--quiet", unit])
+            .status()
+            .ok()
+            .map(|s| s.success())
+    };
+    match (state("is-enabled")?, state("is-active")?) {
+        (true, true) => None,
+        _ => Some(format!(
+            "{unit} is not enabled and active, so nothing re-applies this policy after a \
+             reload of nftables.service or a reboot: `systemctl enable --now {unit}`"
+        )),
     }
 }
 
