@@ -410,7 +410,7 @@ fn ebpf_disable_leaves_no_program_link_pin_or_map() {
         .map(|v| v.as_u64().unwrap())
         .collect();
     assert_eq!(programs.len(), 7, "{view}");
-    assert_eq!(maps.len(), 3, "{view}");
+    assert_eq!(maps.len(), 4, "{view}");
     let cgroup = hosts.cgroup.path().to_str().unwrap();
     assert_eq!(status["cgroup"], cgroup);
     let attached = String::from_utf8(bpftool(&["cgroup", "show", cgroup]).stdout).unwrap();
