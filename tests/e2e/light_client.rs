@@ -133,12 +133,15 @@ fn kyoto_syncs_through_the_socks5_front_end() {
         proxy.log()
     );
     // A peer given by name: Kyoto asks the proxy to resolve it (Tor's RESOLVE), then
-    // connects to the address; `localhost` is the client host, where a second node listens.
-    let local = ChainNode::start(&hosts.client);
-    local.sync(
+    // connects to the address. The name must lead to another host (the proxy refuses this
+    // one as a destination, so not `localhost`) without a resolver of our own: a number is a
+    // name the system resolver reads as an IPv4 address (inet_aton), 169870338 is 10.32.4.2.
+    let number = std::net::Ipv4Addr::from(169_870_338u32);
+    assert_eq!(std::net::IpAddr::from(number), hosts.remote_v4().ip());
+    node.sync(
         (&hosts.client, None),
-        0,
-        "localhost:8333",
+        1,
+        format!("169870338:{NODE_PORT}"),
         &["--socks5", SOCKS],
     );
     // The whole sync, as BIP-157 lays it out: every header (some twice: Kyoto lists its
