@@ -429,7 +429,13 @@ fn ebpf_disable_leaves_no_program_link_pin_or_map() {
     cli.ok(&["disable"]);
     let pin_dir = hosts.bpffs.path().join("bip324-redirect");
     assert!(!pin_dir.exists(), "pins left in {}", pin_dir.display());
-    let attached = bpftool(&["cgroup", "show", cgroup]);
+    // Unpinning a link releases it from a work queue: the detach follows within moments.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut attached = bpftool(&["cgroup", "show", cgroup]);
+    while !attached.stdout.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        attached = bpftool(&["cgroup", "show", cgroup]);
+    }
     assert!(
         String::from_utf8_lossy(&attached.stdout).trim().is_empty(),
         "{attached:?}"
