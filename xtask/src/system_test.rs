@@ -9,7 +9,9 @@
 //! behind its socket, that a client unit of the group started at boot with the README's
 //! drop-in waits for the redirect and speaks v2, and that `dpkg --purge` leaves no rules,
 //! units or group. Inbound mode's units serve a v1-only node in the container to an
-//! independent v2 initiator outside.
+//! independent v2 initiator outside. A gateway policy enabled by hand keeps a LAN host's
+//! connections (from a namespace routed through the container) in v2 through a reload of
+//! nftables.service and a reboot.
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -18,12 +20,16 @@ use std::time::{Duration, Instant};
 use bip324_e2e::initiator::V2Peer;
 use bip324_e2e::netns::{self, Netns};
 use bip324_e2e::responder::{Report, Transport};
-use bip324_e2e::testbed::{CLIENT_V4, RemoteNode, noisy_responder};
+use bip324_e2e::testbed::{CLIENT_V4, RemoteNode, noisy_responder, run_client};
 use bip324_e2e::v1::{self, Message, REGTEST_MAGIC};
 
 use crate::debian_root::{self, path};
 use crate::{Result, package, root, step};
 
+/// Gateway mode's LAN, behind the container's lan0.
+const LAN_V4: &str = "192.168.60.0/24";
+const LAN_HOST_V4: &str = "192.168.60.2";
+const LAN_ROUTER_V4: &str = "192.168.60.1";
 const INCLUDE: &str = "systemd,systemd-sysv,dbus,iproute2,nftables";
 /// Highest `systemd-analyze security` exposure accepted for the proxy ("OK" up to 2.0... and
 /// beyond; the product's bar is 2.0).
@@ -202,6 +208,63 @@ pub(crate) fn run() -> Result {
 
     inbound_mode(c, &remote_ns)?;
 
+    // Gateway mode enabled by hand, as the README tells a router's owner: it must survive a
+    // reload of nftables.service (which flushes the ruleset) and, below, a reboot.
+    let lan_ns = Netns::create("syslan");
+    netns::link_named((&lan_ns, "veth0"), (&host_ns, "lan0"));
+    netns::address(&lan_ns, &format!("{LAN_HOST_V4}/24"));
+    netns::address_on(&host_ns, "lan0", &format!("{LAN_ROUTER_V4}/24"));
+    lan_ns.ip(&["route", "add", "default", "via", LAN_ROUTER_V4]);
+    remote_ns.ip(&["route", "add", LAN_V4, "via", CLIENT_V4]);
+    let forwarding = host_ns
+        .command("sysctl", None)
+        .args(["-qw", "net.ipv4.ip_forward=1"])
+        .status();
+    expect(
+        forwarding.is_ok_and(|s| s.success()),
+        "the container forwards",
+    )?;
+    let mut seen = 5;
+    let lan_client = |seen: &mut usize, what: &str| -> Result {
+        let run = run_client(
+            path(&client),
+            &lan_ns,
+            None,
+            &[&remote, "--large", "0", "--small", "10"],
+        );
+        expect(run.success, &format!("the LAN host's client ran ({what})"))?;
+        *seen += 1;
+        let transport = report(&node, *seen)?.transport;
+        expect(
+            transport == Transport::V2,
+            &format!("the LAN host's connection reached the remote in v2 {what} ({transport:?})"),
+        )
+    };
+    c.ok(&format!(
+        "mkdir -p /etc/systemd/system/bip324-proxy.socket.d && \
+         printf '[Socket]\\nListenStream={LAN_ROUTER_V4}:324\\n' \
+           > /etc/systemd/system/bip324-proxy.socket.d/lan.conf && systemctl daemon-reload && \
+         systemctl stop bip324-proxy.service bip324-proxy.socket && \
+         systemctl start bip324-proxy.socket"
+    ))?;
+    c.ok("bip324-redirect enable --group btc --exempt-user bip324-proxy --from-interface lan0")?;
+    c.ok("grep -- '--from-interface lan0' /etc/bip324/redirect.conf")?;
+    c.ok("bip324-redirect status")?;
+    lan_client(&mut seen, "after enable by hand")?;
+    c.ok("systemctl start nftables.service")?;
+    let before = handle(c)?;
+    c.ok("systemctl reload nftables.service")?;
+    c.ok(
+        "for i in $(seq 50); do bip324-redirect status >/dev/null && exit 0; sleep 0.1; done; \
+          bip324-redirect status",
+    )?;
+    expect(
+        before != handle(c)?,
+        "`systemctl reload nftables` flushed the table and it came back",
+    )?;
+    c.ok("nft list chain inet bip324_redirect prerouting | grep -q lan0")?;
+    lan_client(&mut seen, "after `systemctl reload nftables`")?;
+
     // Boot: a client unit of the group, with the README's drop-in and nothing else, starts
     // as early as it may. It must wait for the redirect and never reach the remote in v1.
     install_boot_client(c, &remote)?;
@@ -223,19 +286,27 @@ pub(crate) fn run() -> Result {
             < started("boot-client.service", "ExecMainStartTimestampMonotonic")?,
         "the boot client started after the redirect was in place",
     )?;
-    let reports = node.responder.wait_for_reports(6, Duration::from_secs(10));
+    let reports = node
+        .responder
+        .wait_for_reports(seen + 1, Duration::from_secs(10));
     expect(
-        reports.len() == 6 && reports[5].transport == Transport::V2,
+        reports.len() == seen + 1 && reports[seen].transport == Transport::V2,
         &format!(
             "the boot client's only connection was v2 ({:?})",
             reports
                 .iter()
-                .skip(5)
+                .skip(seen)
                 .map(|r| r.transport)
                 .collect::<Vec<_>>()
         ),
     )?;
+    seen += 1;
     c.ok("systemctl disable boot-client.service")?;
+
+    // The gateway policy enabled by hand before the reboot is back, as status says.
+    c.ok("bip324-redirect status")?;
+    c.ok("nft list chain inet bip324_redirect prerouting | grep -q lan0")?;
+    lan_client(&mut seen, "after a reboot")?;
 
     // Purge leaves nothing behind.
     c.ok("dpkg --purge bip324-redirect")?;
@@ -419,7 +490,12 @@ impl Container {
             container.leader = init_of(container.nspawn.id()).unwrap_or(0);
             std::thread::sleep(Duration::from_millis(100));
         }
-        let state = container.run("timeout 120 systemctl is-system-running --wait")?;
+        // Until its bus exists, systemctl answers nothing at once: wait for the bus first (a
+        // loaded machine boots slowly).
+        let state = container.run(
+            "for i in $(seq 600); do test -S /run/systemd/private && break; sleep 0.1; \
+             done; timeout 120 systemctl is-system-running --wait",
+        )?;
         let state = String::from_utf8_lossy(&state.stdout).trim().to_string();
         if state != "running" {
             container.ok(
