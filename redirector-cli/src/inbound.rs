@@ -221,3 +221,23 @@ pub(crate) fn proxy_status(
     }
     separate
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The inbound policy applied is compared with /etc/bip324/inbound.conf's, which the unit
+    /// re-applies after a reload of nftables or a reboot.
+    #[test]
+    fn an_inbound_policy_other_than_the_files_is_a_problem() {
+        let applied = InboundPolicy::new(&[8333, 18444], 325).unwrap();
+        let file = InboundPolicy::new(&[8333], 325).unwrap();
+        assert_eq!(differs_from_file(&applied, Ok(None)), None);
+        assert_eq!(differs_from_file(&applied, Ok(Some(applied.clone()))), None);
+        let problem = differs_from_file(&applied, Ok(Some(file))).unwrap();
+        assert!(
+            problem.contains("--ports 8333,18444") && problem.contains("inbound restore"),
+            "{problem}"
+        );
+    }
+}
