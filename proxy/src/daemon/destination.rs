@@ -17,6 +17,8 @@ pub enum Forbidden {
     Broadcast,
     /// One of this host's own addresses (in the proxy's network namespace).
     ThisHost,
+    /// The kernel's list of this host's addresses could not be read: refused, failing closed.
+    Unverifiable,
 }
 
 impl fmt::Display for Forbidden {
@@ -27,6 +29,10 @@ impl fmt::Display for Forbidden {
             Forbidden::Multicast => "a multicast address is no node",
             Forbidden::Broadcast => "a broadcast address is no node",
             Forbidden::ThisHost => "an address of this host",
+            Forbidden::Unverifiable => {
+                "not known to be remote: this host's addresses cannot be read (the proxy needs \
+                 AF_NETLINK sockets)"
+            }
         })
     }
 }
@@ -44,28 +50,29 @@ pub fn check(ip: IpAddr) -> Result<(), Forbidden> {
         Err(Forbidden::Multicast)
     } else if broadcast {
         Err(Forbidden::Broadcast)
-    } else if is_own_address(ip) {
-        Err(Forbidden::ThisHost)
     } else {
-        Ok(())
+        match is_own_address(ip) {
+            Some(false) => Ok(()),
+            Some(true) => Err(Forbidden::ThisHost),
+            None => Err(Forbidden::Unverifiable),
+        }
     }
 }
 
-/// Whether an interface of this host carries `ip`. Asked at each connection (one netlink
-/// dump): addresses come and go, and a stale cache would let a new one through. When the
-/// kernel cannot be asked, the destination is refused: failing closed.
-fn is_own_address(ip: IpAddr) -> bool {
-    let Ok(addresses) = nix::ifaddrs::getifaddrs() else {
-        return true;
-    };
-    addresses.filter_map(|a| a.address).any(|address| {
+/// Whether an interface of this host carries `ip`; `None` when the kernel cannot be asked.
+/// Asked at each connection (one netlink dump): addresses come and go, and a stale cache
+/// would let a new one through.
+fn is_own_address(ip: IpAddr) -> Option<bool> {
+    let addresses = nix::ifaddrs::getifaddrs().ok()?;
+    let own = addresses.filter_map(|a| a.address).any(|address| {
         let own = match (address.as_sockaddr_in(), address.as_sockaddr_in6()) {
             (Some(v4), _) => IpAddr::V4(v4.ip()),
             (_, Some(v6)) => IpAddr::V6(v6.ip()),
             _ => return false,
         };
         own == ip
-    })
+    });
+    Some(own)
 }
 
 #[cfg(test)]
