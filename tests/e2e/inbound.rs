@@ -67,6 +67,17 @@ fn with_v2_bit(version: &[u8]) -> Vec<u8> {
     expected
 }
 
+/// Sends our `version` to the node at `to` over `stream`; where the node saw us from, and its
+/// first answer.
+fn greet(mut stream: TcpStream, to: SocketAddr) -> (SocketAddr, Option<Message>) {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    v1::write_message(&mut stream, REGTEST_MAGIC, &our_version(to)).unwrap();
+    let reply = v1::read_message(&mut stream, REGTEST_MAGIC).unwrap();
+    (stream.local_addr().unwrap(), reply)
+}
+
 fn our_version(to: SocketAddr) -> Message {
     Message::new(
         "version",
@@ -479,15 +490,10 @@ fn a_silent_flood_from_one_address_locks_out_no_neighbour() {
     );
 
     // The newcomer, whose network is full, is admitted and reaches the node as itself.
-    let (local, reply) = inbound.hosts.remote.run(move || {
-        let mut stream = connect_from(newcomer, v4);
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        v1::write_message(&mut stream, REGTEST_MAGIC, &our_version(v4)).unwrap();
-        let reply = v1::read_message(&mut stream, REGTEST_MAGIC).unwrap();
-        (stream.local_addr().unwrap(), reply)
-    });
+    let (local, reply) = inbound
+        .hosts
+        .remote
+        .run(move || greet(connect_from(newcomer, v4), v4));
     assert_eq!(
         reply.map(|m| m.command),
         Some("version".to_string()),
@@ -708,13 +714,9 @@ fn started_as_root_the_helper_becomes_the_proxys_user_with_cap_net_raw_alone() {
     assert_eq!(bounding, Some(1 << 13), "{status}");
     // And it serves: a v1 peer reaches the node.
     let node_addr = inbound.node_addr(false);
-    let reply = inbound.hosts.remote.run(move || {
-        let mut stream = TcpStream::connect_timeout(&node_addr, Duration::from_secs(10)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        v1::write_message(&mut stream, REGTEST_MAGIC, &our_version(node_addr)).unwrap();
-        v1::read_message(&mut stream, REGTEST_MAGIC).unwrap()
+    let (_, reply) = inbound.hosts.remote.run(move || {
+        let stream = TcpStream::connect_timeout(&node_addr, Duration::from_secs(10)).unwrap();
+        greet(stream, node_addr)
     });
     assert_eq!(reply.map(|m| m.command), Some("version".into()));
 }
@@ -741,13 +743,8 @@ fn cap_net_raw_lives_in_a_separate_undumpable_helper() {
     // A peer reaches the node as itself through the helper's socket.
     let node_addr = SocketAddr::new(CLIENT_V4.parse().unwrap(), NODE_PORT);
     let (local, reply) = hosts.remote.run(move || {
-        let mut stream = TcpStream::connect_timeout(&node_addr, Duration::from_secs(10)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        v1::write_message(&mut stream, REGTEST_MAGIC, &our_version(node_addr)).unwrap();
-        let reply = v1::read_message(&mut stream, REGTEST_MAGIC).unwrap();
-        (stream.local_addr().unwrap(), reply)
+        let stream = TcpStream::connect_timeout(&node_addr, Duration::from_secs(10)).unwrap();
+        greet(stream, node_addr)
     });
     assert_eq!(
         reply.map(|m| m.command),
