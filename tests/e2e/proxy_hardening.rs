@@ -122,8 +122,8 @@ fn a_proxy_given_an_ambient_capability_drops_it_from_every_thread() {
     let mut command = hosts.client.command("setpriv", None);
     command
         .args([
-            "--reuid=65534",
-            "--regid=65534",
+            &format!("--reuid={NOBODY}"),
+            &format!("--regid={NOBODY}"),
             "--clear-groups",
             "--inh-caps=+net_bind_service",
             "--ambient-caps=+net_bind_service",
