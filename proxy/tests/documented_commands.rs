@@ -1,0 +1,230 @@
+//! Every `bip324-proxy ...` and `bip324-redirect ...` command line shown in an `sh` block of
+//! the README or of docs/*.md parses with the real clap definitions, so an example with a
+//! misspelt or removed option fails here rather than on a user's machine. It needs no root:
+//! nothing is run, only parsed.
+
+use std::path::{Path, PathBuf};
+
+use bip324_proxy::daemon::Config;
+use bip324_redirect_args::Cli;
+use clap::Parser;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the proxy crate sits in the workspace")
+        .to_path_buf()
+}
+
+/// The lines of every fenced block tagged `sh`, with the file and line they come from.
+fn sh_lines(path: &Path) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut lines = Vec::new();
+    let mut in_sh = false;
+    let mut pending = String::new();
+    for (n, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if let Some(tag) = trimmed.strip_prefix("```") {
+            in_sh = !in_sh && matches!(tag.trim(), "sh" | "bash" | "shell" | "console");
+            pending.clear();
+            continue;
+        }
+        if !in_sh {
+            continue;
+        }
+        // A trailing backslash continues the command on the next line.
+        if let Some(start) = line.strip_suffix('\\') {
+            pending.push_str(start);
+            pending.push(' ');
+            continue;
+        }
+        pending.push_str(line);
+        let name = path.strip_prefix(root()).unwrap_or(path).display();
+        lines.push((format!("{name}:{}", n + 1), std::mem::take(&mut pending)));
+    }
+    lines
+}
+
+/// Splits a shell line into commands (at `|`, `||`, `&&`, `;`, `&` outside quotes), each a list
+/// of words with quotes removed; a `#` that starts a word ends the line.
+fn commands(line: &str) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    let mut words: Vec<String> = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut chars = line.chars().peekable();
+    let end_word = |word: &mut String, in_word: &mut bool, words: &mut Vec<String>| {
+        if *in_word {
+            words.push(std::mem::take(word));
+            *in_word = false;
+        }
+    };
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                in_word = true;
+                for q in chars.by_ref() {
+                    if q == '\'' {
+                        break;
+                    }
+                    word.push(q);
+                }
+            }
+            '"' => {
+                in_word = true;
+                while let Some(q) = chars.next() {
+                    match q {
+                        '"' => break,
+                        '\\' => word.extend(chars.next()),
+                        _ => word.push(q),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                word.extend(chars.next());
+            }
+            '#' if !in_word => break,
+            ' ' | '\t' => end_word(&mut word, &mut in_word, &mut words),
+            '|' | '&' | ';' => {
+                end_word(&mut word, &mut in_word, &mut words);
+                if chars.peek() == Some(&c) {
+                    chars.next();
+                }
+                out.push(std::mem::take(&mut words));
+            }
+            _ => {
+                in_word = true;
+                word.push(c);
+            }
+        }
+    }
+    end_word(&mut word, &mut in_word, &mut words);
+    out.push(words);
+    out.retain(|w| !w.is_empty());
+    out
+}
+
+/// The argument vector of the documented binary a command runs, if it runs one: after
+/// `sudo` (and its options), `env`, `VAR=value` prefixes; inside `sg GROUP -c '...'`.
+fn invocations(words: &[String]) -> Vec<Vec<String>> {
+    let mut rest = words;
+    loop {
+        match rest.first().map(String::as_str) {
+            Some("sudo") => {
+                rest = &rest[1..];
+                while let Some(opt) = rest.first().filter(|w| w.starts_with('-')) {
+                    // sudo's options that take a value.
+                    let takes_value = matches!(opt.as_str(), "-u" | "-g" | "-C" | "-D" | "-h");
+                    rest = &rest[if takes_value { 2 } else { 1 }.min(rest.len())..];
+                }
+            }
+            Some("env") => rest = &rest[1..],
+            Some(w) if is_assignment(w) => rest = &rest[1..],
+            Some("sg") if rest.len() >= 4 && rest[2] == "-c" => {
+                return commands(&rest[3])
+                    .iter()
+                    .flat_map(|c| invocations(c))
+                    .collect();
+            }
+            Some("bip324-proxy" | "bip324-redirect") => return vec![rest.to_vec()],
+            _ => return Vec::new(),
+        }
+    }
+}
+
+fn is_assignment(word: &str) -> bool {
+    word.split_once('=').is_some_and(|(name, _)| {
+        !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    })
+}
+
+/// Parses one documented invocation; `Err` carries clap's message.
+fn parse(argv: &[String]) -> Result<(), String> {
+    let result = match argv[0].as_str() {
+        "bip324-proxy" => Config::try_parse_from(argv).map(drop),
+        _ => Cli::try_parse_from(argv).map(drop),
+    };
+    match result {
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) =>
+        {
+            Ok(())
+        }
+        other => other.map_err(|e| e.to_string()),
+    }
+}
+
+fn documented_files() -> Vec<PathBuf> {
+    let mut files = vec![root().join("README.md")];
+    let mut docs: Vec<PathBuf> = std::fs::read_dir(root().join("docs"))
+        .expect("docs/")
+        .map(|e| e.expect("docs/ entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    docs.sort();
+    files.extend(docs);
+    files
+}
+
+#[test]
+fn every_documented_command_line_parses() {
+    let mut checked = Vec::new();
+    let mut failures = Vec::new();
+    for file in documented_files() {
+        for (place, line) in sh_lines(&file) {
+            for command in commands(&line) {
+                for argv in invocations(&command) {
+                    match parse(&argv) {
+                        Ok(()) => checked.push(argv.join(" ")),
+                        Err(e) => failures.push(format!("{place}: `{}`\n{e}", argv.join(" "))),
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} documented command line(s) do not parse:\n\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    // Both binaries' examples were found: a parser that finds none would prove nothing.
+    for binary in ["bip324-proxy", "bip324-redirect"] {
+        let n = checked.iter().filter(|c| c.starts_with(binary)).count();
+        assert!(
+            n >= 5,
+            "only {n} `{binary}` command lines found in the docs: {checked:#?}"
+        );
+    }
+    eprintln!(
+        "{} documented command lines parse:\n{}",
+        checked.len(),
+        checked.join("\n")
+    );
+}
+
+#[test]
+fn the_extraction_handles_sudo_env_sg_comments_pipes_and_background() {
+    let line = r#"sudo -E env RUST_LOG=debug bip324-proxy --socks5 '127.0.0.1:1080' & sg btc -c 'bip324-redirect check 203.0.113.7:8333' | cat  # bip324-proxy --nope"#;
+    let found: Vec<Vec<String>> = commands(line).iter().flat_map(|c| invocations(c)).collect();
+    assert_eq!(
+        found,
+        vec![
+            vec!["bip324-proxy", "--socks5", "127.0.0.1:1080"],
+            vec!["bip324-redirect", "check", "203.0.113.7:8333"],
+        ]
+    );
+    assert!(found.iter().all(|argv| parse(argv).is_ok()));
+}
+
+#[test]
+fn a_wrong_option_fails() {
+    let argv = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
+    assert!(parse(&argv("bip324-proxy --no-such-option")).is_err());
+    assert!(parse(&argv("bip324-redirect enable --group btc --no-such-option")).is_err());
+    assert!(parse(&argv("bip324-redirect no-such-command")).is_err());
+}
