@@ -105,9 +105,10 @@ fn commands(line: &str) -> Vec<Vec<String>> {
     out
 }
 
-/// The argument vector of the documented binary a command runs, if it runs one: after
-/// `sudo` (and its options), `env`, `VAR=value` prefixes; inside `sg GROUP -c '...'`.
-fn invocations(words: &[String]) -> Vec<Vec<String>> {
+/// The argument vectors of the programs a command runs: after `sudo` (and its options),
+/// `env`, `VAR=value` prefixes and `setpriv`'s options (`setpriv` itself is kept too, so that
+/// its options can be checked), and inside `sg GROUP -c '...'`.
+fn programs(words: &[String]) -> Vec<Vec<String>> {
     let mut rest = words;
     loop {
         match rest.first().map(String::as_str) {
@@ -124,13 +125,84 @@ fn invocations(words: &[String]) -> Vec<Vec<String>> {
             Some("sg") if rest.len() >= 4 && rest[2] == "-c" => {
                 return commands(&rest[3])
                     .iter()
-                    .flat_map(|c| invocations(c))
+                    .flat_map(|c| programs(c))
                     .collect();
             }
-            Some("bip324-proxy" | "bip324-redirect") => return vec![rest.to_vec()],
-            _ => return Vec::new(),
+            Some("setpriv") => {
+                let options = rest[1..].iter().take_while(|w| w.starts_with('-')).count();
+                let mut found = vec![rest[..1 + options].to_vec()];
+                found.extend(programs(&rest[1 + options..]));
+                return found;
+            }
+            Some(_) => return vec![rest.to_vec()],
+            None => return Vec::new(),
         }
     }
+}
+
+/// The documented binaries' invocations among a command's programs.
+fn invocations(words: &[String]) -> Vec<Vec<String>> {
+    programs(words)
+        .into_iter()
+        .filter(|argv| matches!(argv[0].as_str(), "bip324-proxy" | "bip324-redirect"))
+        .collect()
+}
+
+/// What is wrong with a documented program line that is not ours: a library named as if it
+/// were a command, or `setpriv` options it rejects (util-linux's rules).
+fn misuse(argv: &[String]) -> Option<String> {
+    let has = |names: &[&str]| {
+        argv.iter().any(|w| {
+            names
+                .iter()
+                .any(|n| w == n || w.starts_with(&format!("{n}=")))
+        })
+    };
+    match argv[0].as_str() {
+        // Go and Rust libraries, not programs: their users are lnd, wallets, ...
+        "neutrino" | "nakamoto" => Some(format!("`{}` is a library, not a command", argv[0])),
+        "setpriv" if has(&["--init-groups"]) && !has(&["--ruid", "--reuid"]) => {
+            Some("setpriv: --init-groups requires --ruid or --reuid".into())
+        }
+        "setpriv"
+            if has(&["--rgid", "--regid", "--ruid", "--reuid"])
+                && !has(&["--keep-groups", "--clear-groups", "--init-groups", "--groups"]) =>
+        {
+            Some("setpriv: changing ids needs --keep-groups, --clear-groups, --init-groups or --groups".into())
+        }
+        _ => None,
+    }
+}
+
+/// The single-backtick code spans of a Markdown file outside fenced blocks, that start with
+/// a command (`sudo`, `sg`, `setpriv`): such spans are command lines a reader copies.
+fn inline_commands(path: &Path) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let name = path
+        .strip_prefix(root())
+        .unwrap_or(path)
+        .display()
+        .to_string();
+    let mut fenced = false;
+    let mut spans = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced {
+            continue;
+        }
+        for span in line.split('`').skip(1).step_by(2) {
+            if ["sudo ", "sg ", "setpriv "]
+                .iter()
+                .any(|p| span.starts_with(p))
+            {
+                spans.push((format!("{name}:{}", n + 1), span.to_string()));
+            }
+        }
+    }
+    spans
 }
 
 fn is_assignment(word: &str) -> bool {
@@ -175,8 +247,22 @@ fn every_documented_command_line_parses() {
     let mut checked = Vec::new();
     let mut failures = Vec::new();
     for file in documented_files() {
+        for (place, line) in inline_commands(&file) {
+            for command in commands(&line) {
+                for argv in programs(&command) {
+                    if let Some(why) = misuse(&argv) {
+                        failures.push(format!("{place}: `{line}`\n{why}"));
+                    }
+                }
+            }
+        }
         for (place, line) in sh_lines(&file) {
             for command in commands(&line) {
+                for argv in programs(&command) {
+                    if let Some(why) = misuse(&argv) {
+                        failures.push(format!("{place}: `{}`\n{why}", argv.join(" ")));
+                    }
+                }
                 for argv in invocations(&command) {
                     match parse(&argv) {
                         Ok(()) => checked.push(argv.join(" ")),
@@ -188,7 +274,7 @@ fn every_documented_command_line_parses() {
     }
     assert!(
         failures.is_empty(),
-        "{} documented command line(s) do not parse:\n\n{}",
+        "{} documented command line(s) cannot run as written:\n\n{}",
         failures.len(),
         failures.join("\n")
     );
@@ -219,6 +305,36 @@ fn the_extraction_handles_sudo_env_sg_comments_pipes_and_background() {
         ]
     );
     assert!(found.iter().all(|argv| parse(argv).is_ok()));
+}
+
+#[test]
+fn examples_that_cannot_run_are_found() {
+    let misused = |line: &str| -> Vec<String> {
+        commands(line)
+            .iter()
+            .flat_map(|c| programs(c))
+            .filter_map(|argv| misuse(&argv))
+            .collect()
+    };
+    // Both were in the README: util-linux refuses the first, and there is no `neutrino` binary.
+    assert_eq!(misused("setpriv --regid=btc --init-groups client").len(), 1);
+    assert_eq!(
+        misused("sg btc -c 'neutrino --connect=203.0.113.7'").len(),
+        1
+    );
+    assert!(misused("sudo setpriv --reuid=alice --regid=btc --clear-groups client").is_empty());
+    assert!(
+        misused("sg btc -c 'lnd --bitcoin.node=neutrino --neutrino.connect=203.0.113.7'")
+            .is_empty()
+    );
+    // setpriv's own options are not taken for the program it runs.
+    assert_eq!(
+        programs(&commands("sudo setpriv --regid=btc --clear-groups bip324-redirect status")[0]),
+        vec![
+            vec!["setpriv", "--regid=btc", "--clear-groups"],
+            vec!["bip324-redirect", "status"]
+        ]
+    );
 }
 
 #[test]

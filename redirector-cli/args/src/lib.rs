@@ -197,9 +197,10 @@ pub struct InboundEnableArgs {
 
 #[derive(Args, Debug)]
 pub struct CheckArgs {
-    /// A node to connect to, e.g. 203.0.113.7:8333 (its port must be one the policy redirects).
+    /// A node to connect to, by IP address: 203.0.113.7:8333, [2001:db8::7]:8333, or a bare
+    /// address for the network's usual port (its port must be one the policy redirects).
     #[arg(value_name = "NODE")]
-    pub node: std::net::SocketAddr,
+    pub node: String,
 
     /// The node's network, when its port is not the network's usual one (mainnet, testnet3,
     /// testnet4, signet, regtest).
