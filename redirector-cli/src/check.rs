@@ -4,122 +4,376 @@
 //! as it redirects a light client.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use bip324_control::{Outcome, StatusDocument};
 use bip324_protocol::{Magic, Network, v1};
 
 use crate::error::{Error, exit};
 use crate::policy::Id;
 use crate::proxy_control;
+use crate::state::Enabled;
+use crate::status::{self, State};
 
-/// What the check saw.
-pub(crate) struct Outcome {
-    pub(crate) local: SocketAddr,
-    pub(crate) answered_in: Duration,
-    pub(crate) answer: String,
+/// What the check's own connection saw.
+struct Probe {
+    /// Its address, once connected: how the proxy's records name it.
+    local: Option<SocketAddr>,
+    answered_in: Duration,
+    /// The node's first command, or why there was none.
+    answer: Result<String, String>,
 }
 
-pub(crate) fn run(args: &bip324_redirect_args::CheckArgs, group: &Id) -> Result<u8, Error> {
-    let network = network_of(args)?;
-    let (node, timeout) = (args.node, args.timeout);
-    let gid = group.id;
-    let outcome = std::thread::spawn(move || connect_as(gid, node, network.magic(), timeout))
-        .join()
-        .map_err(|_| Error::Config("the check's connection thread failed".into()))??;
+/// An example of what `check` takes, for the sentences that refuse what it does not.
+const EXAMPLE: &str = "e.g. `bip324-redirect check 203.0.113.7:8333`, or `bip324-redirect check \
+                       203.0.113.7` for the network's usual port";
+
+pub(crate) fn run(
+    args: &bip324_redirect_args::CheckArgs,
+    enabled: &Enabled,
+    group: &Id,
+) -> Result<u8, Error> {
+    let (node, network) = node_of(args)?;
     let control = args
         .control
         .clone()
         .unwrap_or_else(bip324_control::find_socket);
-    let status = proxy_control::status(&control);
-    let connection = status
-        .as_ref()
-        .ok()
-        .and_then(|s| s.connections.iter().find(|c| c.client == outcome.local));
-    let Some(connection) = connection else {
-        println!(
-            "check: {node} ({}) answered `{}` in {} ms, but the proxy has no record of this \\
-             connection: it did NOT go through the proxy{}",
-            network.name(),
-            outcome.answer,
-            outcome.answered_in.as_millis(),
-            match &status {
-                Err(e) => format!(" (or the proxy cannot be asked: {e})"),
-                Ok(_) => String::new(),
-            }
-        );
-        return Ok(exit::DEGRADED);
+    // `status`'s judgement first: a broken redirect or a stopped proxy is said as such, with
+    // its fix, instead of being blamed on the node.
+    let report = status::gather(&control)?;
+    if let Some(code) = broken(&report, enabled, node) {
+        return Ok(code);
+    }
+    for problem in &report.problems {
+        println!("note:  {problem}");
+    }
+    let (timeout, gid, magic) = (args.timeout, group.id, network.magic());
+    let probe = std::thread::spawn(move || connect_as(gid, node, magic, timeout))
+        .join()
+        .map_err(|_| Error::Config("the check's connection thread failed".into()))??;
+    let pid = report.proxy_status.as_ref().map(|s| s.proxy.pid);
+    let asked = ask(&control, &probe);
+    let name = network.name();
+    let record = match (&asked, probe.local) {
+        (Ok(status), Some(local)) => find(status, local),
+        _ => None,
     };
-    let encrypted = connection.transport == "v2";
-    println!(
-        "check: {node} ({}) through the proxy: {}{}, answered `{}` in {} ms",
-        network.name(),
-        if encrypted {
-            "encrypted (v2)".to_string()
-        } else {
-            format!("NOT encrypted ({})", connection.transport)
-        },
-        connection
-            .session_id
-            .as_ref()
-            .map(|id| format!(", session id {id}"))
-            .unwrap_or_default(),
-        outcome.answer,
-        outcome.answered_in.as_millis()
-    );
-    Ok(if encrypted { exit::OK } else { exit::DEGRADED })
+    match (&probe.answer, record) {
+        (Ok(answer), Some(Record::Live { transport, session })) => {
+            let encrypted = transport == "v2";
+            println!(
+                "check: {node} ({name}) through the proxy: {}{}, answered `{answer}` in {} ms",
+                if encrypted {
+                    "encrypted (v2)".to_string()
+                } else {
+                    format!("NOT encrypted ({transport})")
+                },
+                session
+                    .map(|id| format!(", session id {id}"))
+                    .unwrap_or_default(),
+                probe.answered_in.as_millis()
+            );
+            Ok(if encrypted { exit::OK } else { exit::DEGRADED })
+        }
+        (_, Some(Record::Ended(outcome))) => {
+            println!(
+                "check: {node} ({name}) through the proxy: FAILED ({}): {} (the proxy's log: {})",
+                outcome_label(&outcome),
+                advice(&outcome, node),
+                proxy_log(pid)
+            );
+            Ok(exit::DEGRADED)
+        }
+        (Err(why), Some(Record::Live { transport, .. })) => {
+            println!(
+                "check: {node} ({name}) through the proxy: no answer ({why}); the proxy is \
+                 still at `{transport}` after {} s: the node is slow or silent; try a longer \
+                 --timeout (the proxy's log: {})",
+                timeout.as_secs(),
+                proxy_log(pid)
+            );
+            Ok(exit::DEGRADED)
+        }
+        (result, None) => {
+            let saw = match result {
+                Ok(answer) => format!("{node} answered `{answer}`"),
+                Err(why) => format!("the connection to {node} failed ({why})"),
+            };
+            println!(
+                "check: {saw}, but the proxy has no record of this connection: it did NOT go \
+                 through the proxy{}",
+                match &asked {
+                    Err(e) => format!(" (or the proxy cannot be asked: {e})"),
+                    Ok(_) => String::new(),
+                }
+            );
+            Ok(exit::DEGRADED)
+        }
+    }
 }
 
-fn network_of(args: &bip324_redirect_args::CheckArgs) -> Result<Network, Error> {
-    match &args.network {
-        Some(name) => Network::ALL
+/// Says what `status` found wrong when it stops the group's connections from being encrypted,
+/// with its fix, and gives the exit code; `None` when the check can go on.
+fn broken(report: &status::Report, enabled: &Enabled, node: SocketAddr) -> Option<u8> {
+    let mut why = Vec::new();
+    if matches!(
+        report.state,
+        State::Vanished | State::Modified | State::Unrecorded | State::Disabled
+    ) {
+        why.push("the redirect is not in place as enabled".to_string());
+    }
+    let proxy_down = report
+        .proxy
+        .iter()
+        .filter(|p| p.address.is_ipv4() == node.is_ipv4())
+        .any(|p| p.listeners.is_empty() || p.listeners.iter().any(|l| !l.trusted));
+    if proxy_down {
+        why.push("the proxy does not answer on its port (or someone else does)".to_string());
+    }
+    let policy = &enabled.policy;
+    let mut fixes: Vec<String> = if why.is_empty() {
+        Vec::new()
+    } else {
+        report.problems.clone()
+    };
+    if !policy.ports.contains(&node.port()) {
+        why.push(format!(
+            "port {} is not one the policy redirects, so this connection would go direct, in \
+             PLAINTEXT",
+            node.port()
+        ));
+        let mut wider = policy.clone();
+        wider.ports.push(node.port());
+        fixes.push(format!(
+            "to encrypt connections to port {}: `sudo {}` (the policy: {})",
+            node.port(),
+            wider.enable_command(enabled.backend.name()),
+            policy.describe()
+        ));
+    }
+    if why.is_empty() {
+        return None;
+    }
+    println!("check: not tried: {}", why.join("; "));
+    for fix in fixes {
+        println!("fix:   {fix}");
+    }
+    Some(exit::DEGRADED)
+}
+
+/// The node as an address, and its network: a bare address takes the network's usual port;
+/// names and this host's own addresses are refused with what to type instead.
+fn node_of(args: &bip324_redirect_args::CheckArgs) -> Result<(SocketAddr, Network), Error> {
+    let text = args.node.trim();
+    let named = |name: &str| -> Result<Network, Error> {
+        Network::ALL
             .into_iter()
-            .find(|n| n.name() == name.as_str())
-            .ok_or_else(|| Error::Config(format!("unknown network {name}"))),
+            .find(|n| n.name() == name)
+            .ok_or_else(|| Error::Config(format!("unknown network {name}")))
+    };
+    let bare = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(text);
+    let node = if let Ok(addr) = text.parse::<SocketAddr>() {
+        addr
+    } else if let Ok(ip) = bare.parse::<IpAddr>() {
+        let network = match &args.network {
+            Some(name) => named(name)?,
+            None => Network::Mainnet,
+        };
+        SocketAddr::new(ip, network.default_port())
+    } else {
+        return Err(Error::Config(format!(
+            "check takes a node's IP address, not a name ({:?}): the proxy connects to the \
+             address a client asked for, and a name is resolved by the client; {EXAMPLE} \
+             (`getent ahosts NAME` shows a name's addresses)",
+            text.chars().take(80).collect::<String>()
+        )));
+    };
+    if is_this_host(node.ip()) {
+        return Err(Error::Config(format!(
+            "{} is this host: the proxy refuses connections to this host (a node here needs no \
+             encryption, and a loop must not form); give a remote node's address, {EXAMPLE}",
+            node.ip()
+        )));
+    }
+    let network = match &args.network {
+        Some(name) => named(name)?,
         None => Network::ALL
             .into_iter()
-            .find(|n| n.default_port() == args.node.port())
+            .find(|n| n.default_port() == node.port())
             .ok_or_else(|| {
                 Error::Config(format!(
                     "port {} is no network's usual one: say which with --network",
-                    args.node.port()
+                    node.port()
                 ))
-            }),
+            })?,
+    };
+    Ok((node, network))
+}
+
+/// Loopback, unspecified, or an address of one of this host's interfaces (binding to it
+/// works only then).
+fn is_this_host(ip: IpAddr) -> bool {
+    let mapped = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    mapped.is_loopback()
+        || mapped.is_unspecified()
+        || std::net::UdpSocket::bind(SocketAddr::new(mapped, 0)).is_ok()
+}
+
+/// What the proxy knows of the check's connection.
+enum Record {
+    Live {
+        transport: String,
+        session: Option<String>,
+    },
+    Ended(Outcome),
+}
+
+fn find(status: &StatusDocument, local: SocketAddr) -> Option<Record> {
+    if let Some(ended) = status.recent.iter().rev().find(|c| c.client == local) {
+        return Some(Record::Ended(ended.outcome.clone()));
+    }
+    status
+        .connections
+        .iter()
+        .find(|c| c.client == local)
+        .map(|c| Record::Live {
+            transport: c.transport.clone(),
+            session: c.session_id.clone(),
+        })
+}
+
+/// The proxy's status after the probe. A failed probe's connection may still be ending in the
+/// proxy when the reset arrives here: asked again for a moment, until it is listed as ended.
+fn ask(
+    control: &std::path::Path,
+    probe: &Probe,
+) -> Result<StatusDocument, proxy_control::ControlError> {
+    let mut status = proxy_control::status(control);
+    let Some(local) = probe.local else {
+        return status;
+    };
+    for _ in 0..20 {
+        let done = match &status {
+            Ok(s) => probe.answer.is_ok() || s.recent.iter().any(|c| c.client == local),
+            Err(_) => true,
+        };
+        if done {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        status = proxy_control::status(control);
+    }
+    status
+}
+
+fn outcome_label(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Failed(reason) => format!("failure={reason}"),
+        Outcome::Closed(kind) => format!("close={kind}"),
+        Outcome::Unknown => "unknown".to_string(),
+    }
+}
+
+/// One sentence of advice per way a connection ends.
+fn advice(outcome: &Outcome, node: SocketAddr) -> String {
+    let text = match outcome {
+        Outcome::Failed(reason) => match reason.as_str() {
+            "connect_error" => {
+                "the proxy could not connect to the node: it is down, does not \
+                                listen on that port, or a firewall rejects the connection; check \
+                                the address, the port and any firewall on the way"
+            }
+            "connect_timeout" => {
+                "the node did not accept the proxy's connection in time: the \
+                                  address is wrong, the host is down, or a firewall drops the \
+                                  connection; check the address, the port and any firewall"
+            }
+            "handshake_closed" | "handshake_error" | "handshake_timeout" => {
+                "the node accepted the connection but not the v2 handshake: it does not speak \
+                 v2 (Bitcoin Core before 26 or with -v2transport=0, btcd, ...). Upgrade it or \
+                 turn v2 on there, choose another node, or start the proxy with --v1-fallback \
+                 to reach such nodes in PLAINTEXT"
+            }
+            "handshake_protocol" => {
+                "the node broke the v2 protocol: it may be no Bitcoin node, \
+                                     or of another network (--network)"
+            }
+            "client_timeout" | "client_closed" | "client_error" => {
+                "the proxy did not get this \
+                check's first message: the check's own connection failed; run it again"
+            }
+            "shutdown" => "the proxy was stopping; start it again and re-run the check",
+            _ => "see the proxy's log",
+        },
+        Outcome::Closed(kind) if kind.starts_with("remote") => {
+            "the node closed the encrypted \
+            connection before answering: it may be of another network (--network), or refuses \
+            this client"
+        }
+        Outcome::Closed(_) => {
+            "the connection was opened, then closed before the node answered; \
+                               run the check again"
+        }
+        Outcome::Unknown => "the proxy did not say how it ended",
+    };
+    format!("{node}: {text}")
+}
+
+/// Where the proxy logs: its unit's journal under systemd, else its own output.
+fn proxy_log(pid: Option<u32>) -> String {
+    let unit = pid
+        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok())
+        .and_then(|cgroup| {
+            cgroup.lines().find_map(|line| {
+                let last = line.rsplit('/').next()?;
+                (last.starts_with("bip324-proxy") && last.ends_with(".service"))
+                    .then(|| last.to_string())
+            })
+        });
+    match unit {
+        Some(unit) => format!("`journalctl -u {unit}`"),
+        None => "the terminal or log file of the proxy started by hand".to_string(),
     }
 }
 
 /// Connects with `gid` as this thread's only group, says hello in v1 and waits for the
 /// node's first message; the connection stays open until the proxy was asked about it.
-fn connect_as(
-    gid: u32,
-    node: SocketAddr,
-    magic: Magic,
-    timeout: Duration,
-) -> Result<Outcome, Error> {
+fn connect_as(gid: u32, node: SocketAddr, magic: Magic, timeout: Duration) -> Result<Probe, Error> {
     set_thread_group(gid)?;
     let started = Instant::now();
-    let mut stream = TcpStream::connect_timeout(&node, timeout)
-        .map_err(|e| Error::io(format!("cannot connect to {node}"), e))?;
-    let local = stream
-        .local_addr()
-        .map_err(|e| Error::io("the connection's address", e))?;
-    stream
+    let mut stream = match TcpStream::connect_timeout(&node, timeout) {
+        Ok(stream) => stream,
+        Err(e) => {
+            return Ok(Probe {
+                local: None,
+                answered_in: started.elapsed(),
+                answer: Err(format!("cannot connect: {e}")),
+            });
+        }
+    };
+    let local = stream.local_addr().ok();
+    let answer = stream
         .set_read_timeout(Some(timeout))
         .and_then(|()| stream.write_all(&version_message(magic, node)))
-        .map_err(|e| Error::io(format!("cannot talk to {node}"), e))?;
-    let mut header = [0u8; 24];
-    stream.read_exact(&mut header).map_err(|e| {
-        Error::io(
-            format!(
-                "{node} did not answer (the proxy refuses a node that does not speak v2 \\
-                 unless --v1-fallback; see `journalctl -u bip324-proxy`)"
-            ),
-            e,
-        )
-    })?;
-    let name_len = header[4..16].iter().position(|&b| b == 0).unwrap_or(12);
-    let answer = String::from_utf8_lossy(&header[4..4 + name_len]).into_owned();
-    let outcome = Outcome {
+        .and_then(|()| {
+            let mut header = [0u8; 24];
+            stream.read_exact(&mut header)?;
+            let name_len = header[4..16].iter().position(|&b| b == 0).unwrap_or(12);
+            Ok(header[4..4 + name_len]
+                .iter()
+                .flat_map(|b| std::ascii::escape_default(*b))
+                .map(char::from)
+                .collect::<String>())
+        })
+        .map_err(|e| format!("no answer: {e}"));
+    let probe = Probe {
         local,
         answered_in: started.elapsed(),
         answer,
@@ -129,7 +383,7 @@ fn connect_as(
         std::thread::sleep(Duration::from_secs(2));
         drop(stream);
     });
-    Ok(outcome)
+    Ok(probe)
 }
 
 /// This thread's real, effective and filesystem group becomes `gid`, with no supplementary
@@ -200,6 +454,35 @@ fn rand_nonce() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn args(node: &str, network: Option<&str>) -> bip324_redirect_args::CheckArgs {
+        bip324_redirect_args::CheckArgs {
+            node: node.into(),
+            network: network.map(String::from),
+            timeout: Duration::from_secs(1),
+            control: None,
+        }
+    }
+
+    #[test]
+    fn a_bare_address_takes_the_networks_port_and_names_are_refused_with_an_example() {
+        let (node, network) = node_of(&args("203.0.113.7", None)).unwrap();
+        assert_eq!(node, "203.0.113.7:8333".parse().unwrap());
+        assert_eq!(network, Network::Mainnet);
+        let (node, _) = node_of(&args("2001:db8::7", Some("regtest"))).unwrap();
+        assert_eq!(node.port(), Network::Regtest.default_port());
+        let (node, _) = node_of(&args("[2001:db8::7]", None)).unwrap();
+        assert_eq!(node.port(), 8333);
+        for refused in [
+            "localhost:8333",
+            "node.example",
+            "127.0.0.1:8333",
+            "[::1]:8333",
+        ] {
+            let e = node_of(&args(refused, None)).unwrap_err().to_string();
+            assert!(e.contains("check 203.0.113.7:8333"), "{refused}: {e}");
+        }
+    }
 
     #[test]
     fn the_version_message_is_well_framed() {

@@ -330,7 +330,7 @@ fn check(args: &bip324_redirect_args::CheckArgs) -> Result<u8, Error> {
         );
         return Ok(exit::NOT_ENABLED);
     };
-    check::run(args, group)
+    check::run(args, &enabled, group)
 }
 
 fn disable() -> Result<u8, Error> {

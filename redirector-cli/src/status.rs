@@ -48,6 +48,9 @@ pub(crate) struct Report {
     /// Why the proxy's report is missing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy_status_error: Option<String>,
+    /// No control socket exists where it was looked for (then nothing may be running).
+    #[serde(skip)]
+    pub control_absent: Option<std::path::PathBuf>,
     /// Inbound mode, when enabled or present.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inbound: Option<InboundView>,
@@ -104,6 +107,7 @@ pub(crate) fn gather(control_socket: &std::path::Path) -> Result<Report, Error> 
         proxy,
         proxy_status,
         proxy_status_error,
+        control_absent: (!control_socket.exists()).then(|| control_socket.to_path_buf()),
         inbound: None,
         inbound_proxy_status: None,
         problems: Vec::new(),
@@ -315,7 +319,15 @@ pub(crate) fn render(report: &Report) -> String {
     }
     match (&report.proxy_status, &report.proxy_status_error) {
         (Some(status), _) => render_connections(&mut out, status),
-        (None, Some(error)) => out.push_str(&format!("connections: unknown ({error})\n")),
+        (None, Some(error)) => match (&report.control_absent, nothing_answers(report)) {
+            // Nothing runs: one short line, not the control socket's whole error.
+            (Some(path), Some(port)) => out.push_str(&format!(
+                "connections: none (the proxy is not running: nothing answers on port {port} \
+                 or at {})\n",
+                path.display()
+            )),
+            _ => out.push_str(&format!("connections: unknown ({error})\n")),
+        },
         (None, None) => {}
     }
     if let Some(group) = report.policy.as_ref().and_then(|p| p.group.as_ref()) {
@@ -371,6 +383,16 @@ fn render_inbound(out: &mut String, inbound: &InboundView) {
             "NO ROUTE"
         },
     ));
+}
+
+/// The proxy port when nothing at all listens on it.
+fn nothing_answers(report: &Report) -> Option<u16> {
+    let first = report.proxy.first()?;
+    report
+        .proxy
+        .iter()
+        .all(|p| p.listeners.is_empty())
+        .then_some(first.address.port())
 }
 
 /// The proxy's live connections as a table, session ids shortened to their first 8 digits.
@@ -516,6 +538,7 @@ mod tests {
             proxy,
             proxy_status: None,
             proxy_status_error: None,
+            control_absent: None,
             inbound: None,
             inbound_proxy_status: None,
             problems: Vec::new(),
@@ -588,6 +611,35 @@ mod tests {
         assert!(differs_from_file(&applied, Ok(Some(gateway))).is_some());
         let damaged = differs_from_file(&applied, Err(Error::Config("no line".into())));
         assert!(damaged.unwrap().contains("no line"));
+    }
+
+    /// Nothing running, nothing enabled: one short line for the connections, not the
+    /// control socket's whole error.
+    #[test]
+    fn no_proxy_at_all_is_one_short_connections_line() {
+        let silent = listening(true)
+            .into_iter()
+            .map(|p| Probe {
+                listeners: Vec::new(),
+                answering: false,
+                ..p
+            })
+            .collect();
+        let mut r = judged(report(None, false, silent), None);
+        r.proxy_status_error = Some("cannot reach the proxy's control socket: ".repeat(8));
+        r.control_absent = Some("/run/bip324-proxy/control.sock".into());
+        let out = render(&r);
+        let line = out.lines().find(|l| l.starts_with("connections:")).unwrap();
+        assert_eq!(
+            line,
+            "connections: none (the proxy is not running: nothing answers on port 324 or at \
+             /run/bip324-proxy/control.sock)"
+        );
+        // A proxy that listens but whose control socket is elsewhere: the error stays.
+        let mut r = judged(report(None, false, listening(true)), None);
+        r.proxy_status_error = Some("no socket here".into());
+        r.control_absent = Some("/run/bip324-proxy/control.sock".into());
+        assert!(render(&r).contains("connections: unknown (no socket here)"));
     }
 
     #[test]

@@ -72,6 +72,40 @@ pub struct StatusDocument {
     pub connections: Vec<ConnectionStatus>,
     /// Since the proxy started, closed connections included.
     pub totals: Counts,
+    /// The last few connections that ended, newest last, with how each ended: what
+    /// `bip324-redirect check` asks after its probe. Absent from older proxies.
+    #[serde(default)]
+    pub recent: Vec<EndedConnection>,
+}
+
+/// How many ended connections a proxy remembers for `recent`.
+pub const RECENT: usize = 16;
+
+/// A connection that ended, and how.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EndedConnection {
+    pub id: u64,
+    #[serde(default)]
+    pub direction: Direction,
+    pub client: SocketAddr,
+    pub destination: SocketAddr,
+    /// Unix time, seconds.
+    pub ended: f64,
+    /// "v2", "v1_fallback", ... once it opened; `null` when it failed before.
+    pub transport: Option<String>,
+    pub outcome: Outcome,
+}
+
+/// How a connection ended, in the proxy's vocabulary (its log's `failure=` and `close=`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// It ended before it was relayed: connect_error, connect_timeout, handshake_closed, ...
+    Failed(String),
+    /// It was relayed, then closed: remote_closed, client_closed, ...
+    Closed(String),
+    /// The proxy did not say (a front that does not record outcomes).
+    Unknown,
 }
 
 /// The answering proxy itself.
@@ -234,6 +268,15 @@ mod tests {
                 client_in: 1000,
                 ..Counts::default()
             },
+            recent: vec![EndedConnection {
+                id: 6,
+                direction: Direction::Outbound,
+                client: "10.0.0.1:39999".parse().unwrap(),
+                destination: "10.0.0.2:8333".parse().unwrap(),
+                ended: 1_700_000_000.75,
+                transport: None,
+                outcome: Outcome::Failed("connect_error".into()),
+            }],
         }
     }
 
@@ -268,5 +311,15 @@ mod tests {
         assert_eq!(connection["transport"], "v2");
         assert_eq!(json["totals"]["client_in"], 1000);
         assert_eq!(json["proxy"]["listen"][0], "127.0.0.1:324");
+        assert_eq!(json["recent"][0]["outcome"]["failed"], "connect_error");
+    }
+
+    /// A document from a proxy that keeps no list of ended connections still reads.
+    #[test]
+    fn a_document_without_recent_connections_reads() {
+        let mut json = serde_json::to_value(document()).unwrap();
+        json.as_object_mut().unwrap().remove("recent");
+        let read: StatusDocument = serde_json::from_value(json).unwrap();
+        assert!(read.recent.is_empty());
     }
 }

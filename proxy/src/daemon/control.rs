@@ -252,6 +252,7 @@ fn status(control: &Control) -> String {
         },
         connections: control.registry.snapshot(),
         totals: control.registry.totals(),
+        recent: control.registry.recent(),
     };
     serde_json::to_string(&status).expect("serialisable")
 }

@@ -80,6 +80,7 @@ pub async fn run(config: Config, prepared: startup::Prepared) -> anyhow::Result<
         metrics,
         control,
         own_control,
+        no_control,
         binder,
     } = prepared;
     let to_tokio = |listeners: Vec<std::net::TcpListener>| {
@@ -108,9 +109,27 @@ pub async fn run(config: Config, prepared: startup::Prepared) -> anyhow::Result<
     let control_listener = control
         .map(tokio::net::UnixListener::from_std)
         .transpose()?;
+    // Every place this proxy answers, so that a user knows where to point clients and
+    // `status`: the control socket's path, or why there is none.
+    let socks5 = local_addrs(&socks5_listeners)?;
+    let control_shown = match (&control_listener, no_control) {
+        (Some(listener), _) => listener
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+            .unwrap_or_else(|| "unnamed".to_string()),
+        (None, why) => format!("none ({})", why.unwrap_or("not made")),
+    };
+    let metrics_shown = metrics_listener
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map_or("none".to_string(), |a| a.to_string());
     info!(
         listen = ?listening,
+        socks5 = ?socks5,
         inbound = ?inbound,
+        control = %control_shown,
+        metrics = %metrics_shown,
         v1_fallback = config.v1_fallback,
         handshake_timeout = ?config.handshake_timeout,
         max_connections = config.max_connections,

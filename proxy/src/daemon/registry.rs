@@ -1,15 +1,16 @@
 //! The live connections, for the control socket: who, where, which transport and session,
-//! and their traffic, read while they run.
+//! and their traffic, read while they run; and the last few that ended, with how, so that
+//! `bip324-redirect check` can say why its connection failed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bip324_control::{ConnectionStatus, Counts, Direction};
+use bip324_control::{ConnectionStatus, Counts, Direction, EndedConnection, Outcome, RECENT};
 
-use super::labels::TransportKind;
+use super::labels::{CloseKind, FailureReason, TransportKind};
 use super::relay::Traffic;
 
 /// One live connection; its counters are updated by its relay without locking.
@@ -30,6 +31,7 @@ struct Opened {
     network: Option<String>,
     transport: Option<&'static str>,
     session_id: Option<String>,
+    outcome: Option<Outcome>,
 }
 
 impl Entry {
@@ -45,6 +47,32 @@ impl Entry {
         let mut opened = self.opened();
         opened.transport = Some(transport.as_str());
         opened.session_id = session_id.map(hex::encode);
+    }
+
+    /// It ended before it was relayed.
+    pub fn set_failed(&self, reason: FailureReason) {
+        self.opened().outcome = Some(Outcome::Failed(reason.as_str().to_string()));
+    }
+
+    /// It was relayed, then closed.
+    pub fn set_closed(&self, kind: CloseKind) {
+        self.opened().outcome = Some(Outcome::Closed(kind.as_str().to_string()));
+    }
+
+    fn ended(&self) -> EndedConnection {
+        let opened = self.opened();
+        EndedConnection {
+            id: self.id,
+            direction: self.direction,
+            client: self.client,
+            destination: self.destination,
+            ended: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or(Duration::ZERO)
+                .as_secs_f64(),
+            transport: opened.transport.map(str::to_string),
+            outcome: opened.outcome.clone().unwrap_or(Outcome::Unknown),
+        }
     }
 
     fn opened(&self) -> std::sync::MutexGuard<'_, Opened> {
@@ -99,6 +127,8 @@ pub struct Registry {
 struct Live {
     entries: HashMap<u64, Arc<Entry>>,
     closed: Counts,
+    /// The last `RECENT` ended connections, oldest first: bounded, whatever the churn.
+    recent: VecDeque<EndedConnection>,
 }
 
 impl Registry {
@@ -150,6 +180,11 @@ impl Registry {
         self.len() == 0
     }
 
+    /// The last few connections that ended, oldest first.
+    pub fn recent(&self) -> Vec<EndedConnection> {
+        self.lock().recent.iter().cloned().collect()
+    }
+
     /// Every live connection, oldest first. The lock is held only to copy the handles.
     pub fn snapshot(&self) -> Vec<ConnectionStatus> {
         let entries: Vec<Arc<Entry>> = self.lock().entries.values().cloned().collect();
@@ -167,9 +202,14 @@ pub struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
+        let ended = self.entry.ended();
         let mut live = self.registry.lock();
         live.entries.remove(&self.entry.id);
         live.closed.add(self.entry.counts());
+        if live.recent.len() >= RECENT {
+            live.recent.pop_front();
+        }
+        live.recent.push_back(ended);
     }
 }
 
@@ -214,5 +254,32 @@ mod tests {
         drop(second);
         assert!(registry.is_empty());
         assert_eq!(registry.totals(), before);
+    }
+
+    /// Ended connections are remembered with how they ended, the last `RECENT` only.
+    #[test]
+    fn ended_connections_keep_their_outcome_and_only_the_last_few() {
+        let registry = Arc::new(Registry::default());
+        let client: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+        let destination: SocketAddr = "10.0.0.2:8333".parse().unwrap();
+        let failed = registry.register(1, Direction::Outbound, client, destination);
+        failed.entry.set_failed(FailureReason::ConnectError);
+        drop(failed);
+        let closed = registry.register(2, Direction::Outbound, client, destination);
+        closed.entry.set_opened(TransportKind::V2, None);
+        closed.entry.set_closed(CloseKind::RemoteClosed);
+        drop(closed);
+        let recent = registry.recent();
+        assert_eq!(recent[0].outcome, Outcome::Failed("connect_error".into()));
+        assert_eq!(recent[0].transport, None);
+        assert_eq!(recent[1].outcome, Outcome::Closed("remote_closed".into()));
+        assert_eq!(recent[1].transport.as_deref(), Some("v2"));
+        for id in 3..3 + RECENT as u64 {
+            drop(registry.register(id, Direction::Outbound, client, destination));
+        }
+        let recent = registry.recent();
+        assert_eq!(recent.len(), RECENT);
+        assert_eq!(recent[0].id, 3);
+        assert_eq!(recent[RECENT - 1].outcome, Outcome::Unknown);
     }
 }

@@ -17,6 +17,8 @@ pub struct Prepared {
     pub control: Option<std::os::unix::net::UnixListener>,
     /// The control socket this proxy made (removed when dropped); none for systemd's.
     pub own_control: Option<control::Made>,
+    /// Why there is no control socket, for the ready line (`control=none (...)`).
+    pub no_control: Option<&'static str>,
     pub binder: Option<transparent::Binder>,
 }
 
@@ -45,6 +47,11 @@ pub fn prepare(config: &Config, binder: Option<transparent::Unarmed>) -> anyhow:
         (None, true) => (None, None),
         (None, false) => own_control_socket(config, account.as_ref())?,
     };
+    let no_control = match (&control, config.no_control) {
+        (Some(_), _) => None,
+        (None, true) => Some("--no-control"),
+        (None, false) => Some("it could not be made: see the warning above"),
+    };
     privileges::give_up(account.as_ref())?;
     let binder = match binder.filter(|_| !listeners.inbound.is_empty()) {
         Some(unarmed) => Some(unarmed.arm()?),
@@ -55,6 +62,7 @@ pub fn prepare(config: &Config, binder: Option<transparent::Unarmed>) -> anyhow:
         metrics,
         control,
         own_control,
+        no_control,
         binder,
     })
 }
@@ -69,6 +77,12 @@ fn own_control_socket(
     Option<control::Made>,
 )> {
     let path = config.control_path();
+    // Run by hand as a user without a runtime directory, the default falls back to the
+    // system's path, which such a user may not write: say so plainly, once.
+    let no_runtime_dir = config.control.is_none()
+        && account.is_none()
+        && !nix::unistd::geteuid().is_root()
+        && bip324_control::user_socket().is_none();
     if let Some(account) = account {
         if let Err(e) = control::prepare_dir(&path, account) {
             warn!("cannot prepare the control socket's directory: {e}");
@@ -76,6 +90,16 @@ fn own_control_socket(
     }
     match control::bind(&path, account) {
         Ok((listener, made)) => Ok((Some(listener), Some(made))),
+        Err(e @ control::BindError::Io { .. }) if no_runtime_dir => {
+            warn!(
+                "no control socket: XDG_RUNTIME_DIR is not set, so this proxy (not root) \
+                 cannot make its default one under $XDG_RUNTIME_DIR/bip324-proxy/ ({e}); \
+                 `bip324-redirect status` and `check` cannot ask it. Give --control PATH in a \
+                 directory only you may write (e.g. --control ~/.bip324-proxy/control.sock, \
+                 then the same --control to status), or --no-control to run without"
+            );
+            Ok((None, None))
+        }
         Err(e @ control::BindError::Io { .. }) => {
             warn!(
                 "{e}; `bip324-redirect status` will not list connections (give --control \

@@ -162,6 +162,7 @@ async fn finish(
         Ok(opened) => opened,
         Err(failure) => {
             ctx.metrics.failed(failure.reason());
+            entry.set_failed(failure.reason());
             let hint = match &failure {
                 Failure::Handshake(h) if h.allows_v1_fallback() && !ctx.config.v1_fallback => {
                     "; it may be a v1-only node: --v1-fallback would retry it in plaintext"
@@ -228,6 +229,7 @@ async fn finish(
         cover: cover.as_ref().map(|c| (Side::Client, c)),
     };
     let reason = opened.relay(&mut client, &cx, &ctx.config).await;
+    entry.set_closed(reason.kind());
     info!(
         client = %client_addr,
         destination = %destination,
