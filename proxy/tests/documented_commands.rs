@@ -293,6 +293,60 @@ fn every_documented_command_line_parses() {
     );
 }
 
+/// The example lines of a command's `--help` and of every subcommand's: indented lines that
+/// start with a command, cut at an annotation set off by two spaces (`  (...)`, `  # ...`).
+fn help_examples(command: &mut clap::Command, out: &mut Vec<(String, String)>) {
+    let name = command
+        .get_bin_name()
+        .unwrap_or(command.get_name())
+        .to_string();
+    let help = command.render_long_help().to_string();
+    for line in help.lines().filter(|l| l.starts_with(' ')) {
+        let line = line.trim();
+        let line = [line.find("  ("), line.find("  #")]
+            .into_iter()
+            .flatten()
+            .min()
+            .map_or(line, |cut| line[..cut].trim_end());
+        let starts = ["sudo ", "sg ", "setpriv ", "RUST_LOG="];
+        if starts.iter().any(|s| line.starts_with(s))
+            || line == "bip324-proxy"
+            || line.starts_with("bip324-proxy ")
+            || line.starts_with("bip324-redirect ")
+        {
+            out.push((format!("{name} --help"), line.to_string()));
+        }
+    }
+    for sub in command.get_subcommands_mut() {
+        help_examples(sub, out);
+    }
+}
+
+#[test]
+fn every_help_example_parses() {
+    use clap::CommandFactory;
+    let mut examples = Vec::new();
+    for mut command in [Config::command(), Cli::command()] {
+        command.build();
+        help_examples(&mut command, &mut examples);
+    }
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for (place, line) in &examples {
+        for command in commands(line) {
+            for argv in invocations(&command) {
+                checked += 1;
+                if let Err(e) = parse(&argv) {
+                    failures.push(format!("{place}: `{}`\n{e}", argv.join(" ")));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(checked >= 5, "only {checked} examples found: {examples:#?}");
+    eprintln!("{checked} --help examples parse: {examples:#?}");
+}
+
 #[test]
 fn the_extraction_handles_sudo_env_sg_comments_pipes_and_background() {
     let line = r#"sudo -E env RUST_LOG=debug bip324-proxy --socks5 '127.0.0.1:1080' & sg btc -c 'bip324-redirect check 203.0.113.7:8333' | cat  # bip324-proxy --nope"#;
