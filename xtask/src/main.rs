@@ -16,6 +16,8 @@ mod system_test;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+use setup::Need;
+
 const USAGE: &str = "\
 usage: cargo xtask <task> [args]
 
@@ -31,7 +33,8 @@ tasks:
                (microbenchmarks: cargo bench -p bip324-protocol)
   fuzz [--seconds N] [TARGET...]
                run the fuzz targets of fuzz/ (cargo-fuzz, nightly) for N seconds each (30)
-  package      build the Debian package (target/debian/bip324-redirect_*.deb)
+  package      setup (what a build needs: as run), build the Debian package for this machine's
+               architecture (target/debian/bip324-redirect_VERSION_ARCH.deb)
   system-test  the package in a real systemd: debootstrap a bookworm root, boot it with
                systemd-nspawn, install the package, enable the units, run a v1 client in
                group btc against an independent v2 node, then stop, restart and purge (root)
@@ -42,7 +45,7 @@ tasks:
   ebpf [--check]
                rebuild redirector-ebpf/prebuilt/redirector-ebpf.bpf.o from source (nightly,
                bpf-linker), or check that the committed one is what the source builds
-  run [ARGS]   setup, build the release proxy, and run it in the foreground
+  run [ARGS]   setup (what a build needs), build the release proxy, and run it in the foreground
                (ARGS go to bip324-proxy; try `cargo xtask run -- --help`)
   lint         rustfmt and clippy, warnings as errors
 ";
@@ -52,7 +55,8 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("setup") => setup::run().and_then(|()| ebpf::toolchain()),
         Some("ebpf") => ebpf::run(&args[1..]),
-        Some("package") => package::run().map(|_| ()),
+        // The same set-up as `run`: a fresh machine goes from clone to package in one command.
+        Some("package") => setup::run_for(Need::Build).and_then(|()| package::run().map(|_| ())),
         Some("bench") => bench::run(),
         Some("fuzz") => ebpf::toolchain().and_then(|()| fuzz::run(&args[1..])),
         Some("system-test") => setup::run().and_then(|()| system_test::run()),
@@ -134,7 +138,7 @@ fn test() -> Result {
 }
 
 fn run_proxy(args: &[String]) -> Result {
-    setup::run()?;
+    setup::run_for(Need::Build)?;
     cargo(&["build", "--release", "-p", "bip324-proxy"])?;
     let args: Vec<&str> = args
         .iter()

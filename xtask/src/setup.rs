@@ -4,8 +4,21 @@ use std::process::{Command, Stdio};
 
 use crate::{Result, step};
 
+/// What a task needs installed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Need {
+    /// Building the binaries and the package (`run`, `package`): no test-only tool.
+    Build,
+    /// Everything the tests use as well (`setup`, `test`, `system-test`, `fresh-machine`).
+    All,
+}
+
+/// How many entries at the head of [`PACKAGES`] a build needs; the rest only the tests.
+const BUILD_PACKAGES: usize = 4;
+
 /// Debian packages: what each is for. A fresh Debian 12 machine with Rust has none of these
-/// (or not all): `cargo xtask` itself builds without them, then installs them here.
+/// (or not all): `cargo xtask` itself builds without them, then installs them here. Those a
+/// build needs come first.
 const PACKAGES: &[(&str, &str)] = &[
     (
         "pkg-config",
@@ -19,6 +32,7 @@ const PACKAGES: &[(&str, &str)] = &[
         "libmnl-dev",
         "netlink sockets, for bip324-redirect's nftables backend",
     ),
+    ("binutils", "`strip`: the package ships stripped binaries"),
     (
         "iproute2",
         "`ip netns`, veth links: the hosts of the end-to-end tests",
@@ -35,7 +49,6 @@ const PACKAGES: &[(&str, &str)] = &[
         "systemd",
         "`systemd-socket-activate`: the proxy's socket-activation test",
     ),
-    ("binutils", "`strip`: the package ships stripped binaries"),
     (
         "microsocks",
         "an independent SOCKS5 server: the upstream of the proxy's SOCKS5 tests",
@@ -67,8 +80,23 @@ fn installed(package: &str) -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
 }
 
+/// The packages `need` calls for, with what each is for.
+pub(crate) fn packages(need: Need) -> &'static [(&'static str, &'static str)] {
+    match need {
+        Need::Build => &PACKAGES[..BUILD_PACKAGES],
+        Need::All => PACKAGES,
+    }
+}
+
+/// Everything: what `setup`, `test` and the tests' tasks need.
 pub(crate) fn run() -> Result {
-    let missing: Vec<&str> = PACKAGES
+    run_for(Need::All)
+}
+
+/// What `need` calls for, installed as root (apt-get), or named in the error without root.
+pub(crate) fn run_for(need: Need) -> Result {
+    let wanted = packages(need);
+    let missing: Vec<&str> = wanted
         .iter()
         .map(|(p, _)| *p)
         .filter(|p| !installed(p))
@@ -76,7 +104,7 @@ pub(crate) fn run() -> Result {
     if missing.is_empty() {
         return Ok(());
     }
-    for (package, why) in PACKAGES.iter().filter(|(p, _)| missing.contains(p)) {
+    for (package, why) in wanted.iter().filter(|(p, _)| missing.contains(p)) {
         eprintln!("    missing {package}: {why}");
     }
     if !is_root() {

@@ -15,6 +15,16 @@ pub const DEFAULT_LISTEN: [&str; 2] = ["127.0.0.1:324", "[::1]:324"];
 /// The identity a proxy started as root switches to once its sockets are open.
 pub const DEFAULT_USER: &str = "bip324-proxy";
 
+/// Printed as written (after the options, and as the man page's EXAMPLES): every line fits in
+/// 100 columns, clap's wrapping width, so none wraps into what looks like another example.
+pub const EXAMPLES: &str = "\
+Examples:
+  sudo bip324-proxy                          # on 127.0.0.1:324 and [::1]:324, as user bip324-proxy
+  bip324-proxy --socks5 127.0.0.1:1080       # as any user; clients use -proxy=127.0.0.1:1080
+  sudo bip324-proxy --inbound '[::]:325'     # inbound mode, with bip324-redirect inbound enable
+  sudo bip324-proxy --v1-fallback            # nodes without v2 get plaintext v1, not a refusal
+  sudo bip324-proxy --log-level debug        # one log line per message";
+
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "bip324-proxy",
@@ -40,15 +50,9 @@ Besides redirected connections it can serve clients that have a SOCKS5 proxy opt
 (--inbound), and send every upstream connection through another SOCKS5 proxy such as Tor \
 (--upstream-socks5).
 
-Examples:
-  sudo bip324-proxy                             # 127.0.0.1:324 and [::1]:324, then user bip324-proxy
-  bip324-proxy --socks5 127.0.0.1:1080          # as any user; clients use -proxy=127.0.0.1:1080
-  sudo bip324-proxy --inbound '[::]:325'        # inbound mode (with bip324-redirect inbound enable)
-  sudo bip324-proxy --v1-fallback --control /run/bip324-test/control.sock  # a private directory
-  RUST_LOG=bip324_proxy=debug sudo -E bip324-proxy   # one log line per message
-
 Under systemd, sockets passed by socket activation (LISTEN_FDS) are used instead of the default \
-addresses: TCP ones for redirected connections, a Unix one for the control socket."
+addresses: TCP ones for redirected connections, a Unix one for the control socket.",
+    after_help = EXAMPLES
 )]
 pub struct Config {
     /// Address to accept redirected connections on (repeatable). Default: 127.0.0.1:324 and

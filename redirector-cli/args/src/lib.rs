@@ -43,7 +43,7 @@ impl std::fmt::Display for BackendKind {
     }
 }
 
-const MODEL: &str = "\
+pub const MODEL: &str = "\
 Redirects the outbound Bitcoin P2P connections of one group to the local bip324-proxy, which \
 encrypts them with BIP-324 (v2 transport). The clients need no change and no configuration.
 
@@ -65,7 +65,7 @@ Gateway mode, on a router: --from-interface br-lan (or --from 192.168.1.0/24) al
 the connections it forwards from its LAN, with or without --group. The proxy must then listen \
 on the router's LAN address (bip324-proxy --listen 192.168.1.1:324). nftables backend only.";
 
-const EXIT_CODES: &str = "\
+pub const EXIT_CODES: &str = "\
 Environment:
   BIP324_REDIRECT_STATE_DIR  where enable records the policy (default /run/bip324-redirect)
   BIP324_REDIRECT_CONFIG_DIR where enable saves it and restore reads it
@@ -83,6 +83,11 @@ Exit codes:
   6  status: enabled, but something is wrong (see the problem lines);
      check: the connection was not encrypted (or did not go through the proxy)";
 
+/// Every subcommand's help ends with this instead of repeating the top level's exit codes and
+/// environment ([`EXIT_CODES`]); the man pages render it as a pointer to bip324-redirect(8).
+pub const SEE_TOP_LEVEL: &str =
+    "Exit codes and environment variables: see `bip324-redirect --help` (man bip324-redirect).";
+
 #[derive(Parser, Debug)]
 #[command(name = "bip324-redirect", version, about = "Send a group's Bitcoin P2P connections through the BIP-324 proxy", long_about = MODEL, after_help = EXIT_CODES)]
 pub struct Cli {
@@ -98,11 +103,11 @@ pub enum Command {
         set of rules, and no moment without one.\n\n\
         The policy is also written to /etc/bip324/redirect.conf (unless --no-save), which \
         bip324-redirect.service re-applies after a reload of nftables.service and at boot: a \
-        reload or a reboot never brings back an older policy."), after_help = EXIT_CODES)]
+        reload or a reboot never brings back an older policy."), after_help = SEE_TOP_LEVEL)]
     Enable(EnableArgs),
 
     /// Remove everything enable installed (not an error when nothing is installed).
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = SEE_TOP_LEVEL)]
     Disable,
 
     /// Show whether the redirect is in place and as asked, and whether the proxy answers.
@@ -112,7 +117,7 @@ pub enum Command {
         wrong (for example when `nft flush ruleset` removed the rules: clients then connect \
         directly, in plaintext). Compare a connection's session id with the one the remote \
         node's operator sees (Bitcoin Core: getpeerinfo) to rule out a man in the middle. \
-        Reading the kernel's rules needs CAP_NET_ADMIN.", after_help = EXIT_CODES)]
+        Reading the kernel's rules needs CAP_NET_ADMIN.", after_help = SEE_TOP_LEVEL)]
     Status(StatusArgs),
 
     /// Prove that a connection of the group is encrypted: connect to a node as the group and
@@ -123,16 +128,16 @@ pub enum Command {
         node's answer, and asks the proxy what it did with that connection: whether it went \
         through the proxy, its transport (v2 or not), the v2 session id (compare it with the \
         node's, `bitcoin-cli getpeerinfo`), and how long the answer took. Exit code 0 only for \
-        v2. Without root, run it with the group: `sg btc -c 'bip324-redirect check NODE'`.", after_help = EXIT_CODES)]
+        v2. Without root, run it with the group: `sg btc -c 'bip324-redirect check NODE'`.", after_help = SEE_TOP_LEVEL)]
     Check(CheckArgs),
 
     /// Inbound mode: v2 for the inbound connections of a local node that speaks only v1.
-    #[command(subcommand, long_about = INBOUND)]
+    #[command(subcommand, long_about = INBOUND, after_help = SEE_TOP_LEVEL)]
     Inbound(InboundCommand),
 
     /// Apply exactly the policy of /etc/bip324/redirect.conf (what bip324-redirect.service
     /// runs at boot and after each nftables reload).
-    #[command(long_about = RESTORE, after_help = EXIT_CODES)]
+    #[command(long_about = RESTORE, after_help = SEE_TOP_LEVEL)]
     Restore,
 }
 
@@ -143,7 +148,7 @@ of enable), as bip324-redirect.service does at boot and after each reload of nft
 re-applies the policy last enabled, never another one; `status` reports a policy in the kernel \
 that differs from the file's.";
 
-const INBOUND: &str = "\
+pub const INBOUND: &str = "\
 Inbound mode: v2 for the inbound connections of a local node that speaks only v1 (btcd, bcoin, \
 Bitcoin Core before 26, ...), without touching the node.
 
@@ -164,16 +169,16 @@ alone.
 pub enum InboundCommand {
     /// Send peers' connections to the node's ports to the proxy (replaces an earlier inbound
     /// policy).
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = SEE_TOP_LEVEL)]
     Enable(InboundEnableArgs),
 
     /// Remove the inbound redirect and its policy route (not an error when there is none).
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = SEE_TOP_LEVEL)]
     Disable,
 
     /// Apply exactly the policy of /etc/bip324/inbound.conf (what
     /// bip324-redirect-inbound.service runs at boot and after each nftables reload).
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = SEE_TOP_LEVEL)]
     Restore,
 }
 
