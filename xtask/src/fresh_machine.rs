@@ -1,12 +1,16 @@
-//! `cargo xtask fresh-machine`: the README's first command, `cargo xtask run`, on a Debian
-//! bookworm root that has only what a fresh machine of this project's kind has (a C compiler,
-//! git, curl, systemd; none of the packages this project installs), with the host's Rust
-//! toolchain mounted read-only and the source tree copied in as a clone would have it.
+//! `cargo xtask fresh-machine`: the README's first command, `cargo xtask package`, then
+//! `cargo xtask run`, on a Debian bookworm root that has only what a fresh machine of this
+//! project's kind has (a C compiler, git, curl, systemd; none of the packages this project
+//! installs), with the host's Rust toolchain mounted read-only and the source tree copied in
+//! as a clone would have it.
 //!
-//! It passes when the proxy that command starts listens on its default addresses, and when
-//! `cargo xtask setup` then installs everything the test command needs. A developer's
-//! machine cannot hide a missing install step here: if `cargo xtask` needed a system library
-//! to build itself, or setup forgot a package, this fails.
+//! It passes when the package that command builds is named and labelled for this machine's
+//! architecture (`Package`, `Architecture`: what `apt-get install
+//! ./target/debian/bip324-redirect_*_$(dpkg --print-architecture).deb` needs), when the proxy
+//! `cargo xtask run` starts listens on its default addresses, and when `cargo xtask setup`
+//! then installs everything the test command needs. A developer's machine cannot hide a
+//! missing install step here: if `cargo xtask` needed a system library to build itself, or a
+//! task's set-up forgot a package, this fails.
 //!
 //! The root runs in mount and PID namespaces of its own (`unshare --kill-child`): every mount
 //! and process goes away with it. It shares the host's network, to reach Debian's and
@@ -56,6 +60,8 @@ pub(crate) fn run() -> Result {
     }
     let log = work.join("log");
     let _ = std::fs::remove_file(&log);
+
+    package(rootfs, &log)?;
 
     let started = Instant::now();
     eprintln!(
@@ -120,6 +126,84 @@ pub(crate) fn run() -> Result {
         started.elapsed().as_secs()
     );
     eprintln!("==> fresh-machine test passed");
+    Ok(())
+}
+
+/// `cargo xtask package` first, as the README's quick start does: it must set up what the
+/// build needs itself, and write the package under the name the README installs.
+fn package(rootfs: &Path, log: &Path) -> Result {
+    let started = Instant::now();
+    eprintln!(
+        "==> fresh machine: `cargo xtask package` in {} (log: {})",
+        rootfs.display(),
+        log.display()
+    );
+    let mut build = Chroot::spawn(rootfs, "cargo xtask package", log)?;
+    let status = loop {
+        if let Some(status) = build.child.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
+        if started.elapsed() > RUN_DEADLINE {
+            return Err(failure(log, "`cargo xtask package` did not finish in time"));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    if !status.success() {
+        return Err(failure(
+            log,
+            &format!("`cargo xtask package` failed ({status})"),
+        ));
+    }
+    let out = Command::new("dpkg")
+        .arg("--print-architecture")
+        .output()
+        .map_err(|e| format!("cannot run dpkg: {e}"))?;
+    let arch = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let deb = rootfs.join(SOURCE).join(format!(
+        "target/debian/{}_{}-1_{arch}.deb",
+        crate::package::PACKAGE,
+        env!("CARGO_PKG_VERSION")
+    ));
+    if !deb.exists() {
+        let made = std::fs::read_dir(rootfs.join(SOURCE).join("target/debian"))
+            .map(|dir| {
+                dir.filter_map(std::result::Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        return Err(failure(
+            log,
+            &format!(
+                "no {} after `cargo xtask package` (target/debian has: {made})",
+                deb.display()
+            ),
+        ));
+    }
+    let fields = Command::new("dpkg-deb")
+        .arg("--field")
+        .arg(&deb)
+        .args(["Package", "Architecture"])
+        .output()
+        .map_err(|e| format!("cannot run dpkg-deb: {e}"))?;
+    let fields = String::from_utf8_lossy(&fields.stdout);
+    let expected = format!(
+        "Package: {}\nArchitecture: {arch}\n",
+        crate::package::PACKAGE
+    );
+    if fields != expected {
+        return Err(format!(
+            "fresh-machine test: {} has\n{fields}instead of\n{expected}",
+            deb.display()
+        ));
+    }
+    eprintln!(
+        "    ok: `cargo xtask package` built {} ({}) in {} s",
+        deb.file_name().unwrap_or_default().to_string_lossy(),
+        fields.trim().replace('\n', ", "),
+        started.elapsed().as_secs()
+    );
     Ok(())
 }
 

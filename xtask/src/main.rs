@@ -39,9 +39,11 @@ tasks:
                systemd-nspawn, install the package, enable the units, run a v1 client in
                group btc against an independent v2 node, then stop, restart and purge (root)
   fresh-machine
-               the first command, `cargo xtask run`, in a Debian bookworm root that has only
-               what a fresh machine has (the host's Rust mounted read-only): passes when the
-               proxy listens, and `cargo xtask setup` then installs what the tests need (root)
+               the README's first command, `cargo xtask package`, then `cargo xtask run`, in a
+               Debian bookworm root that has only what a fresh machine has (the host's Rust
+               mounted read-only): passes when the package is named and labelled for this
+               machine's architecture, the proxy listens, and `cargo xtask setup` then
+               installs what the tests need (root)
   ebpf [--check]
                rebuild redirector-ebpf/prebuilt/redirector-ebpf.bpf.o from source (nightly,
                bpf-linker), or check that the committed one is what the source builds
