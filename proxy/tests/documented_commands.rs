@@ -349,6 +349,11 @@ fn every_help_example_parses() {
     let mut failures = Vec::new();
     for (place, line) in &examples {
         for command in commands(line) {
+            for argv in programs(&command) {
+                if let Some(why) = misuse(&argv) {
+                    failures.push(format!("{place}: `{line}`\n{why}"));
+                }
+            }
             for argv in invocations(&command) {
                 checked += 1;
                 if let Err(e) = parse(&argv) {

@@ -53,10 +53,11 @@ group is the given group. Supplementary group membership does not count. Everyth
 left alone.
 
 Start a client in the group:
-  sg btc -c 'neutrino --connect=203.0.113.7'   (a member of btc)
-  sudo -g btc bitcoind -connect=203.0.113.7    (root, or sudoers)
-  setpriv --regid=btc --init-groups client ...   (root)
-  Group=btc                                      (in a systemd unit)
+  sg btc -c 'lnd --bitcoin.mainnet --bitcoin.node=neutrino --neutrino.connect=203.0.113.7'
+                                                       (a member of btc)
+  sudo -u alice -g btc bitcoind -connect=203.0.113.7   (root, or sudoers)
+  setpriv --reuid=alice --regid=btc --clear-groups client ...   (root)
+  Group=btc                                            (in a systemd unit)
 
 The proxy must be running (`systemctl start bip324-proxy.socket`) and must not run with the \
 group. When it is not running, tagged connections are refused: nothing is sent in plaintext.
