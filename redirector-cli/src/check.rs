@@ -80,7 +80,7 @@ pub(crate) fn run(
             println!(
                 "check: {node} ({name}) through the proxy: FAILED ({}): {} (the proxy's log: {})",
                 outcome_label(&outcome),
-                advice(&outcome, node),
+                advice(&outcome),
                 proxy_log(pid)
             );
             Ok(exit::DEGRADED)
@@ -282,8 +282,8 @@ fn outcome_label(outcome: &Outcome) -> String {
 }
 
 /// One sentence of advice per way a connection ends.
-fn advice(outcome: &Outcome, node: SocketAddr) -> String {
-    let text = match outcome {
+fn advice(outcome: &Outcome) -> &'static str {
+    match outcome {
         Outcome::Failed(reason) => match reason.as_str() {
             "connect_error" => {
                 "the proxy could not connect to the node: it is down, does not \
@@ -322,8 +322,7 @@ fn advice(outcome: &Outcome, node: SocketAddr) -> String {
                                run the check again"
         }
         Outcome::Unknown => "the proxy did not say how it ended",
-    };
-    format!("{node}: {text}")
+    }
 }
 
 /// Where the proxy logs: its unit's journal under systemd, else its own output.

@@ -355,30 +355,41 @@ fn a_proxy_run_by_hand_keeps_its_control_socket_in_the_users_runtime_dir() {
     assert!(!socket_left, "the proxy removed its socket:\n{log}");
 }
 
+/// `check NODE` in the client host, asking the test's control socket.
+fn check(
+    cli: &RedirectCli,
+    hosts: &TwoHosts,
+    node: &str,
+    extra: &[&str],
+) -> bip324_e2e::testbed::Run {
+    let control = control_socket(&hosts.client);
+    let mut args = vec![
+        "check",
+        node,
+        "--timeout",
+        "5s",
+        "--control",
+        control.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    cli.run(&args)
+}
+
 /// `check` is the one command a user runs after installing: against a v2 node it proves the
-/// connection encrypted with the node's own session id (exit 0); against a v1-only node it
-/// says the connection was not encrypted (and nothing went out in plaintext).
+/// connection encrypted with the node's own session id (exit 0); against a v1-only node the
+/// proxy's account of the connection (a failed handshake) says the node does not speak v2 and
+/// what to do, pointing to the hand-run proxy's own output rather than a unit's journal.
 #[test]
 fn check_proves_encryption_and_flags_a_v1_only_node() {
+    let target = format!("{REMOTE_V4}:{NODE_PORT}");
     for v2 in [true, false] {
         let hosts = TwoHosts::create();
         let node = v2.then(|| RemoteNode::start(&hosts.remote, noisy_responder));
         let _v1_only = (!v2).then(|| RemoteNode::v1_only(&hosts.remote));
         let cli = RedirectCli::new(&hosts);
         cli.enable_tagged("nftables", &NODE_PORT.to_string());
-        let _proxy = Proxy::start(&hosts.client, &[]);
-        let control = control_socket(&hosts.client);
-        let target = format!("{REMOTE_V4}:{NODE_PORT}");
-        let run = cli.run(&[
-            "check",
-            &target,
-            "--network",
-            "regtest",
-            "--timeout",
-            "5s",
-            "--control",
-            control.to_str().unwrap(),
-        ]);
+        let proxy = Proxy::start(&hosts.client, &[]);
+        let run = check(&cli, &hosts, &target, &["--network", "regtest"]);
         if let Some(node) = node {
             assert_eq!(run.code, 0, "{run:?}");
             let report = node.responder.wait_for_reports(1, Duration::from_secs(10))[0].clone();
@@ -389,8 +400,214 @@ fn check_proves_encryption_and_flags_a_v1_only_node() {
                 "{run:?}"
             );
         } else {
-            assert_ne!(run.code, 0, "{run:?}");
-            assert!(run.stderr.contains("did not answer"), "{run:?}");
+            assert_eq!(run.code, 6, "{run:?}\n{}", proxy.log());
+            assert!(
+                run.stdout.contains("FAILED (failure=handshake_")
+                    && run.stdout.contains("does not speak v2")
+                    && run.stdout.contains("--v1-fallback")
+                    && run.stdout.contains("started by hand")
+                    && !run.stdout.contains("journalctl"),
+                "{run:?}\n{}",
+                proxy.log()
+            );
         }
     }
+}
+
+/// With the redirect on and the node down, the proxy's `connect_error` reaches `check`: it
+/// blames the node's reachability, not v2. A bare address takes mainnet's port.
+#[test]
+fn check_says_the_node_is_unreachable_when_the_proxy_could_not_connect() {
+    let hosts = TwoHosts::create();
+    let cli = RedirectCli::new(&hosts);
+    cli.enable_tagged("nftables", &NODE_PORT.to_string());
+    let proxy = Proxy::start(&hosts.client, &[]);
+    let run = check(&cli, &hosts, REMOTE_V4, &[]);
+    assert_eq!(run.code, 6, "{run:?}\n{}", proxy.log());
+    assert!(
+        run.stdout.contains(&format!(
+            "check: {REMOTE_V4}:{NODE_PORT} (mainnet) through the proxy: FAILED \
+             (failure=connect_error)"
+        )) && run.stdout.contains("check the address, the port")
+            && !run.stdout.contains("v2"),
+        "{run:?}\n{}",
+        proxy.log()
+    );
+}
+
+/// With the proxy down, `check` does not blame the node: it says the proxy does not answer
+/// and how to start it, without connecting. Names and this host's addresses are refused with
+/// an example of what to type.
+#[test]
+fn check_blames_a_stopped_proxy_not_the_node() {
+    let hosts = TwoHosts::create();
+    let _node = RemoteNode::start(&hosts.remote, noisy_responder);
+    let cli = RedirectCli::new(&hosts);
+    cli.enable_tagged("nftables", &NODE_PORT.to_string());
+    let target = format!("{REMOTE_V4}:{NODE_PORT}");
+    let run = check(&cli, &hosts, &target, &["--network", "regtest"]);
+    assert_eq!(run.code, 6, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("check: not tried: the proxy does not answer")
+            && run
+                .stdout
+                .contains("fix:   the proxy does not answer on 127.0.0.1:324")
+            && run.stdout.contains("bip324-proxy")
+            && !run.stdout.contains("cannot connect to")
+            && !run.stderr.contains("cannot connect to"),
+        "{run:?}"
+    );
+    for refused in ["localhost:8333", "127.0.0.1:8333", "10.32.4.1"] {
+        let run = check(&cli, &hosts, refused, &[]);
+        assert_eq!(run.code, 4, "{refused}: {run:?}");
+        assert!(
+            run.stderr
+                .contains("`bip324-redirect check 203.0.113.7:8333`"),
+            "{refused}: {run:?}"
+        );
+    }
+}
+
+/// A port the policy does not redirect, or a ruleset flushed under the redirect: `check`
+/// says why the connection would go direct and the command that fixes it.
+#[test]
+fn check_names_a_port_outside_the_policy_and_a_flushed_ruleset() {
+    let hosts = TwoHosts::create();
+    let _node = RemoteNode::start(&hosts.remote, noisy_responder);
+    let cli = RedirectCli::new(&hosts);
+    cli.enable_tagged("nftables", "18444");
+    let _proxy = Proxy::start(&hosts.client, &[]);
+    let target = format!("{REMOTE_V4}:{NODE_PORT}");
+    let run = check(&cli, &hosts, &target, &["--network", "regtest"]);
+    assert_eq!(run.code, 6, "{run:?}");
+    assert!(
+        run.stdout.contains(&format!(
+            "check: not tried: port {NODE_PORT} is not one the policy redirects"
+        )) && run.stdout.contains(&format!("--ports 18444,{NODE_PORT}"))
+            && !run.stdout.contains("did NOT go through the proxy"),
+        "{run:?}"
+    );
+    cli.enable_tagged("nftables", &NODE_PORT.to_string());
+    let flushed = hosts
+        .client
+        .command("nft", None)
+        .args(["flush", "ruleset"])
+        .status()
+        .unwrap();
+    assert!(flushed.success());
+    let run = check(&cli, &hosts, &target, &["--network", "regtest"]);
+    assert_eq!(run.code, 6, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("check: not tried: the redirect is not in place as enabled")
+            && run.stdout.contains("PLAINTEXT")
+            && run.stdout.contains("bip324-redirect enable --group"),
+        "{run:?}"
+    );
+}
+
+/// The ready line names every place the proxy answers: redirected, SOCKS5 and inbound
+/// listeners, the control socket (or why there is none) and the metrics.
+#[test]
+fn the_ready_line_names_every_listener_and_the_control_socket() {
+    let hosts = TwoHosts::create();
+    let proxy = Proxy::start(
+        &hosts.client,
+        &[
+            "--listen",
+            "127.0.0.1:324",
+            "--socks5",
+            "127.0.0.1:1080",
+            "--metrics",
+            METRICS,
+        ],
+    );
+    let control = control_socket(&hosts.client);
+    let log = proxy.log();
+    let ready = log
+        .lines()
+        .find(|l| l.contains(" ready"))
+        .unwrap_or_default();
+    assert!(
+        ready.contains("listen=[127.0.0.1:324]")
+            && ready.contains("socks5=[127.0.0.1:1080]")
+            && ready.contains("inbound=[]")
+            && ready.contains(&format!("control={}", control.display()))
+            && ready.contains(&format!("metrics={METRICS}")),
+        "{log}"
+    );
+    drop(proxy);
+    let binary = bip324_e2e::testbed::workspace_binary("bip324-proxy", "BIP324_PROXY_BIN");
+    let mut command = hosts.client.command(&binary, None);
+    command.args(["--no-control", "--listen", "127.0.0.1:1325"]);
+    let log = log_until_ready(command);
+    assert!(
+        log.contains("control=none (--no-control)") && log.contains("metrics=none"),
+        "{log}"
+    );
+}
+
+/// Starts the proxy, reads its log until it is ready (10 s at most), then stops it.
+fn log_until_ready(mut command: std::process::Command) -> String {
+    let mut proxy = command
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = proxy.stderr.take().unwrap();
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let mut log = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log.contains(" ready") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match received.recv_timeout(left) {
+            Ok(line) => {
+                log.push_str(&line);
+                log.push('\n');
+            }
+            Err(_) => break,
+        }
+    }
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    log
+}
+
+/// A proxy run by hand by a user without XDG_RUNTIME_DIR cannot make its default control
+/// socket: one warning says why and what to give instead, and the ready line says
+/// control=none. `status` with nothing running prints one short connections line.
+#[test]
+fn a_user_proxy_without_a_runtime_dir_says_it_has_no_control_socket() {
+    let hosts = TwoHosts::create();
+    let cli = RedirectCli::new(&hosts);
+    let status = cli.run(&["status"]);
+    let line = status
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("connections:"))
+        .unwrap_or_default();
+    assert!(
+        line.starts_with("connections: none (the proxy is not running") && line.len() < 120,
+        "{status:?}"
+    );
+    let binary = bip324_e2e::testbed::workspace_binary("bip324-proxy", "BIP324_PROXY_BIN");
+    let mut command = hosts.client.command("setpriv", None);
+    command
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&binary)
+        .args(["--listen", "127.0.0.1:1325"])
+        .env_remove("XDG_RUNTIME_DIR");
+    let log = log_until_ready(command);
+    assert!(
+        log.contains("XDG_RUNTIME_DIR is not set")
+            && log.contains("--control PATH")
+            && log.contains("control=none"),
+        "{log}"
+    );
 }
