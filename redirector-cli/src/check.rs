@@ -273,10 +273,21 @@ fn ask(
     status
 }
 
+/// The proxy's label, as its log has it; anything but a plain label is not printed.
 fn outcome_label(outcome: &Outcome) -> String {
+    let plain = |label: &str| {
+        if !label.is_empty()
+            && label.len() <= 40
+            && label.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        {
+            label.to_string()
+        } else {
+            "?".to_string()
+        }
+    };
     match outcome {
-        Outcome::Failed(reason) => format!("failure={reason}"),
-        Outcome::Closed(kind) => format!("close={kind}"),
+        Outcome::Failed(reason) => format!("failure={}", plain(reason)),
+        Outcome::Closed(kind) => format!("close={}", plain(kind)),
         Outcome::Unknown => "unknown".to_string(),
     }
 }
@@ -329,17 +340,20 @@ fn advice(outcome: &Outcome) -> &'static str {
 fn proxy_log(pid: Option<u32>) -> String {
     let unit = pid
         .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok())
-        .and_then(|cgroup| {
-            cgroup.lines().find_map(|line| {
-                let last = line.rsplit('/').next()?;
-                (last.starts_with("bip324-proxy") && last.ends_with(".service"))
-                    .then(|| last.to_string())
-            })
-        });
+        .and_then(|cgroup| unit_of(&cgroup));
     match unit {
         Some(unit) => format!("`journalctl -u {unit}`"),
         None => "the terminal or log file of the proxy started by hand".to_string(),
     }
+}
+
+/// The proxy's systemd service, from its `/proc/PID/cgroup`: systemd puts each service's
+/// processes in a cgroup named after it.
+fn unit_of(cgroup: &str) -> Option<String> {
+    cgroup.lines().find_map(|line| {
+        let last = line.rsplit('/').next()?;
+        (last.starts_with("bip324-proxy") && last.ends_with(".service")).then(|| last.to_string())
+    })
 }
 
 /// Connects with `gid` as this thread's only group, says hello in v1 and waits for the
@@ -461,6 +475,48 @@ mod tests {
             timeout: Duration::from_secs(1),
             control: None,
         }
+    }
+
+    /// Every failure reason the proxy has gets its own sentence; a label that is not plain
+    /// is not echoed.
+    #[test]
+    fn each_failure_reason_has_its_advice() {
+        for reason in [
+            "client_timeout",
+            "client_closed",
+            "client_error",
+            "connect_error",
+            "connect_timeout",
+            "handshake_timeout",
+            "handshake_closed",
+            "handshake_error",
+            "handshake_protocol",
+            "shutdown",
+        ] {
+            let outcome = Outcome::Failed(reason.into());
+            assert_ne!(advice(&outcome), "see the proxy's log", "{reason}");
+            assert_eq!(outcome_label(&outcome), format!("failure={reason}"));
+        }
+        assert!(advice(&Outcome::Failed("handshake_closed".into())).contains("--v1-fallback"));
+        assert!(advice(&Outcome::Failed("connect_error".into())).contains("firewall"));
+        let hostile = Outcome::Closed("x\u{1b}[2J".into());
+        assert_eq!(outcome_label(&hostile), "close=?");
+    }
+
+    #[test]
+    fn the_journal_is_named_only_for_a_proxy_under_systemd() {
+        let unit = "0::/system.slice/bip324-proxy-inbound.service\n";
+        assert_eq!(
+            unit_of(unit).as_deref(),
+            Some("bip324-proxy-inbound.service")
+        );
+        assert_eq!(
+            unit_of("0::/system.slice/bip324-proxy.service").as_deref(),
+            Some("bip324-proxy.service")
+        );
+        let by_hand = "0::/user.slice/user-1000.slice/session-3.scope\n";
+        assert_eq!(unit_of(by_hand), None);
+        assert!(proxy_log(None).contains("started by hand"));
     }
 
     #[test]
