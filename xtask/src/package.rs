@@ -152,6 +152,22 @@ pub(crate) fn run() -> Result<PathBuf> {
         "usr/share/doc/bip324-redirect/README.md",
         0o644,
     )?;
+    // The README links to these, so its links resolve in the installed copy too.
+    let mut docs: Vec<_> = std::fs::read_dir(root.join("docs"))
+        .and_then(|dir| dir.map(|entry| entry.map(|e| e.file_name())).collect())
+        .map_err(|e| format!("cannot list docs/: {e}"))?;
+    docs.sort();
+    for doc in docs
+        .iter()
+        .filter_map(|d| d.to_str())
+        .filter(|d| d.ends_with(".md"))
+    {
+        install(
+            &root.join("docs").join(doc),
+            &format!("usr/share/doc/bip324-redirect/docs/{doc}"),
+            0o644,
+        )?;
+    }
     install(
         &root.join("packaging/debian/copyright"),
         "usr/share/doc/bip324-redirect/copyright",
