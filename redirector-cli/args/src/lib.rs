@@ -124,12 +124,16 @@ pub enum Command {
     /// Prove that a connection of the group is encrypted: connect to a node as the group and
     /// report what the proxy did with it.
     #[command(long_about = "Prove that a connection of the group is encrypted: the one command \
-        to run after installing. As root, it opens a connection to NODE with the redirected \
-        group as its primary group (as a light client would), says hello in v1, waits for the \
+        to run after installing. It first runs status's checks: when the redirect is missing \
+        or modified, the proxy does not answer, or NODE's port is outside the policy, it does \
+        not connect, and says so with the command that fixes it. Otherwise, as root, it opens \
+        a connection to NODE (an address, with or without its port) with the redirected group \
+        as its primary group (as a light client would), says hello in v1, waits for the \
         node's answer, and asks the proxy what it did with that connection: whether it went \
         through the proxy, its transport (v2 or not), the v2 session id (compare it with the \
-        node's, `bitcoin-cli getpeerinfo`), and how long the answer took. Exit code 0 only for \
-        v2. Without root, run it with the group: `sg btc -c 'bip324-redirect check NODE'`.", after_help = SEE_TOP_LEVEL)]
+        node's, `bitcoin-cli getpeerinfo`), how long the answer took, or why it failed, with \
+        the one thing to do next. Exit code 0 only for v2. Without root, run it with the \
+        group: `sg btc -c 'bip324-redirect check NODE'`.", after_help = SEE_TOP_LEVEL)]
     Check(CheckArgs),
 
     /// Inbound mode: v2 for the inbound connections of a local node that speaks only v1.
