@@ -613,18 +613,23 @@ mod tests {
         assert!(damaged.unwrap().contains("no line"));
     }
 
-    /// Nothing running, nothing enabled: one short line for the connections, not the
-    /// control socket's whole error.
-    #[test]
-    fn no_proxy_at_all_is_one_short_connections_line() {
-        let silent = listening(true)
+    /// The proxy's addresses with nobody listening or answering there.
+    fn nobody_listening() -> Vec<Probe> {
+        listening(true)
             .into_iter()
             .map(|p| Probe {
                 listeners: Vec::new(),
                 answering: false,
                 ..p
             })
-            .collect();
+            .collect()
+    }
+
+    /// Nothing running, nothing enabled: one short line for the connections, not the
+    /// control socket's whole error.
+    #[test]
+    fn no_proxy_at_all_is_one_short_connections_line() {
+        let silent = nobody_listening();
         let mut r = judged(report(None, false, silent), None);
         r.proxy_status_error = Some("cannot reach the proxy's control socket: ".repeat(8));
         r.control_absent = Some("/run/bip324-proxy/control.sock".into());
@@ -661,14 +666,7 @@ mod tests {
                 .any(|p| p.contains("uid 65534") && p.contains("PLAINTEXT"))
         );
         assert_eq!(r.exit_code(), exit::DEGRADED);
-        let silent = listening(true)
-            .into_iter()
-            .map(|p| Probe {
-                listeners: Vec::new(),
-                answering: false,
-                ..p
-            })
-            .collect();
+        let silent = nobody_listening();
         let r = judged(report(Some(true), false, silent), Some(&enabled()));
         assert!(r.problems.iter().any(|p| p.contains("does not answer")));
     }
