@@ -4,8 +4,8 @@
 //!   the redirect was enabled, to a policy port records the original destination under the
 //!   socket cookie and goes to the proxy on loopback instead; one to a loopback address
 //!   (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104) is left alone. (This host's other addresses are
-//!   not known here: those connections still go to the proxy, as with any destination.) Any other connect of a socket
-//!   forgets what an earlier, failed one recorded.
+//!   not known here: those connections still go to the proxy, as with any destination.) Any
+//!   other connect of a socket forgets what an earlier, failed one recorded.
 //! * `sockops`: once that connection is established to the proxy port, files the original
 //!   destination under the client's end of it in its namespace, which is what the proxy sees
 //!   as its peer; forgets both at close.
@@ -62,8 +62,8 @@ fn bump(slot: u32) {
 /// Records a redirected socket's original destination, counting a new record.
 #[inline(always)]
 unsafe fn remember_cookie(cookie: u64, original: Endpoint) {
-    let new = unsafe { BY_COOKIE.get(&cookie) }.is_none();
-    if BY_COOKIE.insert(&cookie, &original, 0).is_ok() && new {
+    let new = unsafe { BY_COOKIE.get(cookie) }.is_none();
+    if BY_COOKIE.insert(cookie, original, 0).is_ok() && new {
         bump(COOKIE_ADDED);
     }
 }
@@ -71,7 +71,7 @@ unsafe fn remember_cookie(cookie: u64, original: Endpoint) {
 /// Forgets a socket's record, counting it when there was one.
 #[inline(always)]
 fn forget_cookie(cookie: u64) {
-    if BY_COOKIE.remove(&cookie).is_ok() {
+    if BY_COOKIE.remove(cookie).is_ok() {
         bump(COOKIE_REMOVED);
     }
 }
@@ -287,7 +287,7 @@ pub fn track_sockets(ctx: SockOpsContext) -> u32 {
             // Only redirected sockets asked for this callback. Their cookie record may be
             // gone already: `forget_socket` runs when the descriptor closes, before the
             // connection has finished closing.
-            if BY_CLIENT_NS.remove(&key).is_ok() {
+            if BY_CLIENT_NS.remove(key).is_ok() {
                 bump(CLIENT_REMOVED);
             }
             forget_cookie(cookie);
@@ -306,9 +306,9 @@ pub fn track_sockets(ctx: SockOpsContext) -> u32 {
             let remote_port = u16::from_be((get(&(*ops).remote_port) >> 16) as u16);
             if POLICY.get(0).is_some_and(|c| c.proxy_port == remote_port) {
                 // The proxy asks for the IPv4 form of a v4-mapped destination (SOL_IP).
-                let new = BY_CLIENT_NS.get(&key).is_none();
+                let new = BY_CLIENT_NS.get(key).is_none();
                 if BY_CLIENT_NS
-                    .insert(&key, &as_ipv4_if_mapped(original), 0)
+                    .insert(key, as_ipv4_if_mapped(original), 0)
                     .is_ok()
                     && new
                 {
