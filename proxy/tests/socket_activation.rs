@@ -21,7 +21,13 @@ fn uses_the_socket_systemd_passes() {
         .port();
     let addr = format!("127.0.0.1:{port}");
     let mut child = Command::new(tool)
-        .args(["--listen", &addr, env!("CARGO_BIN_EXE_bip324-proxy")])
+        // No control socket: the default path is the system proxy's, not this test's.
+        .args([
+            "--listen",
+            &addr,
+            env!("CARGO_BIN_EXE_bip324-proxy"),
+            "--no-control",
+        ])
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .spawn()

@@ -48,7 +48,8 @@ pub(crate) struct Report {
     /// Why the proxy's report is missing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy_status_error: Option<String>,
-    /// No control socket exists where it was looked for (then nothing may be running).
+    /// No proxy behind the control socket path: no socket there, or a stale one that nobody
+    /// listens on (then nothing may be running).
     #[serde(skip)]
     pub control_absent: Option<std::path::PathBuf>,
     /// Inbound mode, when enabled or present.
@@ -79,6 +80,16 @@ impl Report {
     }
 }
 
+/// Whether no process listens at the control socket's path: none is there, or a stale one
+/// left by a proxy that could not remove it.
+fn nobody_at(control_socket: &std::path::Path) -> bool {
+    use std::io::ErrorKind::{ConnectionRefused, NotFound};
+    matches!(
+        std::os::unix::net::UnixStream::connect(control_socket).map_err(|e| e.kind()),
+        Err(NotFound | ConnectionRefused)
+    )
+}
+
 /// Gathers the report. Reading the kernel needs capabilities; without them the report says
 /// so and shows what it can.
 pub(crate) fn gather(control_socket: &std::path::Path) -> Result<Report, Error> {
@@ -93,6 +104,9 @@ pub(crate) fn gather(control_socket: &std::path::Path) -> Result<Report, Error> 
             (None, Some(e.to_string()))
         }
     };
+    // Asked again only when it did not answer: a connection costs the proxy a client slot.
+    let control_absent =
+        (proxy_status.is_none() && nobody_at(control_socket)).then(|| control_socket.to_path_buf());
     let policy = enabled.as_ref().map(|e| e.policy.clone());
     let proxy_port = policy
         .as_ref()
@@ -107,7 +121,7 @@ pub(crate) fn gather(control_socket: &std::path::Path) -> Result<Report, Error> 
         proxy,
         proxy_status,
         proxy_status_error,
-        control_absent: (!control_socket.exists()).then(|| control_socket.to_path_buf()),
+        control_absent,
         inbound: None,
         inbound_proxy_status: None,
         problems: Vec::new(),

@@ -76,13 +76,22 @@ fn own_control_socket(
     Option<std::os::unix::net::UnixListener>,
     Option<control::Made>,
 )> {
-    let path = config.control_path();
-    // Run by hand as a user without a runtime directory, the default falls back to the
-    // system's path, which such a user may not write: say so plainly, once.
-    let no_runtime_dir = config.control.is_none()
-        && account.is_none()
+    // Run by hand as a user without a runtime directory, there is no default of its own: the
+    // system's path belongs to the system's proxy, whose place `status` would see it take.
+    if config.control.is_none()
         && !nix::unistd::geteuid().is_root()
-        && bip324_control::user_socket().is_none();
+        && bip324_control::user_socket().is_none()
+    {
+        warn!(
+            "no control socket: XDG_RUNTIME_DIR is not set, so this proxy (not root) has no \
+             default one of its own under $XDG_RUNTIME_DIR/bip324-proxy/; `bip324-redirect \
+             status` and `check` cannot ask it. Give --control PATH in a directory only you may \
+             write (e.g. --control ~/.bip324-proxy/control.sock, then the same --control to \
+             status), or --no-control to run without"
+        );
+        return Ok((None, None));
+    }
+    let path = config.control_path();
     if let Some(account) = account {
         if let Err(e) = control::prepare_dir(&path, account) {
             warn!("cannot prepare the control socket's directory: {e}");
@@ -90,16 +99,6 @@ fn own_control_socket(
     }
     match control::bind(&path, account) {
         Ok((listener, made)) => Ok((Some(listener), Some(made))),
-        Err(e @ control::BindError::Io { .. }) if no_runtime_dir => {
-            warn!(
-                "no control socket: XDG_RUNTIME_DIR is not set, so this proxy (not root) \
-                 cannot make its default one under $XDG_RUNTIME_DIR/bip324-proxy/ ({e}); \
-                 `bip324-redirect status` and `check` cannot ask it. Give --control PATH in a \
-                 directory only you may write (e.g. --control ~/.bip324-proxy/control.sock, \
-                 then the same --control to status), or --no-control to run without"
-            );
-            Ok((None, None))
-        }
         Err(e @ control::BindError::Io { .. }) => {
             warn!(
                 "{e}; `bip324-redirect status` will not list connections (give --control \

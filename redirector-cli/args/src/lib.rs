@@ -52,11 +52,11 @@ mainnet, testnet3, testnet4, signet; add 18444 for regtest) made by processes wh
 group is the given group. Supplementary group membership does not count. Everything else is \
 left alone.
 
-Start a client in the group:
+Start a client in the group (sg as a member of btc; sudo -g as root or through sudoers;
+setpriv as root):
   sg btc -c 'lnd --bitcoin.mainnet --bitcoin.node=neutrino --neutrino.connect=203.0.113.7'
-                                                       (a member of btc)
-  sudo -u alice -g btc bitcoind -connect=203.0.113.7   (root, or sudoers)
-  setpriv --reuid=alice --regid=btc --clear-groups client ...   (root)
+  sudo -u alice -g btc bitcoind -connect=203.0.113.7
+  setpriv --reuid=alice --regid=btc --clear-groups client ...
   Group=btc                                            (in a systemd unit)
 
 The proxy must be running (`systemctl start bip324-proxy.socket`) and must not run with the \
