@@ -196,7 +196,8 @@ pub struct Config {
     /// `bip324-redirect status`. Under systemd, a Unix socket passed by socket activation is
     /// used instead.
     /// Default: /run/bip324-proxy/control.sock when started as root, else
-    /// $XDG_RUNTIME_DIR/bip324-proxy/control.sock (where `bip324-redirect status` also looks).
+    /// $XDG_RUNTIME_DIR/bip324-proxy/control.sock (where `bip324-redirect status` also looks;
+    /// none without XDG_RUNTIME_DIR). Its directory must be writable by no one else.
     #[arg(long, value_name = "PATH", value_hint = clap::ValueHint::FilePath)]
     pub control: Option<PathBuf>,
 
