@@ -140,6 +140,45 @@ impl<P: Pipe + ?Sized> Pipe for &mut P {
     }
 }
 
+/// A boxed pipe is a pipe: a driver may choose each direction's stages at run time.
+impl<P: Pipe + ?Sized> Pipe for Box<P> {
+    fn output(&self) -> &[u8] {
+        (**self).output()
+    }
+
+    fn consume_output(&mut self, n: usize) {
+        (**self).consume_output(n);
+    }
+
+    fn input_space(&mut self) -> &mut [u8] {
+        (**self).input_space()
+    }
+
+    fn commit_input(
+        &mut self,
+        n: usize,
+        events: &mut dyn FnMut(Event),
+    ) -> Result<(), ProtocolError> {
+        (**self).commit_input(n, events)
+    }
+
+    fn partial_input(&self) -> usize {
+        (**self).partial_input()
+    }
+
+    fn release_idle_buffers(&mut self) {
+        (**self).release_idle_buffers();
+    }
+
+    fn flush(&mut self, events: &mut dyn FnMut(Event)) -> Result<(), ProtocolError> {
+        (**self).flush(events)
+    }
+
+    fn emit_cover(&mut self) -> bool {
+        (**self).emit_cover()
+    }
+}
+
 /// Two pipes in a row: `first`'s output is `second`'s input. Events come from both.
 pub struct Chain<A, B> {
     /// The first stage.

@@ -43,6 +43,18 @@ vocabulary!(
 );
 
 vocabulary!(
+    /// The way a connection came in.
+    Front {
+        /// Redirected by the kernel from a local client (or a router's LAN).
+        Redirect => "redirect",
+        /// A peer of the local node (inbound mode).
+        Inbound => "inbound",
+        /// A SOCKS5 client.
+        Socks5 => "socks5",
+    }
+);
+
+vocabulary!(
     /// Why a connection was refused before anything was read from it.
     RefusalKind {
         NotRedirected => "not_redirected",
@@ -57,15 +69,32 @@ vocabulary!(
         EvictedPending => "evicted_pending",
         /// The destination is this host, or no single remote host (destination.rs).
         ForbiddenDestination => "forbidden_destination",
+        /// Inbound: the node's port is no network's default port and --inbound-network is
+        /// not given.
+        UnknownNetwork => "unknown_network",
+        /// SOCKS5: not a SOCKS5 client, or no request within --first-bytes-timeout.
+        NotSocks5 => "not_socks5",
+        /// SOCKS5: a request the proxy does not serve (no acceptable method, a command other
+        /// than CONNECT and RESOLVE, a name outside hostname syntax).
+        Socks5Request => "socks5_request",
+        /// SOCKS5: a port outside --socks5-ports (not an open relay).
+        PortNotServed => "port_not_served",
+        /// SOCKS5: the destination's name does not resolve on this host.
+        Unresolvable => "unresolvable",
     }
 );
 
 vocabulary!(
     /// Why a connection ended before it was relayed.
     FailureReason {
+        /// The client's first bytes did not tell v1 from v2 within --first-bytes-timeout.
         ClientTimeout => "client_timeout",
         ClientClosed => "client_closed",
         ClientError => "client_error",
+        /// Inbound: the peer's first bytes did not come within --first-bytes-timeout.
+        PeerTimeout => "peer_timeout",
+        PeerClosed => "peer_closed",
+        PeerError => "peer_error",
         ConnectError => "connect_error",
         ConnectTimeout => "connect_timeout",
         HandshakeTimeout => "handshake_timeout",
@@ -90,6 +119,17 @@ vocabulary!(
         ClientProtocol => "client_protocol",
         /// The remote broke v2.
         RemoteProtocol => "remote_protocol",
+        /// Inbound: the peer, or the local node, closed or failed.
+        PeerClosed => "peer_closed",
+        NodeClosed => "node_closed",
+        PeerClosedMidMessage => "peer_closed_mid_message",
+        NodeClosedMidMessage => "node_closed_mid_message",
+        PeerError => "peer_error",
+        NodeError => "node_error",
+        /// The peer broke v2 (or v1, if it chose v1).
+        PeerProtocol => "peer_protocol",
+        /// The node broke v1.
+        NodeProtocol => "node_protocol",
         HalfCloseTimeout => "half_close_timeout",
         Shutdown => "shutdown",
     }

@@ -18,8 +18,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::net::{TcpSocket, TcpStream};
 
-use super::destination::Forbidden;
-use super::labels::RefusalKind;
 use super::original_dst::canonical;
 
 #[derive(Default)]
@@ -30,74 +28,13 @@ pub struct LoopGuard {
     next: AtomicU64,
 }
 
-/// Why a connection is refused before anything is read from it.
-#[derive(Debug)]
-pub enum Refusal {
-    /// The kernel could not say where the connection was going.
-    Unreadable(std::io::Error),
-    /// No original destination: the client connected to the proxy directly.
-    NotRedirected,
-    /// The original destination is the proxy's own listening address.
-    DestinationIsProxy,
-    /// The connection is (or targets) one of the proxy's own upstream connections.
-    OwnUpstream,
-    /// The destination is this host or no single remote host (destination.rs).
-    Forbidden(Forbidden),
-}
-
-impl Refusal {
-    pub fn kind(&self) -> RefusalKind {
-        match self {
-            Refusal::Unreadable(_) => RefusalKind::Unreadable,
-            Refusal::NotRedirected => RefusalKind::NotRedirected,
-            Refusal::DestinationIsProxy => RefusalKind::DestinationIsProxy,
-            Refusal::OwnUpstream => RefusalKind::Loop,
-            Refusal::Forbidden(_) => RefusalKind::ForbiddenDestination,
-        }
-    }
-}
-
-impl std::fmt::Display for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Refusal::Unreadable(e) => return write!(f, "cannot read its original destination: {e}"),
-            Refusal::Forbidden(why) => {
-                return write!(
-                    f,
-                    "its destination is {why}: the proxy relays to remote nodes only"
-                );
-            }
-            Refusal::NotRedirected => {
-                "not redirected by the kernel (no original destination): the proxy is not an open relay"
-            }
-            Refusal::DestinationIsProxy => {
-                "its destination is the proxy itself (a direct connection to the proxy port): \
-                 the proxy is not an open relay"
-            }
-            Refusal::OwnUpstream => {
-                "loop: the proxy's own upstream connection was redirected back to it; \
-                 do not run the proxy with the redirected group, and exempt its user"
-            }
-        })
-    }
-}
-
 impl LoopGuard {
-    /// Checks a freshly accepted connection before anything else is done with it.
-    pub fn check(
-        &self,
-        client: SocketAddr,
-        destination: Option<SocketAddr>,
-        local: SocketAddr,
-        listening: &[SocketAddr],
-    ) -> Result<SocketAddr, Refusal> {
+    /// Whether a connection from `client` to `destination` is (or targets) one of the
+    /// proxy's own upstream connections.
+    pub(crate) fn is_own(&self, client: SocketAddr, destination: SocketAddr) -> bool {
         // On a dual-stack listener an IPv4 peer's addresses arrive v4-mapped: compare them as
         // IPv4, as the kernel records them.
-        let destination = canonical(destination.ok_or(Refusal::NotRedirected)?);
-        if destination == canonical(local) || listening.contains(&destination) {
-            return Err(Refusal::DestinationIsProxy);
-        }
-        let client = canonical(client);
+        let (client, destination) = (canonical(client), canonical(destination));
         let upstreams = self.upstreams();
         // The client is one of our upstream sockets: while it connects only its port is
         // known, and a port the proxy bound is not handed to another socket of this host.
@@ -108,10 +45,7 @@ impl LoopGuard {
         let destination_is_upstream = upstreams
             .values()
             .any(|(ip, port)| *ip == Some(destination.ip()) && *port == destination.port());
-        if client_is_upstream || destination_is_upstream {
-            return Err(Refusal::OwnUpstream);
-        }
-        Ok(destination)
+        client_is_upstream || destination_is_upstream
     }
 
     fn upstreams(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Option<IpAddr>, u16)>> {
@@ -172,38 +106,6 @@ mod tests {
         s.parse().unwrap()
     }
 
-    #[test]
-    fn refuses_unredirected_and_self_destinations() {
-        let guard = LoopGuard::default();
-        let local = addr("127.0.0.1:1324");
-        let listening = [local, addr("[::1]:1324")];
-        let client = addr("127.0.0.1:40000");
-        assert!(matches!(
-            guard.check(client, None, local, &listening),
-            Err(Refusal::NotRedirected)
-        ));
-        assert!(matches!(
-            guard.check(client, Some(local), local, &listening),
-            Err(Refusal::DestinationIsProxy)
-        ));
-        assert!(matches!(
-            guard.check(client, Some(addr("[::1]:1324")), local, &listening),
-            Err(Refusal::DestinationIsProxy)
-        ));
-        assert_eq!(
-            guard
-                .check(client, Some(addr("10.0.0.2:8333")), local, &listening)
-                .unwrap(),
-            addr("10.0.0.2:8333")
-        );
-        // A LAN host dialling a `[::]` listener's own port over IPv4: local is v4-mapped.
-        let mapped_local = addr("[::ffff:192.168.1.1]:324");
-        assert!(matches!(
-            guard.check(client, Some(addr("192.168.1.1:324")), mapped_local, &[]),
-            Err(Refusal::DestinationIsProxy)
-        ));
-    }
-
     #[tokio::test]
     async fn upstream_ports_are_refused_while_registered() {
         let guard = Arc::new(LoopGuard::default());
@@ -211,25 +113,13 @@ mod tests {
         let target = listener.local_addr().unwrap();
         let (stream, registration) = guard.connect(target).await.unwrap();
         let upstream = stream.local_addr().unwrap();
-        let local = addr("127.0.0.1:1324");
         // Our own upstream connection, redirected back to us, arrives from that port.
-        assert!(matches!(
-            guard.check(upstream, Some(target), local, &[local]),
-            Err(Refusal::OwnUpstream)
-        ));
+        assert!(guard.is_own(upstream, target));
         // A redirected connection whose destination is that upstream endpoint.
         let client = addr("127.0.0.1:40000");
-        assert!(matches!(
-            guard.check(client, Some(upstream), local, &[local]),
-            Err(Refusal::OwnUpstream)
-        ));
+        assert!(guard.is_own(client, upstream));
         drop(registration);
-        assert_eq!(
-            guard
-                .check(upstream, Some(target), local, &[local])
-                .unwrap(),
-            target
-        );
+        assert!(!guard.is_own(upstream, target));
     }
 
     /// testnet4 and signet ports lie in the ephemeral range: a node on another host whose
@@ -240,21 +130,12 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (stream, _registration) = guard.connect(listener.local_addr().unwrap()).await.unwrap();
         let source_port = stream.local_addr().unwrap().port();
-        let local = addr("127.0.0.1:1324");
         let node = SocketAddr::from(([10, 0, 0, 2], source_port));
         let client = addr("127.0.0.1:40000");
-        assert_eq!(
-            guard.check(client, Some(node), local, &[local]).unwrap(),
-            node
-        );
+        assert!(!guard.is_own(client, node));
         // The same holds for a client whose port equals it on another address.
         let mapped_node: SocketAddr = format!("[::ffff:10.0.0.2]:{source_port}").parse().unwrap();
-        assert_eq!(
-            guard
-                .check(client, Some(mapped_node), local, &[local])
-                .unwrap(),
-            node
-        );
+        assert!(!guard.is_own(client, mapped_node));
     }
 
     /// While `connect()` runs only the port is known, and the loopback accept may come
@@ -263,19 +144,10 @@ mod tests {
     fn a_connecting_upstream_is_matched_by_port() {
         let guard = LoopGuard::default();
         guard.upstreams().insert(7, (None, 45000));
-        let local = addr("127.0.0.1:1324");
         let dest = addr("10.0.0.2:8333");
-        assert!(matches!(
-            guard.check(addr("10.0.0.1:45000"), Some(dest), local, &[local]),
-            Err(Refusal::OwnUpstream)
-        ));
+        assert!(guard.is_own(addr("10.0.0.1:45000"), dest));
         // ... but a destination with that port is not (its address is not known to be ours).
         let node = addr("10.0.0.2:45000");
-        assert_eq!(
-            guard
-                .check(addr("127.0.0.1:40000"), Some(node), local, &[local])
-                .unwrap(),
-            node
-        );
+        assert!(!guard.is_own(addr("127.0.0.1:40000"), node));
     }
 }

@@ -44,10 +44,12 @@ const BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Which way a message went: from the accepted socket (a client, an inbound peer) to the
+/// dialled one, or back. Labelled `client_to_remote` and `remote_to_client`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Direction {
-    ClientToRemote = 0,
-    RemoteToClient = 1,
+pub(crate) enum Flow {
+    AcceptedToDialled = 0,
+    DialledToAccepted = 1,
 }
 
 pub struct Metrics {
@@ -113,19 +115,17 @@ fn type_label(index: usize) -> String {
 }
 
 impl Metrics {
-    pub fn opened(&self, transport: TransportKind) {
+    /// A connection opened: counted with all the others, and inbound ones on their own too.
+    pub(crate) fn opened(&self, direction: bip324_control::Direction, transport: TransportKind) {
         bump(&self.opened[transport as usize]);
+        if direction == bip324_control::Direction::Inbound {
+            bump(&self.inbound_opened[transport as usize]);
+        }
     }
 
     /// A reply sent to a SOCKS5 client.
     pub fn socks5_reply(&self, code: Reply) {
         bump(&self.socks5_replies[code as usize]);
-    }
-
-    /// An inbound connection: counted with all the others, and on its own.
-    pub fn opened_inbound(&self, transport: TransportKind) {
-        self.opened(transport);
-        bump(&self.inbound_opened[transport as usize]);
     }
 
     pub fn refused(&self, reason: RefusalKind) {
@@ -136,8 +136,8 @@ impl Metrics {
         bump(&self.failed[reason as usize]);
     }
 
-    pub fn message(&self, direction: Direction, command: &Command) {
-        bump(&self.messages[direction as usize][type_index(command)]);
+    pub(crate) fn message(&self, flow: Flow, command: &Command) {
+        bump(&self.messages[flow as usize][type_index(command)]);
     }
 
     pub fn decoy(&self) {
@@ -466,19 +466,19 @@ mod tests {
     fn renders_every_family_with_its_counts() {
         let metrics = Metrics::default();
         let registry = Registry::default();
-        metrics.opened(TransportKind::V2);
+        metrics.opened(bip324_control::Direction::Outbound, TransportKind::V2);
         metrics.refused(RefusalKind::Loop);
         metrics.failed(FailureReason::HandshakeTimeout);
         metrics.message(
-            Direction::ClientToRemote,
+            Flow::AcceptedToDialled,
             &Command::from_name("ping").unwrap(),
         );
         metrics.message(
-            Direction::RemoteToClient,
+            Flow::DialledToAccepted,
             &Command::from_name("version").unwrap(),
         );
         metrics.message(
-            Direction::RemoteToClient,
+            Flow::DialledToAccepted,
             &Command::from_name("madeup").unwrap(),
         );
         metrics.handshake(Duration::from_millis(30));

@@ -1,10 +1,12 @@
 //! The `bip324-proxy` daemon: listeners, the accept loop, and shutdown.
 
 pub mod config;
-pub mod connection;
+mod connection;
+mod context;
 pub mod control;
 pub mod cover;
 pub mod destination;
+mod front;
 pub mod labels;
 pub mod listeners;
 pub mod log_budget;
@@ -36,7 +38,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 pub use config::Config;
-use connection::Context;
+use context::Context;
+use front::{Arrival, Front};
 
 /// Each proxied connection holds two sockets; this many more are kept for listeners,
 /// logging and the runtime.
@@ -136,9 +139,7 @@ pub async fn run(config: Config, prepared: startup::Prepared) -> anyhow::Result<
         "bip324-proxy {} ready",
         env!("CARGO_PKG_VERSION")
     );
-    let mut ctx = Context::new(config, listening);
-    ctx.binder = binder;
-    let ctx = Arc::new(ctx);
+    let ctx = Arc::new(Context::new(config, listening, binder));
     let shutdown = CancellationToken::new();
     let mut services = Vec::new();
     if let Some(listener) = control_listener {
@@ -219,17 +220,6 @@ async fn wait_for_stop_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Where an accepted connection came in, which decides how it is handled.
-#[derive(Clone, Copy)]
-enum Front {
-    /// Redirected by the kernel from a local client (or a router's LAN).
-    Redirect,
-    /// A peer of the local node (inbound mode).
-    Inbound,
-    /// A SOCKS5 client.
-    Socks5,
-}
-
 async fn accept_loop(
     listener: TcpListener,
     front: Front,
@@ -257,17 +247,14 @@ async fn accept_loop(
                 let (ctx, shutdown) = (Arc::clone(&ctx), shutdown.clone());
                 connections.spawn(
                     async move {
-                        match front {
-                            Front::Redirect => {
-                                connection::handle(stream, client, id, ctx, shutdown).await;
+                        match front.arrive(stream, client, &ctx).await {
+                            Arrival::Connection(accepted) => {
+                                connection::run(*accepted, id, &ctx, &shutdown).await;
                             }
-                            Front::Inbound => {
-                                connection::inbound::handle(stream, client, id, ctx, shutdown)
-                                    .await;
+                            Arrival::Refused { client, refusal } => {
+                                connection::refused(&ctx, front, client, &refusal);
                             }
-                            Front::Socks5 => {
-                                connection::socks5::handle(stream, client, id, ctx, shutdown).await;
-                            }
+                            Arrival::Served => {}
                         }
                         drop(permit);
                     }

@@ -106,10 +106,10 @@ impl Entry {
     fn counts(&self) -> Counts {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Counts {
-            client_in: get(&self.traffic.client_in),
-            client_out: get(&self.traffic.client_out),
-            remote_in: get(&self.traffic.remote_in),
-            remote_out: get(&self.traffic.remote_out),
+            client_in: get(&self.traffic.accepted_in),
+            client_out: get(&self.traffic.accepted_out),
+            remote_in: get(&self.traffic.dialled_in),
+            remote_out: get(&self.traffic.dialled_out),
             messages_from_client: get(&self.messages_from_client),
             messages_to_client: get(&self.messages_to_client),
         }
@@ -226,7 +226,7 @@ mod tests {
         let second = registry.register(2, Direction::Inbound, client, destination);
         first.entry.set_network("regtest".into());
         first.entry.set_opened(TransportKind::V2, Some([0xab; 32]));
-        Traffic::add(&first.entry.traffic.client_in, 100);
+        Traffic::add(&first.entry.traffic.accepted_in, 100);
         let snapshot = registry.snapshot();
         assert_eq!(snapshot.len(), 2);
         assert_eq!(snapshot[0].transport, "v2");
@@ -241,7 +241,7 @@ mod tests {
         assert_eq!(snapshot[1].transport, "connecting");
         assert_eq!(json["direction"], "outbound");
         assert_eq!(snapshot[1].direction, Direction::Inbound);
-        Traffic::add(&second.entry.traffic.remote_out, 7);
+        Traffic::add(&second.entry.traffic.dialled_out, 7);
         let before = registry.totals();
         assert_eq!((before.client_in, before.remote_out), (100, 7));
         drop(first);

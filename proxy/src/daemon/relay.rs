@@ -1,4 +1,4 @@
-//! Drives two pipes between the client and the remote until the connection ends.
+//! Drives two pipes between a connection's two sockets until it ends.
 //!
 //! Each direction alternates: write out everything the pipe has ready, then read more. A
 //! slow reader therefore stops the reading of the other side (backpressure) and buffers stay
@@ -14,43 +14,46 @@ use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio_util::sync::CancellationToken;
 
 use super::cover::Cover;
-use super::labels::CloseKind;
 use bip324_protocol::{Encoder, Event, Pipe, ProtocolError};
 
 /// After one side closes, how long the other may take to finish.
-const HALF_CLOSE_GRACE: Duration = Duration::from_secs(10);
+pub(crate) const HALF_CLOSE_GRACE: Duration = Duration::from_secs(10);
 /// A direction idle this long gives its empty buffers back.
 const IDLE_RELEASE: Duration = Duration::from_secs(1);
 
+/// The two sockets of every connection, whatever its front: the one the proxy accepted (a
+/// local client, a SOCKS5 client, an inbound peer) and the one it dialled (the remote node,
+/// or the local node for an inbound peer). Logs and labels name them per direction
+/// (`connection::Party`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Side {
-    Client,
-    Remote,
+pub(crate) enum Side {
+    Accepted,
+    Dialled,
 }
 
-impl std::fmt::Display for Side {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Side::Client => "client",
-            Side::Remote => "remote",
-        })
+impl Side {
+    pub(crate) fn other(self) -> Side {
+        match self {
+            Side::Accepted => Side::Dialled,
+            Side::Dialled => Side::Accepted,
+        }
     }
 }
 
 /// Bytes moved on each side of one connection, readable while it runs.
 #[derive(Default, Debug)]
 pub struct Traffic {
-    pub client_in: AtomicU64,
-    pub client_out: AtomicU64,
-    pub remote_in: AtomicU64,
-    pub remote_out: AtomicU64,
+    pub accepted_in: AtomicU64,
+    pub accepted_out: AtomicU64,
+    pub dialled_in: AtomicU64,
+    pub dialled_out: AtomicU64,
 }
 
 impl Traffic {
     fn counters(&self, from: Side) -> (&AtomicU64, &AtomicU64) {
         match from {
-            Side::Client => (&self.client_in, &self.remote_out),
-            Side::Remote => (&self.remote_in, &self.client_out),
+            Side::Accepted => (&self.accepted_in, &self.dialled_out),
+            Side::Dialled => (&self.dialled_in, &self.accepted_out),
         }
     }
 
@@ -89,40 +92,7 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
-    pub fn kind(&self) -> CloseKind {
-        match self {
-            CloseReason::Closed {
-                side: Side::Client,
-                discarded: 0,
-            } => CloseKind::ClientClosed,
-            CloseReason::Closed {
-                side: Side::Remote,
-                discarded: 0,
-            } => CloseKind::RemoteClosed,
-            CloseReason::Closed {
-                side: Side::Client, ..
-            } => CloseKind::ClientClosedMidMessage,
-            CloseReason::Closed {
-                side: Side::Remote, ..
-            } => CloseKind::RemoteClosedMidMessage,
-            CloseReason::Io {
-                side: Side::Client, ..
-            } => CloseKind::ClientError,
-            CloseReason::Io {
-                side: Side::Remote, ..
-            } => CloseKind::RemoteError,
-            CloseReason::Protocol {
-                side: Side::Client, ..
-            } => CloseKind::ClientProtocol,
-            CloseReason::Protocol {
-                side: Side::Remote, ..
-            } => CloseKind::RemoteProtocol,
-            CloseReason::HalfCloseTimeout { .. } => CloseKind::HalfCloseTimeout,
-            CloseReason::Shutdown => CloseKind::Shutdown,
-        }
-    }
-
-    pub fn protocol_error(&self) -> Option<&ProtocolError> {
+    pub(crate) fn protocol_error(&self) -> Option<&ProtocolError> {
         match self {
             CloseReason::Protocol { error, .. } => Some(error),
             _ => None,
@@ -130,36 +100,12 @@ impl CloseReason {
     }
 }
 
-impl std::fmt::Display for CloseReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CloseReason::Closed { side, discarded: 0 } => write!(f, "{side} closed the connection"),
-            CloseReason::Closed { side, discarded } => write!(
-                f,
-                "{side} closed the connection in the middle of a message ({discarded} bytes dropped)"
-            ),
-            CloseReason::Io { side, error } => write!(f, "{side} connection failed: {error}"),
-            // The error names the transport (v1 or v2), which depends on the direction.
-            CloseReason::Protocol { side, error } => {
-                write!(f, "{side} broke the protocol: {error}")
-            }
-            CloseReason::HalfCloseTimeout { closed } => write!(
-                f,
-                "{closed} closed the connection and the other side did not close within {}s",
-                HALF_CLOSE_GRACE.as_secs()
-            ),
-            CloseReason::Shutdown => f.write_str("proxy shutting down"),
-        }
-    }
-}
-
-/// Bytes read from each side before the relay began (the client's first bytes, which told
-/// v1 from v2; what the remote sent right behind its version packet): they go through the
-/// pipes first.
+/// Bytes read from each side before the relay began (first bytes that told a transport, what
+/// came behind a version packet): they go through the pipes first.
 #[derive(Default)]
 pub struct Unread<'a> {
-    pub client: &'a [u8],
-    pub remote: &'a [u8],
+    pub accepted: &'a [u8],
+    pub dialled: &'a [u8],
 }
 
 /// What a relay reports to and listens for.
@@ -173,10 +119,10 @@ pub struct RelayContext<'a, E> {
 }
 
 /// Relays until both directions end, one fails, or shutdown is requested. `up` carries the
-/// client's bytes to the remote, `down` the remote's bytes to the client.
+/// accepted socket's bytes to the dialled one, `down` the other way.
 pub async fn relay<E: Fn(Side, Event) + Sync>(
-    client: &mut TcpStream,
-    remote: &mut TcpStream,
+    accepted: &mut TcpStream,
+    dialled: &mut TcpStream,
     up: &mut impl Pipe,
     down: &mut impl Pipe,
     unread: Unread<'_>,
@@ -189,25 +135,25 @@ pub async fn relay<E: Fn(Side, Event) + Sync>(
         cover,
     } = *cx;
     let cover_from = |side: Side| cover.filter(|(s, _)| *s == side).map(|(_, c)| c);
-    let (client_read, mut client_write) = client.split();
-    let (remote_read, mut remote_write) = remote.split();
+    let (accepted_read, mut accepted_write) = accepted.split();
+    let (dialled_read, mut dialled_write) = dialled.split();
     let up_fut = pump(
-        Side::Client,
-        &client_read,
-        &mut remote_write,
-        (up, unread.client),
+        Side::Accepted,
+        &accepted_read,
+        &mut dialled_write,
+        (up, unread.accepted),
         traffic,
         events,
-        cover_from(Side::Client),
+        cover_from(Side::Accepted),
     );
     let down_fut = pump(
-        Side::Remote,
-        &remote_read,
-        &mut client_write,
-        (down, unread.remote),
+        Side::Dialled,
+        &dialled_read,
+        &mut accepted_write,
+        (down, unread.dialled),
         traffic,
         events,
-        cover_from(Side::Remote),
+        cover_from(Side::Dialled),
     );
     tokio::pin!(up_fut, down_fut);
 
@@ -222,8 +168,8 @@ pub async fn relay<E: Fn(Side, Event) + Sync>(
     // One direction ended cleanly and its close was passed on: let the other finish.
     let rest = async {
         match closed {
-            Side::Client => down_fut.await,
-            Side::Remote => up_fut.await,
+            Side::Accepted => down_fut.await,
+            Side::Dialled => up_fut.await,
         }
     };
     tokio::select! {
@@ -247,10 +193,7 @@ async fn pump(
     events: &(impl Fn(Side, Event) + Sync),
     cover: Option<&Cover>,
 ) -> CloseReason {
-    let to = match from {
-        Side::Client => Side::Remote,
-        Side::Remote => Side::Client,
-    };
+    let to = from.other();
     let (read_counter, write_counter) = traffic.counters(from);
     loop {
         while !pipe.output().is_empty() {

@@ -142,7 +142,7 @@ pub async fn connect_v2(
 ) -> Result<Established, HandshakeFailure> {
     let attempt = async {
         let (mut remote, port) = dial.connect(guard).await.map_err(HandshakeError::Connect)?;
-        let counters = (&traffic.remote_in, &traffic.remote_out);
+        let counters = (&traffic.dialled_in, &traffic.dialled_out);
         let (session, unread) = handshake(
             &mut remote,
             (Role::Initiator, magic, garbage),
@@ -164,8 +164,8 @@ pub async fn connect_v2(
     };
     result.map_err(|error| HandshakeFailure {
         error,
-        sent: Traffic::get(&traffic.remote_out),
-        received: Traffic::get(&traffic.remote_in),
+        sent: Traffic::get(&traffic.dialled_out),
+        received: Traffic::get(&traffic.dialled_in),
     })
 }
 

@@ -1,26 +1,34 @@
 //! What each message, decoy and dropped message of a connection counts for: its status
 //! entry, the metrics, and a debug line.
 
+use bip324_control::Direction;
 use tracing::debug;
 
-use super::super::logging::LogSafe;
-use super::super::metrics::{Direction, Metrics};
-use super::super::registry::Entry;
-use super::super::relay::{Side, Traffic};
+use super::party::Party;
+use crate::daemon::logging::LogSafe;
+use crate::daemon::metrics::{Flow, Metrics};
+use crate::daemon::registry::Entry;
+use crate::daemon::relay::{Side, Traffic};
 use bip324_protocol::Event;
 
-/// Counts a message or packet for the connection's status and the metrics, and logs it at
-/// debug level.
-pub(super) fn account(entry: &Entry, metrics: &Metrics, from: Side, event: Event) {
-    log_event(from, event);
+/// Counts a message or packet that came from `from` for the connection's status and the
+/// metrics, and logs it at debug level.
+pub(super) fn account(
+    entry: &Entry,
+    metrics: &Metrics,
+    direction: Direction,
+    from: Side,
+    event: Event,
+) {
+    log_event(direction, from, event);
     match event {
         Event::Message { command, .. } => {
-            let (counter, direction) = match from {
-                Side::Client => (&entry.messages_from_client, Direction::ClientToRemote),
-                Side::Remote => (&entry.messages_to_client, Direction::RemoteToClient),
+            let (counter, flow) = match from {
+                Side::Accepted => (&entry.messages_from_client, Flow::AcceptedToDialled),
+                Side::Dialled => (&entry.messages_to_client, Flow::DialledToAccepted),
             };
             Traffic::add(counter, 1);
-            metrics.message(direction, &command);
+            metrics.message(flow, &command);
         }
         Event::Decoy { .. } => metrics.decoy(),
         Event::Dropped { .. } => metrics.dropped(),
@@ -28,11 +36,8 @@ pub(super) fn account(entry: &Entry, metrics: &Metrics, from: Side, event: Event
     }
 }
 
-fn log_event(from: Side, event: Event) {
-    let to = match from {
-        Side::Client => "remote",
-        Side::Remote => "client",
-    };
+fn log_event(direction: Direction, from: Side, event: Event) {
+    let (from, to) = (Party::of(direction, from), Party::of(direction, from.other()));
     match event {
         Event::Message {
             command,

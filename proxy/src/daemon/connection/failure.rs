@@ -1,65 +1,76 @@
-//! Why a connection ended before it was relayed: the sentence for the log, the label for
-//! the metrics.
+//! Why a connection ended before it was relayed: the label for the metrics, the sentence for
+//! the log, in the words of its direction.
 
 use std::io;
 
-use super::super::labels::FailureReason;
-use super::super::v2_connect::{HandshakeError, HandshakeFailure};
+use bip324_control::Direction;
+
+use super::party::Party;
+use crate::daemon::labels::FailureReason;
+use crate::daemon::relay::Side;
+use crate::daemon::v2_connect::{HandshakeError, HandshakeFailure};
 use bip324_protocol::ProtocolError;
 
-/// Why a connection ended before it was relayed.
 #[derive(Debug)]
-pub(super) enum Failure {
-    ClientTimeout,
-    ClientClosedEarly {
-        received: usize,
-    },
-    ClientIo(io::Error),
+pub(crate) enum Failure {
+    /// The accepted socket's first bytes did not tell its transport within
+    /// --first-bytes-timeout.
+    FirstBytesTimeout,
+    /// The accepted socket closed before its first bytes told its transport.
+    ClosedEarly { received: usize },
+    AcceptedIo(io::Error),
     Connect(io::Error),
     ConnectTimeout,
+    /// The v2 handshake the proxy initiated on the dialled socket.
     Handshake(HandshakeFailure),
-    /// Inbound: the v2 handshake with the connecting peer failed.
-    PeerHandshake(HandshakeError),
+    /// The v2 handshake the proxy answered on the accepted socket (an inbound peer's).
+    Answering(HandshakeError),
     /// SOCKS5: this failure, already told to the client as a reply code.
-    Answered(Box<Failure>),
+    Replied(Box<Failure>),
     Shutdown,
 }
 
 impl Failure {
-    pub(super) fn protocol_error(&self) -> Option<&ProtocolError> {
+    pub(crate) fn protocol_error(&self) -> Option<&ProtocolError> {
         match self {
             Failure::Handshake(HandshakeFailure {
                 error: HandshakeError::Protocol(error),
                 ..
             })
-            | Failure::PeerHandshake(HandshakeError::Protocol(error)) => Some(error),
-            Failure::Answered(failure) => failure.protocol_error(),
+            | Failure::Answering(HandshakeError::Protocol(error)) => Some(error),
+            Failure::Replied(failure) => failure.protocol_error(),
             _ => None,
         }
     }
 
     /// Whether a direct connection would have failed with an error here (refused,
-    /// unreachable, reset, a broken handshake), so the client gets a reset rather than a
-    /// clean end; not when the client itself stopped or the proxy is shutting down.
-    pub(super) fn is_an_error_to_the_client(&self) -> bool {
+    /// unreachable, reset, a broken handshake), so the accepted socket gets a reset rather
+    /// than a clean end; not when its own party stopped, a reply said it, or the proxy is
+    /// shutting down.
+    pub(crate) fn is_an_error_to_the_accepted(&self) -> bool {
         !matches!(
             self,
-            Failure::ClientTimeout
-                | Failure::ClientClosedEarly { .. }
-                | Failure::ClientIo(_)
+            Failure::FirstBytesTimeout
+                | Failure::ClosedEarly { .. }
+                | Failure::AcceptedIo(_)
+                | Failure::Answering(_)
                 | Failure::Shutdown
-                | Failure::Answered(_)
+                | Failure::Replied(_)
         )
     }
 
-    pub(super) fn reason(&self) -> FailureReason {
+    pub(crate) fn reason(&self, direction: Direction) -> FailureReason {
+        let accepted = Party::of(direction, Side::Accepted);
         match self {
-            Failure::ClientTimeout => FailureReason::ClientTimeout,
-            Failure::ClientClosedEarly { .. } => FailureReason::ClientClosed,
-            Failure::ClientIo(_) => FailureReason::ClientError,
+            Failure::FirstBytesTimeout if accepted == Party::Peer => FailureReason::PeerTimeout,
+            Failure::FirstBytesTimeout => FailureReason::ClientTimeout,
+            Failure::ClosedEarly { .. } if accepted == Party::Peer => FailureReason::PeerClosed,
+            Failure::ClosedEarly { .. } => FailureReason::ClientClosed,
+            Failure::AcceptedIo(_) if accepted == Party::Peer => FailureReason::PeerError,
+            Failure::AcceptedIo(_) => FailureReason::ClientError,
             Failure::Connect(_) => FailureReason::ConnectError,
             Failure::ConnectTimeout => FailureReason::ConnectTimeout,
-            Failure::Handshake(HandshakeFailure { error, .. }) | Failure::PeerHandshake(error) => {
+            Failure::Handshake(HandshakeFailure { error, .. }) | Failure::Answering(error) => {
                 match error {
                     HandshakeError::Connect(_) => FailureReason::ConnectError,
                     HandshakeError::Timeout => FailureReason::HandshakeTimeout,
@@ -71,50 +82,73 @@ impl Failure {
                 }
             }
             Failure::Shutdown => FailureReason::Shutdown,
-            Failure::Answered(failure) => failure.reason(),
+            Failure::Replied(failure) => failure.reason(direction),
+        }
+    }
+
+    /// The sentence for the log, naming the parties as `direction` does.
+    pub(crate) fn describe(&self, direction: Direction) -> Described<'_> {
+        Described {
+            failure: self,
+            direction,
         }
     }
 }
 
-impl std::fmt::Display for Failure {
+pub(crate) struct Described<'a> {
+    failure: &'a Failure,
+    direction: Direction,
+}
+
+/// May quote a peer's bytes (a protocol error): log it through `LogSafe`.
+impl std::fmt::Display for Described<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Failure::ClientTimeout => f.write_str(
-                "client sent too few bytes to tell v1 from v2 within --first-bytes-timeout",
-            ),
-            Failure::ClientClosedEarly { received } => write!(
+        let accepted = Party::of(self.direction, Side::Accepted);
+        let dialled = match Party::of(self.direction, Side::Dialled) {
+            Party::Node => "node",
+            _ => "destination",
+        };
+        match self.failure {
+            Failure::FirstBytesTimeout => write!(
                 f,
-                "client closed after {received} bytes, before its transport could be told"
+                "{accepted} sent too few bytes to tell v1 from v2 within --first-bytes-timeout"
             ),
-            Failure::ClientIo(e) => write!(f, "client connection failed: {e}"),
-            Failure::Connect(e) => write!(f, "cannot connect to the destination: {e}"),
+            Failure::ClosedEarly { received } => write!(
+                f,
+                "{accepted} closed after {received} bytes, before its transport could be told"
+            ),
+            Failure::AcceptedIo(e) => write!(f, "{accepted} connection failed: {e}"),
+            Failure::Connect(e) => write!(f, "cannot connect to the {dialled}: {e}"),
             Failure::ConnectTimeout => {
-                f.write_str("cannot connect to the destination within --handshake-timeout")
+                write!(f, "cannot connect to the {dialled} within --handshake-timeout")
             }
             Failure::Handshake(h) => write!(f, "{h}"),
-            Failure::PeerHandshake(HandshakeError::Timeout) => {
-                f.write_str("the peer's v2 handshake did not complete within --handshake-timeout")
+            Failure::Answering(HandshakeError::Timeout) => write!(
+                f,
+                "the {accepted}'s v2 handshake did not complete within --handshake-timeout"
+            ),
+            Failure::Answering(HandshakeError::Closed) => {
+                write!(f, "the {accepted} closed the connection during the v2 handshake")
             }
-            Failure::PeerHandshake(HandshakeError::Closed) => {
-                f.write_str("the peer closed the connection during the v2 handshake")
+            Failure::Answering(HandshakeError::Protocol(e)) => {
+                write!(f, "the {accepted}'s v2 handshake failed: {e}")
             }
-            Failure::PeerHandshake(HandshakeError::Protocol(e)) => {
-                write!(f, "the peer's v2 handshake failed: {e}")
-            }
-            Failure::PeerHandshake(HandshakeError::Io(e) | HandshakeError::Connect(e)) => {
-                write!(
-                    f,
-                    "the peer's connection failed during the v2 handshake: {e}"
-                )
-            }
-            Failure::PeerHandshake(HandshakeError::Entropy(e)) => {
+            Failure::Answering(HandshakeError::Io(e) | HandshakeError::Connect(e)) => write!(
+                f,
+                "the {accepted}'s connection failed during the v2 handshake: {e}"
+            ),
+            Failure::Answering(HandshakeError::Entropy(e)) => {
                 write!(f, "no randomness for the v2 handshake: {e}")
             }
-            Failure::PeerHandshake(HandshakeError::Setup(e)) => {
+            Failure::Answering(HandshakeError::Setup(e)) => {
                 write!(f, "cannot start the v2 handshake: {e}")
             }
             Failure::Shutdown => f.write_str("proxy shutting down"),
-            Failure::Answered(failure) => write!(f, "{failure} (told to the SOCKS5 client)"),
+            Failure::Replied(failure) => write!(
+                f,
+                "{} (told to the SOCKS5 client)",
+                failure.describe(self.direction)
+            ),
         }
     }
 }

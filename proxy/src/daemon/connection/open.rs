@@ -1,259 +1,337 @@
-//! Everything before relaying: the client's first bytes tell v1 from v2, then the
-//! destination is reached in v2 (or, with `--v1-fallback`, in v1 when Bitcoin Core's rule
-//! allows), or the bytes pass through.
+//! Everything before relaying, for every front. The accepted socket's first bytes tell its
+//! transport; the other socket is dialled; then v2 is initiated on the dialled socket
+//! (outbound) or answered on the accepted one (inbound), or, for an outbound connection with
+//! --v1-fallback and Bitcoin Core's rule, the connection goes on in plaintext.
 
-use std::net::SocketAddr;
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
 
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use super::super::config::{Config, Shaping};
-use super::super::labels::TransportKind;
-use super::super::loop_guard::UpstreamPort;
-use super::super::registry::Entry;
-use super::super::relay::{CloseReason, RelayContext, Side, Traffic, Unread, relay};
-use super::super::upstream::Dial;
-use super::super::v2_connect::{Established, connect_v2};
-use super::Context;
-use super::failure::Failure;
+use super::Failure;
+use crate::daemon::context::Context;
+use crate::daemon::front::{Accepted, Route, socks5};
+use crate::daemon::labels::TransportKind;
+use crate::daemon::loop_guard::UpstreamPort;
+use crate::daemon::registry::Entry;
+use crate::daemon::relay::{Side, Traffic};
+use crate::daemon::upstream::Dial;
+use crate::daemon::v2_connect::{Established, HandshakeError, connect_v2, handshake};
 use bip324_protocol::{
-    CLIENT_HELLO_LEN, Chain, ClientHello, Event, Magic, NetworkLabel, Rewrite, Session, Splice,
-    classify_client_hello,
+    CLIENT_HELLO_LEN, ClientHello, Event, Magic, Network, NetworkLabel, PeerHello, Role, Session,
+    classify_client_hello, classify_peer_hello,
 };
 
 /// A connection ready to relay.
-pub(super) struct Opened {
-    remote: TcpStream,
-    _port: UpstreamPort,
-    /// Read from the client to tell v1 from v2; they go first.
-    first_bytes: Vec<u8>,
+pub(crate) struct Opened {
+    pub(super) dialled: TcpStream,
+    /// Registered with the loop guard while the connection lives (outbound only).
+    _port: Option<UpstreamPort>,
+    /// Read before the relay began, from the accepted socket and from the dialled one.
+    pub(super) unread: (Vec<u8>, Vec<u8>),
     pub(super) transport: Transport,
+    /// The v1 magic spoken in plaintext on the v1 side; `None` when the bytes pass through.
+    pub(super) magic: Option<Magic>,
 }
 
-/// How the connection is carried; a v2 one holds its session.
-pub(super) enum Transport {
-    V2 {
-        session: Box<Session>,
-        /// Read from the remote with its version packet, beyond what the decoder took.
-        unread: Vec<u8>,
-    },
-    V1Fallback {
-        why: String,
-    },
+/// How the connection is carried.
+pub(crate) enum Transport {
+    /// Encrypted on the dialled socket (outbound) or the accepted one (inbound).
+    V2(Box<Session>),
+    /// Plaintext v1 after a failed v2 attempt (`--v1-fallback`).
+    V1Fallback { why: String },
+    /// The client spoke something else than v1 (v2 itself): bytes pass unchanged.
     Passthrough,
+    /// An inbound peer that chose v1, as it would without the proxy.
+    V1,
 }
 
 impl Transport {
-    pub(super) fn kind(&self) -> TransportKind {
+    pub(crate) fn kind(&self) -> TransportKind {
         match self {
-            Transport::V2 { .. } => TransportKind::V2,
+            Transport::V2(_) => TransportKind::V2,
             Transport::V1Fallback { .. } => TransportKind::V1Fallback,
             Transport::Passthrough => TransportKind::Passthrough,
+            Transport::V1 => TransportKind::V1,
         }
     }
 
-    pub(super) fn session_id(&self) -> Option<[u8; 32]> {
+    pub(crate) fn session_id(&self) -> Option<[u8; 32]> {
         match self {
-            Transport::V2 { session, .. } => Some(session.session_id),
+            Transport::V2(session) => Some(session.session_id),
             _ => None,
         }
     }
 }
 
-impl Opened {
-    /// A v2 session established before the client's first bytes were known (SOCKS5).
-    pub(super) fn v2(established: Established, first_bytes: Vec<u8>) -> Self {
-        Opened {
-            remote: established.remote,
-            _port: established.port,
-            first_bytes,
-            transport: Transport::V2 {
-                session: established.session,
-                unread: established.unread,
-            },
-        }
-    }
-
-    pub(super) fn plain(
-        remote: (TcpStream, UpstreamPort),
-        first_bytes: Vec<u8>,
-        transport: Transport,
-    ) -> Self {
-        Opened {
-            remote: remote.0,
-            _port: remote.1,
-            first_bytes,
-            transport,
-        }
-    }
-
-    /// Dropping the remote connection will reset it.
-    pub(super) fn reset_remote_on_close(&self) {
-        super::reset_on_close(&self.remote);
-    }
-
-    /// Relays until the connection ends, the client's first bytes first, with the options of
-    /// `config` that touch the wire (`--user-agent-suffix`, `--shaping`).
-    pub(super) async fn relay<E: Fn(Side, Event) + Sync>(
-        &mut self,
-        client: &mut TcpStream,
-        cx: &RelayContext<'_, E>,
-        config: &Config,
-    ) -> CloseReason {
-        let user_agent_suffix = config.user_agent_suffix;
-        let remote = &mut self.remote;
-        // A v1 client's first bytes start with its network's magic.
-        let rewrite = match (&self.transport, self.first_bytes.first_chunk::<4>()) {
-            (Transport::Passthrough, _) | (_, None) => None,
-            (_, Some(magic)) => user_agent_suffix.then(|| {
-                Rewrite::user_agent_suffix(Magic(*magic), "bip324-proxy", env!("CARGO_PKG_VERSION"))
-            }),
-        };
-        match &mut self.transport {
-            Transport::V2 { session, unread } => {
-                let unread = Unread {
-                    client: &self.first_bytes,
-                    remote: unread,
-                };
-                let Session {
-                    encoder, decoder, ..
-                } = &mut **session;
-                if config.shaping != Shaping::None {
-                    encoder.pad_flights_to_buckets();
-                }
-                match rewrite {
-                    Some(first) => {
-                        let mut up = Chain {
-                            first,
-                            second: encoder,
-                        };
-                        relay(client, remote, &mut up, decoder, unread, cx).await
-                    }
-                    None => relay(client, remote, encoder, decoder, unread, cx).await,
-                }
-            }
-            Transport::V1Fallback { .. } | Transport::Passthrough => {
-                let unread = Unread {
-                    client: &self.first_bytes,
-                    remote: &[],
-                };
-                let down = &mut Splice::default();
-                match rewrite {
-                    Some(up) => relay(client, remote, &mut { up }, down, unread, cx).await,
-                    None => relay(client, remote, &mut Splice::default(), down, unread, cx).await,
-                }
-            }
-        }
-    }
-}
-
-/// Everything before relaying: the client's first bytes, then the destination.
+/// Opens `accepted` to its destination: on success, both sockets are ready to relay.
 pub(super) async fn open(
-    client: &mut TcpStream,
-    destination: SocketAddr,
+    accepted: &mut Accepted,
     ctx: &Context,
     entry: &Entry,
     events: &(impl Fn(Side, Event) + Sync),
 ) -> Result<Opened, Failure> {
-    let dial = Dial::to(destination, ctx.config.upstream_socks5);
+    let reply = accepted.reply.take();
+    match &accepted.route {
+        Route::Out(dial) => {
+            let network = accepted.network;
+            outbound(&mut accepted.stream, dial, network, reply, ctx, entry, events).await
+        }
+        Route::In { port } => {
+            let network = accepted.network.ok_or_else(|| {
+                Failure::AcceptedIo(io::Error::other("internal error: inbound without network"))
+            })?;
+            let peer = accepted.client;
+            inbound(&mut accepted.stream, (peer, *port), network, ctx, entry, events).await
+        }
+    }
+}
+
+/// A local client's connection out. A SOCKS5 client is owed a reply before it sends
+/// anything: its destination is reached first, in the port's network.
+async fn outbound(
+    client: &mut TcpStream,
+    dial: &Dial,
+    network: Option<Network>,
+    reply: Option<socks5::Reply>,
+    ctx: &Context,
+    entry: &Entry,
+    events: &(impl Fn(Side, Event) + Sync),
+) -> Result<Opened, Failure> {
     let traffic = &entry.traffic;
-    let hello = read_hello(client, traffic);
-    let (first_bytes, hello) = tokio::time::timeout(ctx.config.first_bytes_timeout, hello)
-        .await
-        .map_err(|_| Failure::ClientTimeout)??;
+    let mut early = None;
+    if let (Some(reply), Some(network)) = (reply, network) {
+        match reach(ctx, dial, network.magic(), traffic, events).await {
+            Ok(reached) => {
+                let bound = reached.stream().local_addr().ok();
+                reply
+                    .succeed(client, ctx, bound)
+                    .await
+                    .map_err(Failure::AcceptedIo)?;
+                early = Some((network.magic(), reached));
+            }
+            Err(failure) => {
+                reply.fail(client, ctx, &failure).await;
+                return Err(Failure::Replied(Box::new(failure)));
+            }
+        }
+    }
+    let decide = |first: &[u8]| match classify_client_hello(first) {
+        ClientHello::NeedMore => None,
+        hello => Some(hello),
+    };
+    let (first, hello) = first_bytes(client, traffic, decide, ctx).await?;
     let ClientHello::V1(magic) = hello else {
-        let remote = connect_plain(ctx, &dial).await?;
-        return Ok(Opened::plain(remote, first_bytes, Transport::Passthrough));
+        drop(early);
+        let (remote, port) = connect_plain(ctx, dial).await?;
+        return Ok(Opened {
+            dialled: remote,
+            _port: Some(port),
+            unread: (first, Vec::new()),
+            transport: Transport::Passthrough,
+            magic: None,
+        });
     };
     entry.set_network(NetworkLabel(magic).to_string());
-
-    let mut handshake_events = |event| events(Side::Remote, event);
-    let timeout = ctx.config.handshake_timeout;
-    let handshake_started = Instant::now();
-    let attempt = connect_v2(
-        &ctx.loop_guard,
-        &dial,
-        (magic, ctx.config.garbage_len),
-        timeout,
-        traffic,
-        &mut handshake_events,
-    );
-    match attempt.await {
-        Ok(Established {
+    let reached = match early {
+        Some((made_for, reached @ Reached::V2(_))) if made_for == magic => reached,
+        Some((_, reached @ Reached::Plain { .. })) => reached,
+        // None, or another network on this SOCKS5 port: a session for the client's network.
+        _ => reach(ctx, dial, magic, traffic, events).await?,
+    };
+    Ok(match reached {
+        Reached::V2(Established {
             remote,
             port,
             session,
             unread,
-        }) => {
-            ctx.metrics.handshake(handshake_started.elapsed());
-            Ok(Opened {
-                remote,
-                _port: port,
-                first_bytes,
-                transport: Transport::V2 { session, unread },
-            })
-        }
-        Err(failure) => {
-            if !(ctx.config.v1_fallback && failure.allows_v1_fallback()) {
-                return Err(Failure::Handshake(failure));
-            }
-            let remote = connect_plain(ctx, &dial).await?;
-            let why = format!("the v2 attempt failed: {failure}");
-            Ok(Opened::plain(
-                remote,
-                first_bytes,
-                Transport::V1Fallback { why },
-            ))
-        }
-    }
-}
-
-/// Reads until the first bytes tell v1 from v2; returns them, all kept for replay.
-pub(super) async fn read_hello(
-    client: &mut TcpStream,
-    traffic: &Traffic,
-) -> Result<(Vec<u8>, ClientHello), Failure> {
-    read_first_bytes(client, traffic, |first| {
-        match classify_client_hello(first) {
-            ClientHello::NeedMore => None,
-            hello => Some(hello),
-        }
+        }) => Opened {
+            dialled: remote,
+            _port: Some(port),
+            unread: (first, unread),
+            transport: Transport::V2(session),
+            magic: Some(magic),
+        },
+        Reached::Plain { remote, port, why } => Opened {
+            dialled: remote,
+            _port: Some(port),
+            unread: (first, Vec::new()),
+            transport: Transport::V1Fallback { why },
+            magic: Some(magic),
+        },
     })
-    .await
 }
 
-/// Reads a client's (or peer's) first bytes until `decide` can tell what it speaks, never
-/// past the decision point: the rest stays in the socket for the relay.
-pub(super) async fn read_first_bytes<T>(
-    client: &mut TcpStream,
-    traffic: &Traffic,
-    decide: impl Fn(&[u8]) -> Option<T>,
-) -> Result<(Vec<u8>, T), Failure> {
-    let mut first = [0u8; CLIENT_HELLO_LEN];
-    let mut len = 0;
-    loop {
-        let n = client
-            .read(&mut first[len..])
+/// A peer's connection in to the local node. Bitcoin Core's responder rule decides on the
+/// peer's first bytes: v1 when they are the network's `version`, v2 otherwise.
+async fn inbound(
+    peer: &mut TcpStream,
+    (peer_addr, port): (SocketAddr, u16),
+    network: Network,
+    ctx: &Context,
+    entry: &Entry,
+    events: &(impl Fn(Side, Event) + Sync),
+) -> Result<Opened, Failure> {
+    let traffic = &entry.traffic;
+    let magic = network.magic();
+    let decide = |first: &[u8]| match classify_peer_hello(first, magic) {
+        PeerHello::NeedMore => None,
+        hello => Some(hello),
+    };
+    let (first, hello) = first_bytes(peer, traffic, decide, ctx).await?;
+    let node = connect_within(ctx, connect_as(ctx, peer_addr, port)).await?;
+    if hello == PeerHello::V1 {
+        return Ok(Opened {
+            dialled: node,
+            _port: None,
+            unread: (first, Vec::new()),
+            transport: Transport::V1,
+            magic: Some(magic),
+        });
+    }
+    let mut handshake_events = |event| events(Side::Accepted, event);
+    let counters = (&traffic.accepted_in, &traffic.accepted_out);
+    let answering = async {
+        let v2 = (Role::Responder, magic, ctx.config.garbage_len);
+        let answer = handshake(peer, v2, &first, counters, &mut handshake_events);
+        tokio::time::timeout(ctx.config.handshake_timeout, answer)
             .await
-            .map_err(Failure::ClientIo)?;
-        if n == 0 {
-            return Err(Failure::ClientClosedEarly { received: len });
-        }
-        Traffic::add(&traffic.client_in, n);
-        len += n;
-        if let Some(decided) = decide(&first[..len]) {
-            return Ok((first[..len].to_vec(), decided));
+            .unwrap_or(Err(HandshakeError::Timeout))
+    };
+    let (session, unread) = timed(ctx, answering).await.map_err(Failure::Answering)?;
+    Ok(Opened {
+        dialled: node,
+        _port: None,
+        unread: (unread, Vec::new()),
+        transport: Transport::V2(session),
+        magic: Some(magic),
+    })
+}
+
+/// The destination reached in v2, or in plaintext after a failed v2 attempt.
+enum Reached {
+    V2(Established),
+    Plain {
+        remote: TcpStream,
+        port: UpstreamPort,
+        why: String,
+    },
+}
+
+impl Reached {
+    fn stream(&self) -> &TcpStream {
+        match self {
+            Reached::V2(established) => &established.remote,
+            Reached::Plain { remote, .. } => remote,
         }
     }
 }
 
-pub(super) async fn connect_plain(
+/// The v2-or-fallback decision: a v2 session with `dial`'s destination, or with
+/// --v1-fallback and Bitcoin Core's rule (`HandshakeFailure::allows_v1_fallback`), a plain
+/// connection.
+async fn reach(
     ctx: &Context,
     dial: &Dial,
-) -> Result<(TcpStream, UpstreamPort), Failure> {
-    tokio::time::timeout(ctx.config.handshake_timeout, dial.connect(&ctx.loop_guard))
+    magic: Magic,
+    traffic: &Traffic,
+    events: &(impl Fn(Side, Event) + Sync),
+) -> Result<Reached, Failure> {
+    let mut handshake_events = |event| events(Side::Dialled, event);
+    let v2 = (magic, ctx.config.garbage_len);
+    let timeout = ctx.config.handshake_timeout;
+    let attempt = connect_v2(&ctx.loop_guard, dial, v2, timeout, traffic, &mut handshake_events);
+    match timed(ctx, attempt).await {
+        Ok(established) => Ok(Reached::V2(established)),
+        Err(failure) if ctx.config.v1_fallback && failure.allows_v1_fallback() => {
+            let (remote, port) = connect_plain(ctx, dial).await?;
+            let why = format!("the v2 attempt failed: {failure}");
+            Ok(Reached::Plain { remote, port, why })
+        }
+        Err(failure) => Err(Failure::Handshake(failure)),
+    }
+}
+
+/// Counts a completed handshake's time, in either role.
+async fn timed<T, E>(ctx: &Context, handshake: impl Future<Output = Result<T, E>>) -> Result<T, E> {
+    let started = Instant::now();
+    let result = handshake.await;
+    if result.is_ok() {
+        ctx.metrics.handshake(started.elapsed());
+    }
+    result
+}
+
+/// `None` when `future` did not finish within --first-bytes-timeout: the one limit on how
+/// long an accepted socket may take to say what it is, whatever the front.
+pub(crate) async fn within_first_bytes_timeout<T>(
+    ctx: &Context,
+    future: impl Future<Output = T>,
+) -> Option<T> {
+    tokio::time::timeout(ctx.config.first_bytes_timeout, future)
+        .await
+        .ok()
+}
+
+/// Reads the accepted socket's first bytes until `decide` can tell what it speaks, never
+/// past the decision point: the rest stays in the socket for the relay.
+async fn first_bytes<T>(
+    stream: &mut TcpStream,
+    traffic: &Traffic,
+    decide: impl Fn(&[u8]) -> Option<T>,
+    ctx: &Context,
+) -> Result<(Vec<u8>, T), Failure> {
+    let read = async {
+        let mut first = [0u8; CLIENT_HELLO_LEN];
+        let mut len = 0;
+        loop {
+            let n = stream
+                .read(&mut first[len..])
+                .await
+                .map_err(Failure::AcceptedIo)?;
+            if n == 0 {
+                return Err(Failure::ClosedEarly { received: len });
+            }
+            Traffic::add(&traffic.accepted_in, n);
+            len += n;
+            if let Some(decided) = decide(&first[..len]) {
+                return Ok((first[..len].to_vec(), decided));
+            }
+        }
+    };
+    within_first_bytes_timeout(ctx, read)
+        .await
+        .unwrap_or(Err(Failure::FirstBytesTimeout))
+}
+
+/// A plain connection to `dial`'s destination (passthrough, v1 fallback).
+async fn connect_plain(ctx: &Context, dial: &Dial) -> Result<(TcpStream, UpstreamPort), Failure> {
+    connect_within(ctx, dial.connect(&ctx.loop_guard)).await
+}
+
+/// Connecting takes at most --handshake-timeout, whatever the way.
+async fn connect_within<T>(
+    ctx: &Context,
+    connect: impl Future<Output = io::Result<T>>,
+) -> Result<T, Failure> {
+    tokio::time::timeout(ctx.config.handshake_timeout, connect)
         .await
         .map_err(|_| Failure::ConnectTimeout)?
         .map_err(Failure::Connect)
+}
+
+/// Connects to the node's `port` on loopback as `peer` itself: bound to the peer's address
+/// and port, so that the node's per-peer logic (bans, eviction, `getpeerinfo`) sees the real
+/// peer. The node's replies find their way back through the policy route that
+/// `bip324-redirect inbound enable` installs.
+async fn connect_as(ctx: &Context, peer: SocketAddr, port: u16) -> io::Result<TcpStream> {
+    let node = match peer {
+        SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::LOCALHOST, port)),
+    };
+    let binder = ctx.binder.as_ref();
+    let binder = binder.ok_or_else(|| io::Error::other("inbound mode is not set up"))?;
+    binder.connect(peer, node).await
 }
