@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use bip324_proxy::daemon::Config;
+use bip324_proxy_args::Config;
 use bip324_redirect_args::Cli;
 use clap::Parser;
 

@@ -23,7 +23,7 @@ use super::labels::RefusalKind;
 use super::original_dst::canonical;
 
 #[derive(Default)]
-pub struct LoopGuard {
+pub(super) struct LoopGuard {
     /// Live upstream source endpoints, by registration: the port from `bind()`, the address
     /// once `connect()` chose it (`None` while connecting).
     upstreams: Mutex<HashMap<u64, (Option<IpAddr>, u16)>>,
@@ -32,7 +32,7 @@ pub struct LoopGuard {
 
 /// Why a connection is refused before anything is read from it.
 #[derive(Debug)]
-pub enum Refusal {
+pub(super) enum Refusal {
     /// The kernel could not say where the connection was going.
     Unreadable(std::io::Error),
     /// No original destination: the client connected to the proxy directly.
@@ -46,7 +46,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub fn kind(&self) -> RefusalKind {
+    pub(super) fn kind(&self) -> RefusalKind {
         match self {
             Refusal::Unreadable(_) => RefusalKind::Unreadable,
             Refusal::NotRedirected => RefusalKind::NotRedirected,
@@ -84,7 +84,7 @@ impl std::fmt::Display for Refusal {
 
 impl LoopGuard {
     /// Checks a freshly accepted connection before anything else is done with it.
-    pub fn check(
+    pub(super) fn check(
         &self,
         client: SocketAddr,
         destination: Option<SocketAddr>,
@@ -123,7 +123,7 @@ impl LoopGuard {
 
     /// Connects to `destination` from a source endpoint registered for the whole life of the
     /// returned stream.
-    pub async fn connect(
+    pub(super) async fn connect(
         self: &Arc<Self>,
         destination: SocketAddr,
     ) -> io::Result<(TcpStream, UpstreamPort)> {
@@ -153,7 +153,7 @@ impl LoopGuard {
 }
 
 /// Keeps an upstream source endpoint registered; dropping it unregisters the endpoint.
-pub struct UpstreamPort {
+pub(super) struct UpstreamPort {
     guard: Arc<LoopGuard>,
     id: u64,
 }
