@@ -16,8 +16,14 @@ const PROTOCOL_FORBIDDEN_PATHS: [&str; 5] = [
     "std::time",
 ];
 
+/// What `cargo xtask` runs as binaries and must never build into itself: the runtime, the
+/// daemon and the test peers. Without them it compiles in seconds on a fresh machine.
+const XTASK_FORBIDDEN_CRATES: [&str; 3] = ["tokio", "bip324-proxy", "bip324-e2e"];
+
 pub(crate) fn check() -> Result {
-    xtask_needs_no_system_library()?;
+    let xtask = dependencies("xtask")?;
+    xtask_needs_no_system_library(&xtask)?;
+    xtask_builds_no_runtime(&xtask)?;
     protocol_does_no_io()
 }
 
@@ -49,8 +55,8 @@ fn dependencies(package: &str) -> Result<Vec<String>> {
 
 /// `cargo xtask` installs the system libraries, so it must build without them: nothing in its
 /// dependency tree may look for one with pkg-config (the fresh-machine test proves the rest).
-fn xtask_needs_no_system_library() -> Result {
-    if dependencies("xtask")?.iter().any(|d| d == "pkg-config") {
+fn xtask_needs_no_system_library(dependencies: &[String]) -> Result {
+    if dependencies.iter().any(|d| d == "pkg-config") {
         return Err(
             "xtask depends on a crate that links a system library through pkg-config: \
              `cargo xtask` could not build on a fresh machine (see `cargo tree -p xtask -i pkg-config`)"
@@ -58,6 +64,22 @@ fn xtask_needs_no_system_library() -> Result {
         );
     }
     Ok(())
+}
+
+/// `cargo xtask` renders man pages and completions from the `*-args` crates and runs the
+/// proxy and the test peers as binaries: it never links tokio, the daemon or the peers.
+fn xtask_builds_no_runtime(dependencies: &[String]) -> Result {
+    match dependencies
+        .iter()
+        .find(|d| XTASK_FORBIDDEN_CRATES.contains(&d.as_str()))
+    {
+        Some(bad) => Err(format!(
+            "xtask depends on {bad} (see `cargo tree -p xtask -e normal,build -i {bad}`): \
+             xtask takes command lines from bip324-proxy-args and bip324-redirect-args and runs \
+             the proxy and the test peers as binaries, so that it builds in seconds"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// bip324-protocol takes and returns bytes: no runtime, socket, file, clock or randomness.
@@ -87,6 +109,9 @@ fn protocol_does_no_io() -> Result {
             }
         }
     }
-    eprintln!("==> dependency rules hold (xtask: no system library; bip324-protocol: no I/O)");
+    eprintln!(
+        "==> dependency rules hold (xtask: no system library, no tokio, daemon or test peers; \
+         bip324-protocol: no I/O)"
+    );
     Ok(())
 }
