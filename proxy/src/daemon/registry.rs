@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bip324_control::{ConnectionStatus, Counts, Direction, EndedConnection, Outcome, RECENT};
+use bip324_control::{ConnectionStatus, Counts, EndedConnection, Outcome, RECENT};
 
-use super::labels::{CloseKind, FailureReason, TransportKind};
+use super::labels::{CloseKind, Direction, FailureReason, Front, TransportKind};
 use super::relay::Traffic;
 
 /// One live connection; its counters are updated by its relay without locking.
@@ -26,10 +26,10 @@ pub struct Entry {
     opened: Mutex<Opened>,
 }
 
-#[derive(Default)]
 struct Opened {
+    front: Front,
     network: Option<String>,
-    transport: Option<&'static str>,
+    transport: Option<TransportKind>,
     session_id: Option<String>,
     outcome: Option<Outcome>,
 }
@@ -43,20 +43,26 @@ impl Entry {
         self.opened().network = Some(network);
     }
 
+    /// Which listener accepted it. Until said, an inbound connection's front is inbound and
+    /// an outbound one's unknown (redirected and SOCKS5 connections are both outbound).
+    pub fn set_front(&self, front: Front) {
+        self.opened().front = front;
+    }
+
     pub fn set_opened(&self, transport: TransportKind, session_id: Option<[u8; 32]>) {
         let mut opened = self.opened();
-        opened.transport = Some(transport.as_str());
+        opened.transport = Some(transport);
         opened.session_id = session_id.map(hex::encode);
     }
 
     /// It ended before it was relayed.
     pub fn set_failed(&self, reason: FailureReason) {
-        self.opened().outcome = Some(Outcome::Failed(reason.as_str().to_string()));
+        self.opened().outcome = Some(Outcome::Failed(reason));
     }
 
     /// It was relayed, then closed.
     pub fn set_closed(&self, kind: CloseKind) {
-        self.opened().outcome = Some(Outcome::Closed(kind.as_str().to_string()));
+        self.opened().outcome = Some(Outcome::Closed(kind));
     }
 
     fn ended(&self) -> EndedConnection {
@@ -64,14 +70,15 @@ impl Entry {
         EndedConnection {
             id: self.id,
             direction: self.direction,
+            front: opened.front,
             client: self.client,
             destination: self.destination,
             ended: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or(Duration::ZERO)
                 .as_secs_f64(),
-            transport: opened.transport.map(str::to_string),
-            outcome: opened.outcome.clone().unwrap_or(Outcome::Unknown),
+            transport: opened.transport,
+            outcome: opened.outcome.unwrap_or(Outcome::Unknown),
         }
     }
 
@@ -88,10 +95,11 @@ impl Entry {
         ConnectionStatus {
             id: self.id,
             direction: self.direction,
+            front: opened.front,
             client: self.client,
             destination: self.destination,
             network: opened.network.clone(),
-            transport: opened.transport.unwrap_or("connecting").to_string(),
+            transport: opened.transport,
             session_id: opened.session_id.clone(),
             started: started.as_secs_f64(),
             duration_seconds: self
@@ -149,7 +157,16 @@ impl Registry {
             traffic: Traffic::default(),
             messages_from_client: AtomicU64::new(0),
             messages_to_client: AtomicU64::new(0),
-            opened: Mutex::default(),
+            opened: Mutex::new(Opened {
+                front: match direction {
+                    Direction::Inbound => Front::Inbound,
+                    Direction::Outbound => Front::Unknown,
+                },
+                network: None,
+                transport: None,
+                session_id: None,
+                outcome: None,
+            }),
         });
         self.lock().entries.insert(id, Arc::clone(&entry));
         Registration {
@@ -229,7 +246,7 @@ mod tests {
         Traffic::add(&first.entry.traffic.client_in, 100);
         let snapshot = registry.snapshot();
         assert_eq!(snapshot.len(), 2);
-        assert_eq!(snapshot[0].transport, "v2");
+        assert_eq!(snapshot[0].transport, Some(TransportKind::V2));
         assert_eq!(snapshot[0].counts.client_in, 100);
         // The control socket's JSON keeps the counts beside the other fields.
         let json = serde_json::to_value(&snapshot[0]).unwrap();
@@ -238,9 +255,18 @@ mod tests {
             snapshot[0].session_id.as_deref(),
             Some(&"ab".repeat(32)[..])
         );
-        assert_eq!(snapshot[1].transport, "connecting");
+        assert_eq!(snapshot[1].transport, None);
         assert_eq!(json["direction"], "outbound");
+        assert_eq!(json["transport"], "v2");
         assert_eq!(snapshot[1].direction, Direction::Inbound);
+        assert_eq!(
+            snapshot[1].front,
+            Front::Inbound,
+            "inbound by its direction"
+        );
+        assert_eq!(snapshot[0].front, Front::Unknown, "not said yet");
+        first.entry.set_front(Front::Socks5);
+        assert_eq!(registry.snapshot()[0].front, Front::Socks5);
         Traffic::add(&second.entry.traffic.remote_out, 7);
         let before = registry.totals();
         assert_eq!((before.client_in, before.remote_out), (100, 7));
@@ -270,10 +296,13 @@ mod tests {
         closed.entry.set_closed(CloseKind::RemoteClosed);
         drop(closed);
         let recent = registry.recent();
-        assert_eq!(recent[0].outcome, Outcome::Failed("connect_error".into()));
+        assert_eq!(
+            recent[0].outcome,
+            Outcome::Failed(FailureReason::ConnectError)
+        );
         assert_eq!(recent[0].transport, None);
-        assert_eq!(recent[1].outcome, Outcome::Closed("remote_closed".into()));
-        assert_eq!(recent[1].transport.as_deref(), Some("v2"));
+        assert_eq!(recent[1].outcome, Outcome::Closed(CloseKind::RemoteClosed));
+        assert_eq!(recent[1].transport, Some(TransportKind::V2));
         for id in 3..3 + RECENT as u64 {
             drop(registry.register(id, Direction::Outbound, client, destination));
         }
