@@ -1,6 +1,7 @@
 //! Boundaries the compiler cannot see, checked by `cargo xtask lint`: what each crate may
 //! depend on.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::{Result, root};
@@ -94,9 +95,7 @@ fn protocol_does_no_io() -> Result {
              the protocol crate does no I/O; drive it from the daemon instead"
         ));
     }
-    let src = root().join("proxy/protocol/src");
-    for entry in std::fs::read_dir(&src).map_err(|e| format!("{}: {e}", src.display()))? {
-        let path = entry.map_err(|e| e.to_string())?.path();
+    for path in rust_files(&root().join("proxy/protocol/src"))? {
         let text =
             std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         for (n, line) in text.lines().enumerate() {
@@ -114,4 +113,46 @@ fn protocol_does_no_io() -> Result {
          bip324-protocol: no I/O)"
     );
     Ok(())
+}
+
+/// The `.rs` files under `dir`, in its subdirectories too.
+fn rust_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        if path.is_dir() {
+            files.extend(rust_files(&path)?);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xtask_may_not_build_the_runtime_the_daemon_or_the_peers() {
+        let tree = |names: &[&str]| names.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert!(xtask_builds_no_runtime(&tree(&["clap", "bip324-proxy-args"])).is_ok());
+        for bad in XTASK_FORBIDDEN_CRATES {
+            let error = xtask_builds_no_runtime(&tree(&["clap", bad])).expect_err(bad);
+            assert!(error.contains(bad), "{error}");
+        }
+        // A crate whose name starts like a forbidden one is not it.
+        assert!(xtask_builds_no_runtime(&tree(&["bip324-proxy-args", "tokio-macros"])).is_ok());
+    }
+
+    #[test]
+    fn rust_files_are_found_in_subdirectories_too() {
+        let files = rust_files(&root().join("xtask/src")).expect("listed");
+        assert!(files.iter().any(|f| f.ends_with("package/man.rs")));
+        assert!(
+            files
+                .iter()
+                .all(|f| f.extension().is_some_and(|e| e == "rs"))
+        );
+    }
 }
