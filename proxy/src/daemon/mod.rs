@@ -10,7 +10,7 @@ mod connection;
 mod control;
 mod cover;
 mod destination;
-#[allow(unreachable_pub, dead_code)]
+#[allow(unreachable_pub)]
 mod labels;
 pub(crate) mod listeners;
 mod log_budget;
