@@ -1,7 +1,16 @@
+//! `bip324-proxy`: gives unmodified v1 Bitcoin P2P clients BIP-324 encrypted transport.
+//!
+//! The protocol itself (BIP-324 and v1 framing, sans-IO) is the `bip324-protocol` crate, the
+//! command line the `bip324-proxy-args` crate; [`daemon`] is the tokio proxy that accepts
+//! redirected connections, finds their original destination with `SO_ORIGINAL_DST`, and drives
+//! the protocol between the two sockets.
+
+mod daemon;
+
 use std::process::ExitCode;
 
-use bip324_proxy::daemon::{self, Config, logging};
 use clap::Parser;
+use daemon::{Config, logging};
 
 /// Buffers of this size and above are mapped on their own and unmapped when freed. glibc
 /// otherwise raises this threshold as large blocks come and go, and keeps the memory of

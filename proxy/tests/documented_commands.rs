@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use bip324_proxy::daemon::Config;
+use bip324_proxy_args::Config;
 use bip324_redirect_args::Cli;
 use clap::Parser;
 
@@ -335,6 +335,27 @@ fn help_examples(command: &mut clap::Command, out: &mut Vec<(String, String)>) {
     for sub in command.get_subcommands_mut() {
         help_examples(sub, out);
     }
+}
+
+/// The README keeps the two developer commands as `sh` lines of their own: `.ci/run` runs the
+/// README's test command, and a newcomer copies them from there (details live in docs/).
+#[test]
+fn the_readme_shows_the_two_developer_commands() {
+    let lines: Vec<String> = sh_lines(&root().join("README.md"))
+        .into_iter()
+        .map(|(_, line)| line.trim().to_string())
+        .collect();
+    for command in ["cargo xtask run", "cargo xtask test"] {
+        assert!(
+            lines.iter().any(|l| l == command),
+            "README.md has no `sh` line `{command}`"
+        );
+    }
+    let ci = std::fs::read_to_string(root().join(".ci/run")).expect(".ci/run");
+    assert!(
+        ci.lines().any(|l| l.trim() == "cargo xtask test"),
+        ".ci/run no longer runs the README's test command"
+    );
 }
 
 #[test]

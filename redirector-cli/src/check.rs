@@ -7,14 +7,14 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use bip324_control::{Outcome, StatusDocument};
+use bip324_control::{CloseKind, FailureReason, Outcome, StatusDocument, TransportKind};
 use bip324_protocol::{Magic, Network, v1};
 
 use crate::error::{Error, exit};
 use crate::policy::Id;
 use crate::proxy_control;
 use crate::state::Enabled;
-use crate::status::{self, State};
+use crate::status::{self, Verdict};
 
 /// What the check's own connection saw.
 struct Probe {
@@ -41,7 +41,7 @@ pub(crate) fn run(
         .unwrap_or_else(bip324_control::find_socket);
     // `status`'s judgement first: a broken redirect or a stopped proxy is said as such, with
     // its fix, instead of being blamed on the node.
-    let report = status::gather(&control)?;
+    let report = status::report(&control)?;
     if let Some(code) = broken(&report, enabled, node) {
         return Ok(code);
     }
@@ -61,13 +61,13 @@ pub(crate) fn run(
     };
     match (&probe.answer, record) {
         (Ok(answer), Some(Record::Live { transport, session })) => {
-            let encrypted = transport == "v2";
+            let encrypted = transport == Some(TransportKind::V2);
             println!(
                 "check: {node} ({name}) through the proxy: {}{}, answered `{answer}` in {} ms",
                 if encrypted {
                     "encrypted (v2)".to_string()
                 } else {
-                    format!("NOT encrypted ({transport})")
+                    format!("NOT encrypted ({})", shown(transport))
                 },
                 session
                     .map(|id| format!(", session id {id}"))
@@ -79,8 +79,8 @@ pub(crate) fn run(
         (_, Some(Record::Ended(outcome))) => {
             println!(
                 "check: {node} ({name}) through the proxy: FAILED ({}): {} (the proxy's log: {})",
-                outcome_label(&outcome),
-                advice(&outcome),
+                outcome_label(outcome),
+                advice(outcome),
                 proxy_log(pid)
             );
             Ok(exit::DEGRADED)
@@ -88,8 +88,9 @@ pub(crate) fn run(
         (Err(why), Some(Record::Live { transport, .. })) => {
             println!(
                 "check: {node} ({name}) through the proxy: no answer ({why}); the proxy is \
-                 still at `{transport}` after {} s: the node is slow or silent; try a longer \
+                 still at `{}` after {} s: the node is slow or silent; try a longer \
                  --timeout (the proxy's log: {})",
+                shown(transport),
                 timeout.as_secs(),
                 proxy_log(pid)
             );
@@ -119,7 +120,7 @@ fn broken(report: &status::Report, enabled: &Enabled, node: SocketAddr) -> Optio
     let mut why = Vec::new();
     if matches!(
         report.state,
-        State::Vanished | State::Modified | State::Unrecorded | State::Disabled
+        Verdict::Vanished | Verdict::Modified | Verdict::Unrecorded | Verdict::Disabled
     ) {
         why.push("the redirect is not in place as enabled".to_string());
     }
@@ -135,7 +136,7 @@ fn broken(report: &status::Report, enabled: &Enabled, node: SocketAddr) -> Optio
     let mut fixes: Vec<String> = if why.is_empty() {
         Vec::new()
     } else {
-        report.problems.clone()
+        report.problems.iter().map(ToString::to_string).collect()
     };
     if !policy.ports.contains(&node.port()) {
         why.push(format!(
@@ -167,10 +168,7 @@ fn broken(report: &status::Report, enabled: &Enabled, node: SocketAddr) -> Optio
 fn node_of(args: &bip324_redirect_args::CheckArgs) -> Result<(SocketAddr, Network), Error> {
     let text = args.node.trim();
     let named = |name: &str| -> Result<Network, Error> {
-        Network::ALL
-            .into_iter()
-            .find(|n| n.name() == name)
-            .ok_or_else(|| Error::Config(format!("unknown network {name}")))
+        Network::from_name(name).ok_or_else(|| Error::Config(format!("unknown network {name}")))
     };
     let bare = text
         .strip_prefix('[')
@@ -201,15 +199,12 @@ fn node_of(args: &bip324_redirect_args::CheckArgs) -> Result<(SocketAddr, Networ
     }
     let network = match &args.network {
         Some(name) => named(name)?,
-        None => Network::ALL
-            .into_iter()
-            .find(|n| n.default_port() == node.port())
-            .ok_or_else(|| {
-                Error::Config(format!(
-                    "port {} is no network's usual one: say which with --network",
-                    node.port()
-                ))
-            })?,
+        None => Network::from_port(node.port()).ok_or_else(|| {
+            Error::Config(format!(
+                "port {} is no network's usual one: say which with --network",
+                node.port()
+            ))
+        })?,
     };
     Ok((node, network))
 }
@@ -229,7 +224,8 @@ fn is_this_host(ip: IpAddr) -> bool {
 /// What the proxy knows of the check's connection.
 enum Record {
     Live {
-        transport: String,
+        /// `None` while the proxy is still connecting.
+        transport: Option<TransportKind>,
         session: Option<String>,
     },
     Ended(Outcome),
@@ -237,14 +233,14 @@ enum Record {
 
 fn find(status: &StatusDocument, local: SocketAddr) -> Option<Record> {
     if let Some(ended) = status.recent.iter().rev().find(|c| c.client == local) {
-        return Some(Record::Ended(ended.outcome.clone()));
+        return Some(Record::Ended(ended.outcome));
     }
     status
         .connections
         .iter()
         .find(|c| c.client == local)
         .map(|c| Record::Live {
-            transport: c.transport.clone(),
+            transport: c.transport,
             session: c.session_id.clone(),
         })
 }
@@ -273,64 +269,66 @@ fn ask(
     status
 }
 
-/// The proxy's label, as its log has it; anything but a plain label is not printed.
-fn outcome_label(outcome: &Outcome) -> String {
-    let plain = |label: &str| {
-        if !label.is_empty()
-            && label.len() <= 40
-            && label.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-        {
-            label.to_string()
-        } else {
-            "?".to_string()
-        }
-    };
+/// A live connection's transport, as `status` shows it.
+fn shown(transport: Option<TransportKind>) -> &'static str {
+    transport.map_or("connecting", TransportKind::as_str)
+}
+
+/// The proxy's label, as its log has it.
+fn outcome_label(outcome: Outcome) -> String {
     match outcome {
-        Outcome::Failed(reason) => format!("failure={}", plain(reason)),
-        Outcome::Closed(kind) => format!("close={}", plain(kind)),
+        Outcome::Failed(reason) => format!("failure={reason}"),
+        Outcome::Closed(kind) => format!("close={kind}"),
         Outcome::Unknown => "unknown".to_string(),
     }
 }
 
 /// One sentence of advice per way a connection ends.
-fn advice(outcome: &Outcome) -> &'static str {
+fn advice(outcome: Outcome) -> &'static str {
     match outcome {
-        Outcome::Failed(reason) => match reason.as_str() {
-            "connect_error" => {
-                "the proxy could not connect to the node: it is down, does not \
-                                listen on that port, or a firewall rejects the connection; check \
-                                the address, the port and any firewall on the way"
+        Outcome::Failed(reason) => match reason {
+            FailureReason::ConnectError => {
+                "the proxy could not connect to the node: it is down, does not listen on that \
+                 port, or a firewall rejects the connection; check the address, the port and \
+                 any firewall on the way"
             }
-            "connect_timeout" => {
-                "the node did not accept the proxy's connection in time: the \
-                                  address is wrong, the host is down, or a firewall drops the \
-                                  connection; check the address, the port and any firewall"
+            FailureReason::ConnectTimeout => {
+                "the node did not accept the proxy's connection in time: the address is wrong, \
+                 the host is down, or a firewall drops the connection; check the address, the \
+                 port and any firewall"
             }
-            "handshake_closed" | "handshake_error" | "handshake_timeout" => {
+            FailureReason::HandshakeClosed
+            | FailureReason::HandshakeError
+            | FailureReason::HandshakeTimeout => {
                 "the node accepted the connection but not the v2 handshake: it does not speak \
                  v2 (Bitcoin Core before 26 or with -v2transport=0, btcd, ...). Upgrade it or \
                  turn v2 on there, choose another node, or start the proxy with --v1-fallback \
                  to reach such nodes in PLAINTEXT"
             }
-            "handshake_protocol" => {
-                "the node broke the v2 protocol: it may be no Bitcoin node, \
-                                     or of another network (--network)"
+            FailureReason::HandshakeProtocol => {
+                "the node broke the v2 protocol: it may be no Bitcoin node, or of another \
+                 network (--network)"
             }
-            "client_timeout" | "client_closed" | "client_error" => {
-                "the proxy did not get this \
-                check's first message: the check's own connection failed; run it again"
+            FailureReason::ClientTimeout
+            | FailureReason::ClientClosed
+            | FailureReason::ClientError => {
+                "the proxy did not get this check's first message: the check's own connection \
+                 failed; run it again"
             }
-            "shutdown" => "the proxy was stopping; start it again and re-run the check",
-            _ => "see the proxy's log",
+            FailureReason::Shutdown => {
+                "the proxy was stopping; start it again and re-run the check"
+            }
+            // A reason of a proxy newer than this command.
+            FailureReason::Unknown => "see the proxy's log",
         },
-        Outcome::Closed(kind) if kind.starts_with("remote") => {
-            "the node closed the encrypted \
-            connection before answering: it may be of another network (--network), or refuses \
-            this client"
+        Outcome::Closed(kind) if kind.by_remote() => {
+            "the node closed the encrypted connection before answering: it may be of another \
+             network (--network), or refuses this client"
         }
+        Outcome::Closed(CloseKind::Unknown) => "see the proxy's log",
         Outcome::Closed(_) => {
-            "the connection was opened, then closed before the node answered; \
-                               run the check again"
+            "the connection was opened, then closed before the node answered; run the check \
+             again"
         }
         Outcome::Unknown => "the proxy did not say how it ended",
     }
@@ -477,30 +475,24 @@ mod tests {
         }
     }
 
-    /// Every failure reason the proxy has gets its own sentence; a label that is not plain
-    /// is not echoed.
+    /// Every failure reason the proxy has gets its own sentence, labelled as in its log.
     #[test]
     fn each_failure_reason_has_its_advice() {
-        for reason in [
-            "client_timeout",
-            "client_closed",
-            "client_error",
-            "connect_error",
-            "connect_timeout",
-            "handshake_timeout",
-            "handshake_closed",
-            "handshake_error",
-            "handshake_protocol",
-            "shutdown",
-        ] {
-            let outcome = Outcome::Failed(reason.into());
-            assert_ne!(advice(&outcome), "see the proxy's log", "{reason}");
-            assert_eq!(outcome_label(&outcome), format!("failure={reason}"));
+        for &reason in FailureReason::ALL {
+            let outcome = Outcome::Failed(reason);
+            assert_ne!(advice(outcome), "see the proxy's log", "{reason}");
+            assert_eq!(outcome_label(outcome), format!("failure={reason}"));
         }
-        assert!(advice(&Outcome::Failed("handshake_closed".into())).contains("--v1-fallback"));
-        assert!(advice(&Outcome::Failed("connect_error".into())).contains("firewall"));
-        let hostile = Outcome::Closed("x\u{1b}[2J".into());
-        assert_eq!(outcome_label(&hostile), "close=?");
+        let failed = |reason| advice(Outcome::Failed(reason));
+        assert!(failed(FailureReason::HandshakeClosed).contains("--v1-fallback"));
+        assert!(failed(FailureReason::ConnectError).contains("firewall"));
+        let closed = |kind| advice(Outcome::Closed(kind));
+        assert!(closed(CloseKind::RemoteClosed).contains("the node closed"));
+        assert!(closed(CloseKind::ClientClosed).contains("opened, then closed"));
+        assert_eq!(
+            outcome_label(Outcome::Closed(CloseKind::Unknown)),
+            "close=unknown"
+        );
     }
 
     #[test]

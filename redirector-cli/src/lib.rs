@@ -10,6 +10,7 @@ mod inbound;
 mod policy;
 mod policy_route;
 mod privileges;
+mod problem;
 mod proxy_control;
 mod proxy_listener;
 mod proxy_process;
@@ -177,7 +178,7 @@ fn enable(args: &EnableArgs, origin: Origin) -> Result<u8, Error> {
             .into_iter()
             .find_map(|pid| proxy_process::outside_cgroup(pid, cgroup));
         if let Some(problem) = outside {
-            return Err(Error::Config(problem));
+            return Err(Error::Config(problem.to_string()));
         }
     }
     backend.apply(&policy)?;
@@ -225,9 +226,10 @@ fn enable(args: &EnableArgs, origin: Origin) -> Result<u8, Error> {
             proxy_listener::addresses(&probes)
         );
     }
+    // Nothing answering was said above, as a warning of its own.
     for problem in proxy_listener::problems(&probes, None)
         .into_iter()
-        .filter(|p| !p.contains("does not answer"))
+        .filter(|p| !matches!(p, problem::Problem::ProxySilent { .. }))
     {
         eprintln!("warning: {problem}");
     }
@@ -354,6 +356,10 @@ fn disable() -> Result<u8, Error> {
             removed.join(", ")
         );
     }
+    // Inbound mode is another redirect, with its own command.
+    if let Some(note) = inbound::left_enabled() {
+        println!("note: {note}");
+    }
     Ok(exit::OK)
 }
 
@@ -363,7 +369,7 @@ fn status(args: &StatusArgs) -> Result<u8, Error> {
         .clone()
         .unwrap_or_else(bip324_control::find_socket);
     if !args.watch {
-        let report = status::gather(&control)?;
+        let report = status::report(&control)?;
         if args.json {
             println!(
                 "{}",
@@ -376,7 +382,7 @@ fn status(args: &StatusArgs) -> Result<u8, Error> {
     }
     let interval = args.interval;
     loop {
-        let report = status::gather(&control)?;
+        let report = status::report(&control)?;
         // Clear the screen and go home, then draw: the report refreshes in place.
         print!("\x1b[2J\x1b[H{}", status::render(&report));
         println!("(every {:.1}s; Ctrl-C to stop)", interval.as_secs_f64());

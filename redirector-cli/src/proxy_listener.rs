@@ -10,6 +10,8 @@ use bip324_sock_diag::Listener;
 use nix::unistd::{Uid, User};
 use serde::Serialize;
 
+use crate::problem::Problem;
+
 /// The proxy's own user, as the package creates it.
 pub(crate) const PROXY_USER: &str = "bip324-proxy";
 
@@ -113,43 +115,36 @@ pub(crate) fn probe(port: u16) -> Vec<Probe> {
     .collect()
 }
 
-/// Sentences for what is wrong with the listeners; `proxy_pid` is the pid the proxy's control
-/// socket reported, when it answered.
-pub(crate) fn problems(probes: &[Probe], proxy_pid: Option<u32>) -> Vec<String> {
+/// What is wrong with the listeners; `proxy_pid` is the pid the proxy's control socket
+/// reported, when it answered.
+pub(crate) fn problems(probes: &[Probe], proxy_pid: Option<u32>) -> Vec<Problem> {
     let mut problems = Vec::new();
     let silent: Vec<&Probe> = probes.iter().filter(|p| p.listeners.is_empty()).collect();
-    if !silent.is_empty() {
-        let list: Vec<String> = silent.iter().map(|p| p.address.to_string()).collect();
-        problems.push(format!(
-            "the proxy does not answer on {} ({}): tagged connections are refused until it \
-             runs (`systemctl start bip324-proxy.socket`, or `sudo bip324-proxy`)",
-            list.join(" and "),
-            silent[0]
+    if let Some(first) = silent.first() {
+        problems.push(Problem::ProxySilent {
+            addresses: silent.iter().map(|p| p.address).collect(),
+            why: first
                 .error
-                .as_deref()
-                .unwrap_or("nothing listens there")
-        ));
+                .clone()
+                .unwrap_or_else(|| "nothing listens there".into()),
+        });
     }
     for probe in probes {
         for listener in &probe.listeners {
             if !listener.trusted {
-                problems.push(format!(
-                    "{} is held by {}, which is neither root nor {PROXY_USER}: it receives the \
-                     group's connections in PLAINTEXT. Stop that process now (`bip324-redirect \
-                     disable` sends the group direct meanwhile), then start the proxy",
-                    probe.address,
-                    listener.describe()
-                ));
+                problems.push(Problem::UntrustedListener {
+                    address: probe.address,
+                    listener: listener.describe(),
+                });
             } else if let Some(pid) = proxy_pid
                 && !listener.holders.is_empty()
                 && !listener.holders.iter().any(|h| h.pid == pid)
             {
-                problems.push(format!(
-                    "{} is held by {}, not by the proxy that answers on the control socket \
-                     (pid {pid}): two proxies, or a stale one; stop the one you do not want",
-                    probe.address,
-                    listener.describe()
-                ));
+                problems.push(Problem::AnotherProxyListens {
+                    address: probe.address,
+                    listener: listener.describe(),
+                    pid,
+                });
             }
         }
     }
@@ -162,18 +157,10 @@ pub(crate) fn addresses(probes: &[Probe]) -> String {
     list.join(" and ")
 }
 
-/// A warning when any local user may bind `port`.
-pub(crate) fn port_warning(port: u16) -> Option<String> {
+/// A problem when any local user may bind `port`.
+pub(crate) fn port_warning(port: u16) -> Option<Problem> {
     let start = bip324_sock_diag::unprivileged_port_start();
-    (u32::from(port) >= start).then(|| {
-        format!(
-            "proxy port {port} can be bound by any local user \
-             (net.ipv4.ip_unprivileged_port_start={start}): whenever the proxy is not \
-             listening, whoever binds it receives the group's connections in PLAINTEXT; use a \
-             port below {start}, such as the default {}",
-            bip324_redirect_args::DEFAULT_PROXY_PORT
-        )
-    })
+    (u32::from(port) >= start).then_some(Problem::UnprivilegedPort { port, start })
 }
 
 #[cfg(test)]
@@ -201,8 +188,13 @@ mod tests {
     #[test]
     fn an_untrusted_listener_is_named() {
         let problems = problems(&[probe(65534, false, 4242)], None);
-        assert_eq!(problems.len(), 1);
-        assert!(problems[0].contains("user nobody (uid 65534), held by python3 (pid 4242)"));
+        assert_eq!(
+            problems,
+            [Problem::UntrustedListener {
+                address: "127.0.0.1:324".parse().unwrap(),
+                listener: "user nobody (uid 65534), held by python3 (pid 4242)".into(),
+            }]
+        );
     }
 
     /// A root listener held by another process than the proxy on the control socket: two
@@ -212,7 +204,8 @@ mod tests {
         assert!(problems(&[probe(0, true, 10)], Some(10)).is_empty());
         let problems = problems(&[probe(0, true, 11)], Some(10));
         assert!(
-            problems[0].contains("not by the proxy that answers on the control socket (pid 10)")
+            matches!(problems[..], [Problem::AnotherProxyListens { pid: 10, .. }]),
+            "{problems:?}"
         );
     }
 

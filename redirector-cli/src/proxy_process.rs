@@ -2,50 +2,48 @@
 //! word, over the control socket), its groups, and for eBPF its cgroup. Each mismatch makes
 //! every tagged connection fail, while the redirect itself looks fine.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 
 use crate::backend::BackendKind;
 use crate::policy::Policy;
+use crate::problem::Problem;
 
-/// Sentences for what is wrong with the proxy whose pid and listen list are given.
+/// What is wrong with the proxy whose pid and listen list are given.
 pub(crate) fn problems(
     pid: u32,
     listen: &[SocketAddr],
     policy: &Policy,
     backend: BackendKind,
     cgroup: Option<&Path>,
-) -> Vec<String> {
+) -> Vec<Problem> {
     let mut problems = Vec::new();
     let port = policy.proxy_port;
-    let serves = |ip: &str| {
+    let serves = |ip: IpAddr| {
         listen
             .iter()
-            .any(|a| a.port() == port && (a.ip().is_unspecified() || a.ip().to_string() == ip))
+            .any(|a| a.port() == port && (a.ip().is_unspecified() || a.ip() == ip))
     };
-    for (ip, shown) in [("127.0.0.1", "127.0.0.1"), ("::1", "[::1]")] {
+    for ip in [
+        IpAddr::from(Ipv4Addr::LOCALHOST),
+        IpAddr::from(Ipv6Addr::LOCALHOST),
+    ] {
         if !serves(ip) {
-            problems.push(format!(
-                "the proxy (pid {pid}) does not listen on {shown}:{port}, where the redirect \
-                 sends connections (it listens on {}): start it with the policy's port, or \
-                 enable with --proxy-port matching its --listen",
-                listen
-                    .iter()
-                    .map(SocketAddr::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
+            problems.push(Problem::ProxyNotListening {
+                pid,
+                address: SocketAddr::new(ip, port),
+                listen: listen.to_vec(),
+            });
         }
     }
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     if let (Some(gids), Some(group)) = (primary_gids(&status), &policy.group)
         && gids.contains(&group.id)
     {
-        problems.push(format!(
-            "the proxy (pid {pid}) runs with group {group} as its primary group: its own \
-             connections are redirected back to it and every tagged connection fails; run it \
-             as its own user (User=/Group= bip324-proxy, or --user)"
-        ));
+        problems.push(Problem::ProxyInGroup {
+            pid,
+            group: group.clone(),
+        });
     }
     if let (BackendKind::Ebpf, Some(attached)) = (backend, cgroup) {
         problems.extend(outside_cgroup(pid, attached));
@@ -55,19 +53,14 @@ pub(crate) fn problems(
 
 /// The eBPF programs only tell the original destination to sockets in the cgroup they are
 /// attached to: a proxy outside it refuses every tagged connection as not redirected.
-pub(crate) fn outside_cgroup(pid: u32, attached: &Path) -> Option<String> {
+pub(crate) fn outside_cgroup(pid: u32, attached: &Path) -> Option<Problem> {
     let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     let root = mount_root(attached)?;
     let proxy_cgroup = root.join(cgroup_v2_path(&own)?.trim_start_matches('/'));
-    (!proxy_cgroup.starts_with(attached)).then(|| {
-        format!(
-            "the proxy (pid {pid}) runs in cgroup {}, outside {} where the eBPF programs are \
-             attached: they cannot tell it the original destinations, so every tagged \
-             connection would be refused as not redirected; use a --cgroup that contains the \
-             proxy (the default, the root, does)",
-            proxy_cgroup.display(),
-            attached.display()
-        )
+    (!proxy_cgroup.starts_with(attached)).then(|| Problem::ProxyOutsideCgroup {
+        pid,
+        cgroup: proxy_cgroup,
+        attached: attached.to_path_buf(),
     })
 }
 
@@ -150,7 +143,14 @@ mod tests {
         let found = problems(pid, &elsewhere, &policy(), BackendKind::Nftables, None);
         assert_eq!(found.len(), 2, "{found:?}");
         assert!(
-            found[0].contains("does not listen on 127.0.0.1:324"),
+            matches!(&found[0], Problem::ProxyNotListening { address, .. }
+                if *address == "127.0.0.1:324".parse().unwrap()),
+            "{found:?}"
+        );
+        assert!(
+            found[1]
+                .to_string()
+                .contains("does not listen on [::1]:324"),
             "{found:?}"
         );
     }
@@ -166,6 +166,9 @@ mod tests {
         assert_eq!(outside_cgroup(pid, &root), None);
         let elsewhere = root.join("bip324-no-such-cgroup");
         let problem = outside_cgroup(pid, &elsewhere).expect("outside");
-        assert!(problem.contains("outside"), "{problem}");
+        assert!(
+            matches!(&problem, Problem::ProxyOutsideCgroup { attached, .. } if *attached == elsewhere),
+            "{problem}"
+        );
     }
 }

@@ -270,7 +270,7 @@ fn hostile_initiators_close_alone() {
     );
     let log = inbound.proxy.log();
     assert!(log.contains("no_garbage_terminator"), "{log}");
-    assert!(log.contains("failure=client_timeout"), "{log}");
+    assert!(log.contains("failure=peer_timeout"), "a silent peer: {log}");
 }
 
 /// The inbound port itself is no way in, and connections from the node's own host (and
@@ -370,7 +370,19 @@ fn status_verifies_inbound_mode_and_disable_leaves_nothing() {
 
     cli.ok(&["inbound", "enable", "--ports", "18444"]);
     assert_eq!(cli.status().1["inbound"]["state"], "active");
+    // `disable` removes the outbound redirect only, and says inbound mode is left enabled.
+    let disabled = cli.ok(&["disable"]);
+    assert!(
+        disabled.stdout.contains("inbound mode is still enabled")
+            && disabled
+                .stdout
+                .contains("`bip324-redirect inbound disable` removes it"),
+        "{disabled:?}"
+    );
+    assert_eq!(cli.status().1["inbound"]["state"], "active");
     cli.ok(&["inbound", "disable"]);
+    let disabled = cli.ok(&["disable"]);
+    assert!(!disabled.stdout.contains("inbound"), "{disabled:?}");
     let (code, status) = cli.status();
     assert_eq!(code, 5, "{status}");
     assert!(status.get("inbound").is_none(), "{status}");

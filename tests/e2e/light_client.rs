@@ -4,8 +4,8 @@
 //! from the suite's chain node behind the independent v2 responder; and, speaking v2 itself,
 //! from the chain node as a v1-only node behind inbound mode, with each shaping strategy.
 //!
-//! Two runs print the tables the README shows (`cargo test -p bip324-e2e --test light_client
-//! -- --nocapture`): bytes per message type, and what each shaping strategy costs.
+//! Two runs print the tables docs/performance.md shows (`cargo test -p bip324-e2e --test
+//! light_client -- --nocapture`): bytes per message type, and what each shaping strategy costs.
 
 use std::net::TcpListener;
 use std::sync::Arc;

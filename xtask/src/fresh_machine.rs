@@ -36,7 +36,7 @@ const RUN_DEADLINE: Duration = Duration::from_secs(40 * 60);
 const SETUP_DEADLINE: Duration = Duration::from_secs(20 * 60);
 
 pub(crate) fn run() -> Result {
-    let listen: Vec<SocketAddr> = bip324_proxy::daemon::config::DEFAULT_LISTEN
+    let listen: Vec<SocketAddr> = bip324_proxy_args::DEFAULT_LISTEN
         .iter()
         .map(|a| a.parse().expect("valid default address"))
         .collect();

@@ -7,12 +7,17 @@
 //!    or {"version":1,"error":"..."}
 //! ```
 //! Both binaries use these types, so neither can drift from the other; a new field is added
-//! with `#[serde(default)]`, a changed meaning takes a new `VERSION`.
+//! with `#[serde(default)]`, a changed meaning takes a new `VERSION`, and a new word of the
+//! vocabulary reads as `Unknown` in an older client (see [`vocabulary`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+
+pub mod vocabulary;
+
+pub use vocabulary::{CloseKind, Direction, FailureReason, Front, RefusalKind, TransportKind};
 
 /// The version of this format.
 pub const VERSION: u32 = 1;
@@ -87,23 +92,26 @@ pub struct EndedConnection {
     pub id: u64,
     #[serde(default)]
     pub direction: Direction,
+    /// Absent from older proxies: unknown.
+    #[serde(default)]
+    pub front: Front,
     pub client: SocketAddr,
     pub destination: SocketAddr,
     /// Unix time, seconds.
     pub ended: f64,
     /// "v2", "v1_fallback", ... once it opened; `null` when it failed before.
-    pub transport: Option<String>,
+    pub transport: Option<TransportKind>,
     pub outcome: Outcome,
 }
 
 /// How a connection ended, in the proxy's vocabulary (its log's `failure=` and `close=`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     /// It ended before it was relayed: connect_error, connect_timeout, handshake_closed, ...
-    Failed(String),
+    Failed(FailureReason),
     /// It was relayed, then closed: remote_closed, client_closed, ...
-    Closed(String),
+    Closed(CloseKind),
     /// The proxy did not say (a front that does not record outcomes).
     Unknown,
 }
@@ -133,12 +141,17 @@ pub struct ConnectionStatus {
     /// Absent from proxies older than inbound mode: outbound.
     #[serde(default)]
     pub direction: Direction,
+    /// Absent from older proxies: unknown.
+    #[serde(default)]
+    pub front: Front,
     pub client: SocketAddr,
     pub destination: SocketAddr,
     /// `null` until the client's first bytes tell.
     pub network: Option<String>,
-    /// "connecting" until the connection opens, then "v2", "v1_fallback" or "passthrough".
-    pub transport: String,
+    /// `None` until the connection opens: "connecting" on the wire; then "v2",
+    /// "v1_fallback", "passthrough" or (inbound) "v1".
+    #[serde(with = "vocabulary::connecting")]
+    pub transport: Option<TransportKind>,
     /// Hex, for v2 connections.
     pub session_id: Option<String>,
     /// Unix time, seconds.
@@ -146,28 +159,6 @@ pub struct ConnectionStatus {
     pub duration_seconds: f64,
     #[serde(flatten)]
     pub counts: Counts,
-}
-
-/// Which way a connection goes through the proxy.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Direction {
-    /// A local client's connection out: the client speaks v1, the remote v2.
-    #[default]
-    Outbound,
-    /// A peer's connection in to the local node: the "client" is the peer (v2, or v1 if it
-    /// chose so), the "remote" is the node (v1).
-    Inbound,
-}
-
-impl Direction {
-    /// The word in logs and status.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::Outbound => "outbound",
-            Direction::Inbound => "inbound",
-        }
-    }
 }
 
 /// Bytes and messages moved, for one connection or in total.
@@ -251,10 +242,11 @@ mod tests {
             connections: vec![ConnectionStatus {
                 id: 7,
                 direction: Direction::Inbound,
+                front: Front::Inbound,
                 client: "10.0.0.1:40000".parse().unwrap(),
                 destination: "10.0.0.2:8333".parse().unwrap(),
                 network: Some("mainnet".into()),
-                transport: "v2".into(),
+                transport: Some(TransportKind::V2),
                 session_id: Some("ab".repeat(32)),
                 started: 1_700_000_001.0,
                 duration_seconds: 2.5,
@@ -271,11 +263,12 @@ mod tests {
             recent: vec![EndedConnection {
                 id: 6,
                 direction: Direction::Outbound,
+                front: Front::Socks5,
                 client: "10.0.0.1:39999".parse().unwrap(),
                 destination: "10.0.0.2:8333".parse().unwrap(),
                 ended: 1_700_000_000.75,
                 transport: None,
-                outcome: Outcome::Failed("connect_error".into()),
+                outcome: Outcome::Failed(FailureReason::ConnectError),
             }],
         }
     }
@@ -312,6 +305,73 @@ mod tests {
         assert_eq!(json["totals"]["client_in"], 1000);
         assert_eq!(json["proxy"]["listen"][0], "127.0.0.1:324");
         assert_eq!(json["recent"][0]["outcome"]["failed"], "connect_error");
+        assert_eq!(json["recent"][0]["front"], "socks5");
+    }
+
+    /// Every word of the vocabulary a document carries, and "connecting", read back as
+    /// written.
+    #[test]
+    fn every_word_round_trips_in_a_document() {
+        let mut status = document();
+        let live = status.connections[0].clone();
+        let ended = status.recent[0].clone();
+        let transports = std::iter::once(None).chain(TransportKind::ALL.iter().copied().map(Some));
+        status.connections = transports
+            .zip(Front::ALL.iter().cycle())
+            .zip(Direction::ALL.iter().cycle())
+            .map(|((transport, &front), &direction)| ConnectionStatus {
+                transport,
+                front,
+                direction,
+                ..live.clone()
+            })
+            .collect();
+        let failed = FailureReason::ALL.iter().copied().map(Outcome::Failed);
+        let closed = CloseKind::ALL.iter().copied().map(Outcome::Closed);
+        status.recent = failed
+            .chain(closed)
+            .chain([Outcome::Unknown])
+            .map(|outcome| EndedConnection {
+                outcome,
+                transport: Some(TransportKind::V1Fallback),
+                ..ended.clone()
+            })
+            .collect();
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["connections"][0]["transport"], "connecting");
+        assert_eq!(json["connections"][1]["transport"], "v2");
+        assert_eq!(json["recent"][0]["outcome"]["failed"], "client_timeout");
+        assert_eq!(
+            json["recent"].as_array().unwrap().last().unwrap()["outcome"],
+            "unknown"
+        );
+        let read: StatusDocument = serde_json::from_value(json).unwrap();
+        assert_eq!(read, status);
+    }
+
+    /// A newer proxy's words read as `Unknown` instead of failing the whole document; an
+    /// older proxy's document without `front` reads as unknown fronts.
+    #[test]
+    fn newer_words_and_older_documents_read() {
+        let mut json = serde_json::to_value(document()).unwrap();
+        json["connections"][0]["transport"] = "v3".into();
+        json["connections"][0]["front"] = "tor".into();
+        json["recent"][0]["outcome"]["failed"] = "dns_error".into();
+        let read: StatusDocument = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(read.connections[0].transport, Some(TransportKind::Unknown));
+        assert_eq!(read.connections[0].front, Front::Unknown);
+        assert_eq!(
+            read.recent[0].outcome,
+            Outcome::Failed(FailureReason::Unknown)
+        );
+        json["connections"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("front");
+        json["recent"][0].as_object_mut().unwrap().remove("front");
+        let read: StatusDocument = serde_json::from_value(json).unwrap();
+        assert_eq!(read.connections[0].front, Front::Unknown);
+        assert_eq!(read.recent[0].front, Front::Unknown);
     }
 
     /// A document from a proxy that keeps no list of ended connections still reads.

@@ -4,9 +4,6 @@
 //! short message type, its payload starts exactly 24 bytes after the frame: after decryption
 //! the v1 header is written in front of the payload and nothing moves. A long-form type
 //! leaves a 12-byte gap, closed by the outbox.
-//!
-//! About a third of this file is its unit tests, kept beside the decoder they feed byte by
-//! byte.
 
 use super::ProtocolError;
 use super::buffers::{Outbox, Staging};

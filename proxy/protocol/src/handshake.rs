@@ -13,8 +13,6 @@
 //!
 //! `receive` takes the handshake by value and gives it back until it is established: a
 //! finished handshake cannot be fed again.
-//!
-//! About a third of this file is its unit tests, kept beside the state machine they drive.
 
 use crate::cipher::{PACKET_OVERHEAD, PacketSealer};
 use crate::decoder::Decoder;
@@ -22,30 +20,11 @@ use crate::encoder::Encoder;
 use crate::keys::{ELLSWIFT_LEN, EphemeralKey, SESSION_ID_LEN, SessionKeys, TERMINATOR_LEN};
 use crate::network::Magic;
 use crate::pipe::{Event, Pipe};
+use crate::role::Role;
 use crate::{ProtocolError, UsageError};
 
 /// Most garbage either side may send after its key.
 pub const MAX_GARBAGE_LEN: usize = 4095;
-
-/// Which end of the connection this side is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    /// The side that connected: it speaks first, and its key must not look like v1.
-    Initiator,
-    /// The side that accepted the connection.
-    Responder,
-}
-
-impl Role {
-    /// The other end's role.
-    #[must_use]
-    pub fn peer(self) -> Role {
-        match self {
-            Role::Initiator => Role::Responder,
-            Role::Responder => Role::Initiator,
-        }
-    }
-}
 
 /// Randomness for one handshake; every field must come from a CSPRNG.
 pub struct HandshakeEntropy {

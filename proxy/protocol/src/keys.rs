@@ -8,8 +8,8 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::UsageError;
 use crate::cipher::{PacketOpener, PacketSealer};
-use crate::handshake::Role;
 use crate::network::Magic;
+use crate::role::Role;
 
 /// An ElligatorSwift-encoded public key.
 pub const ELLSWIFT_LEN: usize = 64;

@@ -48,6 +48,7 @@ pub mod message_type;
 mod network;
 mod pipe;
 mod rewrite;
+mod role;
 pub mod socks5;
 mod splice;
 pub mod v1;
@@ -61,10 +62,11 @@ pub use client_hello::{
 };
 pub use decoder::Decoder;
 pub use encoder::{Encoder, bucket_for};
-pub use handshake::{Handshake, HandshakeEntropy, MAX_GARBAGE_LEN, Progress, Role, Session};
+pub use handshake::{Handshake, HandshakeEntropy, MAX_GARBAGE_LEN, Progress, Session};
 pub use network::{Magic, Network, NetworkLabel};
 pub use pipe::{Chain, Event, Pipe};
 pub use rewrite::{MAX_USER_AGENT_LEN, NODE_P2P_V2, Rewrite};
+pub use role::Role;
 pub use splice::Splice;
 
 use v1::Command;

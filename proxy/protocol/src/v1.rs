@@ -1,4 +1,6 @@
-//! v1 (plaintext) message framing: `magic(4) | command(12) | length(4, LE) | checksum(4) | payload`.
+//! v1 (plaintext) message framing:
+//! `magic(4) | command(12) | length(4, LE) | checksum(4) | payload`; and the CompactSize
+//! integers that payloads count and measure their fields with.
 
 use sha2::{Digest, Sha256};
 
@@ -111,6 +113,57 @@ pub fn checksum(payload: &[u8]) -> [u8; 4] {
     [digest[0], digest[1], digest[2], digest[3]]
 }
 
+/// Reads a payload's fields front to back: `None` once a field runs past its end.
+pub(crate) struct PayloadReader<'a>(pub(crate) &'a [u8]);
+
+impl<'a> PayloadReader<'a> {
+    /// The next `n` bytes.
+    pub(crate) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (taken, rest) = self.0.split_at_checked(n)?;
+        self.0 = rest;
+        Some(taken)
+    }
+
+    /// A CompactSize integer: one byte below 0xfd, else a marker and 2, 4 or 8 bytes
+    /// little-endian.
+    pub(crate) fn compact_size(&mut self) -> Option<u64> {
+        let first = self.take(1)?[0];
+        let len = match first {
+            0xfd => 2,
+            0xfe => 4,
+            0xff => 8,
+            small => return Some(u64::from(small)),
+        };
+        let mut bytes = [0u8; 8];
+        bytes[..len].copy_from_slice(self.take(len)?);
+        Some(u64::from_le_bytes(bytes))
+    }
+
+    /// What is left.
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        self.0
+    }
+}
+
+/// Appends `n` as a CompactSize integer, in its shortest form.
+pub(crate) fn write_compact_size(out: &mut Vec<u8>, n: u64) {
+    match n {
+        0..0xfd => out.push(n as u8),
+        0xfd..=0xffff => {
+            out.push(0xfd);
+            out.extend_from_slice(&(n as u16).to_le_bytes());
+        }
+        0x1_0000..=0xffff_ffff => {
+            out.push(0xfe);
+            out.extend_from_slice(&(n as u32).to_le_bytes());
+        }
+        _ => {
+            out.push(0xff);
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,5 +240,37 @@ mod tests {
             Header::parse(&bad, magic),
             Err(ProtocolError::V1InvalidCommand(_))
         ));
+    }
+
+    #[test]
+    fn compact_size_round_trips_at_every_width() {
+        for (n, width) in [
+            (0, 1),
+            (0xfc, 1),
+            (0xfd, 3),
+            (0xffff, 3),
+            (0x1_0000, 5),
+            (0xffff_ffff, 5),
+            (0x1_0000_0000, 9),
+            (u64::MAX, 9),
+        ] {
+            let mut out = Vec::new();
+            write_compact_size(&mut out, n);
+            assert_eq!(out.len(), width, "{n:#x}");
+            out.push(0xaa);
+            let mut reader = PayloadReader(&out);
+            assert_eq!(reader.compact_size(), Some(n));
+            assert_eq!(reader.rest(), [0xaa]);
+        }
+    }
+
+    #[test]
+    fn a_field_past_the_end_reads_as_none() {
+        assert_eq!(PayloadReader(&[0xfd, 1]).compact_size(), None);
+        assert_eq!(PayloadReader(&[]).compact_size(), None);
+        let mut reader = PayloadReader(&[1, 2, 3]);
+        assert_eq!(reader.take(2), Some(&[1, 2][..]));
+        assert_eq!(reader.take(2), None);
+        assert_eq!(reader.rest(), [3]);
     }
 }

@@ -49,7 +49,12 @@ impl Context {
     }
 
     pub(crate) fn stranger_log(&self, front: Front) -> &LogBudget {
-        &self.stranger_log[front as usize]
+        let index = match front {
+            Front::Redirect | Front::Unknown => 0,
+            Front::Inbound => 1,
+            Front::Socks5 => 2,
+        };
+        &self.stranger_log[index]
     }
 
     /// A connection's cover schedule, with `--shaping cover`.

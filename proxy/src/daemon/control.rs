@@ -24,17 +24,17 @@ const MAX_REQUEST: usize = 4096;
 const MAX_CLIENTS: usize = 4;
 
 /// What the control socket needs to answer.
-pub struct Control {
-    pub registry: Arc<Registry>,
-    pub listen: Vec<SocketAddr>,
-    pub inbound: Vec<SocketAddr>,
-    pub upstream_socks5: Option<SocketAddr>,
-    pub started: SystemTime,
+pub(crate) struct Control {
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) listen: Vec<SocketAddr>,
+    pub(crate) inbound: Vec<SocketAddr>,
+    pub(crate) upstream_socks5: Option<SocketAddr>,
+    pub(crate) started: SystemTime,
 }
 
 /// The path of a control socket this proxy made itself: removed when dropped, as the proxy
 /// stops.
-pub struct Made {
+pub(crate) struct Made {
     path: std::path::PathBuf,
 }
 
@@ -46,7 +46,7 @@ impl Drop for Made {
 
 /// Why the control socket cannot be made.
 #[derive(Debug, thiserror::Error)]
-pub enum BindError {
+pub(crate) enum BindError {
     #[error(
         "another proxy answers on the control socket {0}: stop it, or give this one \
          --control PATH (or --no-control)"
@@ -70,7 +70,7 @@ pub enum BindError {
 
 /// Makes the control socket's directory when it is missing, owned by `account` (the user a
 /// root-started proxy becomes), so that the proxy can make and remove its socket there.
-pub fn prepare_dir(path: &Path, account: &nix::unistd::User) -> std::io::Result<()> {
+pub(crate) fn prepare_dir(path: &Path, account: &nix::unistd::User) -> std::io::Result<()> {
     let Some(dir) = path.parent().filter(|d| !d.exists()) else {
         return Ok(());
     };
@@ -83,7 +83,7 @@ pub fn prepare_dir(path: &Path, account: &nix::unistd::User) -> std::io::Result<
 /// to another live proxy and is left alone, a stale one is replaced. Bound before the proxy
 /// gives up its privileges (clients check who answers: root or the proxy's user), then handed
 /// to `owner`, whose group may read and write it.
-pub fn bind(
+pub(crate) fn bind(
     path: &Path,
     owner: Option<&nix::unistd::User>,
 ) -> Result<(std::os::unix::net::UnixListener, Made), BindError> {
@@ -152,7 +152,7 @@ fn check_dir(dir: &Path, owner: Option<&nix::unistd::User>) -> Result<(), String
     Ok(())
 }
 
-pub async fn serve(listener: UnixListener, control: Arc<Control>, shutdown: CancellationToken) {
+pub(crate) async fn serve(listener: UnixListener, control: Arc<Control>, shutdown: CancellationToken) {
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
     loop {
         let accepted = tokio::select! {

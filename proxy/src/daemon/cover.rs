@@ -7,13 +7,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// A token bucket of bytes per second, holding at most one second's worth.
-pub struct Budget {
+pub(super) struct Budget {
     rate: u64,
     state: Mutex<(f64, Instant)>,
 }
 
 impl Budget {
-    pub fn per_second(rate: u64) -> Budget {
+    pub(super) fn per_second(rate: u64) -> Budget {
         Budget {
             rate,
             state: Mutex::new((rate as f64, Instant::now())),
@@ -21,7 +21,7 @@ impl Budget {
     }
 
     /// Spends `bytes` if the bucket holds them.
-    pub fn take(&self, bytes: usize) -> bool {
+    pub(super) fn take(&self, bytes: usize) -> bool {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let (tokens, last) = &mut *state;
         let now = Instant::now();
@@ -38,14 +38,14 @@ impl Budget {
 }
 
 /// One connection's cover schedule and budgets.
-pub struct Cover {
+pub(super) struct Cover {
     interval: Duration,
     connection: Budget,
     global: Arc<Budget>,
 }
 
 impl Cover {
-    pub fn new(interval: Duration, per_connection: u64, global: Arc<Budget>) -> Cover {
+    pub(super) fn new(interval: Duration, per_connection: u64, global: Arc<Budget>) -> Cover {
         Cover {
             interval,
             connection: Budget::per_second(per_connection),
@@ -55,7 +55,7 @@ impl Cover {
 
     /// The idle time before the next decoy: the interval times a random factor in [0.5, 1.5),
     /// so that cover carries no clock.
-    pub fn next_wait(&self) -> Duration {
+    pub(super) fn next_wait(&self) -> Duration {
         let mut random = [0u8; 2];
         let factor = match getrandom::fill(&mut random) {
             Ok(()) => 0.5 + f64::from(u16::from_le_bytes(random)) / 65536.0,
@@ -65,7 +65,7 @@ impl Cover {
     }
 
     /// Whether both budgets allow `bytes` more of cover now.
-    pub fn take(&self, bytes: usize) -> bool {
+    pub(super) fn take(&self, bytes: usize) -> bool {
         // The connection's first: a refusal there spends nothing of the proxy's.
         self.connection.take(bytes) && self.global.take(bytes)
     }

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 /// Why a destination is not relayed to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Forbidden {
+pub(super) enum Forbidden {
     Unspecified,
     Loopback,
     Multicast,
@@ -38,7 +38,7 @@ impl fmt::Display for Forbidden {
 }
 
 /// Checks an address a connection would be relayed to (after any local name resolution).
-pub fn check(ip: IpAddr) -> Result<(), Forbidden> {
+pub(super) fn check(ip: IpAddr) -> Result<(), Forbidden> {
     // A v4-mapped address names an IPv4 host.
     let ip = ip.to_canonical();
     let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());

@@ -15,7 +15,7 @@ use super::config::DEFAULT_LISTEN;
 
 /// Whether this proxy will serve inbound connections: `--inbound`, or an inbound socket from
 /// systemd.
-pub fn inbound_wanted(explicit: &[SocketAddr]) -> bool {
+pub(crate) fn inbound_wanted(explicit: &[SocketAddr]) -> bool {
     let ours = std::env::var("LISTEN_PID").ok() == Some(std::process::id().to_string());
     !explicit.is_empty()
         || (ours
@@ -40,7 +40,7 @@ const MAX_LISTEN_FDS: RawFd = 64;
 const BACKLOG: u32 = 4096;
 
 /// The sockets the proxy accepts on.
-pub struct Listeners {
+pub(crate) struct Listeners {
     pub tcp: Vec<TcpListener>,
     /// For inbound mode: peers' connections to the local node.
     pub inbound: Vec<TcpListener>,
@@ -56,7 +56,7 @@ pub struct Listeners {
 /// only when none of these gave any. A default address that does not exist on this host (IPv6 disabled, say)
 /// is skipped with a warning as long as another one works. An address that another program
 /// holds is always fatal: the redirect would hand the group's connections to that program.
-pub fn open(
+pub(crate) fn open(
     explicit: &[SocketAddr],
     inbound_addrs: &[SocketAddr],
     socks5_addrs: &[SocketAddr],
@@ -180,7 +180,7 @@ fn warn_if_unprivileged(addr: SocketAddr) {
 
 /// Binds a non-blocking listener with `SO_REUSEADDR` (a restart does not wait out TIME_WAIT)
 /// and a listen queue of [`BACKLOG`].
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let family = match addr {
         SocketAddr::V4(_) => AddressFamily::Inet,
         SocketAddr::V6(_) => AddressFamily::Inet6,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 const WINDOW: Duration = Duration::from_secs(1);
 
-pub struct LogBudget {
+pub(super) struct LogBudget {
     per_window: u32,
     window: Mutex<Window>,
 }
@@ -22,7 +22,7 @@ struct Window {
 }
 
 impl LogBudget {
-    pub const fn per_second(lines: u32) -> Self {
+    pub(super) const fn per_second(lines: u32) -> Self {
         LogBudget {
             per_window: lines,
             window: Mutex::new(Window {
@@ -35,7 +35,7 @@ impl LogBudget {
 
     /// `Some` when this event may be logged, with how many were left out before it; `None`
     /// when it must not.
-    pub fn take(&self, now: Instant) -> Option<Suppressed> {
+    pub(super) fn take(&self, now: Instant) -> Option<Suppressed> {
         let mut window = self
             .window
             .lock()
@@ -59,7 +59,7 @@ impl LogBudget {
 
 /// Events left out before a line that is logged: the end of that line says how many.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Suppressed(pub u64);
+pub(super) struct Suppressed(pub u64);
 
 impl std::fmt::Display for Suppressed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

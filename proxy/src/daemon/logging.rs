@@ -11,7 +11,7 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
 /// Installs the global subscriber. `level` applies to this crate; RUST_LOG overrides it.
-pub fn init(level: &str) -> anyhow::Result<()> {
+pub(crate) fn init(level: &str) -> anyhow::Result<()> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.is_empty() => EnvFilter::try_new(directives)?,
         _ => EnvFilter::try_new(format!("warn,bip324_proxy={level}")).map_err(|_| {
@@ -69,7 +69,7 @@ where
 /// fake line), non-ASCII, backslashes and double quotes (which delimit tracing's quoted values)
 /// come out as Rust escapes (`\n`, `\u{e9}`, `\\`, `\"`), printable ASCII as it is. An
 /// apostrophe stays: our own messages have them, and nothing in a line is quoted with it.
-pub struct LogSafe<T>(pub T);
+pub(crate) struct LogSafe<T>(pub T);
 
 impl<T: fmt::Display> fmt::Display for LogSafe<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -21,7 +21,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use super::original_dst::canonical;
 
 #[derive(Default)]
-pub struct LoopGuard {
+pub(crate) struct LoopGuard {
     /// Live upstream source endpoints, by registration: the port from `bind()`, the address
     /// once `connect()` chose it (`None` while connecting).
     upstreams: Mutex<HashMap<u64, (Option<IpAddr>, u16)>>,
@@ -57,7 +57,7 @@ impl LoopGuard {
 
     /// Connects to `destination` from a source endpoint registered for the whole life of the
     /// returned stream.
-    pub async fn connect(
+    pub(crate) async fn connect(
         self: &Arc<Self>,
         destination: SocketAddr,
     ) -> io::Result<(TcpStream, UpstreamPort)> {
@@ -87,7 +87,7 @@ impl LoopGuard {
 }
 
 /// Keeps an upstream source endpoint registered; dropping it unregisters the endpoint.
-pub struct UpstreamPort {
+pub(crate) struct UpstreamPort {
     guard: Arc<LoopGuard>,
     id: u64,
 }

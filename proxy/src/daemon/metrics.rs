@@ -52,7 +52,7 @@ pub(crate) enum Flow {
     DialledToAccepted = 1,
 }
 
-pub struct Metrics {
+pub(crate) struct Metrics {
     opened: [AtomicU64; TransportKind::ALL.len()],
     inbound_opened: [AtomicU64; TransportKind::ALL.len()],
     socks5_replies: [AtomicU64; Reply::ALL.len()],
@@ -124,15 +124,15 @@ impl Metrics {
     }
 
     /// A reply sent to a SOCKS5 client.
-    pub fn socks5_reply(&self, code: Reply) {
+    pub(crate) fn socks5_reply(&self, code: Reply) {
         bump(&self.socks5_replies[code as usize]);
     }
 
-    pub fn refused(&self, reason: RefusalKind) {
+    pub(crate) fn refused(&self, reason: RefusalKind) {
         bump(&self.refused[reason as usize]);
     }
 
-    pub fn failed(&self, reason: FailureReason) {
+    pub(crate) fn failed(&self, reason: FailureReason) {
         bump(&self.failed[reason as usize]);
     }
 
@@ -140,15 +140,15 @@ impl Metrics {
         bump(&self.messages[flow as usize][type_index(command)]);
     }
 
-    pub fn decoy(&self) {
+    pub(crate) fn decoy(&self) {
         bump(&self.decoys);
     }
 
-    pub fn dropped(&self) {
+    pub(crate) fn dropped(&self) {
         bump(&self.dropped);
     }
 
-    pub fn handshake(&self, duration: Duration) {
+    pub(crate) fn handshake(&self, duration: Duration) {
         let seconds = duration.as_secs_f64();
         for (bucket, bound) in self.handshake_buckets.iter().zip(BUCKETS) {
             if seconds <= bound {
@@ -161,7 +161,7 @@ impl Metrics {
     }
 
     /// The text exposition format (version 0.0.4).
-    pub fn render(&self, registry: &Registry) -> String {
+    pub(crate) fn render(&self, registry: &Registry) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = String::new();
         render_labelled(
@@ -210,21 +210,18 @@ impl Metrics {
             "# HELP bip324_proxy_connections_open Connections open now.\n# TYPE bip324_proxy_connections_open gauge\nbip324_proxy_connections_open {}",
             registry.len()
         );
-        let totals = registry.totals();
+        let wire = registry.wire_totals().0;
         let _ = writeln!(
             out,
-            "# HELP bip324_proxy_bytes_total Bytes moved, by direction and by side: v1 between client and proxy, v2 between proxy and remote.\n# TYPE bip324_proxy_bytes_total counter"
+            "# HELP bip324_proxy_bytes_total Bytes moved, counted on both sockets of each connection, by direction (from the accepted socket, a client or an inbound peer, to the dialled one, or back) and by wire: v2 on a socket that carries a v2 session, v1 for plaintext (v1, or bytes passed through unchanged).\n# TYPE bip324_proxy_bytes_total counter"
         );
-        for (direction, side, value) in [
-            ("client_to_remote", "v1", totals.client_in),
-            ("client_to_remote", "v2", totals.remote_out),
-            ("remote_to_client", "v2", totals.remote_in),
-            ("remote_to_client", "v1", totals.client_out),
-        ] {
-            let _ = writeln!(
-                out,
-                "bip324_proxy_bytes_total{{direction=\"{direction}\",side=\"{side}\"}} {value}"
-            );
+        for (direction, bytes) in ["client_to_remote", "remote_to_client"].iter().zip(wire) {
+            for (side, value) in ["v1", "v2"].iter().zip(bytes) {
+                let _ = writeln!(
+                    out,
+                    "bip324_proxy_bytes_total{{direction=\"{direction}\",side=\"{side}\"}} {value}"
+                );
+            }
         }
         let _ = writeln!(
             out,
@@ -387,7 +384,7 @@ fn render_labelled(
 
 /// Serves `GET /metrics` until shutdown. A scrape reads counters and takes the registry lock
 /// briefly; requests are small, bounded and time-limited.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     registry: Arc<Registry>,

@@ -1,28 +1,28 @@
 //! The `bip324-proxy` daemon: listeners, the accept loop, and shutdown.
 
-pub mod config;
+mod config;
 mod connection;
 mod context;
-pub mod control;
-pub mod cover;
-pub mod destination;
+mod control;
+mod cover;
+mod destination;
 mod front;
-pub mod labels;
-pub mod listeners;
-pub mod log_budget;
-pub mod logging;
-pub mod loop_guard;
-pub mod metrics;
-pub mod original_dst;
-pub mod pending;
-pub mod privileges;
-pub mod registry;
-pub mod relay;
-pub mod socks5;
-pub mod startup;
-pub mod transparent;
-pub mod upstream;
-pub mod v2_connect;
+mod labels;
+pub(crate) mod listeners;
+mod log_budget;
+pub(crate) mod logging;
+mod loop_guard;
+mod metrics;
+mod original_dst;
+mod pending;
+mod privileges;
+mod registry;
+mod relay;
+mod socks5;
+pub(crate) mod startup;
+pub(crate) mod transparent;
+mod upstream;
+mod v2_connect;
 
 use std::io;
 use std::net::SocketAddr;
@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-pub use config::Config;
+pub(crate) use config::Config;
 use context::Context;
 use front::{Arrival, Front};
 
@@ -70,7 +70,7 @@ fn raise_fd_limit(max_connections: usize) {
 }
 
 /// Runs the proxy until SIGTERM or SIGINT, on the sockets `startup::prepare` opened.
-pub async fn run(config: Config, prepared: startup::Prepared) -> anyhow::Result<()> {
+pub(crate) async fn run(config: Config, prepared: startup::Prepared) -> anyhow::Result<()> {
     if config.v1_fallback_ttl.is_some() {
         warn!(
             "--v1-fallback-ttl is ignored: v1-only destinations are no longer remembered (one \
@@ -178,7 +178,7 @@ pub async fn run(config: Config, prepared: startup::Prepared) -> anyhow::Result<
     let (redirect_pool, inbound_pool, socks5_pool) = (pool(), pool(), pool());
     for (listener, front) in fronts {
         let pool = match front {
-            Front::Redirect => &redirect_pool,
+            Front::Redirect | Front::Unknown => &redirect_pool,
             Front::Inbound => &inbound_pool,
             Front::Socks5 => &socks5_pool,
         };
@@ -247,7 +247,7 @@ async fn accept_loop(
                 let (ctx, shutdown) = (Arc::clone(&ctx), shutdown.clone());
                 connections.spawn(
                     async move {
-                        match front.arrive(stream, client, &ctx).await {
+                        match front::arrive(front, stream, client, &ctx).await {
                             Arrival::Connection(accepted) => {
                                 connection::run(*accepted, id, &ctx, &shutdown).await;
                             }

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 /// of the connection: an IPv4 client accepted on a dual-stack `[::]` listener arrives
 /// v4-mapped, and its record is an IPv4 one. `Ok(None)` when the kernel has no record: not
 /// redirected.
-pub fn original_destination(stream: &TcpStream) -> io::Result<Option<SocketAddr>> {
+pub(super) fn original_destination(stream: &TcpStream) -> io::Result<Option<SocketAddr>> {
     let result = match canonical(stream.local_addr()?) {
         SocketAddr::V4(_) => getsockopt(stream, sockopt::OriginalDst).map(|sa| {
             SocketAddr::V4(SocketAddrV4::new(
@@ -38,7 +38,7 @@ pub fn original_destination(stream: &TcpStream) -> io::Result<Option<SocketAddr>
 }
 
 /// A v4-mapped IPv6 address names an IPv4 host: connect to it over IPv4.
-pub fn canonical(addr: SocketAddr) -> SocketAddr {
+pub(super) fn canonical(addr: SocketAddr) -> SocketAddr {
     match addr {
         SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
             Some(v4) => SocketAddr::new(v4.into(), v6.port()),

@@ -16,11 +16,11 @@ use tokio_util::sync::CancellationToken;
 
 /// Most connections of one address still in their first bytes or handshake: more than an
 /// honest peer (or a few behind one NAT) opens at once.
-pub const PER_ADDRESS: usize = 4;
+pub(super) const PER_ADDRESS: usize = 4;
 
 /// Most connections of one source network still in their first bytes or handshake: far more
 /// than honest peers open at once, far fewer than the connection limit.
-pub const PER_NETWORK: usize = 16;
+pub(super) const PER_NETWORK: usize = 16;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Group([u8; 4]);
@@ -54,12 +54,12 @@ struct State {
 }
 
 #[derive(Default)]
-pub struct PendingPerSource {
+pub(super) struct PendingPerSource {
     state: Mutex<State>,
 }
 
 /// One pending connection; dropping it (the connection reached the node, or ended) frees it.
-pub struct Pending {
+pub(super) struct Pending {
     owner: Arc<PendingPerSource>,
     group: Group,
     seq: u64,
@@ -70,7 +70,7 @@ impl PendingPerSource {
     /// Counts a connection from `ip`; `None` when that address already holds `PER_ADDRESS`.
     /// When its network is full, the oldest connection of the address holding the most
     /// there is evicted to make room (its `Pending::evicted` completes).
-    pub fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<Pending> {
+    pub(super) fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<Pending> {
         let ip = ip.to_canonical();
         let group = group(ip);
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -112,7 +112,7 @@ fn victim(entries: &[Entry]) -> usize {
 impl Pending {
     /// Completes when this connection was evicted to admit a newcomer of its network: the
     /// caller closes it.
-    pub async fn evicted(&self) {
+    pub(super) async fn evicted(&self) {
         self.evict.cancelled().await;
     }
 }

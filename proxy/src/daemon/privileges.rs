@@ -11,7 +11,7 @@ use super::config::DEFAULT_USER;
 
 /// The user a proxy started as root becomes (`user`, or the default); `None` when it was
 /// not started as root.
-pub fn account(user: Option<&str>) -> anyhow::Result<Option<User>> {
+pub(super) fn account(user: Option<&str>) -> anyhow::Result<Option<User>> {
     if !Uid::effective().is_root() {
         if let Some(user) = user {
             warn!("--user {user} is ignored: the proxy was not started as root");
@@ -47,7 +47,7 @@ pub fn account(user: Option<&str>) -> anyhow::Result<Option<User>> {
 /// started as root, and empty ambient, inheritable, effective and permitted sets. Must run
 /// while this is the process's only thread: capabilities belong to threads, and threads made
 /// afterwards inherit these empty sets.
-pub fn give_up(account: Option<&User>) -> anyhow::Result<()> {
+pub(super) fn give_up(account: Option<&User>) -> anyhow::Result<()> {
     nix::sys::prctl::set_no_new_privs().context("cannot set no_new_privs")?;
     if caps::has_cap(None, CapSet::Effective, caps::Capability::CAP_SETPCAP).unwrap_or(false) {
         caps::clear(None, CapSet::Bounding).context("cannot empty the bounding set")?;

@@ -8,55 +8,61 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bip324_control::{ConnectionStatus, Counts, Direction, EndedConnection, Outcome, RECENT};
+use bip324_control::{ConnectionStatus, Counts, EndedConnection, Outcome, RECENT};
 
-use super::labels::{CloseKind, FailureReason, TransportKind};
-use super::relay::Traffic;
+use super::labels::{CloseKind, Direction, FailureReason, Front, TransportKind};
+use super::relay::{Side, Traffic};
 
 /// One live connection; its counters are updated by its relay without locking.
-pub struct Entry {
+pub(crate) struct Entry {
     id: u64,
+    front: Front,
     direction: Direction,
     client: SocketAddr,
     destination: SocketAddr,
     started: SystemTime,
-    pub traffic: Traffic,
-    pub messages_from_client: AtomicU64,
-    pub messages_to_client: AtomicU64,
+    pub(crate) traffic: Traffic,
+    pub(crate) messages_from_client: AtomicU64,
+    pub(crate) messages_to_client: AtomicU64,
     opened: Mutex<Opened>,
 }
 
-#[derive(Default)]
 struct Opened {
+    /// The socket that carries v2: the dialled one out, the accepted one in, none once the
+    /// connection opened in plaintext.
+    encrypted: Option<Side>,
     network: Option<String>,
-    transport: Option<&'static str>,
+    transport: Option<TransportKind>,
     session_id: Option<String>,
     outcome: Option<Outcome>,
 }
 
 impl Entry {
-    pub fn network(&self) -> Option<String> {
+    pub(crate) fn network(&self) -> Option<String> {
         self.opened().network.clone()
     }
 
-    pub fn set_network(&self, network: String) {
+    pub(crate) fn set_network(&self, network: String) {
         self.opened().network = Some(network);
     }
 
-    pub fn set_opened(&self, transport: TransportKind, session_id: Option<[u8; 32]>) {
+    pub(crate) fn set_opened(&self, transport: TransportKind, session_id: Option<[u8; 32]>) {
         let mut opened = self.opened();
-        opened.transport = Some(transport.as_str());
+        opened.transport = Some(transport);
+        if transport != TransportKind::V2 {
+            opened.encrypted = None;
+        }
         opened.session_id = session_id.map(hex::encode);
     }
 
     /// It ended before it was relayed.
-    pub fn set_failed(&self, reason: FailureReason) {
-        self.opened().outcome = Some(Outcome::Failed(reason.as_str().to_string()));
+    pub(crate) fn set_failed(&self, reason: FailureReason) {
+        self.opened().outcome = Some(Outcome::Failed(reason));
     }
 
     /// It was relayed, then closed.
-    pub fn set_closed(&self, kind: CloseKind) {
-        self.opened().outcome = Some(Outcome::Closed(kind.as_str().to_string()));
+    pub(crate) fn set_closed(&self, kind: CloseKind) {
+        self.opened().outcome = Some(Outcome::Closed(kind));
     }
 
     fn ended(&self) -> EndedConnection {
@@ -64,14 +70,15 @@ impl Entry {
         EndedConnection {
             id: self.id,
             direction: self.direction,
+            front: self.front,
             client: self.client,
             destination: self.destination,
             ended: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or(Duration::ZERO)
                 .as_secs_f64(),
-            transport: opened.transport.map(str::to_string),
-            outcome: opened.outcome.clone().unwrap_or(Outcome::Unknown),
+            transport: opened.transport,
+            outcome: opened.outcome.unwrap_or(Outcome::Unknown),
         }
     }
 
@@ -88,10 +95,11 @@ impl Entry {
         ConnectionStatus {
             id: self.id,
             direction: self.direction,
+            front: self.front,
             client: self.client,
             destination: self.destination,
             network: opened.network.clone(),
-            transport: opened.transport.unwrap_or("connecting").to_string(),
+            transport: opened.transport,
             session_id: opened.session_id.clone(),
             started: started.as_secs_f64(),
             duration_seconds: self
@@ -101,6 +109,24 @@ impl Entry {
                 .as_secs_f64(),
             counts: self.counts(),
         }
+    }
+
+    /// Bytes by flow and by wire, as the metrics show them.
+    fn wire(&self) -> WireBytes {
+        let encrypted = self.opened().encrypted;
+        let t = &self.traffic;
+        let mut wire = WireBytes::default();
+        // Each flow reads from one socket and writes to the other.
+        for (flow, (from, read), (to, written)) in [
+            (0, (Side::Accepted, &t.accepted_in), (Side::Dialled, &t.dialled_out)),
+            (1, (Side::Dialled, &t.dialled_in), (Side::Accepted, &t.accepted_out)),
+        ] {
+            for (side, counter) in [(from, read), (to, written)] {
+                let v2 = usize::from(encrypted == Some(side));
+                wire.0[flow][v2] += counter.load(Ordering::Relaxed);
+            }
+        }
+        wire
     }
 
     fn counts(&self) -> Counts {
@@ -116,8 +142,21 @@ impl Entry {
     }
 }
 
+/// Bytes by flow (`[0]` from the accepted socket to the dialled one, `[1]` back) and by wire
+/// (`[0]` plaintext: v1, or passed through unchanged; `[1]` v2), counted on both sockets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct WireBytes(pub(crate) [[u64; 2]; 2]);
+
+impl WireBytes {
+    fn add(&mut self, other: WireBytes) {
+        for (mine, theirs) in self.0.iter_mut().flatten().zip(other.0.iter().flatten()) {
+            *mine += theirs;
+        }
+    }
+}
+
 #[derive(Default)]
-pub struct Registry {
+pub(crate) struct Registry {
     live: Mutex<Live>,
 }
 
@@ -127,21 +166,23 @@ pub struct Registry {
 struct Live {
     entries: HashMap<u64, Arc<Entry>>,
     closed: Counts,
+    closed_wire: WireBytes,
     /// The last `RECENT` ended connections, oldest first: bounded, whatever the churn.
     recent: VecDeque<EndedConnection>,
 }
 
 impl Registry {
     /// Adds a connection; it leaves the registry when the returned guard drops.
-    pub fn register(
+    pub(crate) fn register(
         self: &Arc<Self>,
         id: u64,
-        direction: Direction,
+        (front, direction): (Front, Direction),
         client: SocketAddr,
         destination: SocketAddr,
     ) -> Registration {
         let entry = Arc::new(Entry {
             id,
+            front,
             direction,
             client,
             destination,
@@ -149,7 +190,16 @@ impl Registry {
             traffic: Traffic::default(),
             messages_from_client: AtomicU64::new(0),
             messages_to_client: AtomicU64::new(0),
-            opened: Mutex::default(),
+            opened: Mutex::new(Opened {
+                encrypted: Some(match direction {
+                    Direction::Inbound => Side::Accepted,
+                    Direction::Outbound => Side::Dialled,
+                }),
+                network: None,
+                transport: None,
+                session_id: None,
+                outcome: None,
+            }),
         });
         self.lock().entries.insert(id, Arc::clone(&entry));
         Registration {
@@ -162,12 +212,12 @@ impl Registry {
         self.live.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().entries.len()
     }
 
     /// Traffic of every connection so far, the live ones included.
-    pub fn totals(&self) -> Counts {
+    pub(crate) fn totals(&self) -> Counts {
         let live = self.lock();
         let mut totals = live.closed;
         for entry in live.entries.values() {
@@ -176,17 +226,23 @@ impl Registry {
         totals
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// Bytes of every connection so far by flow and wire, the live ones included.
+    pub(crate) fn wire_totals(&self) -> WireBytes {
+        let live = self.lock();
+        let mut totals = live.closed_wire;
+        for entry in live.entries.values() {
+            totals.add(entry.wire());
+        }
+        totals
     }
 
     /// The last few connections that ended, oldest first.
-    pub fn recent(&self) -> Vec<EndedConnection> {
+    pub(crate) fn recent(&self) -> Vec<EndedConnection> {
         self.lock().recent.iter().cloned().collect()
     }
 
     /// Every live connection, oldest first. The lock is held only to copy the handles.
-    pub fn snapshot(&self) -> Vec<ConnectionStatus> {
+    pub(crate) fn snapshot(&self) -> Vec<ConnectionStatus> {
         let entries: Vec<Arc<Entry>> = self.lock().entries.values().cloned().collect();
         let mut statuses: Vec<ConnectionStatus> = entries.iter().map(|e| e.status()).collect();
         statuses.sort_by_key(|s| s.id);
@@ -195,9 +251,9 @@ impl Registry {
 }
 
 /// Keeps a connection listed; dropping it unlists it.
-pub struct Registration {
+pub(crate) struct Registration {
     registry: Arc<Registry>,
-    pub entry: Arc<Entry>,
+    pub(crate) entry: Arc<Entry>,
 }
 
 impl Drop for Registration {
@@ -206,6 +262,7 @@ impl Drop for Registration {
         let mut live = self.registry.lock();
         live.entries.remove(&self.entry.id);
         live.closed.add(self.entry.counts());
+        live.closed_wire.add(self.entry.wire());
         if live.recent.len() >= RECENT {
             live.recent.pop_front();
         }
@@ -217,19 +274,22 @@ impl Drop for Registration {
 mod tests {
     use super::*;
 
+    const SOCKS5: (Front, Direction) = (Front::Socks5, Direction::Outbound);
+    const INBOUND: (Front, Direction) = (Front::Inbound, Direction::Inbound);
+
     #[test]
     fn connections_are_listed_while_registered() {
         let registry = Arc::new(Registry::default());
         let client: SocketAddr = "10.0.0.1:5000".parse().unwrap();
         let destination: SocketAddr = "10.0.0.2:8333".parse().unwrap();
-        let first = registry.register(1, Direction::Outbound, client, destination);
-        let second = registry.register(2, Direction::Inbound, client, destination);
+        let first = registry.register(1, SOCKS5, client, destination);
+        let second = registry.register(2, INBOUND, client, destination);
         first.entry.set_network("regtest".into());
         first.entry.set_opened(TransportKind::V2, Some([0xab; 32]));
         Traffic::add(&first.entry.traffic.accepted_in, 100);
         let snapshot = registry.snapshot();
         assert_eq!(snapshot.len(), 2);
-        assert_eq!(snapshot[0].transport, "v2");
+        assert_eq!(snapshot[0].transport, Some(TransportKind::V2));
         assert_eq!(snapshot[0].counts.client_in, 100);
         // The control socket's JSON keeps the counts beside the other fields.
         let json = serde_json::to_value(&snapshot[0]).unwrap();
@@ -238,12 +298,22 @@ mod tests {
             snapshot[0].session_id.as_deref(),
             Some(&"ab".repeat(32)[..])
         );
-        assert_eq!(snapshot[1].transport, "connecting");
+        assert_eq!(snapshot[1].transport, None);
         assert_eq!(json["direction"], "outbound");
+        assert_eq!(json["transport"], "v2");
         assert_eq!(snapshot[1].direction, Direction::Inbound);
+        assert_eq!(snapshot[1].front, Front::Inbound);
+        assert_eq!(snapshot[0].front, Front::Socks5);
         Traffic::add(&second.entry.traffic.dialled_out, 7);
         let before = registry.totals();
         assert_eq!((before.client_in, before.remote_out), (100, 7));
+        // Outbound, v2 is on the dialled socket; inbound, on the accepted one.
+        Traffic::add(&second.entry.traffic.accepted_in, 50);
+        assert_eq!(registry.wire_totals(), WireBytes([[107, 50], [0, 0]]));
+        second.entry.set_opened(TransportKind::V1, None);
+        assert_eq!(registry.wire_totals(), WireBytes([[157, 0], [0, 0]]));
+        let wire = registry.wire_totals();
+        let before = registry.totals();
         drop(first);
         assert_eq!(registry.snapshot().len(), 1);
         assert_eq!(
@@ -252,8 +322,9 @@ mod tests {
             "closing moves the counts, keeps the totals"
         );
         drop(second);
-        assert!(registry.is_empty());
+        assert_eq!(registry.len(), 0);
         assert_eq!(registry.totals(), before);
+        assert_eq!(registry.wire_totals(), wire);
     }
 
     /// Ended connections are remembered with how they ended, the last `RECENT` only.
@@ -262,20 +333,23 @@ mod tests {
         let registry = Arc::new(Registry::default());
         let client: SocketAddr = "10.0.0.1:5000".parse().unwrap();
         let destination: SocketAddr = "10.0.0.2:8333".parse().unwrap();
-        let failed = registry.register(1, Direction::Outbound, client, destination);
+        let failed = registry.register(1, SOCKS5, client, destination);
         failed.entry.set_failed(FailureReason::ConnectError);
         drop(failed);
-        let closed = registry.register(2, Direction::Outbound, client, destination);
+        let closed = registry.register(2, SOCKS5, client, destination);
         closed.entry.set_opened(TransportKind::V2, None);
         closed.entry.set_closed(CloseKind::RemoteClosed);
         drop(closed);
         let recent = registry.recent();
-        assert_eq!(recent[0].outcome, Outcome::Failed("connect_error".into()));
+        assert_eq!(
+            recent[0].outcome,
+            Outcome::Failed(FailureReason::ConnectError)
+        );
         assert_eq!(recent[0].transport, None);
-        assert_eq!(recent[1].outcome, Outcome::Closed("remote_closed".into()));
-        assert_eq!(recent[1].transport.as_deref(), Some("v2"));
+        assert_eq!(recent[1].outcome, Outcome::Closed(CloseKind::RemoteClosed));
+        assert_eq!(recent[1].transport, Some(TransportKind::V2));
         for id in 3..3 + RECENT as u64 {
-            drop(registry.register(id, Direction::Outbound, client, destination));
+            drop(registry.register(id, SOCKS5, client, destination));
         }
         let recent = registry.recent();
         assert_eq!(recent.len(), RECENT);

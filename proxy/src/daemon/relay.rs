@@ -42,11 +42,11 @@ impl Side {
 
 /// Bytes moved on each side of one connection, readable while it runs.
 #[derive(Default, Debug)]
-pub struct Traffic {
-    pub accepted_in: AtomicU64,
-    pub accepted_out: AtomicU64,
-    pub dialled_in: AtomicU64,
-    pub dialled_out: AtomicU64,
+pub(crate) struct Traffic {
+    pub(crate) accepted_in: AtomicU64,
+    pub(crate) accepted_out: AtomicU64,
+    pub(crate) dialled_in: AtomicU64,
+    pub(crate) dialled_out: AtomicU64,
 }
 
 impl Traffic {
@@ -57,18 +57,18 @@ impl Traffic {
         }
     }
 
-    pub fn add(counter: &AtomicU64, n: usize) {
+    pub(crate) fn add(counter: &AtomicU64, n: usize) {
         counter.fetch_add(n as u64, Ordering::Relaxed);
     }
 
-    pub fn get(counter: &AtomicU64) -> u64 {
+    pub(crate) fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
 }
 
 /// Why a relayed connection ended.
 #[derive(Debug)]
-pub enum CloseReason {
+pub(crate) enum CloseReason {
     /// `side` closed; `discarded` bytes of an unfinished message from it were dropped.
     Closed {
         side: Side,
@@ -103,24 +103,24 @@ impl CloseReason {
 /// Bytes read from each side before the relay began (first bytes that told a transport, what
 /// came behind a version packet): they go through the pipes first.
 #[derive(Default)]
-pub struct Unread<'a> {
-    pub accepted: &'a [u8],
-    pub dialled: &'a [u8],
+pub(crate) struct Unread<'a> {
+    pub(crate) accepted: &'a [u8],
+    pub(crate) dialled: &'a [u8],
 }
 
 /// What a relay reports to and listens for.
-pub struct RelayContext<'a, E> {
-    pub traffic: &'a Traffic,
+pub(crate) struct RelayContext<'a, E> {
+    pub(crate) traffic: &'a Traffic,
     /// Every message, decoy and dropped message, by the side it came from.
-    pub events: &'a E,
-    pub shutdown: &'a CancellationToken,
+    pub(crate) events: &'a E,
+    pub(crate) shutdown: &'a CancellationToken,
     /// Cover traffic, sent in the direction that reads from this side while it is idle.
-    pub cover: Option<(Side, &'a Cover)>,
+    pub(crate) cover: Option<(Side, &'a Cover)>,
 }
 
 /// Relays until both directions end, one fails, or shutdown is requested. `up` carries the
 /// accepted socket's bytes to the dialled one, `down` the other way.
-pub async fn relay<E: Fn(Side, Event) + Sync>(
+pub(crate) async fn relay<E: Fn(Side, Event) + Sync>(
     accepted: &mut TcpStream,
     dialled: &mut TcpStream,
     up: &mut impl Pipe,

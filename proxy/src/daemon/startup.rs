@@ -11,7 +11,7 @@ use super::listeners::{self, Listeners};
 use super::{control, privileges, transparent};
 
 /// The sockets opened with privileges, ready for the runtime.
-pub struct Prepared {
+pub(crate) struct Prepared {
     pub listeners: Listeners,
     pub metrics: Option<std::net::TcpListener>,
     pub control: Option<std::os::unix::net::UnixListener>,
@@ -24,7 +24,10 @@ pub struct Prepared {
 
 /// Opens every socket, then gives up privileges. `binder`: started by `main` before this when
 /// inbound mode is wanted.
-pub fn prepare(config: &Config, binder: Option<transparent::Unarmed>) -> anyhow::Result<Prepared> {
+pub(crate) fn prepare(
+    config: &Config,
+    binder: Option<transparent::Unarmed>,
+) -> anyhow::Result<Prepared> {
     let mut listeners = listeners::open(&config.listen, &config.inbound, &config.socks5)?;
     if !listeners.inbound.is_empty() && binder.is_none() {
         bail!("inbound listeners without the inbound binder");
@@ -91,7 +94,7 @@ fn own_control_socket(
         );
         return Ok((None, None));
     }
-    let path = config.control_path();
+    let path = super::config::control_path(config);
     if let Some(account) = account {
         if let Err(e) = control::prepare_dir(&path, account) {
             warn!("cannot prepare the control socket's directory: {e}");

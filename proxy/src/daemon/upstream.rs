@@ -13,7 +13,7 @@ use super::socks5::client::{self, Credentials};
 use super::socks5::wire::Target;
 
 /// A destination and the way to it.
-pub struct Dial {
+pub(super) struct Dial {
     pub target: Target,
     /// The upstream SOCKS5 proxy, when configured.
     pub via: Option<SocketAddr>,
@@ -22,7 +22,7 @@ pub struct Dial {
 
 impl Dial {
     /// To a redirected connection's original destination.
-    pub fn to(destination: SocketAddr, via: Option<SocketAddr>) -> Dial {
+    pub(super) fn to(destination: SocketAddr, via: Option<SocketAddr>) -> Dial {
         Dial {
             target: Target::Ip(destination),
             via,
@@ -32,7 +32,10 @@ impl Dial {
 
     /// Connects, from a source endpoint registered with the loop guard for the whole life of
     /// the stream.
-    pub async fn connect(&self, guard: &Arc<LoopGuard>) -> io::Result<(TcpStream, UpstreamPort)> {
+    pub(super) async fn connect(
+        &self,
+        guard: &Arc<LoopGuard>,
+    ) -> io::Result<(TcpStream, UpstreamPort)> {
         match (&self.via, &self.target) {
             (None, Target::Ip(destination)) => guard.connect(*destination).await,
             (None, Target::Domain(..)) => Err(io::Error::other(
@@ -48,7 +51,7 @@ impl Dial {
 
     /// The address of the target's name (Tor's RESOLVE): asked of the upstream proxy when
     /// there is one, never of this host's resolver then.
-    pub async fn resolve(&self, guard: &Arc<LoopGuard>) -> io::Result<IpAddr> {
+    pub(super) async fn resolve(&self, guard: &Arc<LoopGuard>) -> io::Result<IpAddr> {
         match (&self.via, &self.target) {
             (_, Target::Ip(addr)) => Ok(addr.ip()),
             (None, Target::Domain(name, port)) => lookup(name, *port).await.map(|a| a.ip()),
@@ -61,7 +64,7 @@ impl Dial {
 }
 
 /// A name's first address from this host's resolver (only when there is no upstream proxy).
-pub async fn lookup(name: &str, port: u16) -> io::Result<SocketAddr> {
+pub(super) async fn lookup(name: &str, port: u16) -> io::Result<SocketAddr> {
     let unreachable = |e| io::Error::new(io::ErrorKind::HostUnreachable, e);
     tokio::net::lookup_host((name, port))
         .await

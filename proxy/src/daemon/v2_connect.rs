@@ -13,21 +13,21 @@ use super::loop_guard::{LoopGuard, UpstreamPort};
 use super::relay::Traffic;
 use super::upstream::Dial;
 use bip324_protocol::{
-    Event, Handshake, HandshakeEntropy, MAX_GARBAGE_LEN, Magic, Progress, ProtocolError, Role,
-    Session, UsageError,
+    Event, Handshake, HandshakeEntropy, Magic, Progress, ProtocolError, Role, Session, UsageError,
 };
+use bip324_proxy_args::GarbageLen;
 
 /// A connection whose v2 session is established: the remote's version packet authenticated.
-pub struct Established {
-    pub remote: TcpStream,
-    pub port: UpstreamPort,
-    pub session: Box<Session>,
+pub(crate) struct Established {
+    pub(crate) remote: TcpStream,
+    pub(crate) port: UpstreamPort,
+    pub(crate) session: Box<Session>,
     /// Read from the remote with the version packet, beyond what the decoder took.
-    pub unread: Vec<u8>,
+    pub(crate) unread: Vec<u8>,
 }
 
 #[derive(Debug)]
-pub enum HandshakeError {
+pub(crate) enum HandshakeError {
     Connect(io::Error),
     Timeout,
     /// The destination closed the connection.
@@ -40,18 +40,18 @@ pub enum HandshakeError {
 }
 
 #[derive(Debug)]
-pub struct HandshakeFailure {
-    pub error: HandshakeError,
+pub(crate) struct HandshakeFailure {
+    pub(crate) error: HandshakeError,
     /// Bytes sent to and received from the destination when it failed.
-    pub sent: u64,
-    pub received: u64,
+    pub(crate) sent: u64,
+    pub(crate) received: u64,
 }
 
 impl HandshakeFailure {
     /// Bitcoin Core's rule for retrying in v1: the peer sent nothing at all (still in the key
     /// phase) although at least 24 bytes were sent, and it closed, reset, or (our addition
     /// for non-Core nodes that just wait) stayed silent until the timeout.
-    pub fn allows_v1_fallback(&self) -> bool {
+    pub(crate) fn allows_v1_fallback(&self) -> bool {
         let gave_up = matches!(
             self.error,
             HandshakeError::Closed | HandshakeError::Io(_) | HandshakeError::Timeout
@@ -91,48 +91,8 @@ impl From<ProtocolError> for HandshakeError {
     }
 }
 
-/// How long the garbage after the proxy's key is (`--garbage-len`): drawn uniformly from
-/// `min..=max` for each handshake.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct GarbageLen {
-    min: u16,
-    max: u16,
-}
-
-impl GarbageLen {
-    /// Uniform but for a bias below 2^-20 (a span of at most 4096 over 2^32 draws).
-    fn draw(self, random: u32) -> usize {
-        let span = u32::from(self.max - self.min) + 1;
-        usize::from(self.min) + (random % span) as usize
-    }
-}
-
-impl std::str::FromStr for GarbageLen {
-    type Err = String;
-
-    /// `N` or `MIN-MAX`, in bytes, at most 4095.
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bound = |part: &str| -> Result<u16, String> {
-            match part.trim().parse::<u16>() {
-                Ok(n) if usize::from(n) <= MAX_GARBAGE_LEN => Ok(n),
-                _ => Err(format!(
-                    "`{part}` is not a length from 0 to {MAX_GARBAGE_LEN} (e.g. 0, 512 or 0-4095)"
-                )),
-            }
-        };
-        let (min, max) = match s.split_once('-') {
-            Some((min, max)) => (bound(min)?, bound(max)?),
-            None => (bound(s)?, bound(s)?),
-        };
-        if min > max {
-            return Err(format!("{min} is above {max}: write MIN-MAX"));
-        }
-        Ok(GarbageLen { min, max })
-    }
-}
-
 /// Connects to `dial`'s destination and runs the handshake, all within `timeout`.
-pub async fn connect_v2(
+pub(crate) async fn connect_v2(
     guard: &Arc<LoopGuard>,
     dial: &Dial,
     (magic, garbage): (Magic, GarbageLen),
@@ -187,7 +147,7 @@ fn fresh_entropy(garbage_len: GarbageLen) -> Result<HandshakeEntropy, getrandom:
 
 /// `role`'s handshake over `stream`, starting with `first` (bytes already read from it),
 /// until the other side's version packet authenticated. `counters` count bytes in and out.
-pub async fn handshake(
+pub(crate) async fn handshake(
     stream: &mut TcpStream,
     (role, magic, garbage): (Role, Magic, GarbageLen),
     first: &[u8],
@@ -271,21 +231,5 @@ mod tests {
         assert!(!failure(refused, 0, 0).allows_v1_fallback());
         let broken = HandshakeError::Protocol(ProtocolError::NoGarbageTerminator);
         assert!(!failure(broken, 64, 0).allows_v1_fallback());
-    }
-
-    #[test]
-    fn garbage_lengths_parse_and_stay_in_range() {
-        let full: GarbageLen = "0-4095".parse().unwrap();
-        assert_eq!(full.draw(0), 0);
-        assert_eq!(full.draw(4095), 4095);
-        assert_eq!(full.draw(4096), 0);
-        assert_eq!(full.draw(u32::MAX), 4095);
-        let fixed: GarbageLen = "512".parse().unwrap();
-        assert!([0, 1, 777, u32::MAX].iter().all(|&r| fixed.draw(r) == 512));
-        let narrow: GarbageLen = "100-103".parse().unwrap();
-        assert!((0..1000).all(|r| (100..=103).contains(&narrow.draw(r))));
-        for bad in ["4096", "-1", "5-4", "0-4096", "x", ""] {
-            assert!(bad.parse::<GarbageLen>().is_err(), "{bad}");
-        }
     }
 }

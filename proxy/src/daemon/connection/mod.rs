@@ -46,7 +46,7 @@ pub(crate) async fn run(
     let _ = accepted.stream.set_nodelay(true);
     let registration = ctx
         .registry
-        .register(id, direction, client, accepted.destination);
+        .register(id, (front, direction), client, accepted.destination);
     let entry = &registration.entry;
     if let Some(network) = accepted.network {
         entry.set_network(network.name().to_string());

@@ -80,19 +80,24 @@ pub(crate) enum Arrival {
     Served,
 }
 
-impl Front {
-    /// Reads what this front needs from a freshly accepted socket.
-    pub(crate) async fn arrive(self, stream: TcpStream, client: SocketAddr, ctx: &Context) -> Arrival {
-        // A LAN host reaching a `[::]` listener over IPv4 is shown by its IPv4 address.
-        let client = super::original_dst::canonical(client);
-        let accepted = match self {
-            Front::Redirect => redirect::arrive(stream, client, ctx),
-            Front::Inbound => inbound::arrive(stream, client, ctx),
-            Front::Socks5 => return socks5::arrive(stream, client, ctx).await,
-        };
-        match accepted {
-            Ok(accepted) => Arrival::Connection(Box::new(accepted)),
-            Err(refusal) => Arrival::Refused { client, refusal },
-        }
+/// Reads what `front` needs from a freshly accepted socket.
+pub(crate) async fn arrive(
+    front: Front,
+    stream: TcpStream,
+    client: SocketAddr,
+    ctx: &Context,
+) -> Arrival {
+    // A LAN host reaching a `[::]` listener over IPv4 is shown by its IPv4 address.
+    let client = super::original_dst::canonical(client);
+    let accepted = match front {
+        Front::Redirect => redirect::arrive(stream, client, ctx),
+        Front::Inbound => inbound::arrive(stream, client, ctx),
+        Front::Socks5 => return socks5::arrive(stream, client, ctx).await,
+        // A word of a newer proxy, for clients: no listener of this one has it.
+        Front::Unknown => return Arrival::Served,
+    };
+    match accepted {
+        Ok(accepted) => Arrival::Connection(Box::new(accepted)),
+        Err(refusal) => Arrival::Refused { client, refusal },
     }
 }

@@ -11,11 +11,11 @@ use tokio::net::TcpStream;
 
 use super::wire::{self, Target};
 
-pub use super::wire::Credentials;
+pub(crate) use super::wire::Credentials;
 
 /// Asks the upstream proxy on `stream` to connect to `target`; the reply's failure codes
 /// become the errors a direct connect would have given.
-pub async fn connect(
+pub(crate) async fn connect(
     stream: &mut TcpStream,
     target: &Target,
     credentials: Option<&Credentials>,
@@ -26,7 +26,7 @@ pub async fn connect(
 }
 
 /// Asks the upstream proxy on `stream` for the address of `name` (Tor's RESOLVE).
-pub async fn resolve(
+pub(crate) async fn resolve(
     stream: &mut TcpStream,
     name: &str,
     credentials: Option<&Credentials>,

@@ -2,14 +2,14 @@
 //! negotiation are sans-IO, in `bip324_protocol::socks5`; the front end's connections live
 //! with the others, in `connection/socks5.rs`.
 
-pub mod client;
+pub(crate) mod client;
 
-pub use bip324_protocol::socks5 as wire;
+pub(crate) use bip324_protocol::socks5 as wire;
 
 use wire::Reply;
 
 /// What a failed connect's error means to a SOCKS client.
-pub fn reply_for_connect_error(error: &std::io::Error) -> Reply {
+pub(crate) fn reply_for_connect_error(error: &std::io::Error) -> Reply {
     use std::io::ErrorKind;
     match error.kind() {
         ErrorKind::ConnectionRefused => Reply::ConnectionRefused,

@@ -12,7 +12,7 @@
 //! capability.
 
 mod helper;
-pub mod wire;
+pub(crate) mod wire;
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::SocketAddr;
@@ -31,7 +31,7 @@ use tokio::net::TcpStream;
 
 /// Hands out TCP sockets connected (or connecting) to the node from any address.
 #[derive(Clone)]
-pub struct Binder {
+pub(crate) struct Binder {
     inner: Arc<Inner>,
 }
 
@@ -49,7 +49,7 @@ enum Channel {
 }
 
 /// The helper, forked; `arm` once the proxy gave up its privileges.
-pub struct Unarmed {
+pub(crate) struct Unarmed {
     channel: OwnedFd,
     helper: Pid,
 }
@@ -58,7 +58,7 @@ impl Binder {
     /// Forks the binding helper, which may connect only to loopback at `ports`. Call it while
     /// the process has one thread (before the runtime); fails otherwise. The proxy drops
     /// CAP_NET_RAW at once; its other privileges go once its sockets are open.
-    pub fn start(ports: &[u16]) -> anyhow::Result<Unarmed> {
+    pub(crate) fn start(ports: &[u16]) -> anyhow::Result<Unarmed> {
         let threads = std::fs::read_dir("/proc/self/task").map(Iterator::count);
         if threads.as_ref().is_ok_and(|n| *n != 1) {
             bail!("the inbound binding helper must be forked while the proxy has one thread");
@@ -98,7 +98,11 @@ impl Binder {
 
     /// A TCP stream to `node` from `peer` (or from the peer's address with another port when
     /// its port is taken here).
-    pub async fn connect(&self, peer: SocketAddr, node: SocketAddr) -> io::Result<TcpStream> {
+    pub(crate) async fn connect(
+        &self,
+        peer: SocketAddr,
+        node: SocketAddr,
+    ) -> io::Result<TcpStream> {
         let fd = self.request(peer, node).await?;
         let stream = TcpStream::from_std(std::net::TcpStream::from(fd))?;
         stream.writable().await?;
@@ -209,7 +213,7 @@ fn receive(fd: RawFd) -> io::Result<(usize, [u8; wire::REPLY_LEN + 1], Option<Ow
 impl Unarmed {
     /// The proxy gave up its privileges (or had none): the helper becomes the proxy's user
     /// if it was root, and keeps CAP_NET_RAW alone. Fails when the capability is not there.
-    pub fn arm(self) -> anyhow::Result<Binder> {
+    pub(crate) fn arm(self) -> anyhow::Result<Binder> {
         let fd = self.channel.as_raw_fd();
         let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
         let arm = wire::encode_arm(uid.as_raw(), gid.as_raw());

@@ -9,15 +9,15 @@ const TAG_CONNECT: u8 = 1;
 const TAG_ARM: u8 = 2;
 
 /// tag, id, family, peer address and port, node address and port.
-pub const REQUEST_LEN: usize = 1 + 4 + 1 + 16 + 2 + 16 + 2;
+pub(crate) const REQUEST_LEN: usize = 1 + 4 + 1 + 16 + 2 + 16 + 2;
 /// status, id, detail (an errno or a refusal code).
-pub const REPLY_LEN: usize = 1 + 4 + 4;
+pub(crate) const REPLY_LEN: usize = 1 + 4 + 4;
 /// tag, uid, gid.
-pub const ARM_LEN: usize = 1 + 4 + 4;
+pub(crate) const ARM_LEN: usize = 1 + 4 + 4;
 
 /// "Connect from `peer` to `node`": answered under the same `id`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Request {
+pub(crate) struct Request {
     pub id: u32,
     pub peer: SocketAddr,
     pub node: SocketAddr,
@@ -25,7 +25,7 @@ pub struct Request {
 
 /// Why the helper refused a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// Not a well-formed request.
     Malformed = 1,
     /// The destination is not a loopback address.
@@ -66,7 +66,7 @@ impl std::fmt::Display for Refusal {
 
 /// The helper's answer to a `Request`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reply {
+pub(crate) enum Reply {
     /// The socket comes with this message (`SCM_RIGHTS`), its connect under way.
     Connecting,
     Refused(Refusal),
@@ -81,7 +81,7 @@ fn put_ip(out: &mut [u8], ip: IpAddr) {
     }
 }
 
-pub fn encode_request(request: &Request) -> [u8; REQUEST_LEN] {
+pub(crate) fn encode_request(request: &Request) -> [u8; REQUEST_LEN] {
     let mut out = [0u8; REQUEST_LEN];
     out[0] = TAG_CONNECT;
     out[1..5].copy_from_slice(&request.id.to_le_bytes());
@@ -95,7 +95,7 @@ pub fn encode_request(request: &Request) -> [u8; REQUEST_LEN] {
 
 /// Parses a request; its id along with the refusal when the rest is malformed (so the reply
 /// can name it), `None` when not even that can be read.
-pub fn decode_request(bytes: &[u8]) -> Result<Request, Option<u32>> {
+pub(crate) fn decode_request(bytes: &[u8]) -> Result<Request, Option<u32>> {
     let Ok(bytes) = <&[u8; REQUEST_LEN]>::try_from(bytes) else {
         return Err(None);
     };
@@ -127,7 +127,7 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, Option<u32>> {
 
 /// Whether the helper may make this connection: to a loopback address at one of `ports`,
 /// from one host's address (the peer's) of the same family.
-pub fn check(request: &Request, ports: &[u16]) -> Result<(), Refusal> {
+pub(crate) fn check(request: &Request, ports: &[u16]) -> Result<(), Refusal> {
     let (peer, node) = (request.peer, request.node);
     if peer.is_ipv4() != node.is_ipv4() {
         return Err(Refusal::FamilyMismatch);
@@ -148,7 +148,7 @@ pub fn check(request: &Request, ports: &[u16]) -> Result<(), Refusal> {
     Ok(())
 }
 
-pub fn encode_reply(id: u32, reply: Reply) -> [u8; REPLY_LEN] {
+pub(crate) fn encode_reply(id: u32, reply: Reply) -> [u8; REPLY_LEN] {
     let (status, detail) = match reply {
         Reply::Connecting => (0u8, 0u32),
         Reply::Refused(refusal) => (1, refusal as u32),
@@ -162,7 +162,7 @@ pub fn encode_reply(id: u32, reply: Reply) -> [u8; REPLY_LEN] {
 }
 
 /// The id and the reply; `None` for anything malformed.
-pub fn decode_reply(bytes: &[u8]) -> Option<(u32, Reply)> {
+pub(crate) fn decode_reply(bytes: &[u8]) -> Option<(u32, Reply)> {
     let bytes = <&[u8; REPLY_LEN]>::try_from(bytes).ok()?;
     let id = u32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
     let detail = u32::from_le_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]);
@@ -176,7 +176,7 @@ pub fn decode_reply(bytes: &[u8]) -> Option<(u32, Reply)> {
 }
 
 /// "Become `uid`/`gid`, keep only CAP_NET_RAW": the proxy's own identity once it gave up root.
-pub fn encode_arm(uid: u32, gid: u32) -> [u8; ARM_LEN] {
+pub(crate) fn encode_arm(uid: u32, gid: u32) -> [u8; ARM_LEN] {
     let mut out = [0u8; ARM_LEN];
     out[0] = TAG_ARM;
     out[1..5].copy_from_slice(&uid.to_le_bytes());
@@ -184,7 +184,7 @@ pub fn encode_arm(uid: u32, gid: u32) -> [u8; ARM_LEN] {
     out
 }
 
-pub fn decode_arm(bytes: &[u8]) -> Option<(u32, u32)> {
+pub(crate) fn decode_arm(bytes: &[u8]) -> Option<(u32, u32)> {
     let bytes = <&[u8; ARM_LEN]>::try_from(bytes).ok()?;
     if bytes[0] != TAG_ARM {
         return None;
