@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use bip324_e2e::initiator::V2Peer;
-use bip324_e2e::listening_node::{ListeningNode, SERVICES, self_advertisement};
+use bip324_e2e::listening_node::{ListeningNode, SERVICES, Seen, self_advertisement};
 use bip324_e2e::testbed::{CLIENT_V4, CLIENT_V6, Proxy, RedirectCli, TwoHosts};
 use bip324_e2e::v1::{self, Message, REGTEST_MAGIC};
 
@@ -180,6 +180,57 @@ fn v2_and_v1_peers_reach_a_v1_only_node_as_themselves() {
     ] {
         assert!(metrics.contains(line), "{line} in\n{metrics}");
     }
+    // Bytes by wire: toward the node, everything reaches it in plaintext, and the v1 peers'
+    // bytes were plaintext before it too; only the v2 peers' bytes count as v2.
+    let peers = inbound.node.wait_for_peers(4, Duration::from_secs(5));
+    let wire = |seen: &[Seen]| -> u64 {
+        let messages = seen.iter().flat_map(|s| &s.received);
+        messages.map(|m| m.to_wire(REGTEST_MAGIC).len() as u64).sum()
+    };
+    // Peers alternate: v2, v1, v2, v1.
+    let from_v1_peers: Vec<Seen> = peers.iter().skip(1).step_by(2).cloned().collect();
+    let bytes = |direction: &str, side: &str| -> u64 {
+        let series = format!("bip324_proxy_bytes_total{{direction=\"{direction}\",side=\"{side}\"}} ");
+        let value = metrics.lines().find_map(|l| l.strip_prefix(&series));
+        value.and_then(|v| v.trim().parse().ok()).unwrap_or_else(|| panic!("{series}in\n{metrics}"))
+    };
+    assert_eq!(
+        bytes("client_to_remote", "v1"),
+        wire(&peers) + wire(&from_v1_peers),
+        "{metrics}"
+    );
+    let handshakes = 2 * 64;
+    assert!(bytes("client_to_remote", "v2") > handshakes, "{metrics}");
+    assert!(bytes("remote_to_client", "v2") > handshakes, "{metrics}");
+}
+
+/// A peer that breaks v2 after its handshake is cut off, and the node sees a reset, as it
+/// would from a peer that reset its connection: never a clean close it could mistake for a
+/// goodbye.
+#[test]
+fn a_peer_breaking_v2_is_a_reset_to_the_node() {
+    let inbound = Inbound::start(&[]);
+    let node_addr = inbound.node_addr(false);
+    inbound.hosts.remote.run(move || {
+        let mut peer = V2Peer::connect(node_addr, REGTEST_MAGIC, (0, 0)).unwrap();
+        peer.send(&our_version(node_addr)).unwrap();
+        assert_eq!(peer.receive().unwrap().unwrap().command, "version");
+        // A packet whose tag cannot authenticate.
+        peer.send_raw(&[0x55; 3 + 1 + 16 + 24]).unwrap();
+        let _ = peer.receive();
+    });
+    let ended = (0..250).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        inbound.node.wait_for_peers(1, Duration::ZERO)[0].ended
+    });
+    assert_eq!(
+        ended,
+        Some(Err(std::io::ErrorKind::ConnectionReset)),
+        "{}",
+        inbound.proxy.log()
+    );
+    let log = inbound.proxy.log();
+    assert!(log.contains("close=peer_protocol"), "{log}");
 }
 
 /// While a peer is connected, `status` lists it as inbound, with its transport and session.

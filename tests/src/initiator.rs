@@ -61,6 +61,11 @@ impl V2Peer {
         self.stream.write_all(&packet)
     }
 
+    /// Bytes as they are, to break the protocol on purpose.
+    pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
     /// The next message, skipping decoys; `None` when the other side closed.
     pub fn receive(&mut self) -> io::Result<Option<Message>> {
         loop {

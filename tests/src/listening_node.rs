@@ -19,6 +19,9 @@ pub struct Seen {
     /// The peer's address, as the node's `accept` returned it.
     pub peer: SocketAddr,
     pub received: Vec<Message>,
+    /// How the connection ended, once it did: `Ok` for a clean close, else the error's kind
+    /// (`ConnectionReset` for a reset).
+    pub ended: Option<Result<(), io::ErrorKind>>,
 }
 
 pub struct ListeningNode {
@@ -43,9 +46,11 @@ impl ListeningNode {
             let record = Arc::new(Mutex::new(Seen {
                 peer: crate::canonical(peer),
                 received: Vec::new(),
+                ended: None,
             }));
             sink.lock().unwrap().push(Arc::clone(&record));
-            let _ = serve(stream, magic, &payload, advertised, &record);
+            let ended = serve(stream, magic, &payload, advertised, &record);
+            record.lock().unwrap().ended = Some(ended.map_err(|e| e.kind()));
         })?;
         Ok(ListeningNode {
             server,
