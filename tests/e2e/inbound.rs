@@ -185,14 +185,19 @@ fn v2_and_v1_peers_reach_a_v1_only_node_as_themselves() {
     let peers = inbound.node.wait_for_peers(4, Duration::from_secs(5));
     let wire = |seen: &[Seen]| -> u64 {
         let messages = seen.iter().flat_map(|s| &s.received);
-        messages.map(|m| m.to_wire(REGTEST_MAGIC).len() as u64).sum()
+        messages
+            .map(|m| m.to_wire(REGTEST_MAGIC).len() as u64)
+            .sum()
     };
     // Peers alternate: v2, v1, v2, v1.
     let from_v1_peers: Vec<Seen> = peers.iter().skip(1).step_by(2).cloned().collect();
     let bytes = |direction: &str, side: &str| -> u64 {
-        let series = format!("bip324_proxy_bytes_total{{direction=\"{direction}\",side=\"{side}\"}} ");
+        let series =
+            format!("bip324_proxy_bytes_total{{direction=\"{direction}\",side=\"{side}\"}} ");
         let value = metrics.lines().find_map(|l| l.strip_prefix(&series));
-        value.and_then(|v| v.trim().parse().ok()).unwrap_or_else(|| panic!("{series}in\n{metrics}"))
+        value
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{series}in\n{metrics}"))
     };
     assert_eq!(
         bytes("client_to_remote", "v1"),

@@ -152,7 +152,11 @@ fn check_dir(dir: &Path, owner: Option<&nix::unistd::User>) -> Result<(), String
     Ok(())
 }
 
-pub(crate) async fn serve(listener: UnixListener, control: Arc<Control>, shutdown: CancellationToken) {
+pub(crate) async fn serve(
+    listener: UnixListener,
+    control: Arc<Control>,
+    shutdown: CancellationToken,
+) {
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
     loop {
         let accepted = tokio::select! {

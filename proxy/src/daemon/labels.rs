@@ -3,4 +3,6 @@
 //! control socket's JSON share one spelling (`as_str`) with `bip324-redirect`, which reads
 //! them.
 
-pub(crate) use bip324_control::{CloseKind, Direction, FailureReason, Front, RefusalKind, TransportKind};
+pub(crate) use bip324_control::{
+    CloseKind, Direction, FailureReason, Front, RefusalKind, TransportKind,
+};

@@ -118,8 +118,16 @@ impl Entry {
         let mut wire = WireBytes::default();
         // Each flow reads from one socket and writes to the other.
         for (flow, (from, read), (to, written)) in [
-            (0, (Side::Accepted, &t.accepted_in), (Side::Dialled, &t.dialled_out)),
-            (1, (Side::Dialled, &t.dialled_in), (Side::Accepted, &t.accepted_out)),
+            (
+                0,
+                (Side::Accepted, &t.accepted_in),
+                (Side::Dialled, &t.dialled_out),
+            ),
+            (
+                1,
+                (Side::Dialled, &t.dialled_in),
+                (Side::Accepted, &t.accepted_out),
+            ),
         ] {
             for (side, counter) in [(from, read), (to, written)] {
                 let v2 = usize::from(encrypted == Some(side));

@@ -37,7 +37,10 @@ pub(super) fn account(
 }
 
 fn log_event(direction: Direction, from: Side, event: Event) {
-    let (from, to) = (Party::of(direction, from), Party::of(direction, from.other()));
+    let (from, to) = (
+        Party::of(direction, from),
+        Party::of(direction, from.other()),
+    );
     match event {
         Event::Message {
             command,

@@ -71,7 +71,15 @@ pub(super) async fn carry<E: Fn(Side, Event) + Sync>(
         accepted: &opened.unread.0,
         dialled: &opened.unread.1,
     };
-    relay(accepted, &mut opened.dialled, &mut up, &mut down, unread, &cx).await
+    relay(
+        accepted,
+        &mut opened.dialled,
+        &mut up,
+        &mut down,
+        unread,
+        &cx,
+    )
+    .await
 }
 
 /// `edit`, then `stage`.

@@ -17,7 +17,9 @@ pub(crate) enum Failure {
     /// --first-bytes-timeout.
     FirstBytesTimeout,
     /// The accepted socket closed before its first bytes told its transport.
-    ClosedEarly { received: usize },
+    ClosedEarly {
+        received: usize,
+    },
     AcceptedIo(io::Error),
     Connect(io::Error),
     ConnectTimeout,
@@ -120,7 +122,10 @@ impl std::fmt::Display for Described<'_> {
             Failure::AcceptedIo(e) => write!(f, "{accepted} connection failed: {e}"),
             Failure::Connect(e) => write!(f, "cannot connect to the {dialled}: {e}"),
             Failure::ConnectTimeout => {
-                write!(f, "cannot connect to the {dialled} within --handshake-timeout")
+                write!(
+                    f,
+                    "cannot connect to the {dialled} within --handshake-timeout"
+                )
             }
             Failure::Handshake(h) => write!(f, "{h}"),
             Failure::Answering(HandshakeError::Timeout) => write!(
@@ -128,7 +133,10 @@ impl std::fmt::Display for Described<'_> {
                 "the {accepted}'s v2 handshake did not complete within --handshake-timeout"
             ),
             Failure::Answering(HandshakeError::Closed) => {
-                write!(f, "the {accepted} closed the connection during the v2 handshake")
+                write!(
+                    f,
+                    "the {accepted} closed the connection during the v2 handshake"
+                )
             }
             Failure::Answering(HandshakeError::Protocol(e)) => {
                 write!(f, "the {accepted}'s v2 handshake failed: {e}")

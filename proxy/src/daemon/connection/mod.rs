@@ -102,7 +102,15 @@ pub(crate) async fn run(
         cover: None,
     };
     let destination = accepted.destination;
-    let reason = carry::carry(&mut accepted.stream, &mut opened, direction, destination, ctx, cx).await;
+    let reason = carry::carry(
+        &mut accepted.stream,
+        &mut opened,
+        direction,
+        destination,
+        ctx,
+        cx,
+    )
+    .await;
     entry.set_closed(close::kind(&reason, direction));
     report::closed(&line, &reason);
     // A reset or a broken protocol on one side is a reset on the other.

@@ -77,14 +77,31 @@ pub(super) async fn open(
     match &accepted.route {
         Route::Out(dial) => {
             let network = accepted.network;
-            outbound(&mut accepted.stream, dial, network, reply, ctx, entry, events).await
+            outbound(
+                &mut accepted.stream,
+                dial,
+                network,
+                reply,
+                ctx,
+                entry,
+                events,
+            )
+            .await
         }
         Route::In { port } => {
             let network = accepted.network.ok_or_else(|| {
                 Failure::AcceptedIo(io::Error::other("internal error: inbound without network"))
             })?;
             let peer = accepted.client;
-            inbound(&mut accepted.stream, (peer, *port), network, ctx, entry, events).await
+            inbound(
+                &mut accepted.stream,
+                (peer, *port),
+                network,
+                ctx,
+                entry,
+                events,
+            )
+            .await
         }
     }
 }
@@ -242,7 +259,14 @@ async fn reach(
     let mut handshake_events = |event| events(Side::Dialled, event);
     let v2 = (magic, ctx.config.garbage_len);
     let timeout = ctx.config.handshake_timeout;
-    let attempt = connect_v2(&ctx.loop_guard, dial, v2, timeout, traffic, &mut handshake_events);
+    let attempt = connect_v2(
+        &ctx.loop_guard,
+        dial,
+        v2,
+        timeout,
+        traffic,
+        &mut handshake_events,
+    );
     match timed(ctx, attempt).await {
         Ok(established) => Ok(Reached::V2(established)),
         Err(failure) if ctx.config.v1_fallback && failure.allows_v1_fallback() => {

@@ -73,17 +73,16 @@ impl std::fmt::Display for Refusal {
                 "not redirected by the kernel (a direct connection to the proxy's port): the \
                  proxy is not an open relay",
             ),
-            Refusal::DestinationIsProxy => f.write_str(
-                "its destination is the proxy itself: the proxy is not an open relay",
-            ),
+            Refusal::DestinationIsProxy => {
+                f.write_str("its destination is the proxy itself: the proxy is not an open relay")
+            }
             Refusal::OwnUpstream => f.write_str(
                 "loop: the proxy's own upstream connection was redirected back to it; do not \
                  run the proxy with the redirected group, and exempt its user",
             ),
-            Refusal::Forbidden { target, why } => write!(
-                f,
-                "{target}: {why}; the proxy relays to remote nodes only"
-            ),
+            Refusal::Forbidden { target, why } => {
+                write!(f, "{target}: {why}; the proxy relays to remote nodes only")
+            }
             Refusal::TooManyPending => write!(
                 f,
                 "its address already has {PER_ADDRESS} connections that have not reached the node"
@@ -99,7 +98,9 @@ impl std::fmt::Display for Refusal {
                  --inbound-network"
             ),
             Refusal::NotSocks5(e) => write!(f, "not a SOCKS5 client: {e}"),
-            Refusal::NoSocks5Request => f.write_str("no SOCKS5 request within --first-bytes-timeout"),
+            Refusal::NoSocks5Request => {
+                f.write_str("no SOCKS5 request within --first-bytes-timeout")
+            }
             Refusal::Socks5Request(why) => write!(f, "{why}"),
             Refusal::PortNotServed(target) => write!(
                 f,

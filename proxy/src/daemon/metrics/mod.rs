@@ -12,7 +12,6 @@ pub(crate) use http::serve;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-
 use super::labels::{FailureReason, RefusalKind, TransportKind};
 use super::socks5::wire::Reply;
 use bip324_protocol::message_type::{self, SHORT_IDS};

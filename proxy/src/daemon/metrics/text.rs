@@ -173,8 +173,8 @@ mod tests {
 
     /// This process's user and system CPU time, as the kernel accounts it.
     fn cpu_seconds() -> f64 {
-        let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
-            .unwrap();
+        let usage =
+            nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).unwrap();
         let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
         seconds(usage.user_time()) + seconds(usage.system_time())
     }
@@ -251,7 +251,9 @@ mod tests {
         assert!(value("process_start_time_seconds") > 1.6e9);
         // Whole clock ticks of the same accounting: at most one tick behind.
         let cpu = value("process_cpu_seconds_total");
-        assert!(cpu > 0.0 && cpu >= before - 0.011 && cpu <= after, "{before} <= {cpu} <= {after}");
+        assert!(
+            cpu > 0.0 && cpu >= before - 0.011 && cpu <= after,
+            "{before} <= {cpu} <= {after}"
+        );
     }
 }
-
