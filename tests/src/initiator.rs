@@ -61,9 +61,17 @@ impl V2Peer {
         self.stream.write_all(&packet)
     }
 
-    /// Bytes as they are, to break the protocol on purpose.
-    pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes)
+    /// `message` in a packet whose tag does not authenticate: breaks v2 on purpose.
+    pub fn send_tampered(&mut self, message: &Message) -> io::Result<()> {
+        let mut packet = self.cipher.outbound().encrypt_to_vec(
+            &encode_contents(message),
+            PacketType::Genuine,
+            None,
+        );
+        if let Some(last) = packet.last_mut() {
+            *last ^= 1;
+        }
+        self.stream.write_all(&packet)
     }
 
     /// The next message, skipping decoys; `None` when the other side closed.

@@ -1,6 +1,6 @@
 //! SOCKS5: its client side for `--upstream-socks5`. The wire format and the front end's
 //! negotiation are sans-IO, in `bip324_protocol::socks5`; the front end's connections live
-//! with the others, in `connection/socks5.rs`.
+//! with the others, in `front/socks5.rs`.
 
 pub(crate) mod client;
 
