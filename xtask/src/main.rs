@@ -117,10 +117,12 @@ fn cargo(args: &[&str]) -> Result {
 fn test() -> Result {
     setup::run()?;
     if !setup::is_root() {
-        return Err("tier 2 (the end-to-end tests, the package in systemd) creates network \
-                    namespaces, nftables rules and containers: run as root (tier 1 alone, as \
-                    any user: `cargo test`)"
-            .into());
+        return Err(
+            "tier 2 (the end-to-end tests, the package in systemd) creates network \
+             namespaces, nftables rules and containers: run as root (tier 1 alone, as any \
+             user: `cargo test`)"
+                .into(),
+        );
     }
     // The CLI embeds the committed eBPF object: it must be what this source builds.
     ebpf::run(&["--check".to_string()])?;
