@@ -26,8 +26,9 @@ tasks:
                rust-src and a bpf-linker matching nightly's LLVM (nightly itself is never
                installed or updated)
   test         setup, check that the committed eBPF object is current, build, then run every
-               test: unit, BIP-324 vectors, interop, and the end-to-end tests in network
-               namespaces, for both redirect backends (these need root)
+               tier (root): tier 1, what `cargo test` runs as any user (unit, BIP-324
+               vectors, interop); tier 2, the end-to-end tests in network namespaces for both
+               redirect backends, the fuzz targets briefly, the package in systemd
   bench        the end-to-end benchmark (release, root): bulk throughput per core, round
                trips, handshakes and memory per idle connection, each beside its bound
                (microbenchmarks: cargo bench -p bip324-protocol)
@@ -109,17 +110,29 @@ fn cargo(args: &[&str]) -> Result {
     step(env!("CARGO"), args)
 }
 
+/// Every test tier (docs/development.md, "Test tiers"): tier 1 is what a plain `cargo test`
+/// at the root runs as any user; tier 2 the suites that need root, which live outside the
+/// workspace's default members so that `cargo test` never meets them, and which fail rather
+/// than skip when run without root.
 fn test() -> Result {
     setup::run()?;
     if !setup::is_root() {
         return Err(
-            "the end-to-end tests create network namespaces and nftables rules: run as root".into(),
+            "tier 2 (the end-to-end tests, the package in systemd) creates network \
+             namespaces, nftables rules and containers: run as root (tier 1 alone, as any \
+             user: `cargo test`)"
+                .into(),
         );
     }
     // The CLI embeds the committed eBPF object: it must be what this source builds.
     ebpf::run(&["--check".to_string()])?;
     // The end-to-end tests run the real binaries: build them before the tests.
     cargo(&["build", "--workspace", "--bins"])?;
+
+    tier(
+        1,
+        "units, BIP-324 vectors, interop, the proxy's own binaries: `cargo test`, as any user",
+    );
     // The BIP-324 vector test prints how many rows of each file ran.
     cargo(&[
         "test",
@@ -130,13 +143,25 @@ fn test() -> Result {
         "--",
         "--nocapture",
     ])?;
-    cargo(&["test", "--workspace", "--no-fail-fast"])?;
+    // The workspace's default members: exactly what `cargo test` at the root runs.
+    cargo(&["test", "--no-fail-fast"])?;
+
+    tier(
+        2,
+        "end to end in network namespaces, both redirect backends; fuzzing; the package (root)",
+    );
+    cargo(&["test", "-p", "bip324-e2e", "--no-fail-fast"])?;
     // A short run of every fuzz target; longer runs are documented in fuzz/README.md.
     fuzz::run(&[])?;
     // The package in a real systemd: about a minute, a little more the first time.
     system_test::run()?;
     // The README's first command where nothing was installed by hand: a few minutes.
     fresh_machine::run()
+}
+
+/// Says which tier the steps below belong to.
+fn tier(n: u8, what: &str) {
+    eprintln!("\n==== test tier {n}: {what}\n");
 }
 
 fn run_proxy(args: &[String]) -> Result {
