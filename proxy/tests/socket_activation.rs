@@ -20,18 +20,20 @@ fn uses_the_socket_systemd_passes() {
         .unwrap()
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let mut child = Command::new(tool)
-        // No control socket: the default path is the system proxy's, not this test's.
-        .args([
-            "--listen",
-            &addr,
-            env!("CARGO_BIN_EXE_bip324-proxy"),
-            "--no-control",
-        ])
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        Command::new(tool)
+            // No control socket: the default path is the system proxy's, not this test's.
+            .args([
+                "--listen",
+                &addr,
+                env!("CARGO_BIN_EXE_bip324-proxy"),
+                "--no-control",
+            ])
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     // The tool starts the proxy on the first connection.
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut client = loop {
@@ -53,7 +55,7 @@ fn uses_the_socket_systemd_passes() {
         other => panic!("not redirected: the proxy must close it, got {other:?}"),
     }
 
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut lines = BufReader::new(child.0.stderr.take().unwrap()).lines();
     let mut seen = Vec::new();
     while let Some(Ok(line)) = lines.next() {
         seen.push(line.clone());
@@ -61,8 +63,7 @@ fn uses_the_socket_systemd_passes() {
             break;
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     let ready = seen
         .iter()
         .find(|l| l.contains("ready"))
@@ -75,4 +76,15 @@ fn uses_the_socket_systemd_passes() {
         seen.iter().any(|l| l.contains("refused connection")),
         "{seen:?}"
     );
+}
+
+/// The tool execs the proxy in its own process: killing it, even when an assertion failed,
+/// leaves no proxy behind.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
