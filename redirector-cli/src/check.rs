@@ -318,11 +318,11 @@ fn advice(outcome: Outcome) -> &'static str {
             FailureReason::Shutdown => {
                 "the proxy was stopping; start it again and re-run the check"
             }
-            // An inbound peer's, or a proxy newer than this command's: not this check's.
-            FailureReason::PeerTimeout
-            | FailureReason::PeerClosed
-            | FailureReason::PeerError
-            | FailureReason::Unknown => "see the proxy's log",
+            FailureReason::PeerTimeout | FailureReason::PeerClosed | FailureReason::PeerError => {
+                "that ended an inbound peer's connection, not this check's; run the check again"
+            }
+            // A reason of a proxy newer than this command.
+            FailureReason::Unknown => "see the proxy's log",
         },
         Outcome::Closed(kind) if kind.by_remote() => {
             "the node closed the encrypted connection before answering: it may be of another \
