@@ -1,16 +1,18 @@
-//! Our initiator, encoder and decoder (driven by hand, without the daemon) against an
+//! Our initiator (through the proxy's handshake driver), encoder and decoder against an
 //! independent BIP-324 responder built on rust-bitcoin's `bip324` crate, relaying to a v1
 //! echo node, over loopback. Reads are cut into small pieces to exercise every boundary.
 
-use std::io::{Cursor, Read, Write};
+use std::io::Cursor;
 use std::net::{TcpListener, TcpStream};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bip324_e2e::echo::spawn_echo_node;
 use bip324_e2e::pipe_io;
 use bip324_e2e::responder::{Responder, ResponderOptions, Transport};
 use bip324_e2e::v1::{Message, REGTEST_MAGIC, read_message};
-use bip324_protocol::{Decoder, Encoder, Handshake, HandshakeEntropy, Magic, Progress, Role};
+use bip324_protocol::{Decoder, Encoder, HandshakeEntropy, Magic, Role};
 
 struct Peer {
     responder: Responder,
@@ -49,29 +51,24 @@ fn entropy() -> HandshakeEntropy {
     }
 }
 
-/// Handshake with reads of at most `chunk` bytes, until the responder's decoys and version
-/// packet authenticated.
+/// Handshake through the driver the proxy uses, with reads of at most `chunk` bytes, until
+/// the responder's decoys and version packet authenticated.
 fn handshake(stream: &mut TcpStream, chunk: usize) -> ([u8; 32], Encoder, Decoder) {
-    let (mut initiator, first) =
-        Handshake::new(Role::Initiator, Magic(REGTEST_MAGIC), entropy()).unwrap();
-    stream.write_all(&first).unwrap();
-    let mut buf = vec![0u8; chunk];
-    let mut reply = Vec::new();
-    let (session, leftover) = loop {
-        let n = stream.read(&mut buf).unwrap();
-        assert!(n > 0, "responder closed during the handshake");
-        let progress = initiator
-            .receive(&buf[..n], &mut reply, &mut |_| {})
-            .unwrap();
-        stream.write_all(&reply).unwrap();
-        reply.clear();
-        match progress {
-            Progress::NeedMore(next) => initiator = next,
-            Progress::Established { consumed, session } => {
-                break (session, buf[consumed..n].to_vec());
-            }
-        }
-    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let (session, leftover) = runtime.block_on(async {
+        stream.set_nonblocking(true).unwrap();
+        let tokio_stream = tokio::net::TcpStream::from_std(stream.try_clone().unwrap()).unwrap();
+        let mut chunked = Chunked(tokio_stream, chunk);
+        let v2 = (Role::Initiator, Magic(REGTEST_MAGIC), entropy());
+        let mut events = |_| {};
+        bip324_driver::handshake(&mut chunked, v2, &[], &mut (), &mut events)
+            .await
+            .expect("the responder completes the handshake")
+    });
+    stream.set_nonblocking(false).unwrap();
     let session = *session;
     let mut decoder = session.decoder;
     assert!(decoder.version_received());
@@ -82,6 +79,42 @@ fn handshake(stream: &mut TcpStream, chunk: usize) -> ([u8; 32], Encoder, Decode
         "the responder sends nothing before our first message"
     );
     (session.session_id, session.encoder, decoder)
+}
+
+/// A stream whose reads return at most `.1` bytes.
+struct Chunked(tokio::net::TcpStream, usize);
+
+impl tokio::io::AsyncRead for Chunked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let limit = self.1.min(buf.remaining());
+        let mut limited = tokio::io::ReadBuf::new(buf.initialize_unfilled_to(limit));
+        let polled = Pin::new(&mut self.0).poll_read(cx, &mut limited);
+        let n = limited.filled().len();
+        buf.advance(n);
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Chunked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bytes: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, bytes)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
 }
 
 /// Runs `messages` through encoder -> responder -> echo node -> responder -> decoder and

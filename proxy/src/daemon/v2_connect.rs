@@ -6,15 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::loop_guard::{LoopGuard, UpstreamPort};
 use super::relay::Traffic;
 use super::upstream::Dial;
-use bip324_protocol::{
-    Event, Handshake, HandshakeEntropy, Magic, Progress, ProtocolError, Role, Session, UsageError,
-};
+use bip324_driver::{Count, DriveError};
+use bip324_protocol::{Event, HandshakeEntropy, Magic, ProtocolError, Role, Session, UsageError};
 use bip324_proxy_args::GarbageLen;
 
 /// A connection whose v2 session is established: the remote's version packet authenticated.
@@ -145,60 +143,42 @@ fn fresh_entropy(garbage_len: GarbageLen) -> Result<HandshakeEntropy, getrandom:
     })
 }
 
-/// `role`'s handshake over `stream`, starting with `first` (bytes already read from it),
-/// until the other side's version packet authenticated. `counters` count bytes in and out.
+/// `role`'s handshake over `stream` with fresh entropy, starting with `first` (bytes already
+/// read from it), until the other side's version packet authenticated. `counters` count
+/// bytes in and out.
 pub(crate) async fn handshake(
     stream: &mut TcpStream,
     (role, magic, garbage): (Role, Magic, GarbageLen),
     first: &[u8],
-    counters: (&AtomicU64, &AtomicU64),
+    (read, written): (&AtomicU64, &AtomicU64),
     events: &mut (dyn FnMut(Event) + Send),
 ) -> Result<(Box<Session>, Vec<u8>), HandshakeError> {
     let entropy = fresh_entropy(garbage).map_err(HandshakeError::Entropy)?;
-    let (mut handshake, key_and_garbage) =
-        Handshake::new(role, magic, entropy).map_err(HandshakeError::Setup)?;
-    send(stream, &key_and_garbage, counters.1).await?;
-    let mut buf = vec![0u8; 4096];
-    buf[..first.len()].copy_from_slice(first);
-    let mut n = first.len();
-    let mut reply = Vec::new();
-    loop {
-        if n == 0 {
-            n = receive(stream, &mut buf, counters.0).await?;
-        }
-        let progress = handshake.receive(&buf[..n], &mut reply, events)?;
-        if !reply.is_empty() {
-            send(stream, &reply, counters.1).await?;
-            reply.clear();
-        }
-        match progress {
-            Progress::NeedMore(next) => handshake = next,
-            Progress::Established { consumed, session } => {
-                return Ok((session, buf[consumed..n].to_vec()));
-            }
-        }
-        n = 0;
+    let mut count = Counters { read, written };
+    let v2 = (role, magic, entropy);
+    bip324_driver::handshake(stream, v2, first, &mut count, events)
+        .await
+        .map_err(|e| match e {
+            DriveError::Closed => HandshakeError::Closed,
+            DriveError::Io(e) => HandshakeError::Io(e),
+            DriveError::Protocol(e) => HandshakeError::Protocol(e),
+            DriveError::Setup(e) => HandshakeError::Setup(e),
+        })
+}
+
+/// A connection's traffic counters, for the driver.
+struct Counters<'a> {
+    read: &'a AtomicU64,
+    written: &'a AtomicU64,
+}
+
+impl Count for Counters<'_> {
+    fn read(&mut self, n: usize) {
+        Traffic::add(self.read, n);
     }
-}
 
-async fn send(stream: &mut TcpStream, bytes: &[u8], out: &AtomicU64) -> Result<(), HandshakeError> {
-    stream.write_all(bytes).await.map_err(HandshakeError::Io)?;
-    Traffic::add(out, bytes.len());
-    Ok(())
-}
-
-async fn receive(
-    stream: &mut TcpStream,
-    buf: &mut [u8],
-    counter: &AtomicU64,
-) -> Result<usize, HandshakeError> {
-    match stream.read(buf).await {
-        Ok(0) => Err(HandshakeError::Closed),
-        Ok(n) => {
-            Traffic::add(counter, n);
-            Ok(n)
-        }
-        Err(e) => Err(HandshakeError::Io(e)),
+    fn written(&mut self, n: usize) {
+        Traffic::add(self.written, n);
     }
 }
 

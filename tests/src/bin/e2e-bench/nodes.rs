@@ -1,7 +1,7 @@
 //! The far ends: a v2 node on the protocol crate, a plain v1 node, a copying relay.
 
 use bip324_e2e::v1::{Message, REGTEST_MAGIC};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::*;
@@ -27,28 +27,13 @@ pub(crate) async fn serve_v2(mut stream: TcpStream) -> std::io::Result<()> {
         aux_rand: seed[32..].try_into().unwrap(),
         garbage: Vec::new(),
     };
-    let (mut handshake, first) =
-        Handshake::new(Role::Responder, magic, entropy).map_err(std::io::Error::other)?;
-    stream.write_all(&first).await?;
-    let mut buf = vec![0u8; 4096];
-    let mut reply = Vec::new();
-    let (session, rest) = loop {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        let progress = handshake
-            .receive(&buf[..n], &mut reply, &mut |_| {})
-            .map_err(std::io::Error::other)?;
-        stream.write_all(&reply).await?;
-        reply.clear();
-        match progress {
-            Progress::NeedMore(next) => handshake = next,
-            Progress::Established { consumed, session } => {
-                break (session, buf[consumed..n].to_vec());
-            }
-        }
-    };
+    let v2 = (Role::Responder, magic, entropy);
+    let (session, rest) =
+        match bip324_driver::handshake(&mut stream, v2, &[], &mut (), &mut |_| {}).await {
+            Ok(established) => established,
+            Err(bip324_driver::DriveError::Closed) => return Ok(()),
+            Err(e) => return Err(std::io::Error::other(e)),
+        };
     let (mut encoder, mut decoder) = (session.encoder, session.decoder);
     let mut parser = bip324_e2e::v1::Splitter::new("block");
     // The decoder may already hold messages that came with the version packet.
