@@ -34,6 +34,10 @@ use tokio::net::TcpListener;
 
 pub(crate) const PROXIED_PORT: u16 = 28333;
 pub(crate) const DIRECT_PORT: u16 = 28334;
+/// The nodes' host, a namespace of its own behind a veth pair: the proxy relays to remote
+/// hosts only (never to this host's addresses, and the redirect leaves them alone).
+pub(crate) const NODES_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 32, 5, 2);
+const BENCH_IP: &str = "10.32.5.1/24";
 /// A plain TCP relay (no crypto) to the v1 node: what any user-space hop costs.
 pub(crate) const RELAY_PORT: u16 = 28335;
 pub(crate) const BLOCK: usize = 4_000_000;
@@ -60,12 +64,17 @@ fn main() {
     // The proxy holds two sockets per connection, and a few of its own.
     let idle = IDLE_CONNECTIONS.min((raise_fd_limit() as usize).saturating_sub(100) / 2);
     let ns = Netns::create("bench");
+    let nodes = Netns::create("bench-nodes");
+    bip324_e2e::netns::link(&ns, &nodes);
+    bip324_e2e::netns::address(&ns, BENCH_IP);
+    bip324_e2e::netns::address(&nodes, &format!("{NODES_IP}/24"));
+    let serve = nodes.command(std::env::current_exe().unwrap(), None);
     let report = ns.run(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .unwrap();
-        runtime.block_on(run(phases, idle))
+        runtime.block_on(run(phases, idle, serve))
     });
     print!("{report}");
 }
@@ -87,10 +96,8 @@ pub(crate) fn serve() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let v2 = TcpListener::bind(("127.0.0.1", PROXIED_PORT))
-            .await
-            .unwrap();
-        let v1 = TcpListener::bind(("127.0.0.1", DIRECT_PORT)).await.unwrap();
+        let v2 = TcpListener::bind((NODES_IP, PROXIED_PORT)).await.unwrap();
+        let v1 = TcpListener::bind((NODES_IP, DIRECT_PORT)).await.unwrap();
         tokio::spawn(v1_node(v1));
         node(v2).await;
     });
@@ -187,7 +194,8 @@ impl Phases {
     }
 }
 
-pub(crate) async fn run(phases: Phases, idle: usize) -> String {
+/// `serve` starts this binary in the nodes' namespace.
+pub(crate) async fn run(phases: Phases, idle: usize, mut serve: std::process::Command) -> String {
     let dir = std::env::temp_dir().join(format!("b324bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     // The redirect: root's connections to PROXIED_PORT go to the proxy (which runs as nobody).
@@ -209,11 +217,12 @@ pub(crate) async fn run(phases: Phases, idle: usize) -> String {
         command.arg(role);
         command
     };
-    let nodes = Child::spawn(myself("serve"));
+    serve.arg("serve");
+    let nodes = Child::spawn(serve);
     let relay = Child::spawn(myself("relay"));
     let setup = Setup {
-        proxied: ([127, 0, 0, 1], PROXIED_PORT).into(),
-        direct: ([127, 0, 0, 1], DIRECT_PORT).into(),
+        proxied: (NODES_IP, PROXIED_PORT).into(),
+        direct: (NODES_IP, DIRECT_PORT).into(),
         relayed: ([127, 0, 0, 1], RELAY_PORT).into(),
         proxy: proxy.pid(),
         relay: relay.pid(),

@@ -83,7 +83,7 @@ pub(crate) fn plain_relay() {
         loop {
             let (mut client, _) = listener.accept().await.unwrap();
             tokio::spawn(async move {
-                let mut node = TcpStream::connect(("127.0.0.1", DIRECT_PORT)).await?;
+                let mut node = TcpStream::connect((NODES_IP, DIRECT_PORT)).await?;
                 client.set_nodelay(true)?;
                 node.set_nodelay(true)?;
                 tokio::io::copy_bidirectional_with_sizes(&mut client, &mut node, 1 << 18, 1 << 18)
