@@ -88,15 +88,12 @@ pub(super) async fn open(
             )
             .await
         }
-        Route::In { port } => {
-            let network = accepted.network.ok_or_else(|| {
-                Failure::AcceptedIo(io::Error::other("internal error: inbound without network"))
-            })?;
+        Route::In { port, network } => {
             let peer = accepted.client;
             inbound(
                 &mut accepted.stream,
                 (peer, *port),
-                network,
+                *network,
                 ctx,
                 entry,
                 events,

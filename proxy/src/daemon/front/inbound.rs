@@ -44,6 +44,7 @@ pub(super) fn arrive(
         destination: reached,
         route: Route::In {
             port: reached.port(),
+            network,
         },
         network: Some(network),
         reply: None,

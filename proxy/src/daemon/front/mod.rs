@@ -48,8 +48,8 @@ pub(crate) enum Route {
     /// on the dialled socket.
     Out(Dial),
     /// In to the local node's `port` on loopback, from the peer's own address; the proxy
-    /// answers v2 on the accepted socket when the peer asks for it.
-    In { port: u16 },
+    /// answers v2 (for the node's `network`) on the accepted socket when the peer asks for it.
+    In { port: u16, network: Network },
 }
 
 impl Accepted {
