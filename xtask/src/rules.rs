@@ -18,7 +18,8 @@ const PROTOCOL_FORBIDDEN_PATHS: [&str; 5] = [
 ];
 
 /// What `cargo xtask` runs as binaries and must never build into itself: the runtime, the
-/// daemon and the test peers. Without them it compiles in seconds on a fresh machine.
+/// daemon and the test peers. Without them a fresh machine builds only the command lines and
+/// what they need before xtask can set anything up.
 const XTASK_FORBIDDEN_CRATES: [&str; 3] = ["tokio", "bip324-proxy", "bip324-e2e"];
 
 pub(crate) fn check() -> Result {
@@ -77,7 +78,7 @@ fn xtask_builds_no_runtime(dependencies: &[String]) -> Result {
         Some(bad) => Err(format!(
             "xtask depends on {bad} (see `cargo tree -p xtask -e normal,build -i {bad}`): \
              xtask takes command lines from bip324-proxy-args and bip324-redirect-args and runs \
-             the proxy and the test peers as binaries, so that it builds in seconds"
+             the proxy and the test peers as binaries, so that it builds before anything else"
         )),
         None => Ok(()),
     }
