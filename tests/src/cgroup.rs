@@ -37,9 +37,16 @@ pub struct Cgroup {
 
 impl Cgroup {
     pub fn create(label: &str) -> Cgroup {
-        let path = cgroup2_root().join(unique(label));
-        std::fs::create_dir(&path)
-            .unwrap_or_else(|e| panic!("create cgroup {}: {e}", path.display()));
+        let root = cgroup2_root();
+        remove_stale(&root);
+        let path = root.join(unique(label));
+        if let Err(e) = std::fs::create_dir(&path) {
+            // A test process of the same pid left it (pids are reused): empty, it goes.
+            let taken_over = e.kind() == std::io::ErrorKind::AlreadyExists
+                && std::fs::remove_dir(&path).is_ok()
+                && std::fs::create_dir(&path).is_ok();
+            assert!(taken_over, "create cgroup {}: {e}", path.display());
+        }
         let procs = CString::new(
             path.join("cgroup.procs")
                 .into_os_string()
@@ -84,6 +91,25 @@ impl Drop for Cgroup {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Removes the cgroups of test processes that no longer run. A cgroup whose processes were
+/// still leaving when its test ended outlives it; only an empty one can be removed, and a
+/// live test's never is.
+fn remove_stale(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_prefix(PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+            let _ = std::fs::remove_dir(entry.path());
         }
     }
 }
