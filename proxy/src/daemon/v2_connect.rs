@@ -83,12 +83,6 @@ impl std::fmt::Display for HandshakeFailure {
     }
 }
 
-impl From<ProtocolError> for HandshakeError {
-    fn from(e: ProtocolError) -> Self {
-        HandshakeError::Protocol(e)
-    }
-}
-
 /// Connects to `dial`'s destination and runs the handshake, all within `timeout`.
 pub(crate) async fn connect_v2(
     guard: &Arc<LoopGuard>,

@@ -13,7 +13,7 @@ use crate::daemon::original_dst::canonical;
 use crate::daemon::socks5::wire::Target;
 
 pub(super) fn admit(accepted: &Accepted, ctx: &Context) -> Result<(), Refusal> {
-    let Route::Out(dial) = &accepted.route else {
+    let Route::Out { dial, .. } = &accepted.route else {
         return Ok(());
     };
     // A name sent upstream unresolved is the upstream's to judge.

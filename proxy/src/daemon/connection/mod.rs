@@ -48,7 +48,7 @@ pub(crate) async fn run(
         .registry
         .register(id, (front, direction), client, accepted.destination);
     let entry = &registration.entry;
-    if let Some(network) = accepted.network {
+    if let Some(network) = accepted.network() {
         entry.set_network(network.name().to_string());
     }
     let line = Line {

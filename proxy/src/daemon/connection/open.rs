@@ -75,12 +75,11 @@ pub(super) async fn open(
 ) -> Result<Opened, Failure> {
     let reply = accepted.reply.take();
     match &accepted.route {
-        Route::Out(dial) => {
-            let network = accepted.network;
+        Route::Out { dial, network } => {
             outbound(
                 &mut accepted.stream,
                 dial,
-                network,
+                *network,
                 reply,
                 ctx,
                 entry,

@@ -46,7 +46,6 @@ pub(super) fn arrive(
             port: reached.port(),
             network,
         },
-        network: Some(network),
         reply: None,
         pending: Some(pending),
     })

@@ -33,9 +33,6 @@ pub(crate) struct Accepted {
     /// inbound peer reached.
     pub(crate) destination: SocketAddr,
     pub(crate) route: Route,
-    /// The network, when the port tells it before any byte (SOCKS5, inbound); otherwise the
-    /// client's magic tells it.
-    pub(crate) network: Option<Network>,
     /// SOCKS5: the client waits for a reply before it sends its first bytes.
     pub(crate) reply: Option<socks5::Reply>,
     /// Inbound: the connection's place among those not yet at the node; it may be evicted.
@@ -45,8 +42,12 @@ pub(crate) struct Accepted {
 /// Which socket speaks v2, and how the other is reached.
 pub(crate) enum Route {
     /// Out to a remote node (directly or through --upstream-socks5); the proxy initiates v2
-    /// on the dialled socket.
-    Out(Dial),
+    /// on the dialled socket. The `network` when the port tells it before any byte (SOCKS5);
+    /// otherwise the client's magic tells it.
+    Out {
+        dial: Dial,
+        network: Option<Network>,
+    },
     /// In to the local node's `port` on loopback, from the peer's own address; the proxy
     /// answers v2 (for the node's `network`) on the accepted socket when the peer asks for it.
     In { port: u16, network: Network },
@@ -55,7 +56,7 @@ pub(crate) enum Route {
 impl Accepted {
     pub(crate) fn direction(&self) -> Direction {
         match self.route {
-            Route::Out(_) => Direction::Outbound,
+            Route::Out { .. } => Direction::Outbound,
             Route::In { .. } => Direction::Inbound,
         }
     }
@@ -63,8 +64,16 @@ impl Accepted {
     /// The destination as asked: a SOCKS5 name stays a name.
     pub(crate) fn destination_shown(&self) -> String {
         match &self.route {
-            Route::Out(dial) => dial.target.to_string(),
+            Route::Out { dial, .. } => dial.target.to_string(),
             Route::In { .. } => self.destination.to_string(),
+        }
+    }
+
+    /// The network, when known before the first bytes.
+    pub(crate) fn network(&self) -> Option<Network> {
+        match self.route {
+            Route::Out { network, .. } => network,
+            Route::In { network, .. } => Some(network),
         }
     }
 }

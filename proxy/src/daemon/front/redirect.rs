@@ -26,8 +26,10 @@ pub(super) fn arrive(
         front: Front::Redirect,
         client,
         destination,
-        route: Route::Out(Dial::to(destination, ctx.config.upstream_socks5)),
-        network: None,
+        route: Route::Out {
+            dial: Dial::to(destination, ctx.config.upstream_socks5),
+            network: None,
+        },
         reply: None,
         pending: None,
     })

@@ -92,8 +92,10 @@ pub(super) async fn arrive(mut stream: TcpStream, client: SocketAddr, ctx: &Cont
         front: Front::Socks5,
         client,
         destination,
-        route: Route::Out(dial),
-        network: Some(network),
+        route: Route::Out {
+            dial,
+            network: Some(network),
+        },
         reply: Some(Reply(())),
         pending: None,
     }))
@@ -117,8 +119,7 @@ impl Reply {
         ctx: &Context,
         bound: Option<SocketAddr>,
     ) -> std::io::Result<()> {
-        ctx.metrics.socks5_reply(Code::Succeeded);
-        stream.write_all(&wire::reply(Code::Succeeded, bound)).await
+        try_send(stream, ctx, Code::Succeeded, bound).await
     }
 }
 
@@ -205,7 +206,17 @@ async fn answer_resolve(stream: &mut TcpStream, ctx: &Context, client: SocketAdd
     send(stream, ctx, code, ip.map(|ip| SocketAddr::new(ip, 0))).await;
 }
 
+/// A reply after which the connection ends whatever happens: a failed write changes nothing.
 async fn send(stream: &mut TcpStream, ctx: &Context, code: Code, bound: Option<SocketAddr>) {
+    let _ = try_send(stream, ctx, code, bound).await;
+}
+
+async fn try_send(
+    stream: &mut TcpStream,
+    ctx: &Context,
+    code: Code,
+    bound: Option<SocketAddr>,
+) -> std::io::Result<()> {
     ctx.metrics.socks5_reply(code);
-    let _ = stream.write_all(&wire::reply(code, bound)).await;
+    stream.write_all(&wire::reply(code, bound)).await
 }
