@@ -10,6 +10,7 @@
 //! with `#[serde(default)]`, a changed meaning takes a new `VERSION`, and a new word of the
 //! vocabulary reads as `Unknown` in an older client (see [`vocabulary`]).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -81,6 +82,48 @@ pub struct StatusDocument {
     /// `bip324-redirect check` asks after its probe. Absent from older proxies.
     #[serde(default)]
     pub recent: Vec<EndedConnection>,
+    /// Connections, refusals, failures and bytes by kind since the proxy started. Absent from
+    /// older proxies: empty.
+    #[serde(default)]
+    pub tallies: Tallies,
+    /// Bytes by wire in the last hour, oldest first, one sample per [`TRAFFIC_SAMPLE_SECONDS`].
+    /// Absent from older proxies: empty.
+    #[serde(default)]
+    pub traffic: Vec<TrafficSample>,
+}
+
+/// Counts by the words of the vocabulary, as the metrics have them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Tallies {
+    /// Connections opened, by transport.
+    pub opened: BTreeMap<TransportKind, u64>,
+    /// Connections refused before anything was read, by reason.
+    pub refused: BTreeMap<RefusalKind, u64>,
+    /// Connections that ended before they were relayed, by reason.
+    pub failed: BTreeMap<FailureReason, u64>,
+    /// Bytes on both sockets, both ways, by wire.
+    pub wire: ByWire,
+}
+
+/// Bytes by wire: plaintext (v1, or passed through unchanged) and v2.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ByWire {
+    pub v1: u64,
+    pub v2: u64,
+}
+
+/// How long one [`TrafficSample`] spans.
+pub const TRAFFIC_SAMPLE_SECONDS: u64 = 10;
+/// How many samples a proxy keeps: one hour.
+pub const TRAFFIC_SAMPLES: usize = 360;
+
+/// Bytes that moved in one span of [`TRAFFIC_SAMPLE_SECONDS`].
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrafficSample {
+    /// The span's end, Unix time, seconds.
+    pub at: f64,
+    #[serde(flatten)]
+    pub bytes: ByWire,
 }
 
 /// How many ended connections a proxy remembers for `recent`.
@@ -132,6 +175,16 @@ pub struct ProxyInfo {
     /// The SOCKS5 proxy every upstream connection goes through (`--upstream-socks5`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_socks5: Option<SocketAddr>,
+    /// Where it answers SOCKS5 clients. Absent from older proxies: empty.
+    #[serde(default)]
+    pub socks5: Vec<SocketAddr>,
+    /// Its `--shaping` strategy: "none", "buckets" or "cover". Absent from older proxies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shaping: Option<String>,
+    /// Whether a v1-only node gets plaintext v1 (`--v1-fallback`). Absent from older
+    /// proxies: `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v1_fallback: Option<bool>,
 }
 
 /// A live connection.
@@ -238,6 +291,9 @@ mod tests {
                 ],
                 inbound: vec!["[::]:325".parse().unwrap()],
                 upstream_socks5: None,
+                socks5: vec!["127.0.0.1:1080".parse().unwrap()],
+                shaping: Some("buckets".into()),
+                v1_fallback: Some(false),
             },
             connections: vec![ConnectionStatus {
                 id: 7,
@@ -269,6 +325,16 @@ mod tests {
                 ended: 1_700_000_000.75,
                 transport: None,
                 outcome: Outcome::Failed(FailureReason::ConnectError),
+            }],
+            tallies: Tallies {
+                opened: BTreeMap::from([(TransportKind::V2, 9), (TransportKind::V1Fallback, 1)]),
+                refused: BTreeMap::from([(RefusalKind::Loop, 2)]),
+                failed: BTreeMap::from([(FailureReason::ConnectError, 1)]),
+                wire: ByWire { v1: 1000, v2: 1400 },
+            },
+            traffic: vec![TrafficSample {
+                at: 1_700_000_010.0,
+                bytes: ByWire { v1: 10, v2: 14 },
             }],
         }
     }
@@ -306,6 +372,11 @@ mod tests {
         assert_eq!(json["proxy"]["listen"][0], "127.0.0.1:324");
         assert_eq!(json["recent"][0]["outcome"]["failed"], "connect_error");
         assert_eq!(json["recent"][0]["front"], "socks5");
+        assert_eq!(json["tallies"]["opened"]["v1_fallback"], 1);
+        assert_eq!(json["tallies"]["refused"]["loop"], 2);
+        assert_eq!(json["tallies"]["wire"]["v2"], 1400);
+        assert_eq!(json["traffic"][0]["v1"], 10);
+        assert_eq!(json["proxy"]["shaping"], "buckets");
     }
 
     /// Every word of the vocabulary a document carries, and "connecting", read back as
@@ -337,7 +408,19 @@ mod tests {
                 ..ended.clone()
             })
             .collect();
+        let every = |count| {
+            let opened = TransportKind::ALL.iter().map(|&k| (k, count));
+            let refused = RefusalKind::ALL.iter().map(|&k| (k, count));
+            let failed = FailureReason::ALL.iter().map(|&k| (k, count));
+            (opened.collect(), refused.collect(), failed.collect())
+        };
+        (
+            status.tallies.opened,
+            status.tallies.refused,
+            status.tallies.failed,
+        ) = every(3);
         let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["tallies"]["refused"]["port_not_served"], 3);
         assert_eq!(json["connections"][0]["transport"], "connecting");
         assert_eq!(json["connections"][1]["transport"], "v2");
         assert_eq!(json["recent"][0]["outcome"]["failed"], "client_timeout");
@@ -357,7 +440,9 @@ mod tests {
         json["connections"][0]["transport"] = "v3".into();
         json["connections"][0]["front"] = "tor".into();
         json["recent"][0]["outcome"]["failed"] = "dns_error".into();
+        json["tallies"]["refused"] = serde_json::json!({"too_fast": 4});
         let read: StatusDocument = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(read.tallies.refused[&RefusalKind::Unknown], 4);
         assert_eq!(read.connections[0].transport, Some(TransportKind::Unknown));
         assert_eq!(read.connections[0].front, Front::Unknown);
         assert_eq!(
@@ -374,12 +459,20 @@ mod tests {
         assert_eq!(read.recent[0].front, Front::Unknown);
     }
 
-    /// A document from a proxy that keeps no list of ended connections still reads.
+    /// A document from a proxy that keeps no list of ended connections, no tallies and no
+    /// traffic history, and says nothing of its SOCKS5 listeners or options, still reads.
     #[test]
-    fn a_document_without_recent_connections_reads() {
+    fn a_document_of_an_older_proxy_reads() {
         let mut json = serde_json::to_value(document()).unwrap();
-        json.as_object_mut().unwrap().remove("recent");
+        for field in ["recent", "tallies", "traffic"] {
+            json.as_object_mut().unwrap().remove(field);
+        }
+        for field in ["socks5", "shaping", "v1_fallback"] {
+            json["proxy"].as_object_mut().unwrap().remove(field);
+        }
         let read: StatusDocument = serde_json::from_value(json).unwrap();
-        assert!(read.recent.is_empty());
+        assert!(read.recent.is_empty() && read.traffic.is_empty());
+        assert_eq!(read.tallies, Tallies::default());
+        assert_eq!((read.proxy.shaping, read.proxy.v1_fallback), (None, None));
     }
 }

@@ -21,7 +21,7 @@ macro_rules! vocabulary {
         $(unknown: $(#[$udoc:meta])* $unknown:ident,)?
     ) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(rename_all = "snake_case")]
         pub enum $name {
             $($(#[$vdoc])* $variant,)+
@@ -134,6 +134,9 @@ vocabulary!(
         /// SOCKS5: the destination's name does not resolve on this host.
         Unresolvable => "unresolvable",
     }
+    unknown:
+    /// A refusal newer than this client.
+    Unknown,
 );
 
 vocabulary!(

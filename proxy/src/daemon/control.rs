@@ -6,31 +6,21 @@
 //! it, 5 s to read the answer, 4 clients at once), so it can neither hold the proxy nor slow
 //! the connections it relays.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use bip324_control::{Failure, ProxyInfo, Request, STATUS, StatusDocument, VERSION};
+use bip324_control::{Failure, Request, STATUS, VERSION};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::registry::Registry;
+use super::status::StatusSource;
 
 const MAX_REQUEST: usize = 4096;
 const MAX_CLIENTS: usize = 4;
-
-/// What the control socket needs to answer.
-pub(crate) struct Control {
-    pub(crate) registry: Arc<Registry>,
-    pub(crate) listen: Vec<SocketAddr>,
-    pub(crate) inbound: Vec<SocketAddr>,
-    pub(crate) upstream_socks5: Option<SocketAddr>,
-    pub(crate) started: SystemTime,
-}
 
 /// The path of a control socket this proxy made itself: removed when dropped, as the proxy
 /// stops.
@@ -154,7 +144,7 @@ fn check_dir(dir: &Path, owner: Option<&nix::unistd::User>) -> Result<(), String
 
 pub(crate) async fn serve(
     listener: UnixListener,
-    control: Arc<Control>,
+    status: Arc<StatusSource>,
     shutdown: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
@@ -175,9 +165,9 @@ pub(crate) async fn serve(
             debug!("control socket: {MAX_CLIENTS} clients already, refusing another");
             continue;
         };
-        let control = Arc::clone(&control);
+        let status = Arc::clone(&status);
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, &control).await {
+            if let Err(e) = answer(stream, &status).await {
                 debug!("control socket client: {e}");
             }
             drop(permit);
@@ -185,7 +175,7 @@ pub(crate) async fn serve(
     }
 }
 
-async fn answer(mut stream: UnixStream, control: &Control) -> std::io::Result<()> {
+async fn answer(mut stream: UnixStream, status: &StatusSource) -> std::io::Result<()> {
     let request = tokio::time::timeout(Duration::from_secs(2), read_request(&mut stream)).await;
     let body = match request {
         Err(_) => failure("no request within 2 seconds"),
@@ -194,7 +184,9 @@ async fn answer(mut stream: UnixStream, control: &Control) -> std::io::Result<()
             "unsupported version {} (this proxy speaks {VERSION})",
             request.version
         )),
-        Ok(Ok(request)) if request.request == STATUS => status(control),
+        Ok(Ok(request)) if request.request == STATUS => {
+            serde_json::to_string(&status.document()).expect("serialisable")
+        }
         Ok(Ok(request)) => failure(&format!(
             "unknown request {:?} (try \"status\")",
             request.request
@@ -237,26 +229,4 @@ fn failure(error: &str) -> String {
         error: error.to_string(),
     };
     serde_json::to_string(&failure).expect("serialisable")
-}
-
-fn status(control: &Control) -> String {
-    let started = control
-        .started
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
-    let status = StatusDocument {
-        version: VERSION,
-        proxy: ProxyInfo {
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            pid: std::process::id(),
-            started: started.as_secs_f64(),
-            listen: control.listen.clone(),
-            inbound: control.inbound.clone(),
-            upstream_socks5: control.upstream_socks5,
-        },
-        connections: control.registry.snapshot(),
-        totals: control.registry.totals(),
-        recent: control.registry.recent(),
-    };
-    serde_json::to_string(&status).expect("serialisable")
 }

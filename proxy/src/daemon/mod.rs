@@ -20,9 +20,12 @@ mod registry;
 mod relay;
 mod socks5;
 pub(crate) mod startup;
+mod status;
+mod traffic;
 pub(crate) mod transparent;
 mod upstream;
 mod v2_connect;
+mod web;
 
 use std::io;
 use std::net::SocketAddr;
@@ -31,6 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use bip324_control::ProxyInfo;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -142,27 +146,40 @@ pub(crate) async fn run(config: Config, prepared: startup::Prepared) -> anyhow::
     let ctx = Arc::new(Context::new(config, listening, binder));
     let shutdown = CancellationToken::new();
     let mut services = Vec::new();
-    if let Some(listener) = control_listener {
-        let control = Arc::new(control::Control {
-            registry: Arc::clone(&ctx.registry),
+    let status = Arc::new(status::StatusSource {
+        proxy: ProxyInfo {
             listen: ctx.listening.clone(),
             inbound: inbound.clone(),
             upstream_socks5: ctx.config.upstream_socks5,
-            started: std::time::SystemTime::now(),
-        });
+            socks5: socks5.clone(),
+            shaping: Some(status::shaping_word(ctx.config.shaping).to_string()),
+            v1_fallback: Some(ctx.config.v1_fallback),
+            ..status::StatusSource::proxy_info(std::time::SystemTime::now())
+        },
+        registry: Arc::clone(&ctx.registry),
+        metrics: Arc::clone(&ctx.metrics),
+        traffic: Arc::default(),
+    });
+    services.push(tokio::spawn(traffic::sample(
+        Arc::clone(&status.traffic),
+        Arc::clone(&ctx.registry),
+        shutdown.clone(),
+    )));
+    if let Some(listener) = control_listener {
         services.push(tokio::spawn(control::serve(
             listener,
-            control,
+            Arc::clone(&status),
             shutdown.clone(),
         )));
     }
     if let Some(listener) = metrics_listener {
-        info!(address = %listener.local_addr()?, "serving Prometheus metrics at /metrics");
-        let (metrics, registry) = (Arc::clone(&ctx.metrics), Arc::clone(&ctx.registry));
-        services.push(tokio::spawn(metrics::serve(
+        info!(
+            address = %listener.local_addr()?,
+            "serving the dashboard at / and Prometheus metrics at /metrics"
+        );
+        services.push(tokio::spawn(web::serve(
             listener,
-            metrics,
-            registry,
+            Arc::clone(&status),
             shutdown.clone(),
         )));
     }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bip324_control::{ConnectionStatus, Counts, EndedConnection, Outcome, RECENT};
+use bip324_control::{ByWire, ConnectionStatus, Counts, EndedConnection, Outcome, RECENT};
 
 use super::labels::{CloseKind, Direction, FailureReason, Front, TransportKind};
 use super::relay::{Side, Traffic};
@@ -156,6 +156,15 @@ impl Entry {
 pub(crate) struct WireBytes(pub(crate) [[u64; 2]; 2]);
 
 impl WireBytes {
+    /// Both flows together, by wire.
+    pub(crate) fn by_wire(self) -> ByWire {
+        let [[v1_out, v2_out], [v1_back, v2_back]] = self.0;
+        ByWire {
+            v1: v1_out + v1_back,
+            v2: v2_out + v2_back,
+        }
+    }
+
     fn add(&mut self, other: WireBytes) {
         for (mine, theirs) in self.0.iter_mut().flatten().zip(other.0.iter().flatten()) {
             *mine += theirs;

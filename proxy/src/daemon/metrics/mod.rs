@@ -1,18 +1,17 @@
 //! Prometheus metrics: plain atomic counters on the data path (no lock per message), rendered
-//! in the text exposition format on scrape (`text`, with `process`'s standard metrics), served
-//! by a deliberately small HTTP responder on loopback (`http`; `--metrics 127.0.0.1:9324`, off
-//! by default).
+//! in the text exposition format on scrape (`text`, with `process`'s standard metrics) and
+//! served by `web` (`--metrics 127.0.0.1:9324`, off by default).
 
-mod http;
 mod process;
 mod text;
 
-pub(crate) use http::serve;
-
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::labels::{FailureReason, RefusalKind, TransportKind};
+use super::registry::Registry;
+use bip324_control::Tallies;
 use super::socks5::wire::Reply;
 use bip324_protocol::message_type::{self, SHORT_IDS};
 use bip324_protocol::v1::Command;
@@ -137,6 +136,20 @@ impl Metrics {
 
     pub(crate) fn dropped(&self) {
         bump(&self.dropped);
+    }
+
+    /// The counters by word, and the bytes by wire: the status document's tallies.
+    pub(crate) fn tallies(&self, registry: &Registry) -> Tallies {
+        fn by_word<K: Copy + Ord>(all: &[K], counters: &[AtomicU64]) -> BTreeMap<K, u64> {
+            let counts = counters.iter().map(|c| c.load(Ordering::Relaxed));
+            all.iter().copied().zip(counts).collect()
+        }
+        Tallies {
+            opened: by_word(TransportKind::ALL, &self.opened),
+            refused: by_word(RefusalKind::ALL, &self.refused),
+            failed: by_word(FailureReason::ALL, &self.failed),
+            wire: registry.wire_totals().by_wire(),
+        }
     }
 
     pub(crate) fn handshake(&self, duration: Duration) {

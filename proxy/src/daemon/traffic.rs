@@ -1,0 +1,94 @@
+//! The last hour of traffic by wire, for the dashboard's chart: the proxy's byte totals are
+//! sampled every `TRAFFIC_SAMPLE_SECONDS` and the differences kept in a bounded ring, so a page
+//! opened now shows the hour before it, whatever the churn of connections.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bip324_control::{ByWire, TRAFFIC_SAMPLE_SECONDS, TRAFFIC_SAMPLES, TrafficSample};
+use tokio_util::sync::CancellationToken;
+
+use super::registry::Registry;
+
+#[derive(Default)]
+pub(crate) struct TrafficHistory {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// The totals at the last sample.
+    last: ByWire,
+    samples: VecDeque<TrafficSample>,
+}
+
+impl TrafficHistory {
+    /// Records what moved since the last sample, given the totals `now`.
+    pub(crate) fn record(&self, at: SystemTime, totals: ByWire) {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let bytes = ByWire {
+            v1: totals.v1.saturating_sub(inner.last.v1),
+            v2: totals.v2.saturating_sub(inner.last.v2),
+        };
+        inner.last = totals;
+        if inner.samples.len() == TRAFFIC_SAMPLES {
+            inner.samples.pop_front();
+        }
+        let at = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+        inner.samples.push_back(TrafficSample {
+            at: at.as_secs_f64(),
+            bytes,
+        });
+    }
+
+    /// The samples, oldest first.
+    pub(crate) fn samples(&self) -> Vec<TrafficSample> {
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner.samples.iter().copied().collect()
+    }
+}
+
+/// Samples `registry`'s totals into `history` until shutdown.
+pub(crate) async fn sample(
+    history: Arc<TrafficHistory>,
+    registry: Arc<Registry>,
+    shutdown: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(TRAFFIC_SAMPLE_SECONDS));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is at once: it sets the baseline (nothing has moved yet).
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => history.record(SystemTime::now(), registry.wire_totals().by_wire()),
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(seconds)
+    }
+
+    #[test]
+    fn keeps_the_differences_of_the_last_hour() {
+        let history = TrafficHistory::default();
+        history.record(at(10), ByWire { v1: 5, v2: 7 });
+        history.record(at(20), ByWire { v1: 5, v2: 107 });
+        let samples = history.samples();
+        assert_eq!(samples[0].bytes, ByWire { v1: 5, v2: 7 });
+        assert_eq!(samples[1].bytes, ByWire { v1: 0, v2: 100 });
+        assert_eq!(samples[1].at, 20.0);
+        for i in 0..TRAFFIC_SAMPLES as u64 {
+            history.record(at(30 + i), ByWire { v1: 5 + i, v2: 107 });
+        }
+        let samples = history.samples();
+        assert_eq!(samples.len(), TRAFFIC_SAMPLES);
+        assert_eq!(samples[0].at, 30.0, "the oldest went first");
+        assert!(samples[1..].iter().all(|s| s.bytes == ByWire { v1: 1, v2: 0 }));
+    }
+}
