@@ -17,6 +17,7 @@
 use crate::cipher::{PACKET_OVERHEAD, PacketSealer};
 use crate::decoder::Decoder;
 use crate::encoder::Encoder;
+use crate::key_prefix::KeyPrefix;
 use crate::keys::{ELLSWIFT_LEN, EphemeralKey, SESSION_ID_LEN, SessionKeys, TERMINATOR_LEN};
 use crate::network::Magic;
 use crate::pipe::{Event, Pipe};
@@ -95,21 +96,36 @@ impl Handshake {
     pub fn new(
         role: Role,
         magic: Magic,
+        entropy: HandshakeEntropy,
+    ) -> Result<(Self, Vec<u8>), UsageError> {
+        Self::new_with_prefix(role, magic, &KeyPrefix::NONE, entropy)
+    }
+
+    /// As `new`, with a key whose encoding starts with `prefix` (`--key-prefix`); with an
+    /// empty one, libsecp256k1 encodes it.
+    pub fn new_with_prefix(
+        role: Role,
+        magic: Magic,
+        prefix: &KeyPrefix,
         mut entropy: HandshakeEntropy,
     ) -> Result<(Self, Vec<u8>), UsageError> {
         if entropy.garbage.len() > MAX_GARBAGE_LEN {
             return Err(UsageError::TooMuchGarbage);
         }
-        // A key starting with the network magic could be taken for a v1 message (Bitcoin
-        // Core's and the `bip324` crate's responders treat it so): pick another encoding of
-        // the same key then.
-        let mut aux_rand = entropy.aux_rand;
-        let key = loop {
-            let key = EphemeralKey::new(entropy.secret_key, aux_rand);
-            if key.as_ref().map_or(true, |k| k.encoding()[..4] != magic.0) {
-                break key;
+        let key = if prefix.is_empty() {
+            // A key starting with the network magic could be taken for a v1 message (Bitcoin
+            // Core's and the `bip324` crate's responders treat it so): pick another encoding
+            // of the same key then. (The prefix encoder keeps the same rule.)
+            let mut aux_rand = entropy.aux_rand;
+            loop {
+                let key = EphemeralKey::new(entropy.secret_key, aux_rand);
+                if key.as_ref().map_or(true, |k| k.encoding()[..4] != magic.0) {
+                    break key;
+                }
+                aux_rand[0] = aux_rand[0].wrapping_add(1);
             }
-            aux_rand[0] = aux_rand[0].wrapping_add(1);
+        } else {
+            EphemeralKey::with_prefix(entropy.secret_key, entropy.aux_rand, prefix, magic)
         };
         zeroize::Zeroize::zeroize(&mut entropy.secret_key);
         Ok(Self::with_key(role, magic, key?, entropy.garbage))
@@ -325,6 +341,57 @@ mod tests {
             let wire = at_initiator.encoder.output().to_vec();
             at_responder.decoder.push(&wire, &mut |_| {}).unwrap();
             assert_eq!(at_responder.decoder.output(), &ping[..]);
+        }
+    }
+
+    /// Keys encoded with a prefix (16 bytes; 32, where the key itself may be replaced) still
+    /// agree with the other side on the session.
+    #[test]
+    fn prefixed_keys_agree() {
+        let magic = crate::Network::Regtest.magic();
+        let (short, full) = (
+            KeyPrefix::new(b"GET / HTTP/1.1\r\n"),
+            KeyPrefix::new(&[0x42; 32]),
+        );
+        let (short, full) = (short.expect("valid"), full.expect("valid"));
+        for seed in 1..5 {
+            let start = |role, prefix, seed| {
+                Handshake::new_with_prefix(role, magic, prefix, entropy(seed, 10)).expect("key")
+            };
+            let (initiator, to_responder) = start(Role::Initiator, &short, seed);
+            let (responder, to_initiator) = start(Role::Responder, &full, seed + 100);
+            assert!(to_responder.starts_with(short.as_bytes()));
+            assert!(to_initiator.starts_with(full.as_bytes()));
+            let (mut from_initiator, mut from_responder) = (Vec::new(), Vec::new());
+            let Ok(Progress::NeedMore(initiator)) =
+                initiator.receive(&to_initiator, &mut from_initiator, &mut |_| {})
+            else {
+                panic!("no version packet yet")
+            };
+            let Ok(Progress::NeedMore(responder)) =
+                responder.receive(&to_responder, &mut from_responder, &mut |_| {})
+            else {
+                panic!("no version packet yet")
+            };
+            let mut events = Vec::new();
+            let (_, at_initiator) = establish(
+                initiator,
+                &from_responder,
+                usize::MAX,
+                &mut Vec::new(),
+                &mut events,
+            );
+            let (_, at_responder) = establish(
+                responder,
+                &from_initiator,
+                usize::MAX,
+                &mut Vec::new(),
+                &mut events,
+            );
+            assert_eq!(
+                at_initiator.session_id, at_responder.session_id,
+                "seed {seed}"
+            );
         }
     }
 

@@ -8,6 +8,8 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::UsageError;
 use crate::cipher::{PacketOpener, PacketSealer};
+use crate::ellswift::encode_with_prefix;
+use crate::key_prefix::KeyPrefix;
 use crate::network::Magic;
 use crate::role::Role;
 
@@ -32,6 +34,30 @@ impl EphemeralKey {
         let secret = parse_secret(secret)?;
         let encoding = ElligatorSwift::from_seckey(secret, Some(aux_rand));
         Ok(EphemeralKey { secret, encoding })
+    }
+
+    /// Like `new`, but the encoding starts with `prefix` and not with `magic`. With a 32-byte
+    /// prefix the key may be one derived from `secret` and `aux_rand` (see `ellswift`).
+    pub fn with_prefix(
+        secret: [u8; 32],
+        aux_rand: [u8; 32],
+        prefix: &KeyPrefix,
+        magic: Magic,
+    ) -> Result<Self, UsageError> {
+        let encoded = encode_with_prefix(parse_secret(secret)?, &aux_rand, prefix, magic)?;
+        Ok(EphemeralKey {
+            secret: encoded.secret,
+            encoding: ElligatorSwift::from_array(encoded.encoding),
+        })
+    }
+
+    /// The X coordinate of the public key: what the encoding decodes to.
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn public_x(&self) -> [u8; 32] {
+        secp256k1::PublicKey::from_secret_key(&self.secret)
+            .x_only_public_key()
+            .0
+            .to_byte_array()
     }
 
     /// Uses a given encoding of the key, as the BIP-324 test vectors do.

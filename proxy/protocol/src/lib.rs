@@ -5,7 +5,8 @@
 //! sockets through a [`Pipe`]; tests and fuzzers feed the same state machines directly.
 //!
 //! * [`Handshake`]: either [`Role`]'s side of the v2 handshake, until the peer's version
-//!   packet authenticated, which yields a [`Session`].
+//!   packet authenticated, which yields a [`Session`]; its key's encoding may start with a
+//!   chosen [`KeyPrefix`] (ElligatorSwift's inverse map, in `ellswift`).
 //! * [`Encoder`] (v1 in, v2 out) and [`Decoder`] (v2 in, v1 out): the two translation
 //!   directions, both [`Pipe`]s.
 //! * [`classify_client_hello`]: tells a v1 client from a v2 one by its first bytes, and
@@ -37,8 +38,14 @@ pub mod cipher;
 mod cipher;
 mod client_hello;
 mod decoder;
+#[cfg(feature = "test-util")]
+pub mod ellswift;
+#[cfg(not(feature = "test-util"))]
+#[allow(unreachable_pub)]
+mod ellswift;
 mod encoder;
 mod handshake;
+mod key_prefix;
 #[cfg(feature = "test-util")]
 pub mod keys;
 #[cfg(not(feature = "test-util"))]
@@ -63,6 +70,7 @@ pub use client_hello::{
 pub use decoder::Decoder;
 pub use encoder::{Encoder, bucket_for};
 pub use handshake::{Handshake, HandshakeEntropy, MAX_GARBAGE_LEN, Progress, Session};
+pub use key_prefix::{KeyPrefix, KeyPrefixError, MAX_KEY_PREFIX_LEN};
 pub use network::{Magic, Network, NetworkLabel};
 pub use pipe::{Chain, Event, Pipe};
 pub use rewrite::{MAX_USER_AGENT_LEN, NODE_P2P_V2, Rewrite};
@@ -145,4 +153,9 @@ pub enum UsageError {
     /// `HandshakeEntropy::garbage` is longer than [`MAX_GARBAGE_LEN`].
     #[error("garbage longer than 4095 bytes")]
     TooMuchGarbage,
+    /// No encoding of the key starts with the prefix without starting with the network's
+    /// magic too: only a prefix that begins with that magic (which [`KeyPrefix::new`]
+    /// refuses for every known network) gets here.
+    #[error("no key encoding starts with the key prefix and not with the network magic")]
+    NoEncodingWithPrefix,
 }

@@ -1,0 +1,142 @@
+//! The bytes the proxy's ElligatorSwift keys start with (`--key-prefix`).
+//!
+//! A key's 64-byte encoding is `u || t`: `u` may be any 32 bytes, `t` is solved from `u` and
+//! the key. A prefix fixes the first bytes of `u`; the rest of `u`, `t` and the garbage stay
+//! random. That defeats a filter that reads only a connection's first bytes, and is itself a
+//! fingerprint (docs/security.md).
+//!
+//! Which prefixes are refused, and why:
+//! * one that starts with a network's magic (4 bytes or more): rust-bitcoin's `bip324`, in
+//!   either role, takes a key starting with the magic for v1, and Bitcoin Core's responder
+//!   does so once the magic is followed by `version\0\0\0\0\0` (it compares the first 16
+//!   bytes). Refusing the magic alone covers both, on every network, since one prefix serves
+//!   all connections;
+//! * 32 bytes that are 0 mod p: decoding reads `u = 0` as 1, so no key has such an encoding.
+//!
+//! A prefix of 1 to 3 bytes that begins a magic is accepted: the random bytes after it
+//! complete that magic once in 2^8 to 2^24 keys, and the encoder draws again then, as it does
+//! without a prefix. So no key the proxy sends starts with its connection's magic.
+
+use crate::network::Network;
+
+/// Longest prefix: all of `u`.
+pub const MAX_KEY_PREFIX_LEN: usize = 32;
+
+/// The first bytes of every key's encoding; empty for none (then libsecp256k1 encodes keys).
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct KeyPrefix {
+    bytes: [u8; MAX_KEY_PREFIX_LEN],
+    len: usize,
+}
+
+/// Why bytes cannot be a key prefix.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KeyPrefixError {
+    /// Longer than `u`.
+    #[error("a key prefix is at most 32 bytes (the first half of the 64-byte key), not {0}")]
+    TooLong(usize),
+    /// It starts with a network's magic.
+    #[error(
+        "it starts with the {network} network's magic {magic}: a v2 responder would take every \
+         handshake for a v1 message (Bitcoin Core does when `version` follows, rust-bitcoin's \
+         bip324 always) and never answer in v2"
+    )]
+    LooksLikeV1 {
+        /// The network.
+        network: &'static str,
+        /// Its magic, in hex.
+        magic: String,
+    },
+    /// 32 bytes that are 0 mod p.
+    #[error("32 bytes that are 0 mod p: decoding reads such a u as 1, so no key can start so")]
+    ZeroU,
+}
+
+impl KeyPrefix {
+    /// No prefix.
+    pub const NONE: KeyPrefix = KeyPrefix {
+        bytes: [0; MAX_KEY_PREFIX_LEN],
+        len: 0,
+    };
+
+    /// `bytes` as a prefix, unless it is refused (see the module's documentation).
+    pub fn new(bytes: &[u8]) -> Result<KeyPrefix, KeyPrefixError> {
+        if bytes.len() > MAX_KEY_PREFIX_LEN {
+            return Err(KeyPrefixError::TooLong(bytes.len()));
+        }
+        if let Some(network) = Network::ALL
+            .into_iter()
+            .find(|n| bytes.starts_with(&n.magic().0))
+        {
+            return Err(KeyPrefixError::LooksLikeV1 {
+                network: network.name(),
+                magic: network.magic().to_string(),
+            });
+        }
+        let mut prefix = KeyPrefix::NONE;
+        prefix.bytes[..bytes.len()].copy_from_slice(bytes);
+        prefix.len = bytes.len();
+        if prefix.len == MAX_KEY_PREFIX_LEN && crate::ellswift::is_zero_mod_p(&prefix.bytes) {
+            return Err(KeyPrefixError::ZeroU);
+        }
+        Ok(prefix)
+    }
+
+    /// The prefix's bytes.
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    /// Whether there is no prefix.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl std::fmt::Debug for KeyPrefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyPrefix(")?;
+        for b in self.as_bytes() {
+            write!(f, "{b:02x}")?;
+        }
+        f.write_str(")")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_networks_magic_is_refused_and_its_start_is_not() {
+        for network in Network::ALL {
+            let magic = network.magic().0;
+            let mut v1 = magic.to_vec();
+            v1.extend_from_slice(b"version\0\0\0\0\0");
+            for len in 4..=v1.len() {
+                let refused = KeyPrefix::new(&v1[..len]).expect_err("a magic");
+                assert!(refused.to_string().contains(network.name()), "{refused}");
+            }
+            // magic + "GET": still the magic.
+            assert!(KeyPrefix::new(&[&magic[..], b"GET"].concat()).is_err());
+            for len in 1..4 {
+                assert!(KeyPrefix::new(&magic[..len]).is_ok(), "{len} bytes");
+            }
+        }
+        let http = KeyPrefix::new(b"GET / HTTP/1.1\r\n").expect("not a magic");
+        assert_eq!(http.as_bytes(), b"GET / HTTP/1.1\r\n");
+        assert!(KeyPrefix::new(&[]).is_ok_and(|p| p.is_empty()));
+    }
+
+    #[test]
+    fn longer_than_u_or_zero_mod_p_is_refused() {
+        assert_eq!(KeyPrefix::new(&[1; 33]), Err(KeyPrefixError::TooLong(33)));
+        assert!(KeyPrefix::new(&[1; 32]).is_ok());
+        assert_eq!(KeyPrefix::new(&[0; 32]), Err(KeyPrefixError::ZeroU));
+        let p = hex::decode("fffffffffffffffffffffffffffffffffffffffffffffffffffffffefffffc2f");
+        assert_eq!(KeyPrefix::new(&p.expect("hex")), Err(KeyPrefixError::ZeroU));
+        assert!(KeyPrefix::new(&[0; 31]).is_ok());
+    }
+}
