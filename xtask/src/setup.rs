@@ -65,6 +65,14 @@ const PACKAGES: &[(&str, &str)] = &[
         "systemd-container",
         "`systemd-nspawn`: boots the system test's root with a real systemd",
     ),
+    (
+        "chromium",
+        "a real browser, headless: the dashboard's end-to-end test opens the page in it",
+    ),
+    (
+        "chromium-driver",
+        "`chromedriver` (WebDriver): how the dashboard's test drives the browser",
+    ),
 ];
 
 pub(crate) fn is_root() -> bool {

@@ -206,8 +206,10 @@ pub struct Config {
     #[arg(long, conflicts_with = "control")]
     pub no_control: bool,
 
-    /// Serve Prometheus metrics at http://ADDR/metrics (off by default; keep it on loopback,
-    /// e.g. 127.0.0.1:9324).
+    /// Serve a dashboard at http://ADDR/ (every open connection with its session id, totals,
+    /// the last hour of traffic; read-only) and Prometheus metrics at http://ADDR/metrics. Off
+    /// by default. Keep it on loopback, e.g. 127.0.0.1:9324: the page shows every client's
+    /// address and destination to whoever can reach it.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
 

@@ -86,8 +86,8 @@ pub struct StatusDocument {
     /// older proxies: empty.
     #[serde(default)]
     pub tallies: Tallies,
-    /// Bytes by wire in the last hour, oldest first, one sample per [`TRAFFIC_SAMPLE_SECONDS`].
-    /// Absent from older proxies: empty.
+    /// Bytes by wire in the last hour, oldest first: one sample per [`TRAFFIC_SAMPLE_SECONDS`],
+    /// then the span in progress, up to the document's making. Absent from older proxies: empty.
     #[serde(default)]
     pub traffic: Vec<TrafficSample>,
 }
@@ -117,7 +117,7 @@ pub const TRAFFIC_SAMPLE_SECONDS: u64 = 10;
 /// How many samples a proxy keeps: one hour.
 pub const TRAFFIC_SAMPLES: usize = 360;
 
-/// Bytes that moved in one span of [`TRAFFIC_SAMPLE_SECONDS`].
+/// Bytes that moved in one span: from the sample before (or the proxy's start) to `at`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrafficSample {
     /// The span's end, Unix time, seconds.

@@ -34,14 +34,16 @@ pub(crate) fn prepare(
     }
     if let Some(addr) = config.metrics.filter(|a| !a.ip().is_loopback()) {
         warn!(
-            "--metrics {addr} is reachable beyond this host: the metrics show traffic volumes \
-             and connection counts to anyone who can connect; prefer 127.0.0.1"
+            "--metrics {addr} is reachable beyond this host: its dashboard shows every \
+             client's address and destination, and the metrics traffic volumes, to anyone who \
+             can connect; prefer 127.0.0.1 (from elsewhere: ssh -L)"
         );
     }
     let metrics = config
         .metrics
         .map(|addr| {
-            listeners::bind(addr).with_context(|| format!("cannot serve metrics on {addr}"))
+            listeners::bind(addr)
+                .with_context(|| format!("cannot serve the dashboard and metrics on {addr}"))
         })
         .transpose()?;
     let account = privileges::account(config.user.as_deref())?;

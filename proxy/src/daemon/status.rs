@@ -39,14 +39,16 @@ impl StatusSource {
     }
 
     pub(crate) fn document(&self) -> StatusDocument {
+        let tallies = self.metrics.tallies(&self.registry);
+        let traffic = self.traffic.samples_until(SystemTime::now(), tallies.wire);
         StatusDocument {
             version: VERSION,
             proxy: self.proxy.clone(),
             connections: self.registry.snapshot(),
             totals: self.registry.totals(),
             recent: self.registry.recent(),
-            tallies: self.metrics.tallies(&self.registry),
-            traffic: self.traffic.samples(),
+            tallies,
+            traffic,
         }
     }
 }

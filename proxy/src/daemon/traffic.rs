@@ -42,10 +42,24 @@ impl TrafficHistory {
         });
     }
 
-    /// The samples, oldest first.
-    pub(crate) fn samples(&self) -> Vec<TrafficSample> {
+    /// The samples, oldest first, and last the span in progress: what moved since the last
+    /// sample until `now`, when the totals are `totals`. A page opened seconds after a
+    /// connection already sees it move.
+    pub(crate) fn samples_until(&self, now: SystemTime, totals: ByWire) -> Vec<TrafficSample> {
         let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        inner.samples.iter().copied().collect()
+        let at = now
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let current = TrafficSample {
+            at,
+            bytes: ByWire {
+                v1: totals.v1.saturating_sub(inner.last.v1),
+                v2: totals.v2.saturating_sub(inner.last.v2),
+            },
+        };
+        let past = inner.samples.iter().copied().filter(|s| s.at < at);
+        past.chain(std::iter::once(current)).collect()
     }
 }
 
@@ -79,16 +93,27 @@ mod tests {
         let history = TrafficHistory::default();
         history.record(at(10), ByWire { v1: 5, v2: 7 });
         history.record(at(20), ByWire { v1: 5, v2: 107 });
-        let samples = history.samples();
+        let samples = history.samples_until(at(25), ByWire { v1: 8, v2: 107 });
         assert_eq!(samples[0].bytes, ByWire { v1: 5, v2: 7 });
         assert_eq!(samples[1].bytes, ByWire { v1: 0, v2: 100 });
         assert_eq!(samples[1].at, 20.0);
+        assert_eq!(
+            samples[2].bytes,
+            ByWire { v1: 3, v2: 0 },
+            "the span in progress"
+        );
+        assert_eq!(samples[2].at, 25.0);
         for i in 0..TRAFFIC_SAMPLES as u64 {
             history.record(at(30 + i), ByWire { v1: 5 + i, v2: 107 });
         }
-        let samples = history.samples();
-        assert_eq!(samples.len(), TRAFFIC_SAMPLES);
+        let end = 30 + TRAFFIC_SAMPLES as u64;
+        let samples = history.samples_until(at(end), ByWire { v1: end, v2: 107 });
+        assert_eq!(samples.len(), TRAFFIC_SAMPLES + 1);
         assert_eq!(samples[0].at, 30.0, "the oldest went first");
-        assert!(samples[1..].iter().all(|s| s.bytes == ByWire { v1: 1, v2: 0 }));
+        assert!(
+            samples[1..]
+                .iter()
+                .all(|s| s.bytes == ByWire { v1: 1, v2: 0 })
+        );
     }
 }

@@ -86,8 +86,14 @@ async fn respond(
             "text/plain; version=0.0.4; charset=utf-8",
             status.metrics.render(&status.registry),
         ),
-        Route::NotFound => plain("404 Not Found", "the dashboard is at /, metrics at /metrics"),
-        Route::MethodNotAllowed => plain("405 Method Not Allowed", "only GET: nothing here changes anything"),
+        Route::NotFound => plain(
+            "404 Not Found",
+            "the dashboard is at /, metrics at /metrics",
+        ),
+        Route::MethodNotAllowed => plain(
+            "405 Method Not Allowed",
+            "only GET: nothing here changes anything",
+        ),
         Route::ForeignHost => plain(
             "421 Misdirected Request",
             "open this page by the host's address or name, not through another name",

@@ -135,8 +135,14 @@ mod tests {
     #[test]
     fn the_page_its_files_the_data_and_the_metrics() {
         assert_eq!(get("/", "127.0.0.1:9324"), Route::Asset(Asset::Page));
-        assert_eq!(get("/dashboard.js", "localhost:9324"), Route::Asset(Asset::Script));
-        assert_eq!(get("/dashboard.css", "[::1]:9324"), Route::Asset(Asset::Style));
+        assert_eq!(
+            get("/dashboard.js", "localhost:9324"),
+            Route::Asset(Asset::Script)
+        );
+        assert_eq!(
+            get("/dashboard.css", "[::1]:9324"),
+            Route::Asset(Asset::Style)
+        );
         assert_eq!(get("/status.json?t=1", "192.168.1.1"), Route::Status);
         assert_eq!(get("/metrics", "router:9324"), Route::Metrics);
         assert_eq!(get("/metrics", "ROUTER.:9324"), Route::Metrics);
@@ -169,7 +175,12 @@ mod tests {
         assert_eq!(route(no_host.as_bytes(), &[]), Route::BadRequest);
         let old = "GET /metrics HTTP/1.0";
         assert_eq!(route(old.as_bytes(), &[]), Route::Metrics);
-        for head in [&b"GET /\xff HTTP/1.1"[..], b"GET / HTTP/2", b"GET  / HTTP/1.1", b""] {
+        for head in [
+            &b"GET /\xff HTTP/1.1"[..],
+            b"GET / HTTP/2",
+            b"GET  / HTTP/1.1",
+            b"",
+        ] {
             assert_eq!(route(head, &[]), Route::BadRequest, "{head:?}");
         }
     }

@@ -5,6 +5,7 @@
 
 const REFRESH_MS = 1000;
 const HOUR = 3600;
+const SAMPLE_SECONDS = 10;
 const SVG = "http://www.w3.org/2000/svg";
 const TRANSPORTS = {
   v2: "v2",
@@ -150,9 +151,13 @@ function drawChart(samples, now) {
   const width = Math.max(box.clientWidth, 300);
   const height = Math.max(box.clientHeight, 120);
   const left = 64, right = 12, top = 12, bottom = 22;
-  const span = samples.length > 1 ? samples[1].at - samples[0].at : 10;
-  const rate = (s, wire) => s[wire] / span;
-  const peak = roundUp(Math.max(1024, ...samples.map((s) => Math.max(rate(s, "v1"), rate(s, "v2")))));
+  // Each sample spans from the one before; the last is the span in progress, at least a
+  // second long so that a few bytes just now do not read as a burst.
+  const rated = samples.map((s, i) => {
+    const span = Math.max(1, i === 0 ? SAMPLE_SECONDS : s.at - samples[i - 1].at);
+    return { at: s.at, v1: s.v1 / span, v2: s.v2 / span };
+  }).filter((s) => s.at >= now - HOUR);
+  const peak = roundUp(Math.max(1024, ...rated.map((s) => Math.max(s.v1, s.v2))));
   const x = (at) => left + ((at - (now - HOUR)) / HOUR) * (width - left - right);
   const y = (value) => top + (1 - value / peak) * (height - top - bottom);
   const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": "bytes a second over the last hour, v2 and v1" });
@@ -165,13 +170,16 @@ function drawChart(samples, now) {
     chart.append(svg("text", { class: "axis", x: x(now - minutes * 60), y: height - 6, "text-anchor": anchor },
       minutes === 0 ? "now" : `−${minutes} min`));
   }
-  const recent = samples.filter((s) => s.at >= now - HOUR);
   for (const wire of ["v2", "v1"]) {
-    const points = recent.map((s) => `${x(s.at).toFixed(1)},${y(rate(s, wire)).toFixed(1)}`).join(" ");
-    if (recent.length > 0) chart.append(svg("polyline", { class: wire, points }));
+    const points = rated.map((s) => `${x(s.at).toFixed(1)},${y(s[wire]).toFixed(1)}`);
+    if (points.length > 0) {
+      // A history shorter than the hour starts with the proxy: nothing moved before.
+      if (rated[0].at - SAMPLE_SECONDS >= now - HOUR) points.unshift(`${x(rated[0].at - SAMPLE_SECONDS).toFixed(1)},${y(0).toFixed(1)}`);
+      chart.append(svg("polyline", { class: wire, points: points.join(" ") }));
+    }
   }
   box.replaceChildren(chart);
-  setText($("chart-scale"), recent.length === 0 ? " · no samples yet (one every 10 s)" : "");
+  setText($("chart-scale"), rated.length === 0 ? " · no samples yet" : ` · one point every ${SAMPLE_SECONDS} s`);
 }
 
 function draw(doc) {
@@ -186,7 +194,9 @@ function draw(doc) {
   setText($("opened-detail"), `${encrypted} of ${opened} since start`);
   const wire = tallies.wire;
   setText($("wire-ratio"), percent(wire.v2, wire.v1 + wire.v2));
-  setText($("wire-detail"), `${bytes(wire.v2)} v2 · ${bytes(wire.v1)} v1`);
+  // Both sockets count: a local client's side is v1 on this host, so half is the most an
+  // outbound proxy shows.
+  setText($("wire-detail"), `${bytes(wire.v2)} v2 · ${bytes(wire.v1)} v1, both sockets`);
   setText($("trouble"), `${sum(tallies.refused)} / ${sum(tallies.failed)}`);
   setText($("uptime"), duration(now - proxy.started));
   setText($("pid"), "pid " + proxy.pid);
@@ -213,7 +223,8 @@ function draw(doc) {
     ["shaping", proxy.shaping || "unknown"],
     ["v1 fallback", proxy.v1_fallback === undefined ? "unknown" : proxy.v1_fallback ? "on" : "off"],
   ], true);
-  drawChart(doc.traffic || [], doc.traffic && doc.traffic.length ? doc.traffic[doc.traffic.length - 1].at : now);
+  const traffic = doc.traffic || [];
+  drawChart(traffic, traffic.length ? traffic[traffic.length - 1].at : now);
 }
 
 let lastSeen = 0;
