@@ -4,7 +4,7 @@
 //! the page loaded nothing from elsewhere. The screenshot it takes is the README's.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Stdio};
 use std::sync::mpsc;
@@ -14,6 +14,7 @@ use bip324_e2e::testbed::{
     NODE_PORT, Proxy, REMOTE_V4, REMOTE_V6, RedirectCli, RemoteNode, TAGGED_GID, TwoHosts,
     noisy_responder,
 };
+use bip324_control::{StatusDocument, TransportKind};
 use fantoccini::{Client, ClientBuilder};
 use serde_json::{Value, json};
 
@@ -91,6 +92,17 @@ impl Drop for Chromedriver {
     }
 }
 
+/// The body of a GET of `path` on the proxy's web listener.
+fn http_get(path: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(METRICS).expect("the web listener");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {METRICS}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    body.to_string()
+}
+
 /// What the main thread tells the browser's thread, and what it finds.
 enum Step {
     /// Expect this connection (session id, destination) on the page.
@@ -153,6 +165,25 @@ fn the_dashboard_shows_live_connections_in_a_browser() {
     to_browser.send(Step::Done).unwrap();
     let report = browser.join().expect("the browser's thread");
     eprintln!("{report}");
+
+    // The page's data is the control socket's document: it reads as the schema, loses nothing
+    // when written back, and tells what the control socket tells.
+    let raw = hosts.client.run(|| http_get("/status.json"));
+    let json: Value = serde_json::from_str(&raw).expect("status.json is JSON");
+    let document: StatusDocument = serde_json::from_str(&raw).expect("the control schema");
+    assert_eq!(serde_json::to_value(&document).unwrap(), json, "a field outside the schema");
+    let (_, status) = cli.status();
+    let sessions = |connections: &Value| {
+        let connections = connections.as_array().expect("connections");
+        connections.iter().map(|c| c["session_id"].clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        sessions(&json["connections"]),
+        sessions(&status["proxy_status"]["connections"])
+    );
+    assert_eq!(document.tallies.opened[&TransportKind::V2], 2);
+    assert!(document.tallies.wire.v2 > 400_000, "{:?}", document.tallies);
+    assert!(!document.traffic.is_empty());
 
     // The page showed the sessions the remote node itself reports: no copy of the proxy's
     // claim, the node's own account.
