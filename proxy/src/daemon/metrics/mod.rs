@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use super::labels::{FailureReason, RefusalKind, TransportKind};
 use super::registry::Registry;
-use bip324_control::Tallies;
 use super::socks5::wire::Reply;
+use bip324_control::Tallies;
 use bip324_protocol::message_type::{self, SHORT_IDS};
 use bip324_protocol::v1::Command;
 
