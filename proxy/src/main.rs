@@ -34,6 +34,7 @@ fn main() -> ExitCode {
         eprintln!("bip324-proxy: {e:#}");
         return ExitCode::from(2);
     }
+    daemon::fault::log_panics();
     // Inbound mode's binding helper is forked while this is the only thread: a process of
     // its own keeps CAP_NET_RAW, and this one drops it at once.
     let binder = if daemon::listeners::inbound_wanted(&config.inbound) {

@@ -1,7 +1,7 @@
 //! Load and faults through the real proxy behind a real redirect: a thousand concurrent
 //! connections lose nothing; running out of descriptors slows accepting but never stops it;
 //! a killed proxy closes its connections, the redirect then refuses (fail closed), and a new
-//! proxy serves again.
+//! proxy serves again; a panic in one connection closes that connection only.
 
 use std::time::{Duration, Instant};
 
@@ -10,6 +10,7 @@ use bip324_e2e::testbed::{
     NODE_PORT, Proxy, REMOTE_V4, RedirectCli, RemoteNode, TAGGED_GID, TwoHosts, noisy_responder,
     run_client,
 };
+use bip324_e2e::v1::{Message, REGTEST_MAGIC, read_message, version_payload, write_message};
 
 const CLIENT: &str = env!("CARGO_BIN_EXE_e2e-v1-client");
 const LOAD_CLIENT: &str = env!("CARGO_BIN_EXE_e2e-load-client");
@@ -212,4 +213,101 @@ fn a_killed_proxy_closes_its_connections_fails_closed_and_recovers() {
         .responder
         .wait_for_reports(seen + 1, Duration::from_secs(10));
     assert_eq!(reports[seen].transport, Transport::V2);
+}
+
+/// A v1 client's connection through the redirect, past version and verack.
+struct V1Peer(std::net::TcpStream);
+
+impl V1Peer {
+    fn connect(hosts: &TwoHosts) -> V1Peer {
+        let remote: std::net::SocketAddr = format!("{REMOTE_V4}:{NODE_PORT}").parse().unwrap();
+        let stream = hosts
+            .client
+            .run_as_group(TAGGED_GID, move || std::net::TcpStream::connect(remote))
+            .expect("connect through the redirect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut peer = V1Peer(stream);
+        let version = version_payload(remote, 7, "/e2e-fault-test:0.1/");
+        peer.send("version", &version).unwrap();
+        assert_eq!(peer.receive().expect("version back").command, "version");
+        assert_eq!(peer.receive().expect("verack").command, "verack");
+        peer
+    }
+
+    fn send(&mut self, command: &str, payload: &[u8]) -> std::io::Result<()> {
+        write_message(&mut self.0, REGTEST_MAGIC, &Message::new(command, payload))
+    }
+
+    fn receive(&mut self) -> Option<Message> {
+        read_message(&mut self.0, REGTEST_MAGIC).ok().flatten()
+    }
+
+    /// The echo node sends every other message back: it arrives, unchanged.
+    fn echoes(&mut self, payload: &[u8]) {
+        self.send("hello", payload).unwrap();
+        let echo = self.receive().expect("the echo");
+        assert_eq!(
+            (echo.command.as_str(), &echo.payload[..]),
+            ("hello", payload)
+        );
+    }
+}
+
+/// Faults stay local: a bug that panics while one connection is handled (injected through
+/// the `fault-injection` build, never in a package) closes that connection only. Its
+/// neighbour goes on exchanging messages, new connections are served, and the proxy counts
+/// and logs the fault with the connection's id.
+#[test]
+fn a_panic_in_one_connection_closes_that_connection_only() {
+    let hosts = TwoHosts::create();
+    let _node = RemoteNode::start(&hosts.remote, noisy_responder);
+    let mut proxy =
+        Proxy::start_with_fault_injection(&hosts.client, &["--metrics", "127.0.0.1:9324"]);
+    RedirectCli::new(&hosts).enable_tagged("nftables", &NODE_PORT.to_string());
+
+    let mut neighbour = V1Peer::connect(&hosts);
+    neighbour.echoes(b"before");
+    let mut faulty = V1Peer::connect(&hosts);
+    faulty.echoes(b"fine so far");
+    faulty.send("injectpanic", b"").unwrap();
+    assert!(
+        faulty.receive().is_none(),
+        "the faulty connection is closed, not answered"
+    );
+
+    neighbour.echoes(b"after");
+    let mut newcomer = V1Peer::connect(&hosts);
+    newcomer.echoes(b"new");
+    assert!(proxy.is_running(), "the proxy goes on");
+    let log = proxy.log();
+    let panic_line = log
+        .lines()
+        .find(|l| l.contains("internal error at") && l.contains("injected fault"))
+        .unwrap_or_else(|| panic!("the panic, logged:\n{log}"));
+    assert!(panic_line.contains("conn{id=2}"), "{panic_line}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("conn{id=2}") && l.contains("the others go on")),
+        "{log}"
+    );
+    let metrics = hosts.client.run(|| {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect("127.0.0.1:9324").unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    });
+    assert!(
+        metrics.contains("\nbip324_proxy_connection_panics_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\nbip324_proxy_connections_open 2\n"),
+        "the neighbour and the newcomer: {metrics}"
+    );
 }

@@ -126,7 +126,9 @@ fn test() -> Result {
     }
     // The CLI embeds the committed eBPF object: it must be what this source builds.
     ebpf::run(&["--check".to_string()])?;
-    // The end-to-end tests run the real binaries: build them before the tests.
+    // The end-to-end tests run the real binaries: build them before the tests. The fault
+    // test's proxy first, as a binary of its own, then the real one over it.
+    fault_injection_proxy()?;
     cargo(&["build", "--workspace", "--bins"])?;
 
     tier(
@@ -157,6 +159,25 @@ fn test() -> Result {
     system_test::run()?;
     // The README's first command where nothing was installed by hand: a few minutes.
     fresh_machine::run()
+}
+
+/// `target/debug/bip324-proxy-fault-injection`: the proxy with its `fault-injection` feature,
+/// for the test that shows a panic stays in its connection. No package ever holds it.
+fn fault_injection_proxy() -> Result {
+    cargo(&[
+        "build",
+        "-p",
+        "bip324-proxy",
+        "--features",
+        "fault-injection",
+    ])?;
+    let debug = root().join("target/debug");
+    std::fs::copy(
+        debug.join("bip324-proxy"),
+        debug.join("bip324-proxy-fault-injection"),
+    )
+    .map(drop)
+    .map_err(|e| format!("cannot copy the fault-injection proxy: {e}"))
 }
 
 /// Says which tier the steps below belong to.

@@ -6,6 +6,7 @@ mod context;
 mod control;
 mod cover;
 mod destination;
+pub(crate) mod fault;
 mod front;
 mod labels;
 pub(crate) mod listeners;
@@ -138,6 +139,7 @@ pub(crate) async fn run(config: Config, prepared: startup::Prepared) -> anyhow::
         control = %control_shown,
         metrics = %metrics_shown,
         v1_fallback = config.v1_fallback,
+        key_prefix = %config.key_prefix.map_or_else(|| "none".to_string(), |p| p.to_string()),
         handshake_timeout = ?config.handshake_timeout,
         max_connections = config.max_connections,
         "bip324-proxy {} ready",
@@ -262,20 +264,21 @@ async fn accept_loop(
                 let id = next_id.fetch_add(1, Ordering::Relaxed);
                 let span = info_span!("conn", id);
                 let (ctx, shutdown) = (Arc::clone(&ctx), shutdown.clone());
-                connections.spawn(
-                    async move {
-                        match front::arrive(front, stream, client, &ctx).await {
-                            Arrival::Connection(accepted) => {
-                                connection::run(*accepted, id, &ctx, &shutdown).await;
-                            }
-                            Arrival::Refused { client, refusal } => {
-                                connection::refused(&ctx, front, client, &refusal);
-                            }
-                            Arrival::Served => {}
+                let metrics = Arc::clone(&ctx.metrics);
+                let connection = async move {
+                    match front::arrive(front, stream, client, &ctx).await {
+                        Arrival::Connection(accepted) => {
+                            connection::run(*accepted, id, &ctx, &shutdown).await;
                         }
-                        drop(permit);
+                        Arrival::Refused { client, refusal } => {
+                            connection::refused(&ctx, front, client, &refusal);
+                        }
+                        Arrival::Served => {}
                     }
-                    .instrument(span),
+                    drop(permit);
+                };
+                connections.spawn(
+                    async move { fault::contained(connection, &metrics).await }.instrument(span),
                 );
             }
             Err(e) if is_resource_exhaustion(&e) => {

@@ -20,7 +20,7 @@ pub fn workspace_binary(name: &str, env_var: &str) -> PathBuf {
     let path = profile_dir.join(name);
     assert!(
         path.exists(),
-        "{} not found: build it first (`cargo build --workspace --bins`; `cargo xtask test` does) or set {env_var}",
+        "{} not found: `cargo xtask test` builds it (by hand: `cargo build --workspace --bins`; bip324-proxy-fault-injection is `cargo build -p bip324-proxy --features fault-injection`, copied under that name) or set {env_var}",
         path.display()
     );
     path
@@ -43,10 +43,30 @@ impl Proxy {
     /// Starts the proxy with at most `fd_limit` open files (soft and hard), when given.
     pub fn start_with_fd_limit(host: &Netns, extra_args: &[&str], fd_limit: Option<u64>) -> Proxy {
         let binary = workspace_binary("bip324-proxy", "BIP324_PROXY_BIN");
+        Proxy::start_binary(&binary, host, extra_args, fd_limit)
+    }
+
+    /// Starts the proxy built with its `fault-injection` feature (`cargo xtask test` builds
+    /// it as target/debug/bip324-proxy-fault-injection): a v1 message named `injectpanic`
+    /// panics its connection's task.
+    pub fn start_with_fault_injection(host: &Netns, extra_args: &[&str]) -> Proxy {
+        let binary = workspace_binary(
+            "bip324-proxy-fault-injection",
+            "BIP324_PROXY_FAULT_INJECTION_BIN",
+        );
+        Proxy::start_binary(&binary, host, extra_args, None)
+    }
+
+    fn start_binary(
+        binary: &Path,
+        host: &Netns,
+        extra_args: &[&str],
+        fd_limit: Option<u64>,
+    ) -> Proxy {
         let log_path = std::env::temp_dir().join(format!("{}-proxy.log", host.name()));
         let log = std::fs::File::create(&log_path).expect("proxy log file");
         let control = control_socket(host);
-        let mut command = host.command(&binary, None);
+        let mut command = host.command(binary, None);
         command
             .arg("--control")
             .arg(&control)

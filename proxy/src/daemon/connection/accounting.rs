@@ -23,6 +23,8 @@ pub(super) fn account(
     log_event(direction, from, event);
     match event {
         Event::Message { command, .. } => {
+            #[cfg(feature = "fault-injection")]
+            crate::daemon::fault::inject(&command);
             let (counter, flow) = match from {
                 Side::Accepted => (&entry.messages_from_client, Flow::AcceptedToDialled),
                 Side::Dialled => (&entry.messages_to_client, Flow::DialledToAccepted),

@@ -51,6 +51,7 @@ pub(crate) struct Metrics {
     messages: [[AtomicU64; TYPES]; 2],
     decoys: AtomicU64,
     dropped: AtomicU64,
+    panics: AtomicU64,
     handshake_buckets: [AtomicU64; BUCKETS.len()],
     handshake_count: AtomicU64,
     handshake_micros: AtomicU64,
@@ -71,6 +72,7 @@ impl Default for Metrics {
             messages: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
             decoys: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            panics: AtomicU64::new(0),
             handshake_buckets: Default::default(),
             handshake_count: AtomicU64::new(0),
             handshake_micros: AtomicU64::new(0),
@@ -136,6 +138,11 @@ impl Metrics {
 
     pub(crate) fn dropped(&self) {
         bump(&self.dropped);
+    }
+
+    /// A connection's task panicked (a bug): that connection was closed, no other.
+    pub(crate) fn panicked(&self) {
+        bump(&self.panics);
     }
 
     /// The counters by word, and the bytes by wire: the status document's tallies.

@@ -104,6 +104,11 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
+            "# HELP bip324_proxy_connection_panics_total Connections closed after an internal error (a bug: the log has it); no other connection was touched.\n# TYPE bip324_proxy_connection_panics_total counter\nbip324_proxy_connection_panics_total {}",
+            get(&self.panics)
+        );
+        let _ = writeln!(
+            out,
             "# HELP bip324_proxy_handshake_duration_seconds Time to connect and complete the v2 handshake.\n# TYPE bip324_proxy_handshake_duration_seconds histogram"
         );
         for (bound, count) in BUCKETS.iter().zip(&self.handshake_buckets) {
