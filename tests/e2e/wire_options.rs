@@ -1,14 +1,14 @@
 //! The options that change what goes on the wire, end to end against the independent v2
 //! responder: `--user-agent-suffix` (the client's `version` reaches the node with
 //! `/bip324-proxy:VERSION/` appended, every other byte as sent) and `--shaping buckets` (the
-//! responder skips every padding decoy and the messages arrive byte-exact), `--shaping cover`
-//! and `--garbage-len`.
+//! responder skips every padding decoy and the messages arrive byte-exact), `--shaping cover`,
+//! `--garbage-len` and `--key-prefix`.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use bip324_e2e::listening_node::ListeningNode;
-use bip324_e2e::responder::{Flow, Responder};
+use bip324_e2e::responder::{Flow, Responder, Transport};
 use bip324_e2e::testbed::{
     NODE_PORT, Proxy, REMOTE_V4, RemoteNode, TAGGED_GID, TwoHosts, nft_redirect, noisy_responder,
 };
@@ -199,4 +199,45 @@ fn cover_decoys_flow_while_idle_within_their_budget() {
     assert!(extra >= 4 * 512, "cover flowed while idle: {extra} bytes");
     let bound = BUDGET * 4 + BUDGET + 8 * 512;
     assert!(extra <= bound, "within the budget: {extra} > {bound}");
+}
+
+/// `--key-prefix`: the first 16 bytes the independent responder (rust-bitcoin's `bip324`)
+/// receives are the prefix, it completes every handshake, and ten connections share the
+/// prefix while the key bytes after it all differ.
+#[test]
+fn every_key_starts_with_the_prefix_and_the_rest_differs() {
+    const PREFIX: &[u8; 16] = b"GET / HTTP/1.1\r\n";
+    const CONNECTIONS: usize = 10;
+    let client = env!("CARGO_BIN_EXE_e2e-v1-client");
+    let (hosts, node, proxy) = behind_the_proxy(&["--key-prefix", &hex::encode(PREFIX)]);
+    let remote = format!("{REMOTE_V4}:{NODE_PORT}");
+    let args = [remote.as_str(), "--large", "1000", "--small", "3"];
+    for i in 0..CONNECTIONS {
+        let run = bip324_e2e::testbed::run_client(client, &hosts.client, Some(TAGGED_GID), &args);
+        assert!(
+            run.success,
+            "connection {i}: {}\n{}",
+            run.stderr,
+            proxy.log()
+        );
+        assert_eq!(run.value("echoed"), Some("4"), "connection {i}");
+    }
+    let reports = node
+        .responder
+        .wait_for_reports(CONNECTIONS, Duration::from_secs(10));
+    assert_eq!(reports.len(), CONNECTIONS);
+    for report in &reports {
+        assert_eq!(report.transport, Transport::V2);
+        assert_eq!(report.error, None);
+        assert!(report.session_id.is_some(), "handshake completed");
+        assert_eq!(&report.received[..16], PREFIX, "{:?}", report.peer);
+    }
+    let mut rests: Vec<&[u8]> = reports.iter().map(|r| &r.received[16..64]).collect();
+    rests.sort_unstable();
+    rests.dedup();
+    assert_eq!(
+        rests.len(),
+        CONNECTIONS,
+        "the key after the prefix differs each time"
+    );
 }

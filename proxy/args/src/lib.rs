@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bip324_protocol::MAX_GARBAGE_LEN;
+use bip324_protocol::{KeyPrefix, MAX_GARBAGE_LEN, MAX_KEY_PREFIX_LEN};
 use clap::Parser;
 
 /// Port 324, below 1024: no unprivileged process can bind it, so none can receive the
@@ -181,6 +181,18 @@ pub struct Config {
     #[arg(long, value_name = "RANGE", default_value = "0-4095")]
     pub garbage_len: GarbageLen,
 
+    /// Start the 64-byte key of every v2 handshake the proxy sends (redirected, SOCKS5 and
+    /// inbound connections alike) with these bytes: 1 to 32, in hex. A filter that judges a
+    /// connection by its first bytes then sees what they look like, e.g. an HTTP request
+    /// line: `--key-prefix 474554202f20485454502f312e310d0a` is `GET / HTTP/1.1\r\n`. The
+    /// rest of the key and the garbage stay random, and packet sizes and timing do not
+    /// change, so a closer look still sees BIP-324; and one fixed prefix is a fingerprint of
+    /// this proxy in itself (docs/security.md). Refused: a prefix that starts with a
+    /// network's magic, which a v2 node would take for v1. Costs a few inverse-map
+    /// evaluations per handshake. Off by default.
+    #[arg(long, value_name = "HEX", value_parser = parse_key_prefix)]
+    pub key_prefix: Option<KeyPrefix>,
+
     /// Append `/bip324-proxy:VERSION/` to each v1 client's user agent (BIP-14 style, within
     /// Bitcoin Core's 256 bytes; nothing else in its `version` changes). Off by default: it
     /// tells the remote that a proxy is in use, a fingerprint.
@@ -233,6 +245,17 @@ pub enum Shaping {
 fn parse_network(name: &str) -> Result<bip324_protocol::Network, String> {
     bip324_protocol::Network::from_name(name)
         .ok_or_else(|| "one of mainnet, testnet3, testnet4, signet, regtest".to_string())
+}
+
+/// `--key-prefix`: 1 to 32 bytes in hex that the protocol crate accepts as a prefix.
+fn parse_key_prefix(hex_prefix: &str) -> Result<KeyPrefix, String> {
+    let bytes = hex::decode(hex_prefix.trim()).map_err(|e| {
+        format!("not hex ({e}): write each byte as two hex digits, e.g. 474554 for `GET`")
+    })?;
+    if bytes.is_empty() {
+        return Err(format!("give 1 to {MAX_KEY_PREFIX_LEN} bytes"));
+    }
+    KeyPrefix::new(&bytes).map_err(|e| e.to_string())
 }
 
 /// How long the garbage after the proxy's key is (`--garbage-len`): drawn uniformly from
@@ -292,6 +315,28 @@ mod tests {
         assert!((0..1000).all(|r| (100..=103).contains(&narrow.draw(r))));
         for bad in ["4096", "-1", "5-4", "0-4096", "x", ""] {
             assert!(bad.parse::<GarbageLen>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn key_prefixes_are_hex_of_1_to_32_bytes_and_never_a_magic() {
+        let http = parse_key_prefix("474554202f20485454502f312e310d0a").expect("GET / HTTP/1.1");
+        assert_eq!(http.as_bytes(), b"GET / HTTP/1.1\r\n");
+        assert_eq!(
+            parse_key_prefix(&"ab".repeat(32)).map(|p| p.as_bytes().len()),
+            Ok(32)
+        );
+        for (bad, says) in [
+            ("", "1 to 32 bytes"),
+            ("4", "not hex"),
+            ("zz", "not hex"),
+            (&"ab".repeat(33), "at most 32 bytes"),
+            // mainnet's magic followed by `version`: Bitcoin Core would take it for v1.
+            ("f9beb4d976657273696f6e", "mainnet network's magic"),
+            ("fabfb5da", "regtest network's magic"),
+        ] {
+            let error = parse_key_prefix(bad).expect_err(bad);
+            assert!(error.contains(says), "{bad}: {error}");
         }
     }
 }

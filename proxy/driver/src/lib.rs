@@ -5,7 +5,8 @@
 use std::io;
 
 use bip324_protocol::{
-    Event, Handshake, HandshakeEntropy, Magic, Progress, ProtocolError, Role, Session, UsageError,
+    Event, Handshake, HandshakeEntropy, KeyPrefix, Magic, Progress, ProtocolError, Role, Session,
+    UsageError,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -39,18 +40,19 @@ impl Count for () {
     fn written(&mut self, _: usize) {}
 }
 
-/// `role`'s handshake over `stream`, starting with `first` (bytes already read from it),
-/// until the other side's version packet authenticated. Returns the session and what was
+/// `role`'s handshake over `stream`, with a key that starts with `prefix` (none when empty),
+/// starting with `first` (bytes already read from it), until the other side's version
+/// packet authenticated. Returns the session and what was
 /// read beyond what it took, for the session's decoder.
 pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
-    (role, magic, entropy): (Role, Magic, HandshakeEntropy),
+    (role, magic, prefix, entropy): (Role, Magic, KeyPrefix, HandshakeEntropy),
     first: &[u8],
     count: &mut (impl Count + Send),
     events: &mut (dyn FnMut(Event) + Send),
 ) -> Result<(Box<Session>, Vec<u8>), DriveError> {
     let (mut handshake, key_and_garbage) =
-        Handshake::new(role, magic, entropy).map_err(DriveError::Setup)?;
+        Handshake::new_with_prefix(role, magic, &prefix, entropy).map_err(DriveError::Setup)?;
     send(stream, &key_and_garbage, count).await?;
     let mut buf = vec![0u8; READ_SIZE.max(first.len())];
     buf[..first.len()].copy_from_slice(first);
@@ -125,14 +127,14 @@ mod tests {
         let (mut ea, mut eb) = (|_| {}, |_| {});
         let initiator = handshake(
             &mut a,
-            (Role::Initiator, magic, entropy(1)),
+            (Role::Initiator, magic, KeyPrefix::NONE, entropy(1)),
             &[],
             &mut ca,
             &mut ea,
         );
         let responder = handshake(
             &mut b,
-            (Role::Responder, magic, entropy(7)),
+            (Role::Responder, magic, KeyPrefix::NONE, entropy(7)),
             &[],
             &mut cb,
             &mut eb,
@@ -148,7 +150,7 @@ mod tests {
         let (mut a, b) = tokio::io::duplex(4096);
         drop(b);
         let magic = Magic([0xfa, 0xbf, 0xb5, 0xda]);
-        let v2 = (Role::Initiator, magic, entropy(1));
+        let v2 = (Role::Initiator, magic, KeyPrefix::NONE, entropy(1));
         let result = handshake(&mut a, v2, &[], &mut (), &mut |_| {}).await;
         let error = result.err().expect("no session without a responder");
         assert!(

@@ -95,13 +95,18 @@ impl KeyPrefix {
     }
 }
 
+/// In hex, as `--key-prefix` takes it.
+impl std::fmt::Display for KeyPrefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_bytes()
+            .iter()
+            .try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
 impl std::fmt::Debug for KeyPrefix {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("KeyPrefix(")?;
-        for b in self.as_bytes() {
-            write!(f, "{b:02x}")?;
-        }
-        f.write_str(")")
+        write!(f, "KeyPrefix({self})")
     }
 }
 
@@ -127,6 +132,7 @@ mod tests {
         }
         let http = KeyPrefix::new(b"GET / HTTP/1.1\r\n").expect("not a magic");
         assert_eq!(http.as_bytes(), b"GET / HTTP/1.1\r\n");
+        assert_eq!(http.to_string(), "474554202f20485454502f312e310d0a");
         assert!(KeyPrefix::new(&[]).is_ok_and(|p| p.is_empty()));
     }
 

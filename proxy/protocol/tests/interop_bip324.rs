@@ -12,7 +12,7 @@ use bip324_e2e::echo::spawn_echo_node;
 use bip324_e2e::pipe_io;
 use bip324_e2e::responder::{Responder, ResponderOptions, Transport};
 use bip324_e2e::v1::{Message, REGTEST_MAGIC, read_message};
-use bip324_protocol::{Decoder, Encoder, HandshakeEntropy, Magic, Role};
+use bip324_protocol::{Decoder, Encoder, HandshakeEntropy, KeyPrefix, Magic, Role};
 
 struct Peer {
     responder: Responder,
@@ -62,7 +62,12 @@ fn handshake(stream: &mut TcpStream, chunk: usize) -> ([u8; 32], Encoder, Decode
         stream.set_nonblocking(true).unwrap();
         let tokio_stream = tokio::net::TcpStream::from_std(stream.try_clone().unwrap()).unwrap();
         let mut chunked = Chunked(tokio_stream, chunk);
-        let v2 = (Role::Initiator, Magic(REGTEST_MAGIC), entropy());
+        let v2 = (
+            Role::Initiator,
+            Magic(REGTEST_MAGIC),
+            KeyPrefix::NONE,
+            entropy(),
+        );
         let mut events = |_| {};
         bip324_driver::handshake(&mut chunked, v2, &[], &mut (), &mut events)
             .await

@@ -12,8 +12,27 @@ use super::loop_guard::{LoopGuard, UpstreamPort};
 use super::relay::Traffic;
 use super::upstream::Dial;
 use bip324_driver::{Count, DriveError};
-use bip324_protocol::{Event, HandshakeEntropy, Magic, ProtocolError, Role, Session, UsageError};
-use bip324_proxy_args::GarbageLen;
+use bip324_protocol::{
+    Event, HandshakeEntropy, KeyPrefix, Magic, ProtocolError, Role, Session, UsageError,
+};
+use bip324_proxy_args::{Config, GarbageLen};
+
+/// What our side of every v2 handshake looks like on the wire: the garbage's length
+/// (`--garbage-len`) and the key's first bytes (`--key-prefix`), in both roles.
+#[derive(Clone, Copy)]
+pub(crate) struct HandshakeLook {
+    pub(crate) garbage: GarbageLen,
+    pub(crate) key_prefix: KeyPrefix,
+}
+
+impl HandshakeLook {
+    pub(crate) fn of(config: &Config) -> HandshakeLook {
+        HandshakeLook {
+            garbage: config.garbage_len,
+            key_prefix: config.key_prefix.unwrap_or(KeyPrefix::NONE),
+        }
+    }
+}
 
 /// A connection whose v2 session is established: the remote's version packet authenticated.
 pub(crate) struct Established {
@@ -87,7 +106,7 @@ impl std::fmt::Display for HandshakeFailure {
 pub(crate) async fn connect_v2(
     guard: &Arc<LoopGuard>,
     dial: &Dial,
-    (magic, garbage): (Magic, GarbageLen),
+    (magic, look): (Magic, HandshakeLook),
     timeout: Duration,
     traffic: &Traffic,
     events: &mut (dyn FnMut(Event) + Send),
@@ -97,7 +116,7 @@ pub(crate) async fn connect_v2(
         let counters = (&traffic.dialled_in, &traffic.dialled_out);
         let (session, unread) = handshake(
             &mut remote,
-            (Role::Initiator, magic, garbage),
+            (Role::Initiator, magic, look),
             &[],
             counters,
             events,
@@ -137,19 +156,19 @@ fn fresh_entropy(garbage_len: GarbageLen) -> Result<HandshakeEntropy, getrandom:
     })
 }
 
-/// `role`'s handshake over `stream` with fresh entropy, starting with `first` (bytes already
+/// `role`'s handshake over `stream` with fresh entropy and `look`, starting with `first` (bytes already
 /// read from it), until the other side's version packet authenticated. `counters` count
 /// bytes in and out.
 pub(crate) async fn handshake(
     stream: &mut TcpStream,
-    (role, magic, garbage): (Role, Magic, GarbageLen),
+    (role, magic, look): (Role, Magic, HandshakeLook),
     first: &[u8],
     (read, written): (&AtomicU64, &AtomicU64),
     events: &mut (dyn FnMut(Event) + Send),
 ) -> Result<(Box<Session>, Vec<u8>), HandshakeError> {
-    let entropy = fresh_entropy(garbage).map_err(HandshakeError::Entropy)?;
+    let entropy = fresh_entropy(look.garbage).map_err(HandshakeError::Entropy)?;
     let mut count = Counters { read, written };
-    let v2 = (role, magic, entropy);
+    let v2 = (role, magic, look.key_prefix, entropy);
     bip324_driver::handshake(stream, v2, first, &mut count, events)
         .await
         .map_err(|e| match e {

@@ -18,7 +18,9 @@ use crate::daemon::loop_guard::UpstreamPort;
 use crate::daemon::registry::Entry;
 use crate::daemon::relay::{Side, Traffic};
 use crate::daemon::upstream::Dial;
-use crate::daemon::v2_connect::{Established, HandshakeError, connect_v2, handshake};
+use crate::daemon::v2_connect::{
+    Established, HandshakeError, HandshakeLook, connect_v2, handshake,
+};
 use bip324_protocol::{
     CLIENT_HELLO_LEN, ClientHello, Event, Magic, Network, NetworkLabel, PeerHello, Role, Session,
     classify_client_hello, classify_peer_hello,
@@ -207,7 +209,7 @@ async fn inbound(
     let mut handshake_events = |event| events(Side::Accepted, event);
     let counters = (&traffic.accepted_in, &traffic.accepted_out);
     let answering = async {
-        let v2 = (Role::Responder, magic, ctx.config.garbage_len);
+        let v2 = (Role::Responder, magic, HandshakeLook::of(&ctx.config));
         let answer = handshake(peer, v2, &first, counters, &mut handshake_events);
         tokio::time::timeout(ctx.config.handshake_timeout, answer)
             .await
@@ -253,7 +255,7 @@ async fn reach(
     events: &(impl Fn(Side, Event) + Sync),
 ) -> Result<Reached, Failure> {
     let mut handshake_events = |event| events(Side::Dialled, event);
-    let v2 = (magic, ctx.config.garbage_len);
+    let v2 = (magic, HandshakeLook::of(&ctx.config));
     let timeout = ctx.config.handshake_timeout;
     let attempt = connect_v2(
         &ctx.loop_guard,

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use bip324_e2e::netns::Netns;
 use bip324_e2e::v1::{Message, REGTEST_MAGIC};
-use bip324_protocol::{HandshakeEntropy, Magic, Pipe, Role};
+use bip324_protocol::{HandshakeEntropy, KeyPrefix, Magic, Pipe, Role};
 use tokio::net::TcpListener;
 
 pub(crate) const PROXIED_PORT: u16 = 28333;

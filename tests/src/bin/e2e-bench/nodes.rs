@@ -27,7 +27,7 @@ pub(crate) async fn serve_v2(mut stream: TcpStream) -> std::io::Result<()> {
         aux_rand: seed[32..].try_into().unwrap(),
         garbage: Vec::new(),
     };
-    let v2 = (Role::Responder, magic, entropy);
+    let v2 = (Role::Responder, magic, KeyPrefix::NONE, entropy);
     let (session, rest) =
         match bip324_driver::handshake(&mut stream, v2, &[], &mut (), &mut |_| {}).await {
             Ok(established) => established,
