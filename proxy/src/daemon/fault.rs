@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 
 use futures_util::FutureExt as _;
 use tracing::error;
@@ -34,13 +35,22 @@ pub(crate) fn log_panics() {
 }
 
 /// Runs one connection's future; a panic in it ends that connection alone, counted and logged.
-pub(crate) async fn contained(connection: impl Future<Output = ()>, metrics: &Metrics) {
+/// A combinator rather than an `async fn`: one taking a future by value would hold it twice
+/// (as its argument and as what it awaits), doubling every connection's task.
+pub(crate) fn contained(
+    connection: impl Future<Output = ()>,
+    metrics: Arc<Metrics>,
+) -> impl Future<Output = ()> {
     // Unwind safety: what a connection shares with others is atomics and locks that recover
     // from poisoning (the registry's); its own state is dropped with it.
-    if AssertUnwindSafe(connection).catch_unwind().await.is_err() {
-        metrics.panicked();
-        error!("closed this connection after an internal error; the others go on");
-    }
+    AssertUnwindSafe(connection)
+        .catch_unwind()
+        .map(move |result| {
+            if result.is_err() {
+                metrics.panicked();
+                error!("closed this connection after an internal error; the others go on");
+            }
+        })
 }
 
 /// With the `fault-injection` feature: panics on a message named `injectpanic`.

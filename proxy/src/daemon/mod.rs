@@ -265,10 +265,13 @@ async fn accept_loop(
                 let span = info_span!("conn", id);
                 let (ctx, shutdown) = (Arc::clone(&ctx), shutdown.clone());
                 let metrics = Arc::clone(&ctx.metrics);
+                // A task holds its future for the connection's whole life: each phase that
+                // ends (the front, then the opening) is boxed so that its state goes with it,
+                // and an idle connection keeps only what relaying needs.
                 let connection = async move {
-                    match front::arrive(front, stream, client, &ctx).await {
+                    match Box::pin(front::arrive(front, stream, client, &ctx)).await {
                         Arrival::Connection(accepted) => {
-                            connection::run(*accepted, id, &ctx, &shutdown).await;
+                            connection::run(accepted, id, &ctx, &shutdown).await;
                         }
                         Arrival::Refused { client, refusal } => {
                             connection::refused(&ctx, front, client, &refusal);
@@ -277,9 +280,7 @@ async fn accept_loop(
                     }
                     drop(permit);
                 };
-                connections.spawn(
-                    async move { fault::contained(connection, &metrics).await }.instrument(span),
-                );
+                connections.spawn(fault::contained(connection, metrics).instrument(span));
             }
             Err(e) if is_resource_exhaustion(&e) => {
                 // Out of file descriptors or memory: keep the loop alive, retry shortly.

@@ -31,7 +31,7 @@ pub(crate) use report::refused;
 /// Handles one accepted connection to its end. Never panics on peer input; every outcome is
 /// counted and logged.
 pub(crate) async fn run(
-    mut accepted: Accepted,
+    mut accepted: Box<Accepted>,
     id: u64,
     ctx: &Context,
     shutdown: &CancellationToken,
@@ -70,7 +70,8 @@ pub(crate) async fn run(
         }
     };
     let result = tokio::select! {
-        result = open::open(&mut accepted, ctx, entry, &events) => result,
+        // Boxed: the opening's state (handshake, dial) is freed once the connection is open.
+        result = Box::pin(open::open(&mut accepted, ctx, entry, &events)) => result,
         () = evicted => return refused(ctx, front, client, &Refusal::EvictedPending),
         _ = shutdown.cancelled() => Err(Failure::Shutdown),
     };
