@@ -88,6 +88,7 @@ pub(crate) fn run() -> Result {
     redirect_survives_nftables_service(c)?;
     stopped_redirect_goes_direct(c, &mut node, &remote)?;
     proxy_restarts_behind_its_socket(c, &mut node, &remote)?;
+    killed_proxy_is_back_at_once(c, &mut node, &remote)?;
     socks5_front(c, &mut node, &remote)?;
     inbound_mode(c, &remote_ns, &peers)?;
     let lan = Lan::route(&host_ns, &remote_ns)?;
@@ -259,6 +260,28 @@ fn proxy_restarts_behind_its_socket(c: &Container, node: &mut RemoteNode, remote
         node.next()?.transport == Transport::V2,
         "the restarted proxy serves",
     )
+}
+
+/// Killed outright (`kill -9`, out of memory), the proxy is restarted at once, and a client
+/// that connects meanwhile waits in the socket unit's backlog instead of being refused: it is
+/// served in v2, and the time from the kill to its last echo is the gap a client sees.
+fn killed_proxy_is_back_at_once(c: &Container, node: &mut RemoteNode, remote: &str) -> Result {
+    let restarts = || c.ok("systemctl show -P NRestarts bip324-proxy.service");
+    let before = restarts()?;
+    let out = c.ok(&format!(
+        "start=$(date +%s%N); systemctl kill --signal=KILL bip324-proxy.service && {} && \
+         echo gap_ms=$(( ($(date +%s%N) - start) / 1000000 ))",
+        in_group(remote, "--large 0 --small 10")
+    ))?;
+    expect(out.contains("echoed=10"), "the client waiting in the backlog got every echo")?;
+    expect(
+        node.next()?.transport == Transport::V2,
+        "the client was served in v2 by the restarted proxy",
+    )?;
+    expect(restarts()? != before, "systemd restarted the killed proxy")?;
+    let gap = out.lines().find_map(|l| l.strip_prefix("gap_ms=")).unwrap_or("?");
+    eprintln!("==> kill -9: a client that connected at once was served {gap} ms after the kill");
+    Ok(())
 }
 
 /// The SOCKS5 front end from its socket unit, off by default: a client that speaks SOCKS5
