@@ -11,11 +11,13 @@
 //!   filter, a block) through the encoder without and with bucket padding; the byte overhead
 //!   of each strategy is printed beside the timing;
 //! * `handshake/initiator`: key generation, ElligatorSwift ECDH, key schedule, version packet;
+//!   `handshake/initiator_prefix16|32`: the same with a `--key-prefix` of 16 and 32 bytes
+//!   (the encoding by the Rust inverse map instead of libsecp256k1's encoder);
 //! * `bound/*`: the raw crates on the same sizes (`chacha20`, `poly1305`, one SHA-256 pass,
 //!   and the secp256k1 work of one handshake): what the figures above cannot beat;
 //! * `bip324_crate/*`: rust-bitcoin's `bip324` cipher on the same sizes, for comparison.
 //!
-//! Run: `cargo bench -p bip324-proxy --bench protocol`.
+//! Run: `cargo bench -p bip324-protocol --bench protocol`.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -25,7 +27,9 @@ use bip324_protocol::aead::Engine;
 use bip324_protocol::cipher::{LENGTH_LEN, PacketOpener, PacketSealer, packet_len};
 use bip324_protocol::keys::EphemeralKey;
 use bip324_protocol::v1;
-use bip324_protocol::{Decoder, Encoder, Handshake, HandshakeEntropy, Magic, Pipe, Role};
+use bip324_protocol::{
+    Decoder, Encoder, Handshake, HandshakeEntropy, KeyPrefix, Magic, Pipe, Role,
+};
 use chacha20::cipher::{KeyIvInit, StreamCipher};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use poly1305::universal_hash::{KeyInit, UniversalHash};
@@ -210,21 +214,38 @@ fn handshake(c: &mut Criterion) {
     let responder = EphemeralKey::new([0x77; 32], [0x11; 32])
         .unwrap()
         .encoding();
-    c.bench_function("handshake/initiator", |b| {
-        b.iter(|| {
-            let entropy = HandshakeEntropy {
-                secret_key: [0x42; 32],
-                aux_rand: [0x24; 32],
-                garbage: Vec::new(),
-            };
-            let (initiator, first) = Handshake::new(Role::Initiator, MAGIC, entropy).unwrap();
-            let mut reply = Vec::new();
-            let _ = initiator
-                .receive(black_box(&responder), &mut reply, &mut |_| {})
-                .unwrap();
-            (first, reply)
+    // A prefixed key takes a random number of inverse-map attempts (and, at 32 bytes, of
+    // keys): fresh entropy each iteration averages over them.
+    let prefixes = [
+        ("initiator", KeyPrefix::NONE),
+        (
+            "initiator_prefix16",
+            KeyPrefix::new(b"GET / HTTP/1.1\r\n").unwrap(),
+        ),
+        ("initiator_prefix32", KeyPrefix::new(&[0x47; 32]).unwrap()),
+    ];
+    for (name, prefix) in prefixes {
+        let mut n = 0u64;
+        c.bench_function(&format!("handshake/{name}"), |b| {
+            b.iter(|| {
+                n += 1;
+                let mut entropy = HandshakeEntropy {
+                    secret_key: [0x42; 32],
+                    aux_rand: [0x24; 32],
+                    garbage: Vec::new(),
+                };
+                entropy.secret_key[..8].copy_from_slice(&n.to_le_bytes());
+                entropy.aux_rand[..8].copy_from_slice(&n.to_le_bytes());
+                let (initiator, first) =
+                    Handshake::new_with_prefix(Role::Initiator, MAGIC, &prefix, entropy).unwrap();
+                let mut reply = Vec::new();
+                let _ = initiator
+                    .receive(black_box(&responder), &mut reply, &mut |_| {})
+                    .unwrap();
+                (first, reply)
+            });
         });
-    });
+    }
 }
 
 fn bound(c: &mut Criterion) {

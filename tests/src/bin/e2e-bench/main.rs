@@ -17,7 +17,8 @@
 //! * `idle`: resident memory per idle proxied connection, 10,000 of them (or as many as the
 //!   hard `RLIMIT_NOFILE` allows).
 //!
-//! `e2e-bench [bulk] [rtt] [handshakes] [idle]` measures only the figures named.
+//! `e2e-bench [bulk] [rtt] [handshakes] [idle] [--key-prefix HEX]` measures only the figures
+//! named, with the proxy started with that `--key-prefix` when given.
 
 mod bounds;
 mod measure;
@@ -56,7 +57,7 @@ fn main() {
         Some("relay") => return plain_relay(),
         _ => {}
     }
-    let phases = Phases::from_args(&args);
+    let (phases, proxy_args) = Phases::from_args(&args);
     assert!(
         nix::unistd::geteuid().is_root(),
         "the benchmark needs root: run `cargo xtask bench`"
@@ -74,7 +75,7 @@ fn main() {
             .enable_all()
             .build()
             .unwrap();
-        runtime.block_on(run(phases, idle, serve))
+        runtime.block_on(run(phases, idle, serve, &proxy_args))
     });
     print!("{report}");
 }
@@ -176,26 +177,41 @@ pub(crate) struct Phases {
 }
 
 impl Phases {
-    pub(crate) fn from_args(args: &[String]) -> Phases {
-        let all = args.is_empty();
-        let has = |name: &str| all || args.iter().any(|a| a == name);
-        for arg in args {
+    /// The phases named (all when none is) and the proxy's extra options (`--key-prefix HEX`).
+    pub(crate) fn from_args(args: &[String]) -> (Phases, Vec<String>) {
+        let (mut names, mut proxy_args) = (Vec::new(), Vec::new());
+        let mut words = args.iter();
+        while let Some(arg) = words.next() {
+            if arg == "--key-prefix" {
+                let hex = words.next().expect("--key-prefix needs HEX");
+                proxy_args.extend([arg.clone(), hex.clone()]);
+                continue;
+            }
             assert!(
                 ["bulk", "rtt", "handshakes", "idle"].contains(&arg.as_str()),
                 "unknown phase {arg}: choose among bulk, rtt, handshakes, idle"
             );
+            names.push(arg.as_str());
         }
-        Phases {
+        let all = names.is_empty();
+        let has = |name: &str| all || names.contains(&name);
+        let phases = Phases {
             bulk: has("bulk"),
             rtt: has("rtt"),
             handshakes: has("handshakes"),
             idle: has("idle"),
-        }
+        };
+        (phases, proxy_args)
     }
 }
 
 /// `serve` starts this binary in the nodes' namespace.
-pub(crate) async fn run(phases: Phases, idle: usize, mut serve: std::process::Command) -> String {
+pub(crate) async fn run(
+    phases: Phases,
+    idle: usize,
+    mut serve: std::process::Command,
+    proxy_args: &[String],
+) -> String {
     let dir = std::env::temp_dir().join(format!("b324bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     // The redirect: root's connections to PROXIED_PORT go to the proxy (which runs as nobody).
@@ -211,7 +227,7 @@ pub(crate) async fn run(phases: Phases, idle: usize, mut serve: std::process::Co
         .output()
         .unwrap();
     assert!(redirect.status.success(), "{redirect:?}");
-    let proxy = start_proxy();
+    let proxy = start_proxy(proxy_args);
     let myself = |role: &str| {
         let mut command = std::process::Command::new(std::env::current_exe().unwrap());
         command.arg(role);
@@ -244,7 +260,11 @@ pub(crate) async fn run(phases: Phases, idle: usize, mut serve: std::process::Co
         idle_row(&setup, idle, &mut rows).await;
     }
     let _ = std::fs::remove_dir_all(&dir);
-    render(&rows)
+    if proxy_args.is_empty() {
+        render(&rows)
+    } else {
+        format!("proxy options: {}\n{}", proxy_args.join(" "), render(&rows))
+    }
 }
 
 pub(crate) use bounds::*;

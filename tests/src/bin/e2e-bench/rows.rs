@@ -159,11 +159,12 @@ pub(crate) async fn idle_row(setup: &Setup, idle: usize, rows: &mut Vec<Row>) {
 }
 
 /// The proxy as a user starts it: as root, it binds port 324 and then runs as `nobody`,
-/// outside the redirected group (root's, 0).
-pub(crate) fn start_proxy() -> Child {
+/// outside the redirected group (root's, 0); with `extra` options (`--key-prefix HEX`).
+pub(crate) fn start_proxy(extra: &[String]) -> Child {
     let mut command = std::process::Command::new(sibling("bip324-proxy"));
     command
-        .args(["--max-connections", "30000", "--log-level", "warn"])
+        .args(["--max-connections", "30000", "--log-level", "info"])
+        .args(extra)
         .args(["--user", "nobody", "--no-control"])
         .stdout(std::process::Stdio::null());
     Child::spawn(command)
