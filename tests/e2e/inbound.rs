@@ -239,6 +239,30 @@ fn a_peer_breaking_v2_is_a_reset_to_the_node() {
     assert!(log.contains("close=peer_protocol"), "{log}");
 }
 
+/// `--key-prefix` in inbound mode: the key the proxy answers with starts with the prefix, and
+/// the peer (rust-bitcoin's `bip324`) completes the handshake and reaches the node.
+#[test]
+fn the_answering_key_starts_with_the_prefix() {
+    const PREFIX: &[u8] = b"GET / HTTP/1.1\r\n";
+    let prefix = hex::encode(PREFIX);
+    let inbound = Inbound::start(&["--key-prefix", &prefix]);
+    let node_addr = inbound.node_addr(false);
+    let keys = inbound.hosts.remote.run(move || {
+        (0..3)
+            .map(|_| {
+                let mut peer = V2Peer::connect(node_addr, REGTEST_MAGIC, (0, 0)).unwrap();
+                peer.send(&our_version(node_addr)).unwrap();
+                assert_eq!(peer.receive().unwrap().unwrap().command, "version");
+                peer.their_key
+            })
+            .collect::<Vec<_>>()
+    });
+    for key in &keys {
+        assert_eq!(&key[..PREFIX.len()], PREFIX, "{}", inbound.proxy.log());
+    }
+    assert!(keys[0][16..] != keys[1][16..] && keys[1][16..] != keys[2][16..]);
+}
+
 /// While a peer is connected, `status` lists it as inbound, with its transport and session.
 #[test]
 fn status_lists_live_inbound_connections() {

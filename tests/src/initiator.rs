@@ -17,6 +17,8 @@ pub struct V2Peer {
     pending: io::Cursor<Vec<u8>>,
     /// Decoy packets skipped so far.
     pub decoys: usize,
+    /// The responder's 64-byte key, as it arrived.
+    pub their_key: [u8; 64],
 }
 
 impl V2Peer {
@@ -29,18 +31,25 @@ impl V2Peer {
     ) -> io::Result<V2Peer> {
         let stream = TcpStream::connect_timeout(&to, Duration::from_secs(10))?;
         stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-        let (mut reader, mut writer) = (stream.try_clone()?, stream.try_clone()?);
+        let (reader, mut writer) = (stream.try_clone()?, stream.try_clone()?);
+        let mut reader = FirstBytes {
+            inner: reader,
+            first: Vec::new(),
+        };
         let (cipher, leftover) = handshake(
             &mut reader,
             &mut writer,
             (magic, Role::Initiator, None),
             (garbage_len, decoys),
         )?;
+        let mut their_key = [0u8; 64];
+        their_key.copy_from_slice(&reader.first);
         Ok(V2Peer {
             stream,
             cipher,
             pending: io::Cursor::new(leftover),
             decoys: 0,
+            their_key,
         })
     }
 
@@ -96,5 +105,20 @@ impl V2Peer {
             }
             return decode_contents(&plaintext[1..]).map(Some);
         }
+    }
+}
+
+/// A reader that keeps a copy of the first 64 bytes read through it: the other side's key.
+struct FirstBytes<R> {
+    inner: R,
+    first: Vec<u8>,
+}
+
+impl<R: Read> Read for FirstBytes<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let keep = (64 - self.first.len()).min(n);
+        self.first.extend_from_slice(&buf[..keep]);
+        Ok(n)
     }
 }
