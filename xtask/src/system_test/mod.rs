@@ -273,13 +273,19 @@ fn killed_proxy_is_back_at_once(c: &Container, node: &mut RemoteNode, remote: &s
          echo gap_ms=$(( ($(date +%s%N) - start) / 1000000 ))",
         in_group(remote, "--large 0 --small 10")
     ))?;
-    expect(out.contains("echoed=10"), "the client waiting in the backlog got every echo")?;
+    expect(
+        out.contains("echoed=10"),
+        "the client waiting in the backlog got every echo",
+    )?;
     expect(
         node.next()?.transport == Transport::V2,
         "the client was served in v2 by the restarted proxy",
     )?;
     expect(restarts()? != before, "systemd restarted the killed proxy")?;
-    let gap = out.lines().find_map(|l| l.strip_prefix("gap_ms=")).unwrap_or("?");
+    let gap = out
+        .lines()
+        .find_map(|l| l.strip_prefix("gap_ms="))
+        .unwrap_or("?");
     eprintln!("==> kill -9: a client that connected at once was served {gap} ms after the kill");
     Ok(())
 }
