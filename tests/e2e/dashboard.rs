@@ -10,11 +10,11 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use bip324_control::{StatusDocument, TransportKind};
 use bip324_e2e::testbed::{
     NODE_PORT, Proxy, REMOTE_V4, REMOTE_V6, RedirectCli, RemoteNode, TAGGED_GID, TwoHosts,
     noisy_responder,
 };
-use bip324_control::{StatusDocument, TransportKind};
 use fantoccini::{Client, ClientBuilder};
 use serde_json::{Value, json};
 
@@ -171,11 +171,18 @@ fn the_dashboard_shows_live_connections_in_a_browser() {
     let raw = hosts.client.run(|| http_get("/status.json"));
     let json: Value = serde_json::from_str(&raw).expect("status.json is JSON");
     let document: StatusDocument = serde_json::from_str(&raw).expect("the control schema");
-    assert_eq!(serde_json::to_value(&document).unwrap(), json, "a field outside the schema");
+    assert_eq!(
+        serde_json::to_value(&document).unwrap(),
+        json,
+        "a field outside the schema"
+    );
     let (_, status) = cli.status();
     let sessions = |connections: &Value| {
         let connections = connections.as_array().expect("connections");
-        connections.iter().map(|c| c["session_id"].clone()).collect::<Vec<_>>()
+        connections
+            .iter()
+            .map(|c| c["session_id"].clone())
+            .collect::<Vec<_>>()
     };
     assert_eq!(
         sessions(&json["connections"]),

@@ -14,8 +14,9 @@
 //! * `rtt`: ping/pong round trips, median and p99, with every process on one core (the work
 //!   on the path) and unpinned (plus the scheduler's cross-CPU wakeups), beside the relay's;
 //! * `handshakes`: per second of the proxy's CPU time, beside secp256k1 + relay;
-//! * `idle`: resident memory per idle proxied connection, 10,000 of them (or as many as the
-//!   hard `RLIMIT_NOFILE` allows).
+//! * `idle`: resident memory per idle v2 session, 10,000 of them (or as many as the hard
+//!   `RLIMIT_NOFILE` allows), each past a `version`/`verack` exchange, with the proxy logging at
+//!   its default level as a service does.
 //!
 //! `e2e-bench [bulk] [rtt] [handshakes] [idle] [--key-prefix HEX]` measures only the figures
 //! named, with the proxy started with that `--key-prefix` when given.

@@ -56,7 +56,7 @@ pub(crate) fn render(rows: &[Row]) -> String {
         .and_then(|dir| dir.file_name())
         .map_or("unknown".into(), |name| name.to_string_lossy());
     let mut out = format!(
-        "machine: {}, {cores} cores ({}), Linux {}; proxy: {profile} build, --log-level warn\n\n",
+        "machine: {}, {cores} cores ({}), Linux {}; proxy: {profile} build, --log-level info (the default, as the service runs)\n\n",
         field("model name"),
         features.join(" "),
         kernel.trim()
