@@ -149,6 +149,6 @@ fn ask(mut stream: UnixStream) -> Result<StatusDocument, String> {
         Answer::Failure(failure) => {
             Err(format!("the proxy refused the request: {}", failure.error))
         }
-        Answer::Status(status) => Ok(status),
+        Answer::Status(status) => Ok(*status),
     }
 }

@@ -49,8 +49,11 @@ fn first_existing(system: PathBuf, user: Option<PathBuf>) -> PathBuf {
 /// Where `bip324-proxy-inbound.socket` puts the inbound proxy's control socket.
 pub const INBOUND_SOCKET: &str = "/run/bip324-proxy/inbound.sock";
 
-/// The one request there is.
+/// The request for the live connections and totals.
 pub const STATUS: &str = "status";
+/// A successor's request (`bip324-proxy --take-over`): the answering proxy hands over its
+/// listening sockets, stops accepting, and drains its open connections.
+pub const TAKE_OVER: &str = "take-over";
 
 /// What a client asks. `request` stays a string so that an unknown one gets an answer that
 /// names it.
@@ -58,6 +61,10 @@ pub const STATUS: &str = "status";
 pub struct Request {
     pub version: u32,
     pub request: String,
+    /// With `take-over`: how long the predecessor may keep its open connections before it
+    /// closes them and exits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_seconds: Option<u64>,
 }
 
 impl Request {
@@ -65,8 +72,46 @@ impl Request {
         Request {
             version: VERSION,
             request: STATUS.to_string(),
+            drain_seconds: None,
         }
     }
+
+    pub fn take_over(drain_seconds: u64) -> Request {
+        Request {
+            version: VERSION,
+            request: TAKE_OVER.to_string(),
+            drain_seconds: Some(drain_seconds),
+        }
+    }
+}
+
+/// The answer to `take-over`, sent in one message with the sockets it lists (`SCM_RIGHTS`,
+/// in this order).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandOver {
+    pub version: u32,
+    /// The predecessor, which drains its connections and exits.
+    pub pid: u32,
+    pub sockets: Vec<SocketRole>,
+    /// Where the control socket handed over lives, when the predecessor made it itself (the
+    /// successor removes it when it stops); `None` for systemd's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_path: Option<PathBuf>,
+}
+
+/// What a socket handed over is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SocketRole {
+    /// Redirected connections.
+    Redirect,
+    /// Peers' connections to the local node.
+    Inbound,
+    Socks5,
+    /// The dashboard and metrics (`--metrics`).
+    Web,
+    /// The control socket itself.
+    Control,
 }
 
 /// The proxy's answer to a status request.
@@ -252,7 +297,8 @@ pub struct Failure {
 #[serde(untagged)]
 pub enum Answer {
     Failure(Failure),
-    Status(StatusDocument),
+    /// Boxed: a document is large beside a failure.
+    Status(Box<StatusDocument>),
 }
 
 #[cfg(test)]
@@ -349,10 +395,28 @@ mod tests {
         );
         assert_eq!(
             serde_json::from_str::<Answer>(&text).unwrap(),
-            Answer::Status(status)
+            Answer::Status(Box::new(status))
         );
         let request = serde_json::to_string(&Request::status()).unwrap();
         assert_eq!(request, r#"{"version":1,"request":"status"}"#);
+        let take_over = serde_json::to_string(&Request::take_over(600)).unwrap();
+        assert_eq!(
+            take_over,
+            r#"{"version":1,"request":"take-over","drain_seconds":600}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<Request>(&take_over).unwrap(),
+            Request::take_over(600)
+        );
+        let hand_over = HandOver {
+            version: VERSION,
+            pid: 7,
+            sockets: vec![SocketRole::Redirect, SocketRole::Web, SocketRole::Control],
+            control_path: Some("/run/bip324-proxy/control.sock".into()),
+        };
+        let text = serde_json::to_string(&hand_over).unwrap();
+        assert!(text.contains(r#""sockets":["redirect","web","control"]"#), "{text}");
+        assert_eq!(serde_json::from_str::<HandOver>(&text).unwrap(), hand_over);
         let failure = r#"{"version":1,"error":"unknown request"}"#;
         assert!(matches!(
             serde_json::from_str::<Answer>(failure).unwrap(),

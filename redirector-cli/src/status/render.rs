@@ -268,6 +268,9 @@ mod tests {
                 listen: Vec::new(),
                 inbound: Vec::new(),
                 upstream_socks5: None,
+                socks5: Vec::new(),
+                shaping: None,
+                v1_fallback: None,
             },
             connections: vec![
                 connection(1, None),
@@ -276,6 +279,8 @@ mod tests {
             ],
             totals: bip324_control::Counts::default(),
             recent: Vec::new(),
+            tallies: bip324_control::Tallies::default(),
+            traffic: Vec::new(),
         };
         let mut out = String::new();
         render_connections(&mut out, &status);

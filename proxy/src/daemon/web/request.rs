@@ -38,8 +38,9 @@ pub(crate) enum Route {
     NotFound,
     /// Anything but GET: nothing here changes anything.
     MethodNotAllowed,
-    /// A name that is not this host's: a page elsewhere that made its name resolve to this
-    /// address (DNS rebinding) would otherwise read every client's address and destination.
+    /// The page or its data asked by a name that is not this host's: a page elsewhere that
+    /// made its name resolve to this address (DNS rebinding) would otherwise read every
+    /// client's address and destination.
     ForeignHost,
     BadRequest,
 }
@@ -68,25 +69,27 @@ pub(crate) fn route(head: &[u8], own_names: &[String]) -> Route {
         .filter(|(name, _)| name.trim().eq_ignore_ascii_case("host"))
         .map(|(_, value)| value.trim())
         .collect();
-    match hosts.as_slice() {
-        [host] if is_own_host(host, own_names) => {}
-        // HTTP/1.1 requires exactly one; a scraper speaking HTTP/1.0 may send none.
-        [] if version == "HTTP/1.0" => {}
-        [_] => return Route::ForeignHost,
+    // HTTP/1.1 requires exactly one; a scraper speaking HTTP/1.0 may send none.
+    let own_host = match hosts.as_slice() {
+        [host] => is_own_host(host, own_names),
+        [] if version == "HTTP/1.0" => true,
         _ => return Route::BadRequest,
-    }
+    };
     if method != "GET" {
         return Route::MethodNotAllowed;
     }
     let path = target.split_once('?').map_or(target, |(path, _)| path);
-    match path {
+    let route = match path {
+        // Prometheus names its target as configured (any DNS name): the counters are served
+        // whatever the Host.
+        "/metrics" => return Route::Metrics,
         "/" | "/index.html" => Route::Asset(Asset::Page),
         "/dashboard.js" => Route::Asset(Asset::Script),
         "/dashboard.css" => Route::Asset(Asset::Style),
         "/status.json" => Route::Status,
-        "/metrics" => Route::Metrics,
         _ => Route::NotFound,
-    }
+    };
+    if own_host { route } else { Route::ForeignHost }
 }
 
 /// An address, `localhost`, or one of `own_names`, each with an optional port.
@@ -144,8 +147,13 @@ mod tests {
             Route::Asset(Asset::Style)
         );
         assert_eq!(get("/status.json?t=1", "192.168.1.1"), Route::Status);
-        assert_eq!(get("/metrics", "router:9324"), Route::Metrics);
-        assert_eq!(get("/metrics", "ROUTER.:9324"), Route::Metrics);
+        assert_eq!(get("/", "router:9324"), Route::Asset(Asset::Page));
+        assert_eq!(get("/status.json", "ROUTER.:9324"), Route::Status);
+        assert_eq!(
+            get("/metrics", "node-exporter.example:9324"),
+            Route::Metrics,
+            "Prometheus names its targets as configured"
+        );
         assert_eq!(get("/etc/passwd", "localhost"), Route::NotFound);
         assert_eq!(get("/../status.json", "localhost"), Route::NotFound);
     }
@@ -162,6 +170,7 @@ mod tests {
             "",
         ] {
             assert_eq!(get("/status.json", host), Route::ForeignHost, "{host:?}");
+            assert_eq!(get("/", host), Route::ForeignHost, "{host:?}");
         }
     }
 
