@@ -268,16 +268,14 @@ async fn browse(steps: mpsc::Receiver<Step>, found: mpsc::Sender<()>) -> String 
 }
 
 async fn connect() -> Client {
-    let capabilities = json!({
-        "goog:chromeOptions": {
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        json!({
             "binary": "/usr/bin/chromium",
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1500,1100"],
-        }
-    });
-    let capabilities = match capabilities {
-        Value::Object(map) => map,
-        _ => unreachable!(),
-    };
+        }),
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();

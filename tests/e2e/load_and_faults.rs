@@ -311,3 +311,87 @@ fn a_panic_in_one_connection_closes_that_connection_only() {
         "the neighbour and the newcomer: {metrics}"
     );
 }
+
+/// `--take-over`: a new proxy receives the running one's sockets. The connection open before
+/// goes on in the old proxy, which exits once it ends; a new one goes to the successor, which
+/// now answers the control socket and the dashboard; no port was ever closed. Only a process
+/// of the proxy's own user may take over.
+#[test]
+fn a_successor_takes_the_sockets_and_the_predecessor_drains() {
+    const WEB: &str = "127.0.0.1:9324";
+    let hosts = TwoHosts::create();
+    let _node = RemoteNode::start(&hosts.remote, noisy_responder);
+    let mut old = Proxy::start(&hosts.client, &["--metrics", WEB]);
+    let cli = RedirectCli::new(&hosts);
+    cli.enable_tagged("nftables", &NODE_PORT.to_string());
+    let mut before = V1Peer::connect(&hosts);
+    before.echoes(b"before the take-over");
+
+    let new = Proxy::start(
+        &hosts.client,
+        &["--metrics", WEB, "--take-over", "--drain-timeout", "60s"],
+    );
+    assert!(
+        new.wait_for_log("took over the sockets of pid", Duration::from_secs(10)),
+        "{}",
+        new.log()
+    );
+    assert!(old.wait_for_log("handed the listening sockets over", Duration::from_secs(5)));
+
+    let mut after = V1Peer::connect(&hosts);
+    after.echoes(b"after the take-over");
+    before.echoes(b"still carried by the old proxy");
+    let (_, status) = cli.status();
+    let status = &status["proxy_status"];
+    assert_eq!(status["proxy"]["pid"], new.pid(), "{status}");
+    let clients: Vec<String> = status["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["client"].as_str().unwrap().to_string())
+        .collect();
+    let local = |peer: &V1Peer| peer.0.local_addr().unwrap().to_string();
+    assert_eq!(
+        clients,
+        [local(&after)],
+        "only the new connection is the successor's"
+    );
+    let page = hosts.client.run(|| {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(WEB).unwrap();
+        stream
+            .write_all(b"GET /status.json HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    });
+    assert!(page.contains(&format!("\"pid\":{}", new.pid())), "{page}");
+
+    // A process of another user may not take over: refused, and nothing changes.
+    let control = bip324_e2e::testbed::control_socket(&hosts.client);
+    let refusal = hosts.client.run_as_user(32999, 65534, move || {
+        use std::io::{Read, Write};
+        let mut stream = std::os::unix::net::UnixStream::connect(&control)?;
+        stream.write_all(b"{\"version\":1,\"request\":\"take-over\"}\n")?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        std::io::Result::Ok(answer)
+    });
+    let refusal = refusal.expect("a user of the socket's group may ask");
+    assert!(
+        refusal.contains("only a process of this proxy's own user"),
+        "{refusal}"
+    );
+    after.echoes(b"the successor still serves");
+
+    // The old proxy exits once its last connection ends.
+    assert!(old.is_running(), "draining while its connection lives");
+    drop(before);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while old.is_running() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!old.is_running(), "the drained proxy exits:\n{}", old.log());
+    after.echoes(b"and goes on alone");
+}

@@ -25,7 +25,8 @@ Examples:
   sudo bip324-proxy --inbound '[::]:325'     # inbound mode, with bip324-redirect inbound enable
   sudo bip324-proxy --v1-fallback            # nodes without v2 get plaintext v1, not a refusal
   sudo bip324-proxy --key-prefix 474554202f20485454502f312e310d0a  # keys start GET / HTTP/1.1\\r\\n
-  sudo bip324-proxy --log-level debug        # one log line per message";
+  sudo bip324-proxy --log-level debug        # one log line per message
+  sudo bip324-proxy --take-over              # a new version takes over a running proxy's sockets";
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -218,6 +219,20 @@ pub struct Config {
     /// Do not open the control socket.
     #[arg(long, conflicts_with = "control")]
     pub no_control: bool,
+
+    /// Take over from the proxy that answers on the control socket (--control, or the
+    /// default): receive its listening sockets (redirected, inbound, SOCKS5, --metrics and the
+    /// control socket itself), serve every new connection from now on, and let it finish its
+    /// open ones before it exits (within --drain-timeout). No port closes and no connection
+    /// is dropped, so an upgrade needs no restart. Start it as that proxy was started, with the
+    /// same options: it runs as the same user, which alone the running proxy accepts.
+    #[arg(long, conflicts_with = "no_control")]
+    pub take_over: bool,
+
+    /// With --take-over: how long the proxy taken over may keep its open connections; those
+    /// still open then are closed and it exits.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
 
     /// Serve a dashboard at http://ADDR/ (every open connection with its session id, totals,
     /// the last hour of traffic; read-only) and Prometheus metrics at http://ADDR/metrics. Off

@@ -10,13 +10,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bip324_control::{Failure, Request, STATUS, VERSION};
+use bip324_control::{Failure, Request, STATUS, TAKE_OVER, VERSION};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
+use super::handover::Offer;
 use super::status::StatusSource;
 
 const MAX_REQUEST: usize = 4096;
@@ -26,6 +27,22 @@ const MAX_CLIENTS: usize = 4;
 /// stops.
 pub(crate) struct Made {
     path: std::path::PathBuf,
+}
+
+impl Made {
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The control socket a predecessor made, now this proxy's to remove.
+    pub(crate) fn adopt(path: std::path::PathBuf) -> Made {
+        Made { path }
+    }
+
+    /// Leaves the socket in place: a successor answers on it now.
+    pub(crate) fn hand_over(self) {
+        std::mem::forget(self);
+    }
 }
 
 impl Drop for Made {
@@ -145,6 +162,7 @@ fn check_dir(dir: &Path, owner: Option<&nix::unistd::User>) -> Result<(), String
 pub(crate) async fn serve(
     listener: UnixListener,
     status: Arc<StatusSource>,
+    offer: Arc<Offer>,
     shutdown: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
@@ -165,9 +183,9 @@ pub(crate) async fn serve(
             debug!("control socket: {MAX_CLIENTS} clients already, refusing another");
             continue;
         };
-        let status = Arc::clone(&status);
+        let (status, offer) = (Arc::clone(&status), Arc::clone(&offer));
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, &status).await {
+            if let Err(e) = answer(stream, &status, offer).await {
                 debug!("control socket client: {e}");
             }
             drop(permit);
@@ -175,7 +193,11 @@ pub(crate) async fn serve(
     }
 }
 
-async fn answer(mut stream: UnixStream, status: &StatusSource) -> std::io::Result<()> {
+async fn answer(
+    mut stream: UnixStream,
+    status: &StatusSource,
+    offer: Arc<Offer>,
+) -> std::io::Result<()> {
     let request = tokio::time::timeout(Duration::from_secs(2), read_request(&mut stream)).await;
     let body = match request {
         Err(_) => failure("no request within 2 seconds"),
@@ -186,6 +208,10 @@ async fn answer(mut stream: UnixStream, status: &StatusSource) -> std::io::Resul
         )),
         Ok(Ok(request)) if request.request == STATUS => {
             serde_json::to_string(&status.document()).expect("serialisable")
+        }
+        Ok(Ok(request)) if request.request == TAKE_OVER => {
+            let drain = request.drain_seconds.unwrap_or(3600);
+            return hand_over(stream.into_std()?, offer, drain).await;
         }
         Ok(Ok(request)) => failure(&format!(
             "unknown request {:?} (try \"status\")",
@@ -200,6 +226,33 @@ async fn answer(mut stream: UnixStream, status: &StatusSource) -> std::io::Resul
     tokio::time::timeout(Duration::from_secs(5), write)
         .await
         .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+}
+
+/// Hands the sockets over to the successor that asks on `stream`, or tells it why not.
+async fn hand_over(
+    stream: std::os::unix::net::UnixStream,
+    offer: Arc<Offer>,
+    drain_seconds: u64,
+) -> std::io::Result<()> {
+    let handed = tokio::task::spawn_blocking(move || {
+        let result = offer.hand_over(&stream, drain_seconds);
+        if let Err(why) = &result {
+            use std::io::Write as _;
+            let _ = (&stream).write_all(format!("{}\n", failure(why)).as_bytes());
+        }
+        result
+    })
+    .await
+    .map_err(std::io::Error::other)?;
+    match handed {
+        Ok(pid) => info!(
+            successor = pid,
+            "handed the listening sockets over to pid {pid}: it serves every new connection; \
+             this proxy finishes its open ones (at most {drain_seconds} s), then exits"
+        ),
+        Err(why) => warn!("take-over {why}"),
+    }
+    Ok(())
 }
 
 /// One line of at most MAX_REQUEST bytes; anything longer is refused unread.

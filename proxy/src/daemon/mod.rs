@@ -8,6 +8,7 @@ mod cover;
 mod destination;
 pub(crate) mod fault;
 mod front;
+mod handover;
 mod labels;
 pub(crate) mod listeners;
 mod log_budget;
@@ -35,7 +36,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use bip324_control::ProxyInfo;
+use bip324_control::{ProxyInfo, SocketRole};
+use std::os::fd::AsRawFd;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -87,7 +89,7 @@ pub(crate) async fn run(config: Config, prepared: startup::Prepared) -> anyhow::
         listeners: opened,
         metrics,
         control,
-        own_control,
+        mut own_control,
         no_control,
         binder,
     } = prepared;
@@ -145,8 +147,35 @@ pub(crate) async fn run(config: Config, prepared: startup::Prepared) -> anyhow::
         "bip324-proxy {} ready",
         env!("CARGO_PKG_VERSION")
     );
+    // What a successor (`--take-over`) would receive: every socket this proxy listens on.
+    let offer = {
+        let fd = |l: &dyn AsRawFd| l.as_raw_fd();
+        let mut sockets = Vec::new();
+        sockets.extend(listeners.iter().map(|l| (SocketRole::Redirect, fd(l))));
+        sockets.extend(
+            inbound_listeners
+                .iter()
+                .map(|l| (SocketRole::Inbound, fd(l))),
+        );
+        sockets.extend(socks5_listeners.iter().map(|l| (SocketRole::Socks5, fd(l))));
+        sockets.extend(metrics_listener.iter().map(|l| (SocketRole::Web, fd(l))));
+        sockets.extend(
+            control_listener
+                .iter()
+                .map(|l| (SocketRole::Control, fd(l))),
+        );
+        let control_path = own_control.as_ref().map(|made| made.path().to_path_buf());
+        // SAFETY: every descriptor belongs to a listener held above, open while it is copied.
+        Arc::new(unsafe { handover::Offer::new(&sockets, control_path) }?)
+    };
     let ctx = Arc::new(Context::new(config, listening, binder));
-    let shutdown = CancellationToken::new();
+    // Accepting stops on SIGTERM or once taken over; the connections close on SIGTERM, or
+    // once drained after a take-over.
+    let stop = Stop {
+        accepting: CancellationToken::new(),
+        connections: CancellationToken::new(),
+    };
+    let shutdown = stop.accepting.clone();
     let mut services = Vec::new();
     let status = Arc::new(status::StatusSource {
         proxy: ProxyInfo {
@@ -171,6 +200,7 @@ pub(crate) async fn run(config: Config, prepared: startup::Prepared) -> anyhow::
         services.push(tokio::spawn(control::serve(
             listener,
             Arc::clone(&status),
+            Arc::clone(&offer),
             shutdown.clone(),
         )));
     }
@@ -208,23 +238,66 @@ pub(crate) async fn run(config: Config, prepared: startup::Prepared) -> anyhow::
             Arc::clone(pool),
             connections.clone(),
             Arc::clone(&next_id),
-            shutdown.clone(),
+            stop.clone(),
         )));
     }
 
-    wait_for_stop_signal().await?;
-    info!(
-        open_connections = connections.len(),
-        "shutting down: no new connections; closing the open ones"
-    );
-    shutdown.cancel();
+    let taken = offer.taken();
+    let taken_over = tokio::select! {
+        signal = wait_for_stop_signal() => {
+            signal?;
+            false
+        }
+        () = taken.cancelled() => true,
+    };
+    stop.accepting.cancel();
     for task in accept_loops.into_iter().chain(services) {
         let _ = task.await;
     }
     connections.close();
+    if taken_over {
+        drain(&connections, offer.drain()).await?;
+        // The successor answers on the control socket now, and removes it when it stops.
+        if let Some(made) = own_control.take() {
+            made.hand_over();
+        }
+    } else {
+        info!(
+            open_connections = connections.len(),
+            "shutting down: no new connections; closing the open ones"
+        );
+    }
+    stop.connections.cancel();
     connections.wait().await;
     drop(own_control);
     info!("stopped");
+    Ok(())
+}
+
+/// When a proxy stops accepting, and when its connections close.
+#[derive(Clone)]
+struct Stop {
+    accepting: CancellationToken,
+    connections: CancellationToken,
+}
+
+/// Taken over: lets the open connections end by themselves, for at most `deadline` (or until
+/// SIGTERM), while the successor serves every new one.
+async fn drain(connections: &TaskTracker, deadline: Duration) -> anyhow::Result<()> {
+    info!(
+        open_connections = connections.len(),
+        "taken over: no new connections here; finishing the open ones (at most {}), then \
+         stopping",
+        humantime::format_duration(deadline)
+    );
+    tokio::select! {
+        () = connections.wait() => {}
+        () = tokio::time::sleep(deadline) => info!(
+            open_connections = connections.len(),
+            "drain deadline reached: closing the connections still open"
+        ),
+        signal = wait_for_stop_signal() => signal?,
+    }
     Ok(())
 }
 
@@ -246,8 +319,9 @@ async fn accept_loop(
     limit: Arc<Semaphore>,
     connections: TaskTracker,
     next_id: Arc<AtomicU64>,
-    shutdown: CancellationToken,
+    stop: Stop,
 ) {
+    let (shutdown, closing) = (stop.accepting, stop.connections);
     let mut last_exhaustion_warning: Option<Instant> = None;
     loop {
         // At the connection limit, stop accepting: clients wait in the listen backlog.
@@ -263,7 +337,7 @@ async fn accept_loop(
             Ok((stream, client)) => {
                 let id = next_id.fetch_add(1, Ordering::Relaxed);
                 let span = info_span!("conn", id);
-                let (ctx, shutdown) = (Arc::clone(&ctx), shutdown.clone());
+                let (ctx, shutdown) = (Arc::clone(&ctx), closing.clone());
                 let metrics = Arc::clone(&ctx.metrics);
                 // A task holds its future for the connection's whole life: each phase that
                 // ends (the front, then the opening) is boxed so that its state goes with it,

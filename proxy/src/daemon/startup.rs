@@ -4,11 +4,11 @@
 //! one thread leaves every later thread with none.
 
 use anyhow::{Context as _, bail};
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::config::Config;
 use super::listeners::{self, Listeners};
-use super::{control, privileges, transparent};
+use super::{control, handover, privileges, transparent};
 
 /// The sockets opened with privileges, ready for the runtime.
 pub(crate) struct Prepared {
@@ -28,6 +28,9 @@ pub(crate) fn prepare(
     config: &Config,
     binder: Option<transparent::Unarmed>,
 ) -> anyhow::Result<Prepared> {
+    if config.take_over {
+        return take_over(config, binder);
+    }
     let mut listeners = listeners::open(&config.listen, &config.inbound, &config.socks5)?;
     if !listeners.inbound.is_empty() && binder.is_none() {
         bail!("inbound listeners without the inbound binder");
@@ -67,6 +70,45 @@ pub(crate) fn prepare(
         metrics,
         control,
         own_control,
+        no_control,
+        binder,
+    })
+}
+
+/// `--take-over`: gives up privileges first, so that the running proxy sees a process of its
+/// own user ask (the only one it accepts), then takes its sockets.
+fn take_over(config: &Config, binder: Option<transparent::Unarmed>) -> anyhow::Result<Prepared> {
+    if std::env::var_os("LISTEN_FDS").is_some() {
+        bail!(
+            "--take-over is for a proxy run by hand: under systemd the socket unit holds the \
+             sockets (systemctl restart bip324-proxy keeps them open)"
+        );
+    }
+    let account = privileges::account(config.user.as_deref())?;
+    privileges::give_up(account.as_ref())?;
+    let path = super::config::control_path(config);
+    let received = handover::receive(&path, config.drain_timeout)?;
+    info!(
+        predecessor = received.predecessor,
+        "took over the sockets of pid {}: it finishes its open connections, this proxy serves \
+         every new one",
+        received.predecessor
+    );
+    let binder = match binder.filter(|_| !received.listeners.inbound.is_empty()) {
+        Some(unarmed) => Some(unarmed.arm()?),
+        None => None,
+    };
+    let no_control = received
+        .listeners
+        .control
+        .is_none()
+        .then_some("the proxy taken over had none");
+    let mut listeners = received.listeners;
+    Ok(Prepared {
+        control: listeners.control.take(),
+        listeners,
+        metrics: received.web,
+        own_control: received.control_path.map(control::Made::adopt),
         no_control,
         binder,
     })

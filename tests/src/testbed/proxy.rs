@@ -63,7 +63,10 @@ impl Proxy {
         extra_args: &[&str],
         fd_limit: Option<u64>,
     ) -> Proxy {
-        let log_path = std::env::temp_dir().join(format!("{}-proxy.log", host.name()));
+        // One log each: a successor (--take-over) runs beside its predecessor.
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log_path = std::env::temp_dir().join(format!("{}-proxy-{n}.log", host.name()));
         let log = std::fs::File::create(&log_path).expect("proxy log file");
         let control = control_socket(host);
         let mut command = host.command(binary, None);

@@ -1,0 +1,34 @@
+//! Hand-over to a successor (`bip324-proxy --take-over`), as HAProxy and nginx do on reload:
+//! the running proxy passes its listening sockets over its control socket (`SCM_RIGHTS`),
+//! stops accepting, and finishes the connections it has (within the successor's
+//! `--drain-timeout`) before it exits, while the successor serves every new one. No port
+//! closes, so no client is refused meanwhile, and no open connection is cut.
+//!
+//! Only a process of the proxy's own user may take over (`SO_PEERCRED`): a system account no
+//! one logs in as. What passes is sockets and a small JSON document; no key material.
+
+mod give;
+mod take;
+
+pub(crate) use give::Offer;
+pub(crate) use take::receive;
+
+use std::os::fd::AsFd;
+
+/// Whether the process at the other end of `stream` runs as this one's user.
+fn peer_is_own_user(stream: &impl AsFd) -> Result<(), String> {
+    let peer = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(|e| format!("cannot tell who asks: {e}"))?;
+    let own = nix::unistd::geteuid().as_raw();
+    if peer.uid() == own {
+        Ok(())
+    } else {
+        Err(format!(
+            "refused: only a process of this proxy's own user (uid {own}) may take over; pid {} \
+             runs as uid {} (start the successor as this proxy was started, with the same \
+             options)",
+            peer.pid(),
+            peer.uid()
+        ))
+    }
+}
