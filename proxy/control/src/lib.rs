@@ -415,7 +415,10 @@ mod tests {
             control_path: Some("/run/bip324-proxy/control.sock".into()),
         };
         let text = serde_json::to_string(&hand_over).unwrap();
-        assert!(text.contains(r#""sockets":["redirect","web","control"]"#), "{text}");
+        assert!(
+            text.contains(r#""sockets":["redirect","web","control"]"#),
+            "{text}"
+        );
         assert_eq!(serde_json::from_str::<HandOver>(&text).unwrap(), hand_over);
         let failure = r#"{"version":1,"error":"unknown request"}"#;
         assert!(matches!(
