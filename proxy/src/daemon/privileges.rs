@@ -88,7 +88,7 @@ fn become_user(account: &User) -> anyhow::Result<()> {
         user = %account.name,
         uid = account.uid.as_raw(),
         gid = account.gid.as_raw(),
-        "sockets open; running as {} from now on",
+        "privileges given up: running as {} from now on",
         account.name
     );
     Ok(())
