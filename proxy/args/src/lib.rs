@@ -24,7 +24,7 @@ Examples:
   bip324-proxy --socks5 127.0.0.1:1080       # as any user; clients use -proxy=127.0.0.1:1080
   sudo bip324-proxy --inbound '[::]:325'     # inbound mode, with bip324-redirect inbound enable
   sudo bip324-proxy --v1-fallback            # nodes without v2 get plaintext v1, not a refusal
-  sudo bip324-proxy --key-prefix 474554202f20485454502f312e310d0a  # keys start GET / HTTP/1.1\\r\\n
+  sudo bip324-proxy --key-prefix 474554202f20485454502f312e310d0a  # keys begin: GET / HTTP/1.1 CRLF
   sudo bip324-proxy --log-level debug        # one log line per message
   sudo bip324-proxy --take-over              # a new version takes over a running proxy's sockets";
 

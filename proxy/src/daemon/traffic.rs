@@ -106,14 +106,19 @@ mod tests {
         for i in 0..TRAFFIC_SAMPLES as u64 {
             history.record(at(30 + i), ByWire { v1: 5 + i, v2: 107 });
         }
-        let end = 30 + TRAFFIC_SAMPLES as u64;
-        let samples = history.samples_until(at(end), ByWire { v1: end, v2: 107 });
-        assert_eq!(samples.len(), TRAFFIC_SAMPLES + 1);
-        assert_eq!(samples[0].at, 30.0, "the oldest went first");
-        assert!(
-            samples[1..]
-                .iter()
-                .all(|s| s.bytes == ByWire { v1: 1, v2: 0 })
+        let last = ByWire {
+            v1: 5 + TRAFFIC_SAMPLES as u64 - 1,
+            v2: 107,
+        };
+        let samples = history.samples_until(at(1000), last);
+        assert_eq!(
+            samples.len(),
+            TRAFFIC_SAMPLES + 1,
+            "an hour, and the span in progress"
         );
+        assert_eq!(samples[0].at, 30.0, "the oldest went first");
+        let hour = &samples[1..TRAFFIC_SAMPLES];
+        assert!(hour.iter().all(|s| s.bytes == ByWire { v1: 1, v2: 0 }));
+        assert_eq!(samples[TRAFFIC_SAMPLES].bytes, ByWire::default());
     }
 }
