@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bip324_control::{ProxyInfo, SocketRole};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -149,24 +149,14 @@ pub(crate) async fn run(config: Config, prepared: startup::Prepared) -> anyhow::
     );
     // What a successor (`--take-over`) would receive: every socket this proxy listens on.
     let offer = {
-        let fd = |l: &dyn AsRawFd| l.as_raw_fd();
         let mut sockets = Vec::new();
-        sockets.extend(listeners.iter().map(|l| (SocketRole::Redirect, fd(l))));
-        sockets.extend(
-            inbound_listeners
-                .iter()
-                .map(|l| (SocketRole::Inbound, fd(l))),
-        );
-        sockets.extend(socks5_listeners.iter().map(|l| (SocketRole::Socks5, fd(l))));
-        sockets.extend(metrics_listener.iter().map(|l| (SocketRole::Web, fd(l))));
-        sockets.extend(
-            control_listener
-                .iter()
-                .map(|l| (SocketRole::Control, fd(l))),
-        );
+        sockets.extend(listeners.iter().map(|l| (SocketRole::Redirect, l.as_fd())));
+        sockets.extend(inbound_listeners.iter().map(|l| (SocketRole::Inbound, l.as_fd())));
+        sockets.extend(socks5_listeners.iter().map(|l| (SocketRole::Socks5, l.as_fd())));
+        sockets.extend(metrics_listener.iter().map(|l| (SocketRole::Web, l.as_fd())));
+        sockets.extend(control_listener.iter().map(|l| (SocketRole::Control, l.as_fd())));
         let control_path = own_control.as_ref().map(|made| made.path().to_path_buf());
-        // SAFETY: every descriptor belongs to a listener held above, open while it is copied.
-        Arc::new(unsafe { handover::Offer::new(&sockets, control_path) }?)
+        Arc::new(handover::Offer::new(&sockets, control_path)?)
     };
     let ctx = Arc::new(Context::new(config, listening, binder));
     // Accepting stops on SIGTERM or once taken over; the connections close on SIGTERM, or

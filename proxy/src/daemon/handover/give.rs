@@ -1,7 +1,7 @@
 //! The running proxy's side: what it offers a successor, and the hand-over itself.
 
 use std::io::{IoSlice, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -24,20 +24,13 @@ impl Offer {
     /// `sockets`: each listener's role and descriptor, copied here (`dup`) so that handing
     /// them over does not depend on the listeners' own lifetimes. `control_path`: the control
     /// socket's path when this proxy made it.
-    ///
-    /// # Safety
-    /// Every descriptor must be open while this runs.
-    pub(crate) unsafe fn new(
-        sockets: &[(SocketRole, RawFd)],
+    pub(crate) fn new(
+        sockets: &[(SocketRole, BorrowedFd<'_>)],
         control_path: Option<PathBuf>,
     ) -> std::io::Result<Offer> {
         let sockets = sockets
             .iter()
-            .map(|&(role, fd)| {
-                // SAFETY: open, as the caller promises, for the length of this call.
-                let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-                Ok((role, fd.try_clone_to_owned()?))
-            })
+            .map(|(role, fd)| Ok((*role, fd.try_clone_to_owned()?)))
             .collect::<std::io::Result<_>>()?;
         Ok(Offer {
             sockets: Mutex::new(sockets),
