@@ -23,6 +23,7 @@ use crate::network::Magic;
 use crate::pipe::{Event, Pipe};
 use crate::role::Role;
 use crate::{ProtocolError, UsageError};
+use zeroize::Zeroize;
 
 /// Most garbage either side may send after its key.
 pub const MAX_GARBAGE_LEN: usize = 4095;
@@ -117,17 +118,21 @@ impl Handshake {
             // Core's and the `bip324` crate's responders treat it so): pick another encoding
             // of the same key then. (The prefix encoder keeps the same rule.)
             let mut aux_rand = entropy.aux_rand;
-            loop {
+            let key = loop {
                 let key = EphemeralKey::new(entropy.secret_key, aux_rand);
                 if key.as_ref().map_or(true, |k| k.encoding()[..4] != magic.0) {
                     break key;
                 }
                 aux_rand[0] = aux_rand[0].wrapping_add(1);
-            }
+            };
+            aux_rand.zeroize();
+            key
         } else {
             EphemeralKey::with_prefix(entropy.secret_key, entropy.aux_rand, prefix, magic)
         };
-        zeroize::Zeroize::zeroize(&mut entropy.secret_key);
+        // With the key, they would give the encoder's draws (and derived keys) again.
+        entropy.secret_key.zeroize();
+        entropy.aux_rand.zeroize();
         Ok(Self::with_key(role, magic, key?, entropy.garbage))
     }
 

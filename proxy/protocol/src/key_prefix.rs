@@ -5,19 +5,25 @@
 //! random. That defeats a filter that reads only a connection's first bytes, and is itself a
 //! fingerprint (docs/security.md).
 //!
-//! Which prefixes are refused, and why:
+//! Which prefixes are refused, and why (on every network, since one prefix serves all
+//! connections):
 //! * one that starts with a network's magic (4 bytes or more): rust-bitcoin's `bip324`, in
-//!   either role, takes a key starting with the magic for v1, and Bitcoin Core's responder
-//!   does so once the magic is followed by `version\0\0\0\0\0` (it compares the first 16
-//!   bytes). Refusing the magic alone covers both, on every network, since one prefix serves
-//!   all connections;
-//! * 32 bytes that are 0 mod p: decoding reads `u = 0` as 1, so no key has such an encoding.
+//!   either role, takes a key starting with the magic for v1, and so does Bitcoin Core's
+//!   responder once `version\0\0\0\0\0` follows;
+//! * one of 16 bytes or more whose bytes 4..16 are `version\0\0\0\0\0`: Bitcoin Core's
+//!   responder disconnects such a peer whatever bytes 0..4 are (a v1 peer of another network,
+//!   to it). Refusing the magic alone does not cover this.
 //!
-//! A prefix of 1 to 3 bytes that begins a magic is accepted: the random bytes after it
-//! complete that magic once in 2^8 to 2^24 keys, and the encoder draws again then, as it does
-//! without a prefix. So no key the proxy sends starts with its connection's magic.
+//! A shorter prefix that the random bytes after it could complete into either (1 to 3 bytes
+//! that begin a magic, or bytes from the 5th on that begin `version\0\0\0\0\0`) is
+//! accepted: the encoder draws again when that happens, as it does for the magic without a
+//! prefix. So no key the proxy sends starts with its connection's magic or carries that
+//! command in bytes 4..16. Any 32 bytes may be `u`, even 0 mod p (decoding reads 0 as 1).
 
 use crate::network::Network;
+
+/// The command of a v1 `version` message, as bytes 4..16 of its header.
+pub(crate) const V1_VERSION_COMMAND: &[u8; 12] = b"version\0\0\0\0\0";
 
 /// Longest prefix: all of `u`.
 pub const MAX_KEY_PREFIX_LEN: usize = 32;
@@ -47,9 +53,13 @@ pub enum KeyPrefixError {
         /// Its magic, in hex.
         magic: String,
     },
-    /// 32 bytes that are 0 mod p.
-    #[error("32 bytes that are 0 mod p: decoding reads such a u as 1, so no key can start so")]
-    ZeroU,
+    /// Bytes 4..16 are a v1 `version` command.
+    #[error(
+        "bytes 5 to 16 are `version` and five NUL bytes: Bitcoin Core's v2 responder disconnects \
+         any peer whose first 16 bytes end so, whatever the first 4 (it takes it for a v1 peer \
+         of another network), so no handshake would ever complete"
+    )]
+    VersionCommand,
 }
 
 impl KeyPrefix {
@@ -73,12 +83,12 @@ impl KeyPrefix {
                 magic: network.magic().to_string(),
             });
         }
+        if bytes.get(4..16) == Some(&V1_VERSION_COMMAND[..]) {
+            return Err(KeyPrefixError::VersionCommand);
+        }
         let mut prefix = KeyPrefix::NONE;
         prefix.bytes[..bytes.len()].copy_from_slice(bytes);
         prefix.len = bytes.len();
-        if prefix.len == MAX_KEY_PREFIX_LEN && crate::ellswift::is_zero_mod_p(&prefix.bytes) {
-            return Err(KeyPrefixError::ZeroU);
-        }
         Ok(prefix)
     }
 
@@ -137,12 +147,31 @@ mod tests {
     }
 
     #[test]
-    fn longer_than_u_or_zero_mod_p_is_refused() {
+    fn longer_than_u_is_refused_and_any_u_is_not() {
         assert_eq!(KeyPrefix::new(&[1; 33]), Err(KeyPrefixError::TooLong(33)));
         assert!(KeyPrefix::new(&[1; 32]).is_ok());
-        assert_eq!(KeyPrefix::new(&[0; 32]), Err(KeyPrefixError::ZeroU));
+        // 0 mod p: decoding reads such a u as 1, and the encoder solves for 1.
+        assert!(KeyPrefix::new(&[0; 32]).is_ok());
         let p = hex::decode("fffffffffffffffffffffffffffffffffffffffffffffffffffffffefffffc2f");
-        assert_eq!(KeyPrefix::new(&p.expect("hex")), Err(KeyPrefixError::ZeroU));
-        assert!(KeyPrefix::new(&[0; 31]).is_ok());
+        assert!(KeyPrefix::new(&p.expect("hex")).is_ok());
+        assert!(KeyPrefix::new(&[0xff; 32]).is_ok());
+    }
+
+    /// Bitcoin Core's responder disconnects whoever sends `version` and 5 NULs as bytes 4..16,
+    /// whatever bytes 0..4 are.
+    #[test]
+    fn a_version_command_after_any_four_bytes_is_refused() {
+        for start in [*b"GET ", [0; 4], [0xff; 4]] {
+            let v1 = [&start[..], V1_VERSION_COMMAND].concat();
+            for tail in [&[][..], b"x", &[7; 16]] {
+                let bytes = [&v1[..], tail].concat();
+                let refused = KeyPrefix::new(&bytes).expect_err("bytes 4..16 are the command");
+                assert_eq!(refused, KeyPrefixError::VersionCommand, "{bytes:02x?}");
+                assert!(refused.to_string().contains("Bitcoin Core"), "{refused}");
+            }
+            // Shorter, or another command: the encoder keeps the random rest from completing it.
+            assert!(KeyPrefix::new(&v1[..15]).is_ok());
+            assert!(KeyPrefix::new(&[&start[..], b"verack\0\0\0\0\0\0"].concat()).is_ok());
+        }
     }
 }

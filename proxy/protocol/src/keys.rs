@@ -30,21 +30,28 @@ pub struct EphemeralKey {
 impl EphemeralKey {
     /// `secret` and `aux_rand` must come from a CSPRNG. Fails (with negligible probability)
     /// when `secret` is zero or not below the curve order; draw again then.
-    pub fn new(secret: [u8; 32], aux_rand: [u8; 32]) -> Result<Self, UsageError> {
-        let secret = parse_secret(secret)?;
-        let encoding = ElligatorSwift::from_seckey(secret, Some(aux_rand));
-        Ok(EphemeralKey { secret, encoding })
+    pub fn new(secret: [u8; 32], mut aux_rand: [u8; 32]) -> Result<Self, UsageError> {
+        let key = parse_secret(secret).map(|secret| EphemeralKey {
+            secret,
+            encoding: ElligatorSwift::from_seckey(secret, Some(aux_rand)),
+        });
+        aux_rand.zeroize();
+        key
     }
 
     /// Like `new`, but the encoding starts with `prefix` and not with `magic`. With a 32-byte
     /// prefix the key may be one derived from `secret` and `aux_rand` (see `ellswift`).
     pub fn with_prefix(
         secret: [u8; 32],
-        aux_rand: [u8; 32],
+        mut aux_rand: [u8; 32],
         prefix: &KeyPrefix,
         magic: Magic,
     ) -> Result<Self, UsageError> {
-        let encoded = encode_with_prefix(parse_secret(secret)?, &aux_rand, prefix, magic)?;
+        let encoded = parse_secret(secret)
+            .and_then(|secret| encode_with_prefix(secret, &aux_rand, prefix, magic));
+        // With the key, it would give the encoder's draws (and derived keys) again.
+        aux_rand.zeroize();
+        let encoded = encoded?;
         Ok(EphemeralKey {
             secret: encoded.secret,
             encoding: ElligatorSwift::from_array(encoded.encoding),

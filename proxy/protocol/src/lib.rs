@@ -154,8 +154,8 @@ pub enum UsageError {
     #[error("garbage longer than 4095 bytes")]
     TooMuchGarbage,
     /// No encoding of the key starts with the prefix without starting with the network's
-    /// magic too: only a prefix that begins with that magic (which [`KeyPrefix::new`]
-    /// refuses for every known network) gets here.
+    /// magic too: the prefix begins with that magic. [`KeyPrefix::new`] refuses every known
+    /// network's, so only a custom network's gets here, at once and for every handshake.
     #[error("no key encoding starts with the key prefix and not with the network magic")]
     NoEncodingWithPrefix,
 }

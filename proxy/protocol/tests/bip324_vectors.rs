@@ -255,7 +255,12 @@ fn xswiftec_inv_vectors() {
             solved += 1;
         }
     }
-    assert_eq!(solved + unsolvable, rows.len() * 8);
+    // What the file lists: a row or case skipped, or a listed t ignored, changes these.
+    assert_eq!(
+        (rows.len(), solved, unsolvable),
+        (32, 98, 158),
+        "rows, solved cases, unsolvable cases"
+    );
     println!(
         "xswiftec_inv_test_vectors.csv: {} of {} rows ran, all 8 cases each: {solved} inverses \
          matched the listed t and decoded back to x, {unsolvable} cases without a solution found none",

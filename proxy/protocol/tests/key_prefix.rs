@@ -48,7 +48,7 @@ fn prefixed_encodings_decode_to_the_key() {
         let aux_rand = draw(&seed, case, "aux_rand");
         let len = (case % 33) as usize;
         let Ok(prefix) = KeyPrefix::new(&draw(&seed, case, "prefix")[..len]) else {
-            continue; // one that starts with a magic: 2^-32 per case
+            continue; // a magic, or `version` in bytes 4..16: 2^-32 per case at most
         };
         let ctx = format!("case {case}, prefix {prefix:?}");
         let Ok(key) = EphemeralKey::with_prefix(secret, aux_rand, &prefix, magic) else {
@@ -57,6 +57,7 @@ fn prefixed_encodings_decode_to_the_key() {
         let encoding = key.encoding();
         assert!(encoding.starts_with(prefix.as_bytes()), "{ctx}");
         assert_ne!(encoding[..4], magic.0, "{ctx}");
+        assert_ne!(&encoding[4..16], b"version\0\0\0\0\0", "{ctx}");
         assert_eq!(decode_x(encoding), key.public_x(), "{ctx}");
         // Only a prefix that fixes all of u may need another key than the caller's.
         let callers_x = PublicKey::from_secret_key(&SecretKey::from_secret_bytes(secret).unwrap())

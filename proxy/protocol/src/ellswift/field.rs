@@ -2,8 +2,10 @@
 //!
 //! `k256::FieldElement` normalizes lazily: a sum's "magnitude" grows, and negating one needs
 //! its bound. [`Fe`] normalizes after every operation instead, so the formulas of the
-//! inverse map read as the BIP writes them and no magnitude can be miscounted. Every
-//! operation is constant time (`k256`'s `sqrt` and `invert` included).
+//! inverse map read as the BIP writes them and no magnitude can be miscounted. The
+//! arithmetic is constant time (`k256`'s `sqrt` and `invert` included); `from_bytes_mod_p`
+//! branches on its input being at least p, and is given only public `u` values and
+//! constants.
 
 use core::ops::{Add, Mul, Neg, Sub};
 
@@ -21,7 +23,6 @@ pub(crate) struct Fe(FieldElement);
 
 impl Fe {
     pub(crate) const ZERO: Fe = Fe(FieldElement::ZERO);
-    #[cfg(test)]
     pub(crate) const ONE: Fe = Fe(FieldElement::ONE);
 
     /// A small constant.

@@ -42,7 +42,8 @@ pub fn xswiftec_inv(u: &[u8; 32], x: &[u8; 32], case: u8) -> Option<[u8; 32]> {
 
 /// The inverse on field elements; `x` must be on the curve.
 pub(crate) fn inverse(u: Fe, x: Fe, case: u8) -> Option<Fe> {
-    // Decoding turns u = 0 into 1; an inverse for u = 0 would decode as another u.
+    // Decoding turns u = 0 into 1; an inverse for u = 0 would decode as another u. (Every t
+    // the cases find for u = 0 has t^2 = -7, which the last check rejects too.)
     if u.is_zero() {
         return None;
     }
@@ -94,6 +95,12 @@ mod tests {
     use secp256k1::PublicKey;
     use secp256k1::ellswift::ElligatorSwift;
 
+    const G_X: [u8; 32] = [
+        0x79, 0xbe, 0x66, 0x7e, 0xf9, 0xdc, 0xbb, 0xac, 0x55, 0xa0, 0x62, 0x95, 0xce, 0x87, 0x0b,
+        0x07, 0x02, 0x9b, 0xfc, 0xdb, 0x2d, 0xce, 0x28, 0xd9, 0x59, 0xf2, 0x81, 0x5b, 0x16, 0xf8,
+        0x17, 0x98,
+    ];
+
     #[test]
     fn constants_are_what_their_names_say() {
         let (minus, plus) = (Fe::from_bytes(&C_MINUS), Fe::from_bytes(&C_PLUS));
@@ -142,8 +149,11 @@ mod tests {
 
     #[test]
     fn no_answer_for_u_zero_or_x_off_the_curve() {
-        let x = [0x79; 32];
-        assert!((0..8).all(|case| xswiftec_inv(&[0; 32], &x, case).is_none()));
+        // The generator's x, on the curve, which both kinds of case solve for u = 0 (each t
+        // with t^2 = -7) but for the checks: this fails only with the u = 0 guard and the
+        // `u^3 + t^2 + 7 = 0` check both gone. An x off the curve would test neither.
+        assert!(Fe::from_bytes_mod_p(&G_X).is_valid_x());
+        assert!((0..8).all(|case| xswiftec_inv(&[0; 32], &G_X, case).is_none()));
         // x = 5: 5^3 + 7 = 132 is not a square mod p.
         let mut off = [0u8; 32];
         off[31] = 5;
