@@ -190,8 +190,9 @@ pub struct Config {
     /// rest of the key and the garbage stay random, and packet sizes and timing do not
     /// change, so a closer look still sees BIP-324; and one fixed prefix is a fingerprint of
     /// this proxy in itself (docs/security.md). Refused: a prefix that starts with a
-    /// network's magic, which a v2 node would take for v1. Costs a few inverse-map
-    /// evaluations per handshake. Off by default.
+    /// network's magic, or whose bytes 4 to 16 are a v1 `version` command: a v2 node would
+    /// take it for v1 and hang up. Costs a few inverse-map evaluations per handshake. Off by
+    /// default.
     #[arg(long, value_name = "HEX", value_parser = parse_key_prefix)]
     pub key_prefix: Option<KeyPrefix>,
 
