@@ -149,12 +149,18 @@ pub(crate) async fn run(config: Config, prepared: startup::Prepared) -> anyhow::
     );
     // What a successor (`--take-over`) would receive: every socket this proxy listens on.
     let offer = {
-        let mut sockets = Vec::new();
-        sockets.extend(listeners.iter().map(|l| (SocketRole::Redirect, l.as_fd())));
-        sockets.extend(inbound_listeners.iter().map(|l| (SocketRole::Inbound, l.as_fd())));
-        sockets.extend(socks5_listeners.iter().map(|l| (SocketRole::Socks5, l.as_fd())));
-        sockets.extend(metrics_listener.iter().map(|l| (SocketRole::Web, l.as_fd())));
-        sockets.extend(control_listener.iter().map(|l| (SocketRole::Control, l.as_fd())));
+        let fronts = [
+            (SocketRole::Redirect, &listeners),
+            (SocketRole::Inbound, &inbound_listeners),
+            (SocketRole::Socks5, &socks5_listeners),
+        ];
+        let mut sockets: Vec<_> = fronts
+            .iter()
+            .flat_map(|(role, group)| group.iter().map(|l| (*role, l.as_fd())))
+            .collect();
+        sockets.extend(metrics_listener.as_ref().map(|l| (SocketRole::Web, l.as_fd())));
+        let control = control_listener.as_ref();
+        sockets.extend(control.map(|l| (SocketRole::Control, l.as_fd())));
         let control_path = own_control.as_ref().map(|made| made.path().to_path_buf());
         Arc::new(handover::Offer::new(&sockets, control_path)?)
     };
