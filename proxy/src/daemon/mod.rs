@@ -158,8 +158,8 @@ pub(crate) async fn run(config: Config, prepared: startup::Prepared) -> anyhow::
             .iter()
             .flat_map(|(role, group)| group.iter().map(|l| (*role, l.as_fd())))
             .collect();
-        sockets.extend(metrics_listener.as_ref().map(|l| (SocketRole::Web, l.as_fd())));
-        let control = control_listener.as_ref();
+        let (web, control) = (metrics_listener.as_ref(), control_listener.as_ref());
+        sockets.extend(web.map(|l| (SocketRole::Web, l.as_fd())));
         sockets.extend(control.map(|l| (SocketRole::Control, l.as_fd())));
         let control_path = own_control.as_ref().map(|made| made.path().to_path_buf());
         Arc::new(handover::Offer::new(&sockets, control_path)?)
