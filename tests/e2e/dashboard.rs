@@ -4,7 +4,7 @@
 //! the page loaded nothing from elsewhere. The screenshot it takes is the README's.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Stdio};
 use std::sync::mpsc;
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bip324_control::{StatusDocument, TransportKind};
 use bip324_e2e::testbed::{
     NODE_PORT, Proxy, REMOTE_V4, REMOTE_V6, RedirectCli, RemoteNode, TAGGED_GID, TwoHosts,
-    noisy_responder,
+    http_get, noisy_responder,
 };
 use fantoccini::{Client, ClientBuilder};
 use serde_json::{Value, json};
@@ -92,17 +92,6 @@ impl Drop for Chromedriver {
     }
 }
 
-/// The body of a GET of `path` on the proxy's web listener.
-fn http_get(path: &str) -> String {
-    let mut stream = std::net::TcpStream::connect(METRICS).expect("the web listener");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {METRICS}\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
-    body.to_string()
-}
-
 /// What the main thread tells the browser's thread, and what it finds.
 enum Step {
     /// Expect this connection (session id, destination) on the page.
@@ -168,7 +157,7 @@ fn the_dashboard_shows_live_connections_in_a_browser() {
 
     // The page's data is the control socket's document: it reads as the schema, loses nothing
     // when written back, and tells what the control socket tells.
-    let raw = hosts.client.run(|| http_get("/status.json"));
+    let raw = http_get(&hosts.client, METRICS, "/status.json");
     let json: Value = serde_json::from_str(&raw).expect("status.json is JSON");
     let document: StatusDocument = serde_json::from_str(&raw).expect("the control schema");
     assert_eq!(

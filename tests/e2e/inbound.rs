@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bip324_e2e::initiator::V2Peer;
 use bip324_e2e::listening_node::{ListeningNode, SERVICES, Seen, self_advertisement};
-use bip324_e2e::testbed::{CLIENT_V4, CLIENT_V6, Proxy, RedirectCli, TwoHosts};
+use bip324_e2e::testbed::{CLIENT_V4, CLIENT_V6, Proxy, RedirectCli, TwoHosts, http_get};
 use bip324_e2e::v1::{self, Message, REGTEST_MAGIC};
 
 /// The node's port: regtest's, so the proxy takes the network from it.
@@ -165,15 +165,7 @@ fn v2_and_v1_peers_reach_a_v1_only_node_as_themselves() {
     let log = inbound.proxy.log();
     assert_eq!(log.matches("transport=v2").count(), 2, "{log}");
     assert_eq!(log.matches("transport=v1").count(), 2, "{log}");
-    let metrics = inbound.hosts.client.run(|| {
-        let mut stream = TcpStream::connect("127.0.0.1:9325").unwrap();
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
-        let mut text = String::new();
-        stream.read_to_string(&mut text).unwrap();
-        text
-    });
+    let metrics = http_get(&inbound.hosts.client, "127.0.0.1:9325", "/metrics");
     for line in [
         "bip324_proxy_inbound_connections_opened_total{transport=\"v2\"} 2",
         "bip324_proxy_inbound_connections_opened_total{transport=\"v1\"} 2",

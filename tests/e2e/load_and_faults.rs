@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use bip324_e2e::responder::{ResponderOptions, Transport};
 use bip324_e2e::testbed::{
-    NODE_PORT, Proxy, REMOTE_V4, RedirectCli, RemoteNode, TAGGED_GID, TwoHosts, noisy_responder,
-    run_client,
+    NODE_PORT, Proxy, REMOTE_V4, RedirectCli, RemoteNode, TAGGED_GID, TwoHosts, http_get,
+    noisy_responder, run_client,
 };
 use bip324_e2e::v1::{Message, REGTEST_MAGIC, read_message, version_payload, write_message};
 
@@ -292,16 +292,7 @@ fn a_panic_in_one_connection_closes_that_connection_only() {
             .any(|l| l.contains("conn{id=2}") && l.contains("the others go on")),
         "{log}"
     );
-    let metrics = hosts.client.run(|| {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect("127.0.0.1:9324").unwrap();
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        response
-    });
+    let metrics = http_get(&hosts.client, "127.0.0.1:9324", "/metrics");
     assert!(
         metrics.contains("\nbip324_proxy_connection_panics_total 1\n"),
         "{metrics}"
@@ -356,16 +347,7 @@ fn a_successor_takes_the_sockets_and_the_predecessor_drains() {
         [local(&after)],
         "only the new connection is the successor's"
     );
-    let page = hosts.client.run(|| {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(WEB).unwrap();
-        stream
-            .write_all(b"GET /status.json HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        response
-    });
+    let page = http_get(&hosts.client, WEB, "/status.json");
     assert!(page.contains(&format!("\"pid\":{}", new.pid())), "{page}");
 
     // A process of another user may not take over: refused, and nothing changes.

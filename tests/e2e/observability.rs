@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bip324_e2e::responder::Transport;
 use bip324_e2e::testbed::{
     NODE_PORT, PROXY_PORT, Proxy, REMOTE_V4, RedirectCli, RemoteNode, TAGGED_GID, TwoHosts,
-    control_socket, noisy_responder, run_client,
+    control_socket, http_get, noisy_responder, run_client,
 };
 
 const CLIENT: &str = env!("CARGO_BIN_EXE_e2e-v1-client");
@@ -19,16 +19,7 @@ const METRICS: &str = "127.0.0.1:9324";
 
 /// One scrape of the metrics endpoint, from inside the client host.
 fn scrape(hosts: &TwoHosts) -> String {
-    hosts.client.run(|| {
-        let mut stream = std::net::TcpStream::connect(METRICS).expect("metrics endpoint");
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
-        response
-    })
+    http_get(&hosts.client, METRICS, "/metrics")
 }
 
 fn sample(metrics: &str, series: &str) -> u64 {

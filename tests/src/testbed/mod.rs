@@ -5,6 +5,7 @@ mod cli;
 mod node;
 mod proxy;
 mod run;
+mod web;
 
 use std::net::SocketAddr;
 
@@ -15,6 +16,7 @@ pub use cli::RedirectCli;
 pub use node::{RemoteNode, nft_redirect, noisy_responder};
 pub use proxy::{Proxy, control_socket, workspace_binary};
 pub use run::{Run, contains, run_client, run_client_as};
+pub use web::http_get;
 
 pub const CLIENT_V4: &str = "10.32.4.1";
 pub const REMOTE_V4: &str = "10.32.4.2";
