@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use bip324_control::{ProxyInfo, SocketRole};
+use bip324_control::SocketRole;
 use std::os::fd::AsFd;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -173,20 +173,7 @@ pub(crate) async fn run(config: Config, prepared: startup::Prepared) -> anyhow::
     };
     let shutdown = stop.accepting.clone();
     let mut services = Vec::new();
-    let status = Arc::new(status::StatusSource {
-        proxy: ProxyInfo {
-            listen: ctx.listening.clone(),
-            inbound: inbound.clone(),
-            upstream_socks5: ctx.config.upstream_socks5,
-            socks5: socks5.clone(),
-            shaping: Some(status::shaping_word(ctx.config.shaping).to_string()),
-            v1_fallback: Some(ctx.config.v1_fallback),
-            ..status::StatusSource::proxy_info(std::time::SystemTime::now())
-        },
-        registry: Arc::clone(&ctx.registry),
-        metrics: Arc::clone(&ctx.metrics),
-        traffic: Arc::default(),
-    });
+    let status = Arc::new(status::StatusSource::new(&ctx, inbound, socks5));
     services.push(tokio::spawn(traffic::sample(
         Arc::clone(&status.traffic),
         Arc::clone(&ctx.registry),

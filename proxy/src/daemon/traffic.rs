@@ -23,14 +23,21 @@ struct Inner {
     samples: VecDeque<TrafficSample>,
 }
 
+impl Inner {
+    /// What moved since the last sample, given the totals now.
+    fn since_last(&self, totals: ByWire) -> ByWire {
+        ByWire {
+            v1: totals.v1.saturating_sub(self.last.v1),
+            v2: totals.v2.saturating_sub(self.last.v2),
+        }
+    }
+}
+
 impl TrafficHistory {
     /// Records what moved since the last sample, given the totals `now`.
     pub(crate) fn record(&self, at: SystemTime, totals: ByWire) {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        let bytes = ByWire {
-            v1: totals.v1.saturating_sub(inner.last.v1),
-            v2: totals.v2.saturating_sub(inner.last.v2),
-        };
+        let bytes = inner.since_last(totals);
         inner.last = totals;
         if inner.samples.len() == TRAFFIC_SAMPLES {
             inner.samples.pop_front();
@@ -53,10 +60,7 @@ impl TrafficHistory {
             .as_secs_f64();
         let current = TrafficSample {
             at,
-            bytes: ByWire {
-                v1: totals.v1.saturating_sub(inner.last.v1),
-                v2: totals.v2.saturating_sub(inner.last.v2),
-            },
+            bytes: inner.since_last(totals),
         };
         let past = inner.samples.iter().copied().filter(|s| s.at < at);
         past.chain(std::iter::once(current)).collect()

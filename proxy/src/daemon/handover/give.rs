@@ -58,7 +58,7 @@ impl Offer {
         stream: &std::os::unix::net::UnixStream,
         drain_seconds: u64,
     ) -> Result<u32, String> {
-        super::peer_is_own_user(stream)?;
+        let successor = super::peer_of_own_user(stream)?;
         let mut sockets = self.sockets.lock().unwrap_or_else(PoisonError::into_inner);
         if sockets.is_empty() {
             return Err("refused: this proxy was taken over already".into());
@@ -96,7 +96,6 @@ impl Offer {
         // close as its accept loops end.
         sockets.clear();
         self.taken.cancel();
-        let peer = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials);
-        Ok(peer.map_or(0, |c| c.pid() as u32))
+        Ok(successor)
     }
 }

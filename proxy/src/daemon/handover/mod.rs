@@ -15,13 +15,13 @@ pub(crate) use take::receive;
 
 use std::os::fd::AsFd;
 
-/// Whether the process at the other end of `stream` runs as this one's user.
-fn peer_is_own_user(stream: &impl AsFd) -> Result<(), String> {
+/// The pid of the process at the other end of `stream`, when it runs as this one's user.
+fn peer_of_own_user(stream: &impl AsFd) -> Result<u32, String> {
     let peer = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
         .map_err(|e| format!("cannot tell who asks: {e}"))?;
     let own = nix::unistd::geteuid().as_raw();
     if peer.uid() == own {
-        Ok(())
+        Ok(peer.pid() as u32)
     } else {
         Err(format!(
             "refused: only a process of this proxy's own user (uid {own}) may take over; pid {} \

@@ -107,6 +107,11 @@ fn type_label(index: usize) -> String {
 }
 
 impl Metrics {
+    /// When the proxy started.
+    pub(crate) fn started(&self) -> std::time::SystemTime {
+        self.started
+    }
+
     /// A connection opened: counted with all the others, and inbound ones on their own too.
     pub(crate) fn opened(&self, direction: bip324_control::Direction, transport: TransportKind) {
         bump(&self.opened[transport as usize]);
