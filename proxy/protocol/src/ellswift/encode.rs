@@ -181,6 +181,22 @@ mod tests {
         assert_ne!(encode([1; 32]), encode([2; 32]));
     }
 
+    /// Whether the encoder's first attempt solves, and its first random byte after `prefix`
+    /// is `next`: the encoding that a check must then refuse.
+    fn first_draw_completes(
+        secret: SecretKey,
+        aux: &[u8; 32],
+        prefix: &KeyPrefix,
+        next: u8,
+    ) -> bool {
+        let draws = Draws::new(&secret, aux);
+        let mut u = draws.get(b'u', 0);
+        let len = prefix.as_bytes().len();
+        u[..len].copy_from_slice(prefix.as_bytes());
+        let case = draws.get(b'c', 0)[0] & 7;
+        inverse(u_as_decoded(&u), x_of(&secret), case).is_some() && u[len] == next
+    }
+
     /// A prefix under 4 bytes that begins the magic is completed now and then: those
     /// encodings are drawn again.
     #[test]
@@ -195,12 +211,7 @@ mod tests {
             let encoded = encode_with_prefix(secret, &aux, &prefix, magic).expect("found");
             assert_ne!(encoded.encoding[..4], magic.0, "aux {i}");
             // Would the first attempt have succeeded with the magic complete?
-            let draws = Draws::new(&secret, &aux);
-            let mut u = draws.get(b'u', 0);
-            u[..3].copy_from_slice(prefix.as_bytes());
-            let case = draws.get(b'c', 0)[0] & 7;
-            let solved = inverse(u_as_decoded(&u), x_of(&secret), case).is_some();
-            completed += usize::from(solved && u[3] == magic.0[3]);
+            completed += usize::from(first_draw_completes(secret, &aux, &prefix, magic.0[3]));
         }
         assert!(completed > 0, "the test never met a completed magic");
     }
@@ -241,12 +252,7 @@ mod tests {
             let encoded = encode_with_prefix(secret, &aux, &prefix, magic).expect("found");
             assert_ne!(&encoded.encoding[4..16], V1_VERSION_COMMAND, "aux {i}");
             // Would the first attempt have succeeded with the command complete?
-            let draws = Draws::new(&secret, &aux);
-            let mut u = draws.get(b'u', 0);
-            u[..15].copy_from_slice(prefix.as_bytes());
-            let case = draws.get(b'c', 0)[0] & 7;
-            let solved = inverse(u_as_decoded(&u), x_of(&secret), case).is_some();
-            completed += usize::from(solved && u[15] == 0);
+            completed += usize::from(first_draw_completes(secret, &aux, &prefix, 0));
         }
         assert!(completed > 0, "the test never met a completed command");
     }
