@@ -64,6 +64,15 @@ impl Outbox {
     /// Above this many unsent bytes, a pipe stops taking input (backpressure).
     pub(crate) const HIGH_WATER: usize = 64 * 1024;
 
+    /// An outbox whose ready bytes are `pending` (a resumed pipe's unsent output).
+    pub(crate) fn holding(pending: &[u8]) -> Outbox {
+        Outbox {
+            buf: pending.to_vec(),
+            sent: 0,
+            ready: pending.len(),
+        }
+    }
+
     pub(crate) fn pending(&self) -> &[u8] {
         &self.buf[self.sent..self.ready]
     }

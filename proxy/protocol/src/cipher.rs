@@ -11,6 +11,7 @@ use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
 use chacha20::{ChaCha20, Key, Nonce};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
+use super::resume::{Reader, ResumeError, Snapshot};
 use super::{ProtocolError, aead};
 
 /// The encrypted length field of a packet.
@@ -31,17 +32,43 @@ const REKEY_INTERVAL: u64 = 224;
 /// The length cipher: a ChaCha20 keystream that continues across packets.
 struct FsChaCha20 {
     stream: ChaCha20,
+    /// The current epoch's key: a paused cipher is rebuilt from it and its position.
+    key: [u8; 32],
     chunk_counter: u64,
+}
+
+impl Drop for FsChaCha20 {
+    fn drop(&mut self) {
+        self.key.zeroize();
+    }
 }
 
 impl FsChaCha20 {
     fn new(mut key: [u8; 32]) -> Self {
-        let cipher = FsChaCha20 {
-            stream: Self::stream(&key, 0),
-            chunk_counter: 0,
-        };
+        let cipher = Self::at(&key, 0);
         key.zeroize();
         cipher
+    }
+
+    /// The cipher of epoch key `key` after `chunk_counter` lengths.
+    fn at(key: &[u8; 32], chunk_counter: u64) -> Self {
+        let mut stream = Self::stream(key, chunk_counter / REKEY_INTERVAL);
+        stream.seek((chunk_counter % REKEY_INTERVAL) * LENGTH_LEN as u64);
+        FsChaCha20 {
+            stream,
+            key: *key,
+            chunk_counter,
+        }
+    }
+
+    fn pause(&self, snapshot: &mut Snapshot) {
+        snapshot.array(&self.key);
+        snapshot.u64(self.chunk_counter);
+    }
+
+    fn resume(reader: &mut Reader<'_>) -> Result<Self, ResumeError> {
+        let key = reader.key()?;
+        Ok(Self::at(&key, reader.u64()?))
     }
 
     fn stream(key: &[u8; 32], epoch: u64) -> ChaCha20 {
@@ -57,6 +84,7 @@ impl FsChaCha20 {
             let mut key = [0u8; 32];
             self.stream.apply_keystream(&mut key);
             self.stream = Self::stream(&key, self.chunk_counter / REKEY_INTERVAL);
+            self.key = key;
             key.zeroize();
         }
     }
@@ -75,6 +103,18 @@ impl FsChaCha20Poly1305 {
             key,
             packet_counter: 0,
         }
+    }
+
+    fn pause(&self, snapshot: &mut Snapshot) {
+        snapshot.array(&self.key);
+        snapshot.u64(self.packet_counter);
+    }
+
+    fn resume(reader: &mut Reader<'_>) -> Result<Self, ResumeError> {
+        Ok(FsChaCha20Poly1305 {
+            key: *reader.key()?,
+            packet_counter: reader.u64()?,
+        })
     }
 
     fn nonce(&self) -> [u8; 12] {
@@ -130,6 +170,18 @@ pub struct PacketSealer {
 }
 
 impl PacketSealer {
+    pub(crate) fn pause(&self, snapshot: &mut Snapshot) {
+        self.length.pause(snapshot);
+        self.contents.pause(snapshot);
+    }
+
+    pub(crate) fn resume(reader: &mut Reader<'_>) -> Result<Self, ResumeError> {
+        Ok(PacketSealer {
+            length: FsChaCha20::resume(reader)?,
+            contents: FsChaCha20Poly1305::resume(reader)?,
+        })
+    }
+
     /// `length_key` and `contents_key` are this direction's L and P keys.
     pub fn new(length_key: [u8; 32], contents_key: [u8; 32]) -> Self {
         PacketSealer {
@@ -160,6 +212,18 @@ pub struct PacketOpener {
 }
 
 impl PacketOpener {
+    pub(crate) fn pause(&self, snapshot: &mut Snapshot) {
+        self.length.pause(snapshot);
+        self.contents.pause(snapshot);
+    }
+
+    pub(crate) fn resume(reader: &mut Reader<'_>) -> Result<Self, ResumeError> {
+        Ok(PacketOpener {
+            length: FsChaCha20::resume(reader)?,
+            contents: FsChaCha20Poly1305::resume(reader)?,
+        })
+    }
+
     /// An opener of the packets sealed with these keys.
     pub fn new(length_key: [u8; 32], contents_key: [u8; 32]) -> Self {
         PacketOpener {

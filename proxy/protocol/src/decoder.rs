@@ -13,6 +13,7 @@ use super::cipher::{
 use super::message_type;
 use super::network::Magic;
 use super::pipe::{Event, Pipe};
+use super::resume::{Reader, Refeed, ResumeError, Snapshot, Tag, refeed};
 use super::v1;
 
 /// Where a body starts in its frame: the v1 header (24) minus packet header and short type.
@@ -170,11 +171,10 @@ impl Pipe for Decoder {
     }
 
     fn input_space(&mut self) -> &mut [u8] {
-        match &self.partial {
-            Some(packet) => &mut self.out.buf[packet.filled..packet.body_end],
-            None if self.out.pending().len() >= Outbox::HIGH_WATER => &mut [],
-            None => self.staging.space(),
+        if self.partial.is_none() && self.out.pending().len() >= Outbox::HIGH_WATER {
+            return &mut [];
         }
+        self.free_space()
     }
 
     fn commit_input(
@@ -210,6 +210,57 @@ impl Pipe for Decoder {
     fn release_idle_buffers(&mut self) {
         self.staging.release_if_empty();
         self.out.release_if_empty();
+    }
+
+    /// The unfinished packet goes as the bytes that came after its length: that length was
+    /// decrypted already (the length cipher moved), so it goes as a number.
+    fn pause(&self, snapshot: &mut Snapshot) {
+        snapshot.tag(Tag::Decoder);
+        snapshot.magic(self.magic);
+        self.opener.pause(snapshot);
+        snapshot.flag(self.first_aad.is_some());
+        snapshot.bytes(&[self.first_aad.as_deref().unwrap_or_default()]);
+        snapshot.flag(self.awaiting_version);
+        snapshot.flag(self.contents_len.is_some());
+        snapshot.u64(self.contents_len.unwrap_or_default() as u64);
+        snapshot.bytes(&[self.out.pending()]);
+        let body = self
+            .partial
+            .as_ref()
+            .map_or(&[][..], |p| &self.out.buf[p.body_start..p.filled]);
+        snapshot.bytes(&[body, self.staging.data()]);
+    }
+}
+
+impl Decoder {
+    pub(crate) fn resume(reader: &mut Reader<'_>) -> Result<Decoder, ResumeError> {
+        let magic = reader.magic()?;
+        let opener = PacketOpener::resume(reader)?;
+        let has_aad = reader.flag()?;
+        let aad = reader.bytes()?;
+        if aad.len() > crate::MAX_GARBAGE_LEN {
+            return Err(ResumeError::Invalid("garbage"));
+        }
+        let mut decoder = Decoder::new(magic, opener, aad.to_vec());
+        if !has_aad {
+            decoder.first_aad = None;
+        }
+        decoder.awaiting_version = reader.flag()?;
+        let has_len = reader.flag()?;
+        let len = reader.usize_at_most(MAX_CONTENTS_LEN, "packet length")?;
+        decoder.contents_len = has_len.then_some(len);
+        decoder.out = Outbox::holding(reader.bytes()?);
+        refeed(&mut decoder, reader.bytes()?)?;
+        Ok(decoder)
+    }
+}
+
+impl Refeed for Decoder {
+    fn free_space(&mut self) -> &mut [u8] {
+        match &self.partial {
+            Some(packet) => &mut self.out.buf[packet.filled..packet.body_end],
+            None => self.staging.space(),
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use super::cipher::{
 use super::message_type;
 use super::network::Magic;
 use super::pipe::{Event, Pipe};
+use super::resume::{Reader, Refeed, ResumeError, Snapshot, Tag, refeed};
 use super::v1;
 
 /// The client's direction: v1 messages in, v2 packets out.
@@ -190,11 +191,10 @@ impl Pipe for Encoder {
     }
 
     fn input_space(&mut self) -> &mut [u8] {
-        match &self.partial {
-            Some(message) => &mut self.out.buf[message.filled..message.payload_end()],
-            None if self.out.pending().len() >= Outbox::HIGH_WATER => &mut [],
-            None => self.staging.space(),
+        if self.partial.is_none() && self.out.pending().len() >= Outbox::HIGH_WATER {
+            return &mut [];
         }
+        self.free_space()
     }
 
     fn commit_input(
@@ -237,6 +237,51 @@ impl Pipe for Encoder {
         }
         self.append_decoy(Self::COVER_LEN);
         true
+    }
+
+    /// The unfinished message goes as the v1 bytes it came as: nothing was sealed for it.
+    fn pause(&self, snapshot: &mut Snapshot) {
+        snapshot.tag(Tag::Encoder);
+        snapshot.magic(self.magic);
+        self.sealer.pause(snapshot);
+        snapshot.flag(self.pad_to_buckets);
+        snapshot.flag(self.fresh);
+        snapshot.bytes(&[self.out.pending()]);
+        let mut header = [0u8; v1::HEADER_LEN];
+        let unread: [&[u8]; 3] = match &self.partial {
+            Some(message) => {
+                header[..4].copy_from_slice(&self.magic.0);
+                header[4..16].copy_from_slice(&message.header.command.0);
+                let len = message.header.payload_len as u32;
+                header[16..20].copy_from_slice(&len.to_le_bytes());
+                header[20..].copy_from_slice(&message.header.checksum);
+                let payload = &self.out.buf[message.payload_start..message.filled];
+                [&header, payload, self.staging.data()]
+            }
+            None => [&[], &[], self.staging.data()],
+        };
+        snapshot.bytes(&unread);
+    }
+}
+
+impl Encoder {
+    pub(crate) fn resume(reader: &mut Reader<'_>) -> Result<Encoder, ResumeError> {
+        let magic = reader.magic()?;
+        let mut encoder = Encoder::new(magic, PacketSealer::resume(reader)?);
+        encoder.pad_to_buckets = reader.flag()?;
+        encoder.fresh = reader.flag()?;
+        encoder.out = Outbox::holding(reader.bytes()?);
+        refeed(&mut encoder, reader.bytes()?)?;
+        Ok(encoder)
+    }
+}
+
+impl Refeed for Encoder {
+    fn free_space(&mut self) -> &mut [u8] {
+        match &self.partial {
+            Some(message) => &mut self.out.buf[message.filled..message.payload_end()],
+            None => self.staging.space(),
+        }
     }
 }
 

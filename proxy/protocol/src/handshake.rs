@@ -77,7 +77,7 @@ enum State {
     Key(Box<AwaitingKey>),
     Terminator {
         keys: Box<SessionKeys>,
-        sealer: PacketSealer,
+        sealer: Box<PacketSealer>,
         /// Garbage received so far, followed by a possible partial terminator.
         scanned: Vec<u8>,
     },
@@ -183,7 +183,7 @@ impl Handshake {
                     }
                     let secret = waiting.key.shared_secret(&waiting.their_key, self.role);
                     let keys = Box::new(SessionKeys::derive(&secret, self.magic));
-                    let mut sealer = keys.sealer(self.role);
+                    let mut sealer = Box::new(keys.sealer(self.role));
                     // Terminator, then our version packet (empty contents, AAD = our garbage).
                     send.extend_from_slice(&keys.send_terminator(self.role));
                     let start = send.len();
@@ -219,7 +219,7 @@ impl Handshake {
                             let opener = keys.opener(self.role);
                             self.state = State::Version(Box::new(Session {
                                 session_id: keys.session_id,
-                                encoder: Encoder::new(self.magic, sealer),
+                                encoder: Encoder::new(self.magic, *sealer),
                                 decoder: Decoder::new(self.magic, opener, scanned),
                             }));
                         }

@@ -15,6 +15,7 @@
 //!   v2), as Bitcoin Core decides; [`Rewrite`] adds `NODE_P2P_V2` to a v1-only node's
 //!   messages (or a suffix to a client's user agent), and [`Chain`] puts it in front of an
 //!   [`Encoder`].
+//! * [`resume`]: any pipe, paused mid-stream ([`Pipe::pause`]), rebuilt in another process.
 //! * [`v1`] framing and [`message_type`] ids, shared with logs and metrics.
 //! * [`socks5`]: the SOCKS5 front end's negotiation, and the messages of its client side.
 //!
@@ -54,6 +55,7 @@ mod keys;
 pub mod message_type;
 mod network;
 mod pipe;
+pub mod resume;
 mod rewrite;
 mod role;
 pub mod socks5;
@@ -73,6 +75,7 @@ pub use handshake::{Handshake, HandshakeEntropy, MAX_GARBAGE_LEN, Progress, Sess
 pub use key_prefix::{KeyPrefix, KeyPrefixError, MAX_KEY_PREFIX_LEN};
 pub use network::{Magic, Network, NetworkLabel};
 pub use pipe::{Chain, Event, Pipe};
+pub use resume::{ResumeError, Snapshot, resume};
 pub use rewrite::{MAX_USER_AGENT_LEN, NODE_P2P_V2, Rewrite};
 pub use role::Role;
 pub use splice::Splice;

@@ -10,6 +10,7 @@
 
 use super::ProtocolError;
 use super::message_type::UndecodableType;
+use super::resume::{Snapshot, Tag};
 use super::v1::Command;
 
 /// What a pipe did with one message, reported for logs and statistics.
@@ -79,6 +80,10 @@ pub trait Pipe {
         false
     }
 
+    /// Writes this pipe's whole state, for [`crate::resume()`] to go on from in another
+    /// process. Valid at any point where a driver awaits: between calls, whatever is held.
+    fn pause(&self, snapshot: &mut Snapshot);
+
     /// Feeds bytes that were read elsewhere; returns how many were taken (fewer than given
     /// only when output must be drained first).
     fn push(
@@ -138,6 +143,10 @@ impl<P: Pipe + ?Sized> Pipe for &mut P {
     fn emit_cover(&mut self) -> bool {
         (**self).emit_cover()
     }
+
+    fn pause(&self, snapshot: &mut Snapshot) {
+        (**self).pause(snapshot);
+    }
 }
 
 /// A boxed pipe is a pipe: a driver may choose each direction's stages at run time.
@@ -176,6 +185,10 @@ impl<P: Pipe + ?Sized> Pipe for Box<P> {
 
     fn emit_cover(&mut self) -> bool {
         (**self).emit_cover()
+    }
+
+    fn pause(&self, snapshot: &mut Snapshot) {
+        (**self).pause(snapshot);
     }
 }
 
@@ -233,5 +246,11 @@ impl<A: Pipe, B: Pipe> Pipe for Chain<A, B> {
 
     fn emit_cover(&mut self) -> bool {
         self.first.output().is_empty() && self.second.emit_cover()
+    }
+
+    fn pause(&self, snapshot: &mut Snapshot) {
+        snapshot.tag(Tag::Chain);
+        self.first.pause(snapshot);
+        self.second.pause(snapshot);
     }
 }

@@ -3,6 +3,7 @@
 
 use super::ProtocolError;
 use super::pipe::{Event, Pipe};
+use super::resume::{Reader, ResumeError, Snapshot, Tag};
 
 /// Bytes passed through untouched: a client that already speaks v2.
 #[derive(Default)]
@@ -14,6 +15,17 @@ pub struct Splice {
 
 impl Splice {
     const CAPACITY: usize = 16 * 1024;
+
+    pub(crate) fn resume(reader: &mut Reader<'_>) -> Result<Splice, ResumeError> {
+        let pending = reader.bytes()?;
+        let mut buf = vec![0; pending.len().max(Self::CAPACITY)];
+        buf[..pending.len()].copy_from_slice(pending);
+        Ok(Splice {
+            buf,
+            start: 0,
+            end: pending.len(),
+        })
+    }
 }
 
 impl Pipe for Splice {
@@ -46,6 +58,11 @@ impl Pipe for Splice {
 
     fn partial_input(&self) -> usize {
         0
+    }
+
+    fn pause(&self, snapshot: &mut Snapshot) {
+        snapshot.tag(Tag::Splice);
+        snapshot.bytes(&[self.output()]);
     }
 
     fn release_idle_buffers(&mut self) {

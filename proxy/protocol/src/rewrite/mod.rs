@@ -17,6 +17,7 @@ use core::net::SocketAddr;
 use super::ProtocolError;
 use super::network::Magic;
 use super::pipe::{Event, Pipe};
+use super::resume::{Reader, ResumeError, Snapshot, Tag};
 use super::v1::{self, Command, HEADER_LEN};
 
 pub use advertise_v2::NODE_P2P_V2;
@@ -204,6 +205,104 @@ impl Pipe for Rewrite {
         if self.held.is_empty() {
             self.held = Vec::new();
         }
+    }
+
+    fn pause(&self, snapshot: &mut Snapshot) {
+        snapshot.tag(Tag::Rewrite);
+        snapshot.magic(self.magic);
+        match &self.edit {
+            Edit::AdvertiseV2 { own } => {
+                snapshot.flag(false);
+                snapshot.u64(own.len() as u64);
+                for address in own {
+                    let ip = match address.ip() {
+                        core::net::IpAddr::V4(ip) => ip.to_ipv6_mapped(),
+                        core::net::IpAddr::V6(ip) => ip,
+                    };
+                    snapshot.array(&ip.octets());
+                    snapshot.u64(u64::from(address.port()));
+                }
+            }
+            Edit::UserAgentSuffix { suffix } => {
+                snapshot.flag(true);
+                snapshot.bytes(&[suffix.as_bytes()]);
+            }
+        }
+        match self.state {
+            State::Header => snapshot.array(&[0]),
+            State::Pass { remaining, len } => {
+                snapshot.array(&[1]);
+                snapshot.u64(remaining as u64);
+                snapshot.u64(len as u64);
+            }
+            State::Hold(header) => {
+                snapshot.array(&[2]);
+                snapshot.array(&header.command.0);
+                snapshot.u64(header.payload_len as u64);
+                snapshot.array(&header.checksum);
+            }
+        }
+        snapshot.bytes(&[&self.held]);
+        snapshot.bytes(&[self.output()]);
+    }
+}
+
+impl Rewrite {
+    pub(crate) fn resume(reader: &mut Reader<'_>) -> Result<Rewrite, ResumeError> {
+        let magic = reader.magic()?;
+        let edit = if reader.flag()? {
+            let suffix = std::str::from_utf8(reader.bytes()?)
+                .map_err(|_| ResumeError::Invalid("user agent suffix"))?;
+            Edit::UserAgentSuffix {
+                suffix: suffix.to_string(),
+            }
+        } else {
+            // Each address takes 24 bytes: more than what is left cannot be.
+            let count = reader.usize_at_most(reader.remaining() / 24, "address count")?;
+            let mut own = Vec::with_capacity(count);
+            for _ in 0..count {
+                let ip = core::net::Ipv6Addr::from(reader.array::<16>()?);
+                let port =
+                    u16::try_from(reader.u64()?).map_err(|_| ResumeError::Invalid("port"))?;
+                let ip = ip
+                    .to_ipv4_mapped()
+                    .map_or(ip.into(), core::net::IpAddr::from);
+                own.push(SocketAddr::new(ip, port));
+            }
+            Edit::AdvertiseV2 { own }
+        };
+        let max = v1::MAX_PAYLOAD_LEN;
+        let state = match reader.u8()? {
+            0 => State::Header,
+            1 => {
+                let remaining = reader.usize_at_most(max, "payload length")?;
+                let len = reader.usize_at_most(max, "payload length")?;
+                if remaining > len {
+                    return Err(ResumeError::Invalid("payload length"));
+                }
+                State::Pass { remaining, len }
+            }
+            2 => State::Hold(v1::Header {
+                command: Command(reader.array()?),
+                payload_len: reader.usize_at_most(max, "payload length")?,
+                checksum: reader.array()?,
+            }),
+            _ => return Err(ResumeError::Invalid("framing state")),
+        };
+        let held = reader.bytes()?.to_vec();
+        let held_max = match state {
+            State::Header => HEADER_LEN - 1,
+            State::Pass { .. } => 0,
+            State::Hold(header) => header.payload_len,
+        };
+        if held.len() > held_max {
+            return Err(ResumeError::Invalid("held bytes"));
+        }
+        let mut rewrite = Rewrite::new(magic, edit);
+        rewrite.state = state;
+        rewrite.held = held;
+        rewrite.out = reader.bytes()?.to_vec();
+        Ok(rewrite)
     }
 }
 
