@@ -7,10 +7,9 @@ use std::time::{Duration, Instant};
 
 use bip324_e2e::responder::{ResponderOptions, Transport};
 use bip324_e2e::testbed::{
-    NODE_PORT, Proxy, REMOTE_V4, RedirectCli, RemoteNode, TAGGED_GID, TwoHosts, http_get,
+    NODE_PORT, Proxy, REMOTE_V4, RedirectCli, RemoteNode, TAGGED_GID, TwoHosts, V1Peer, http_get,
     noisy_responder, run_client,
 };
-use bip324_e2e::v1::{Message, REGTEST_MAGIC, read_message, version_payload, write_message};
 
 const CLIENT: &str = env!("CARGO_BIN_EXE_e2e-v1-client");
 const LOAD_CLIENT: &str = env!("CARGO_BIN_EXE_e2e-load-client");
@@ -216,45 +215,6 @@ fn a_killed_proxy_closes_its_connections_fails_closed_and_recovers() {
 }
 
 /// A v1 client's connection through the redirect, past version and verack.
-struct V1Peer(std::net::TcpStream);
-
-impl V1Peer {
-    fn connect(hosts: &TwoHosts) -> V1Peer {
-        let remote: std::net::SocketAddr = format!("{REMOTE_V4}:{NODE_PORT}").parse().unwrap();
-        let stream = hosts
-            .client
-            .run_as_group(TAGGED_GID, move || std::net::TcpStream::connect(remote))
-            .expect("connect through the redirect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let mut peer = V1Peer(stream);
-        let version = version_payload(remote, 7, "/e2e-fault-test:0.1/");
-        peer.send("version", &version).unwrap();
-        assert_eq!(peer.receive().expect("version back").command, "version");
-        assert_eq!(peer.receive().expect("verack").command, "verack");
-        peer
-    }
-
-    fn send(&mut self, command: &str, payload: &[u8]) -> std::io::Result<()> {
-        write_message(&mut self.0, REGTEST_MAGIC, &Message::new(command, payload))
-    }
-
-    fn receive(&mut self) -> Option<Message> {
-        read_message(&mut self.0, REGTEST_MAGIC).ok().flatten()
-    }
-
-    /// The echo node sends every other message back: it arrives, unchanged.
-    fn echoes(&mut self, payload: &[u8]) {
-        self.send("hello", payload).unwrap();
-        let echo = self.receive().expect("the echo");
-        assert_eq!(
-            (echo.command.as_str(), &echo.payload[..]),
-            ("hello", payload)
-        );
-    }
-}
-
 /// Faults stay local: a bug that panics while one connection is handled (injected through
 /// the `fault-injection` build, never in a package) closes that connection only. Its
 /// neighbour goes on exchanging messages, new connections are served, and the proxy counts
@@ -301,79 +261,4 @@ fn a_panic_in_one_connection_closes_that_connection_only() {
         metrics.contains("\nbip324_proxy_connections_open 2\n"),
         "the neighbour and the newcomer: {metrics}"
     );
-}
-
-/// `--take-over`: a new proxy receives the running one's sockets. The connection open before
-/// goes on in the old proxy, which exits once it ends; a new one goes to the successor, which
-/// now answers the control socket and the dashboard; no port was ever closed. Only a process
-/// of the proxy's own user may take over.
-#[test]
-fn a_successor_takes_the_sockets_and_the_predecessor_drains() {
-    const WEB: &str = "127.0.0.1:9324";
-    let hosts = TwoHosts::create();
-    let _node = RemoteNode::start(&hosts.remote, noisy_responder);
-    let mut old = Proxy::start(&hosts.client, &["--metrics", WEB]);
-    let cli = RedirectCli::new(&hosts);
-    cli.enable_tagged("nftables", &NODE_PORT.to_string());
-    let mut before = V1Peer::connect(&hosts);
-    before.echoes(b"before the take-over");
-
-    let new = Proxy::start(
-        &hosts.client,
-        &["--metrics", WEB, "--take-over", "--drain-timeout", "60s"],
-    );
-    assert!(
-        new.wait_for_log("took over the sockets of pid", Duration::from_secs(10)),
-        "{}",
-        new.log()
-    );
-    assert!(old.wait_for_log("handed the listening sockets over", Duration::from_secs(5)));
-
-    let mut after = V1Peer::connect(&hosts);
-    after.echoes(b"after the take-over");
-    before.echoes(b"still carried by the old proxy");
-    let (_, status) = cli.status();
-    let status = &status["proxy_status"];
-    assert_eq!(status["proxy"]["pid"], new.pid(), "{status}");
-    let clients: Vec<String> = status["connections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["client"].as_str().unwrap().to_string())
-        .collect();
-    let local = |peer: &V1Peer| peer.0.local_addr().unwrap().to_string();
-    assert_eq!(
-        clients,
-        [local(&after)],
-        "only the new connection is the successor's"
-    );
-    let page = http_get(&hosts.client, WEB, "/status.json");
-    assert!(page.contains(&format!("\"pid\":{}", new.pid())), "{page}");
-
-    // A process of another user may not take over: refused, and nothing changes.
-    let control = bip324_e2e::testbed::control_socket(&hosts.client);
-    let refusal = hosts.client.run_as_user(32999, 65534, move || {
-        use std::io::{Read, Write};
-        let mut stream = std::os::unix::net::UnixStream::connect(&control)?;
-        stream.write_all(b"{\"version\":1,\"request\":\"take-over\"}\n")?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer)?;
-        std::io::Result::Ok(answer)
-    });
-    let refusal = refusal.expect("a user of the socket's group may ask");
-    assert!(
-        refusal.contains("only a process of this proxy's own user"),
-        "{refusal}"
-    );
-    after.echoes(b"the successor still serves");
-
-    // The old proxy exits once its last connection ends.
-    assert!(old.is_running(), "draining while its connection lives");
-    drop(before);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while old.is_running() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(!old.is_running(), "the drained proxy exits:\n{}", old.log());
-    after.echoes(b"and goes on alone");
 }

@@ -16,6 +16,10 @@ pub struct HandOver {
     /// successor removes it when it stops); `None` for systemd's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control_path: Option<PathBuf>,
+    /// The format of the live connections that follow, one record each with its two sockets,
+    /// then an empty record; `None`: none follow, the predecessor drains its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<u32>,
 }
 
 /// What a socket handed over is for.

@@ -70,6 +70,10 @@ pub struct Request {
     /// closes them and exits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain_seconds: Option<u64>,
+    /// With `take-over`: the format of live connections the successor can carry on; a
+    /// predecessor that writes the same sends them, any other keeps them and drains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<u32>,
 }
 
 impl Request {
@@ -78,14 +82,16 @@ impl Request {
             version: VERSION,
             request: STATUS.to_string(),
             drain_seconds: None,
+            connections: None,
         }
     }
 
-    pub fn take_over(drain_seconds: u64) -> Request {
+    pub fn take_over(drain_seconds: u64, connections: Option<u32>) -> Request {
         Request {
             version: VERSION,
             request: TAKE_OVER.to_string(),
             drain_seconds: Some(drain_seconds),
+            connections,
         }
     }
 }
@@ -139,20 +145,26 @@ mod tests {
         );
         let request = serde_json::to_string(&Request::status()).unwrap();
         assert_eq!(request, r#"{"version":1,"request":"status"}"#);
-        let take_over = serde_json::to_string(&Request::take_over(600)).unwrap();
+        let take_over = serde_json::to_string(&Request::take_over(600, Some(1))).unwrap();
         assert_eq!(
             take_over,
-            r#"{"version":1,"request":"take-over","drain_seconds":600}"#
+            r#"{"version":1,"request":"take-over","drain_seconds":600,"connections":1}"#
         );
+        // A successor older than live hand-over asks without a format: it gets none.
+        let older: Request =
+            serde_json::from_str(r#"{"version":1,"request":"take-over","drain_seconds":600}"#)
+                .unwrap();
+        assert_eq!(older, Request::take_over(600, None));
         assert_eq!(
             serde_json::from_str::<Request>(&take_over).unwrap(),
-            Request::take_over(600)
+            Request::take_over(600, Some(1))
         );
         let hand_over = HandOver {
             version: VERSION,
             pid: 7,
             sockets: vec![SocketRole::Redirect, SocketRole::Web, SocketRole::Control],
             control_path: Some("/run/bip324-proxy/control.sock".into()),
+            connections: Some(1),
         };
         let text = serde_json::to_string(&hand_over).unwrap();
         assert!(

@@ -190,6 +190,8 @@ vocabulary!(
         NodeProtocol => "node_protocol",
         HalfCloseTimeout => "half_close_timeout",
         Shutdown => "shutdown",
+        /// It goes on in a successor (`bip324-proxy --take-over`): nothing was closed.
+        HandedOver => "handed_over",
     }
     unknown:
     /// A close newer than this client.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::config::{Config, Shaping};
 use super::cover::{Budget, Cover};
 use super::front::Front;
+use super::handover::Departure;
 use super::log_budget::LogBudget;
 use super::loop_guard::LoopGuard;
 use super::metrics::Metrics;
@@ -30,6 +31,8 @@ pub(crate) struct Context {
     stranger_log: [LogBudget; 3],
     /// The proxy's budget of cover traffic (`--shaping cover`).
     cover_budget: Arc<Budget>,
+    /// Where relaying connections leave for a successor (`--take-over`).
+    pub(crate) departure: Arc<Departure>,
 }
 
 impl Context {
@@ -45,6 +48,7 @@ impl Context {
             inbound_pending: Arc::default(),
             stranger_log: std::array::from_fn(|_| LogBudget::per_second(10)),
             cover_budget,
+            departure: Arc::default(),
         }
     }
 

@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::handover::Offer;
+use super::handover::{Handed, Offer};
 use super::status::StatusSource;
 
 const MAX_REQUEST: usize = 4096;
@@ -211,7 +211,7 @@ async fn answer(
         }
         Ok(Ok(request)) if request.request == TAKE_OVER => {
             let drain = request.drain_seconds.unwrap_or(3600);
-            return hand_over(stream.into_std()?, offer, drain).await;
+            return hand_over(stream.into_std()?, offer, (drain, request.connections)).await;
         }
         Ok(Ok(request)) => failure(&format!(
             "unknown request {:?} (try \"status\")",
@@ -228,14 +228,15 @@ async fn answer(
         .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
-/// Hands the sockets over to the successor that asks on `stream`, or tells it why not.
+/// Hands the sockets, and the live connections if it reads them, over to the successor that
+/// asks on `stream`, or tells it why not.
 async fn hand_over(
     stream: std::os::unix::net::UnixStream,
     offer: Arc<Offer>,
-    drain_seconds: u64,
+    (drain_seconds, connections): (u64, Option<u32>),
 ) -> std::io::Result<()> {
     let handed = tokio::task::spawn_blocking(move || {
-        let result = offer.hand_over(&stream, drain_seconds);
+        let result = offer.hand_over(&stream, (drain_seconds, connections));
         if let Err(why) = &result {
             use std::io::Write as _;
             let _ = (&stream).write_all(format!("{}\n", failure(why)).as_bytes());
@@ -245,10 +246,22 @@ async fn hand_over(
     .await
     .map_err(std::io::Error::other)?;
     match handed {
-        Ok(pid) => info!(
-            successor = pid,
-            "handed the listening sockets over to pid {pid}: it serves every new connection; \
-             this proxy finishes its open ones (at most {drain_seconds} s), then exits"
+        Ok(Handed {
+            successor,
+            connections: Some(n),
+        }) => info!(
+            successor,
+            connections = n,
+            "handed the listening sockets and {n} live connections over to pid {successor}: \
+             it carries them on and serves every new connection; this proxy finishes the \
+             connections that could not leave (still opening, or half closed; at most \
+             {drain_seconds} s), then exits"
+        ),
+        Ok(Handed { successor, .. }) => info!(
+            successor,
+            "handed the listening sockets over to pid {successor}, which reads no live \
+             connections of this version: it serves every new connection; this proxy finishes \
+             its open ones (at most {drain_seconds} s), then exits"
         ),
         Err(why) => warn!("take-over {why}"),
     }

@@ -86,6 +86,21 @@ impl LoopGuard {
     }
 }
 
+impl LoopGuard {
+    /// Registers the source endpoint of an upstream socket this proxy did not open itself
+    /// (handed over by a predecessor).
+    pub(crate) fn adopt(self: &Arc<Self>, source: SocketAddr) -> UpstreamPort {
+        let source = canonical(source);
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.upstreams()
+            .insert(id, (Some(source.ip()), source.port()));
+        UpstreamPort {
+            guard: Arc::clone(self),
+            id,
+        }
+    }
+}
+
 /// Keeps an upstream source endpoint registered; dropping it unregisters the endpoint.
 pub(crate) struct UpstreamPort {
     guard: Arc<LoopGuard>,

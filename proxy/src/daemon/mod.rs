@@ -92,6 +92,7 @@ pub(crate) async fn run(config: Config, prepared: startup::Prepared) -> anyhow::
         mut own_control,
         no_control,
         binder,
+        arrived,
     } = prepared;
     let to_tokio = |listeners: Vec<std::net::TcpListener>| {
         listeners
@@ -147,7 +148,9 @@ pub(crate) async fn run(config: Config, prepared: startup::Prepared) -> anyhow::
         "bip324-proxy {} ready",
         env!("CARGO_PKG_VERSION")
     );
-    // What a successor (`--take-over`) would receive: every socket this proxy listens on.
+    let ctx = Arc::new(Context::new(config, listening, binder));
+    // What a successor (`--take-over`) would receive: every socket this proxy listens on,
+    // and its live connections.
     let offer = {
         let fronts = [
             (SocketRole::Redirect, &listeners),
@@ -162,9 +165,12 @@ pub(crate) async fn run(config: Config, prepared: startup::Prepared) -> anyhow::
         sockets.extend(web.map(|l| (SocketRole::Web, l.as_fd())));
         sockets.extend(control.map(|l| (SocketRole::Control, l.as_fd())));
         let control_path = own_control.as_ref().map(|made| made.path().to_path_buf());
-        Arc::new(handover::Offer::new(&sockets, control_path)?)
+        Arc::new(handover::Offer::new(
+            &sockets,
+            control_path,
+            Arc::clone(&ctx.departure),
+        )?)
     };
-    let ctx = Arc::new(Context::new(config, listening, binder));
     // Accepting stops on SIGTERM or once taken over; the connections close on SIGTERM, or
     // once drained after a take-over.
     let stop = Stop {
@@ -199,7 +205,16 @@ pub(crate) async fn run(config: Config, prepared: startup::Prepared) -> anyhow::
         )));
     }
     let connections = TaskTracker::new();
-    let next_id = Arc::new(AtomicU64::new(1));
+    // Ids go on from the predecessor's, so that one id names one connection in the logs.
+    let first_id = arrived.iter().map(|a| a.meta.id + 1).max().unwrap_or(1);
+    let next_id = Arc::new(AtomicU64::new(first_id));
+    for arrived in arrived {
+        let (ctx, shutdown) = (Arc::clone(&ctx), stop.connections.clone());
+        let span = info_span!("conn", id = arrived.meta.id);
+        let metrics = Arc::clone(&ctx.metrics);
+        let connection = async move { connection::resume(arrived, &ctx, &shutdown).await };
+        connections.spawn(fault::contained(connection, metrics).instrument(span));
+    }
     let mut accept_loops = Vec::new();
     let fronts = (listeners.into_iter().map(|l| (l, Front::Redirect)))
         .chain(inbound_listeners.into_iter().map(|l| (l, Front::Inbound)))
@@ -239,6 +254,8 @@ pub(crate) async fn run(config: Config, prepared: startup::Prepared) -> anyhow::
     }
     connections.close();
     if taken_over {
+        // Live connections leave first; then the rest finish here.
+        offer.delivered().cancelled().await;
         drain(&connections, offer.drain()).await?;
         // The successor answers on the control socket now, and removes it when it stops.
         if let Some(made) = own_control.take() {

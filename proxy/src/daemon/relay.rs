@@ -14,6 +14,7 @@ use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio_util::sync::CancellationToken;
 
 use super::cover::Cover;
+use super::handover::Ticket;
 use bip324_protocol::{Encoder, Event, Pipe, ProtocolError};
 
 /// After one side closes, how long the other may take to finish.
@@ -89,6 +90,8 @@ pub(crate) enum CloseReason {
         closed: Side,
     },
     Shutdown,
+    /// A successor called: the relay stopped where it stood, its pipes ready to pause.
+    HandedOver,
 }
 
 impl CloseReason {
@@ -101,7 +104,8 @@ impl CloseReason {
 }
 
 /// Bytes read from each side before the relay began (first bytes that told a transport, what
-/// came behind a version packet): they go through the pipes first.
+/// came behind a version packet): they go through the pipes first. What is left of them
+/// when a relay is handed over goes with it.
 #[derive(Default)]
 pub(crate) struct Unread<'a> {
     pub(crate) accepted: &'a [u8],
@@ -116,16 +120,22 @@ pub(crate) struct RelayContext<'a, E> {
     pub(crate) shutdown: &'a CancellationToken,
     /// Cover traffic, sent in the direction that reads from this side while it is idle.
     pub(crate) cover: Option<(Side, &'a Cover)>,
+    /// Held while the relay may leave for a successor (`--take-over`).
+    pub(crate) ticket: Option<&'a Ticket>,
 }
 
-/// Relays until both directions end, one fails, or shutdown is requested. `up` carries the
-/// accepted socket's bytes to the dialled one, `down` the other way.
+/// Relays until both directions end, one fails, shutdown is requested, or the ticket is
+/// called. `up` carries the accepted socket's bytes to the dialled one, `down` the other way.
+///
+/// Stopping at any await leaves the pipes whole (`Pipe::pause`): a write that did not
+/// complete wrote nothing, a read that did not complete read nothing, and `unread` shows what
+/// no pipe has taken yet.
 pub(crate) async fn relay<E: Fn(Side, Event) + Sync>(
     accepted: &mut TcpStream,
     dialled: &mut TcpStream,
     up: &mut impl Pipe,
     down: &mut impl Pipe,
-    unread: Unread<'_>,
+    unread: &mut Unread<'_>,
     cx: &RelayContext<'_, E>,
 ) -> CloseReason {
     let RelayContext {
@@ -133,7 +143,14 @@ pub(crate) async fn relay<E: Fn(Side, Event) + Sync>(
         events,
         shutdown,
         cover,
+        ticket,
     } = *cx;
+    let called = async {
+        match ticket {
+            Some(ticket) => ticket.called().await,
+            None => std::future::pending().await,
+        }
+    };
     let cover_from = |side: Side| cover.filter(|(s, _)| *s == side).map(|(_, c)| c);
     let (accepted_read, mut accepted_write) = accepted.split();
     let (dialled_read, mut dialled_write) = dialled.split();
@@ -141,7 +158,7 @@ pub(crate) async fn relay<E: Fn(Side, Event) + Sync>(
         Side::Accepted,
         &accepted_read,
         &mut dialled_write,
-        (up, unread.accepted),
+        (up, &mut unread.accepted),
         traffic,
         events,
         cover_from(Side::Accepted),
@@ -150,7 +167,7 @@ pub(crate) async fn relay<E: Fn(Side, Event) + Sync>(
         Side::Dialled,
         &dialled_read,
         &mut accepted_write,
-        (down, unread.dialled),
+        (down, &mut unread.dialled),
         traffic,
         events,
         cover_from(Side::Dialled),
@@ -161,10 +178,15 @@ pub(crate) async fn relay<E: Fn(Side, Event) + Sync>(
         end = &mut up_fut => end,
         end = &mut down_fut => end,
         _ = shutdown.cancelled() => return CloseReason::Shutdown,
+        () = called => return CloseReason::HandedOver,
     };
     let CloseReason::Closed { side: closed, .. } = first else {
         return first;
     };
+    // Half closed, it finishes here.
+    if let Some(ticket) = ticket {
+        ticket.give_back();
+    }
     // One direction ended cleanly and its close was passed on: let the other finish.
     let rest = async {
         match closed {
@@ -188,7 +210,7 @@ async fn pump(
     from: Side,
     src: &ReadHalf<'_>,
     dst: &mut WriteHalf<'_>,
-    (pipe, mut unread): (&mut impl Pipe, &[u8]),
+    (pipe, unread): (&mut impl Pipe, &mut &[u8]),
     traffic: &Traffic,
     events: &(impl Fn(Side, Event) + Sync),
     cover: Option<&Cover>,
@@ -219,7 +241,7 @@ async fn pump(
         if !unread.is_empty() {
             // The pipe takes what fits before its output must drain again.
             match pipe.push(unread, &mut |event| events(from, event)) {
-                Ok(taken) => unread = &unread[taken..],
+                Ok(taken) => *unread = &unread[taken..],
                 Err(error) => return CloseReason::Protocol { side: from, error },
             }
             continue;

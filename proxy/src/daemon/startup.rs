@@ -20,6 +20,8 @@ pub(crate) struct Prepared {
     /// Why there is no control socket, for the ready line (`control=none (...)`).
     pub no_control: Option<&'static str>,
     pub binder: Option<transparent::Binder>,
+    /// Live connections handed over by the proxy taken over.
+    pub arrived: Vec<handover::Arrived>,
 }
 
 /// Opens every socket, then gives up privileges. `binder`: started by `main` before this when
@@ -72,6 +74,7 @@ pub(crate) fn prepare(
         own_control,
         no_control,
         binder,
+        arrived: Vec::new(),
     })
 }
 
@@ -88,12 +91,22 @@ fn take_over(config: &Config, binder: Option<transparent::Unarmed>) -> anyhow::R
     privileges::give_up(account.as_ref())?;
     let path = super::config::control_path(config);
     let received = handover::receive(&path, config.drain_timeout)?;
-    info!(
-        predecessor = received.predecessor,
-        "took over the sockets of pid {}: it finishes its open connections, this proxy serves \
-         every new one",
-        received.predecessor
-    );
+    let predecessor = received.predecessor;
+    match &received.connections {
+        Some(live) => info!(
+            predecessor,
+            connections = live.len(),
+            "took over the sockets and {} live connections of pid {predecessor}: this proxy \
+             carries them on and serves every new connection; pid {predecessor} finishes those \
+             that could not leave",
+            live.len()
+        ),
+        None => info!(
+            predecessor,
+            "took over the sockets of pid {predecessor}, which sent no live connections (another \
+             version): it finishes its open connections, this proxy serves every new one"
+        ),
+    }
     let binder = match binder.filter(|_| !received.listeners.inbound.is_empty()) {
         Some(unarmed) => Some(unarmed.arm()?),
         None => None,
@@ -105,6 +118,7 @@ fn take_over(config: &Config, binder: Option<transparent::Unarmed>) -> anyhow::R
         .then_some("the proxy taken over had none");
     let mut listeners = received.listeners;
     Ok(Prepared {
+        arrived: received.connections.unwrap_or_default(),
         control: listeners.control.take(),
         listeners,
         metrics: received.web,

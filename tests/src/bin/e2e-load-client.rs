@@ -2,7 +2,9 @@
 //! echo node for a bounded time, checking every echo (content and order).
 //!
 //! Usage: e2e-load-client ADDR --connections N --seconds S
-//! Prints `connections=`, `messages=`, `bytes=` and `failures=`; exits 1 on any failure.
+//! Prints `connections=`, `messages=`, `bytes=` and `failures=`, and the longest wait for an
+//! echo, per connection: its median and maximum over all connections (`gap_median_ms=`,
+//! `gap_max_ms=`, what a pause of the proxy costs each connection); exits 1 on any failure.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -88,7 +90,7 @@ async fn connection(
     id: usize,
     deadline: Instant,
     totals: Arc<Totals>,
-) -> Result<(), String> {
+) -> Result<Duration, String> {
     let mut stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
@@ -109,6 +111,7 @@ async fn connection(
     totals.connections.fetch_add(1, Ordering::Relaxed);
 
     let (mut reader, mut writer) = stream.into_split();
+    let (mut last, mut longest) = (Instant::now(), Duration::ZERO);
     let (queue, mut expected) = tokio::sync::mpsc::channel::<Message>(IN_FLIGHT);
     let sender = tokio::spawn(async move {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (id as u64 + 1));
@@ -134,12 +137,15 @@ async fn connection(
         if got != sent {
             return Err(format!("echo differs: sent {sent:?}, got {got:?}"));
         }
+        longest = longest.max(last.elapsed());
+        last = Instant::now();
         totals.messages.fetch_add(1, Ordering::Relaxed);
         totals
             .bytes
             .fetch_add(got.payload.len() as u64, Ordering::Relaxed);
     }
-    sender.await.map_err(|e| e.to_string())?
+    sender.await.map_err(|e| e.to_string())??;
+    Ok(longest)
 }
 
 #[tokio::main]
@@ -165,16 +171,23 @@ async fn main() -> ExitCode {
         .map(|id| {
             let totals = Arc::clone(&totals);
             tokio::spawn(async move {
-                if let Err(e) = connection(addr, id, deadline, Arc::clone(&totals)).await {
+                let gap = connection(addr, id, deadline, Arc::clone(&totals)).await;
+                gap.inspect_err(|e| {
                     eprintln!("connection {id}: {e}");
                     totals.failures.fetch_add(1, Ordering::Relaxed);
-                }
+                })
+                .ok()
             })
         })
         .collect();
+    let mut gaps = Vec::new();
     for task in tasks {
-        let _ = task.await;
+        gaps.extend(task.await.ok().flatten());
     }
+    gaps.sort();
+    let ms = |gap: Option<&Duration>| gap.map_or(0, Duration::as_millis);
+    println!("gap_median_ms={}", ms(gaps.get(gaps.len() / 2)));
+    println!("gap_max_ms={}", ms(gaps.last()));
     let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
     println!("connections={}", get(&totals.connections));
     println!("messages={}", get(&totals.messages));

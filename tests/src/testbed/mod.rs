@@ -3,6 +3,7 @@
 
 mod cli;
 mod node;
+mod peer;
 mod proxy;
 mod run;
 mod web;
@@ -14,6 +15,7 @@ use crate::netns::{self, Netns};
 
 pub use cli::RedirectCli;
 pub use node::{RemoteNode, nft_redirect, noisy_responder};
+pub use peer::V1Peer;
 pub use proxy::{Proxy, control_socket, workspace_binary};
 pub use run::{Run, contains, run_client, run_client_as};
 pub use web::http_get;

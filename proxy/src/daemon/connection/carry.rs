@@ -3,7 +3,7 @@
 //! padding of `--shaping`, then runs the relay to the end.
 
 use bip324_control::Direction;
-use bip324_protocol::{Event, Pipe, Rewrite, Session, Splice};
+use bip324_protocol::{Event, Pipe, Rewrite, Session, Snapshot, Splice};
 use tokio::net::TcpStream;
 
 use super::open::{Opened, Transport};
@@ -12,6 +12,19 @@ use crate::daemon::context::Context;
 use crate::daemon::relay::{CloseReason, RelayContext, Side, Unread, relay};
 
 type Stage<'a> = Box<dyn Pipe + Send + 'a>;
+
+/// How a relay ended: here, or paused to go on in a successor.
+pub(super) enum Carried {
+    Closed(CloseReason),
+    Left(Paused),
+}
+
+/// Both directions' state where the relay stood, and the early bytes no pipe took yet.
+pub(super) struct Paused {
+    pub(super) up: Snapshot,
+    pub(super) down: Snapshot,
+    pub(super) unread: (Vec<u8>, Vec<u8>),
+}
 
 /// Relays until the connection ends; `destination` is what an inbound peer reached, which
 /// the node's self-advertisements are matched against.
@@ -22,7 +35,7 @@ pub(super) async fn carry<E: Fn(Side, Event) + Sync>(
     destination: std::net::SocketAddr,
     ctx: &Context,
     cx: RelayContext<'_, E>,
-) -> CloseReason {
+) -> Carried {
     let config = &ctx.config;
     // The v1 messages that are edited, in plaintext between the stages.
     let (mut up_edit, mut down_edit) = (None, None);
@@ -38,14 +51,8 @@ pub(super) async fn carry<E: Fn(Side, Event) + Sync>(
         }
         _ => {}
     }
-    let encrypted = match direction {
-        Direction::Outbound => Side::Dialled,
-        Direction::Inbound => Side::Accepted,
-    };
-    // Cover goes the way v2 bytes go out, in v2 only.
-    let cover = ctx
-        .cover()
-        .filter(|_| matches!(opened.transport, Transport::V2(_)));
+    let encrypted = encrypted(direction);
+    let cover = cover(ctx, matches!(opened.transport, Transport::V2(_)));
     let (mut up, mut down): (Stage<'_>, Stage<'_>) = match &mut opened.transport {
         Transport::V2(session) => {
             let Session {
@@ -71,15 +78,43 @@ pub(super) async fn carry<E: Fn(Side, Event) + Sync>(
         accepted: &opened.unread.0,
         dialled: &opened.unread.1,
     };
-    relay(
-        accepted,
-        &mut opened.dialled,
-        &mut up,
-        &mut down,
-        unread,
-        &cx,
-    )
-    .await
+    let sockets = (accepted, &mut opened.dialled);
+    drive(sockets, (&mut up, &mut down), unread, &cx).await
+}
+
+/// Cover goes the way v2 bytes go out, in v2 only.
+pub(super) fn cover(ctx: &Context, v2: bool) -> Option<crate::daemon::cover::Cover> {
+    ctx.cover().filter(|_| v2)
+}
+
+/// The side that speaks v2 in `direction`; cover is sent from the other.
+pub(super) fn encrypted(direction: Direction) -> Side {
+    match direction {
+        Direction::Outbound => Side::Dialled,
+        Direction::Inbound => Side::Accepted,
+    }
+}
+
+/// Relays; when a successor calls, pauses both directions where they stood.
+pub(super) async fn drive<E: Fn(Side, Event) + Sync>(
+    (accepted, dialled): (&mut TcpStream, &mut TcpStream),
+    (up, down): (&mut impl Pipe, &mut impl Pipe),
+    mut unread: Unread<'_>,
+    cx: &RelayContext<'_, E>,
+) -> Carried {
+    match relay(accepted, dialled, up, down, &mut unread, cx).await {
+        CloseReason::HandedOver => {
+            let (mut up_state, mut down_state) = (Snapshot::default(), Snapshot::default());
+            up.pause(&mut up_state);
+            down.pause(&mut down_state);
+            Carried::Left(Paused {
+                up: up_state,
+                down: down_state,
+                unread: (unread.accepted.to_vec(), unread.dialled.to_vec()),
+            })
+        }
+        reason => Carried::Closed(reason),
+    }
 }
 
 /// `edit`, then `stage`.

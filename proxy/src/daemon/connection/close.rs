@@ -44,6 +44,7 @@ pub(crate) fn kind(reason: &CloseReason, direction: Direction) -> CloseKind {
         CloseReason::Protocol { side, .. } => PROTOCOL[party(*side)],
         CloseReason::HalfCloseTimeout { .. } => CloseKind::HalfCloseTimeout,
         CloseReason::Shutdown => CloseKind::Shutdown,
+        CloseReason::HandedOver => CloseKind::HandedOver,
     }
 }
 
@@ -97,6 +98,9 @@ impl std::fmt::Display for Described<'_> {
                 HALF_CLOSE_GRACE.as_secs()
             ),
             CloseReason::Shutdown => f.write_str("proxy shutting down"),
+            CloseReason::HandedOver => {
+                f.write_str("handed over to a successor, which carries it on")
+            }
         }
     }
 }

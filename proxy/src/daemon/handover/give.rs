@@ -3,21 +3,36 @@
 use std::io::{IoSlice, Write};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bip324_control::{HandOver, SocketRole, VERSION};
 use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use tokio_util::sync::CancellationToken;
 
+use tracing::warn;
+
+use super::{Departure, Leaving, record};
+
 /// The sockets this proxy would hand over (copies of its listeners' descriptors), and whether
 /// it has.
 pub(crate) struct Offer {
     sockets: Mutex<Vec<(SocketRole, OwnedFd)>>,
     control_path: Option<PathBuf>,
+    /// Where the live connections board.
+    departure: Arc<Departure>,
     /// Cancelled once handed over: the proxy stops accepting and drains.
     taken: CancellationToken,
+    /// Cancelled once the live connections are sent too (or could not be).
+    delivered: CancellationToken,
     drain: Mutex<Duration>,
+}
+
+/// What a hand-over passed on.
+pub(crate) struct Handed {
+    pub(crate) successor: u32,
+    /// Live connections sent; `None` when the successor reads no format of ours.
+    pub(crate) connections: Option<usize>,
 }
 
 impl Offer {
@@ -27,6 +42,7 @@ impl Offer {
     pub(crate) fn new(
         sockets: &[(SocketRole, BorrowedFd<'_>)],
         control_path: Option<PathBuf>,
+        departure: Arc<Departure>,
     ) -> std::io::Result<Offer> {
         let sockets = sockets
             .iter()
@@ -35,7 +51,9 @@ impl Offer {
         Ok(Offer {
             sockets: Mutex::new(sockets),
             control_path,
+            departure,
             taken: CancellationToken::new(),
+            delivered: CancellationToken::new(),
             drain: Mutex::new(Duration::ZERO),
         })
     }
@@ -45,57 +63,130 @@ impl Offer {
         self.taken.clone()
     }
 
+    /// Cancelled once everything that goes to the successor went.
+    pub(crate) fn delivered(&self) -> CancellationToken {
+        self.delivered.clone()
+    }
+
     /// How long the successor lets this proxy finish its connections.
     pub(crate) fn drain(&self) -> Duration {
         *self.drain.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Answers a `take-over` request on `stream`: checks who asks, sends the document and the
-    /// sockets in one message, and marks the proxy taken over. Blocking, but brief: a few
-    /// hundred bytes into a Unix socket.
+    /// sockets in one message, and marks the proxy taken over. Then, when the successor
+    /// reads our format (`connections`), calls the live connections out of their departure and
+    /// sends each as it arrives. Blocking: run it off the runtime.
     pub(crate) fn hand_over(
         &self,
         stream: &std::os::unix::net::UnixStream,
-        drain_seconds: u64,
-    ) -> Result<u32, String> {
-        let successor = super::peer_of_own_user(stream)?;
+        (drain_seconds, connections): (u64, Option<u32>),
+    ) -> Result<Handed, String> {
+        let result = self.give(stream, (drain_seconds, connections));
+        if !matches!(result, Err(Refused(_))) {
+            self.delivered.cancel();
+        }
+        result.map_err(|Refused(why)| why)
+    }
+
+    fn give(
+        &self,
+        stream: &std::os::unix::net::UnixStream,
+        (drain_seconds, connections): (u64, Option<u32>),
+    ) -> Result<Handed, Refused> {
+        let successor = super::peer_of_own_user(stream).map_err(Refused)?;
         let mut sockets = self.sockets.lock().unwrap_or_else(PoisonError::into_inner);
         if sockets.is_empty() {
-            return Err("refused: this proxy was taken over already".into());
+            return Err(Refused("refused: this proxy was taken over already".into()));
         }
+        let live = connections == Some(record::FORMAT);
         let document = HandOver {
             version: VERSION,
             pid: std::process::id(),
             sockets: sockets.iter().map(|(role, _)| *role).collect(),
             control_path: self.control_path.clone(),
+            connections: live.then_some(record::FORMAT),
         };
-        let mut text = serde_json::to_vec(&document).map_err(|e| e.to_string())?;
+        let mut text = serde_json::to_vec(&document).map_err(|e| Refused(e.to_string()))?;
         text.push(b'\n');
         let fds: Vec<RawFd> = sockets.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
         stream
             .set_nonblocking(false)
             .and_then(|()| stream.set_write_timeout(Some(Duration::from_secs(5))))
-            .map_err(|e| e.to_string())?;
-        let rights = [ControlMessage::ScmRights(&fds)];
-        let sent = sendmsg::<()>(
-            stream.as_raw_fd(),
-            &[IoSlice::new(&text)],
-            &rights,
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        )
-        .map_err(|e| format!("cannot send the sockets: {e}"))?;
-        // The descriptors went with the first byte; the rest of the document follows.
-        let mut writer = stream;
-        writer
-            .write_all(&text[sent..])
-            .map_err(|e| format!("cannot send the hand-over: {e}"))?;
+            .map_err(|e| Refused(e.to_string()))?;
+        send_with(stream, &text, &fds)
+            .map_err(|e| Refused(format!("cannot send the sockets: {e}")))?;
         *self.drain.lock().unwrap_or_else(PoisonError::into_inner) =
             Duration::from_secs(drain_seconds);
         // The successor holds them now; this proxy keeps no copy beyond its listeners, which
         // close as its accept loops end.
         sockets.clear();
         self.taken.cancel();
-        Ok(successor)
+        drop(sockets);
+        let connections = match live.then(|| self.departure.call()).flatten() {
+            Some(mut arrivals) => {
+                let (mut sent, mut lost, mut failure) = (0, 0, None);
+                while let Some(leaving) = arrivals.blocking_recv() {
+                    // Once the successor stops reading, the rest close with this proxy.
+                    match failure {
+                        None => match send_connection(stream, &leaving) {
+                            Ok(()) => sent += 1,
+                            Err(e) => failure = Some(e),
+                        },
+                        Some(_) => lost += 1,
+                    }
+                }
+                match failure {
+                    None => send_with(stream, &0u32.to_le_bytes(), &[])
+                        .unwrap_or_else(|e| warn!("cannot end the hand-over: {e}")),
+                    Some(e) => warn!(
+                        "the successor stopped reading ({e}): {} live connections it did not \
+                         receive are closed",
+                        lost + 1
+                    ),
+                }
+                Some(sent)
+            }
+            None => None,
+        };
+        Ok(Handed {
+            successor,
+            connections,
+        })
     }
+}
+
+/// A refusal, before anything was handed over.
+struct Refused(String);
+
+/// Sends `bytes`, the descriptors `fds` with their first byte.
+fn send_with(
+    stream: &std::os::unix::net::UnixStream,
+    bytes: &[u8],
+    fds: &[RawFd],
+) -> std::io::Result<()> {
+    let rights = [ControlMessage::ScmRights(fds)];
+    let rights: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
+    let sent = sendmsg::<()>(
+        stream.as_raw_fd(),
+        &[IoSlice::new(bytes)],
+        rights,
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )?;
+    // The descriptors went with the first byte; the rest follows.
+    let mut writer = stream;
+    writer.write_all(&bytes[sent..])
+}
+
+/// One connection: its record's length with its two sockets, then the record.
+fn send_connection(
+    stream: &std::os::unix::net::UnixStream,
+    leaving: &Leaving,
+) -> std::io::Result<()> {
+    let fds = leaving.sockets.each_ref().map(AsRawFd::as_raw_fd);
+    let len = u32::try_from(leaving.record.len()).map_err(std::io::Error::other)?;
+    send_with(stream, &len.to_le_bytes(), &fds)?;
+    let mut writer = stream;
+    writer.write_all(&leaving.record)
 }

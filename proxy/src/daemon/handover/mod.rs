@@ -7,11 +7,14 @@
 //! Only a process of the proxy's own user may take over (`SO_PEERCRED`): a system account no
 //! one logs in as. What passes is sockets and a small JSON document; no key material.
 
+mod depart;
 mod give;
+pub(crate) mod record;
 mod take;
 
-pub(crate) use give::Offer;
-pub(crate) use take::receive;
+pub(crate) use depart::{Departure, Leaving, Ticket};
+pub(crate) use give::{Handed, Offer};
+pub(crate) use take::{Arrived, receive};
 
 use std::os::fd::AsFd;
 

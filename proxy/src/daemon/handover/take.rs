@@ -11,7 +11,10 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow, bail};
 use bip324_control::{Failure, HandOver, Request, SocketRole};
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+use tracing::warn;
+use zeroize::Zeroizing;
 
+use super::record::{self, Meta};
 use crate::daemon::listeners::Listeners;
 
 /// Most sockets a proxy hands over: every listener it may have, with room to spare.
@@ -25,6 +28,18 @@ pub(crate) struct Received {
     /// it stops.
     pub(crate) control_path: Option<PathBuf>,
     pub(crate) predecessor: u32,
+    /// Its live connections; `None` when it sent none (another format: it drains them).
+    pub(crate) connections: Option<Vec<Arrived>>,
+}
+
+/// A live connection from the predecessor, ready to carry on.
+pub(crate) struct Arrived {
+    pub(crate) meta: Meta,
+    pub(crate) up: bip324_protocol::resume::Resumed,
+    pub(crate) down: bip324_protocol::resume::Resumed,
+    pub(crate) unread: (Vec<u8>, Vec<u8>),
+    /// Accepted, dialled.
+    pub(crate) sockets: [std::net::TcpStream; 2],
 }
 
 /// Asks the proxy answering on `control` for its sockets; it drains its own connections for
@@ -38,40 +53,22 @@ pub(crate) fn receive(control: &Path, drain: Duration) -> anyhow::Result<Receive
         )
     })?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut request = serde_json::to_vec(&Request::take_over(drain.as_secs()))?;
+    let request = Request::take_over(drain.as_secs(), Some(record::FORMAT));
+    let mut request = serde_json::to_vec(&request)?;
     request.push(b'\n');
     stream.write_all(&request)?;
 
     let mut text = vec![0u8; 16 * 1024];
-    let mut space = nix::cmsg_space!([RawFd; MAX_SOCKETS]);
-    let (n, fds) = {
-        let mut iov = [IoSliceMut::new(&mut text)];
-        let message = recvmsg::<()>(
-            stream.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        )
-        .context("--take-over: no answer from the running proxy")?;
-        let mut fds = Vec::new();
-        for cmsg in message.cmsgs()? {
-            if let ControlMessageOwned::ScmRights(received) = cmsg {
-                // SAFETY: the kernel just installed these descriptors in this process.
-                fds.extend(
-                    received
-                        .into_iter()
-                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                );
-            }
-        }
-        if message.flags.contains(MsgFlags::MSG_CTRUNC) {
-            bail!("--take-over: the running proxy sent more than {MAX_SOCKETS} sockets");
-        }
-        (message.bytes, fds)
-    };
+    let (n, fds) = receive_with(&stream, &mut text, MAX_SOCKETS)?;
     text.truncate(n);
-    // The document may follow its first bytes.
-    (&mut stream).take(1 << 20).read_to_end(&mut text)?;
+    // The document may follow its first bytes, up to its end of line.
+    while !text.ends_with(b"\n") {
+        let mut byte = [0u8];
+        if text.len() > 1 << 20 || (&stream).read(&mut byte)? == 0 {
+            break;
+        }
+        text.push(byte[0]);
+    }
     let hand_over: HandOver = match serde_json::from_slice(&text) {
         Ok(hand_over) => hand_over,
         Err(_) => {
@@ -88,7 +85,99 @@ pub(crate) fn receive(control: &Path, drain: Duration) -> anyhow::Result<Receive
             fds.len()
         );
     }
-    sort(hand_over, fds)
+    let live = hand_over.connections == Some(record::FORMAT);
+    let mut received = sort(hand_over, fds)?;
+    if live {
+        received.connections = Some(connections(&stream));
+    }
+    Ok(received)
+}
+
+/// Reads into `buf` with the descriptors (at most `max`) that come with its first byte.
+fn receive_with(
+    stream: &UnixStream,
+    buf: &mut [u8],
+    max: usize,
+) -> anyhow::Result<(usize, Vec<OwnedFd>)> {
+    let mut space = nix::cmsg_space!([RawFd; MAX_SOCKETS]);
+    let mut iov = [IoSliceMut::new(buf)];
+    let message = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .context("--take-over: no answer from the running proxy")?;
+    let mut fds = Vec::new();
+    for cmsg in message.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(received) = cmsg {
+            // SAFETY: the kernel just installed these descriptors in this process.
+            fds.extend(
+                received
+                    .into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    if message.flags.contains(MsgFlags::MSG_CTRUNC) || fds.len() > max {
+        bail!("--take-over: the running proxy sent more than {max} sockets at once");
+    }
+    Ok((message.bytes, fds))
+}
+
+/// Reads live connections until the predecessor's empty record. One that cannot be read is
+/// closed; a broken stream ends the reading, and those read so far are carried on.
+fn connections(stream: &UnixStream) -> Vec<Arrived> {
+    let mut arrived = Vec::new();
+    loop {
+        match connection(stream) {
+            Ok(Some(Ok(connection))) => arrived.push(connection),
+            Ok(Some(Err(why))) => warn!("a live connection handed over is closed: {why}"),
+            Ok(None) => break,
+            Err(e) => {
+                warn!(
+                    "the predecessor stopped sending live connections ({e:#}); carrying on the \
+                     {} received",
+                    arrived.len()
+                );
+                break;
+            }
+        }
+    }
+    arrived
+}
+
+/// One connection: `None` at the end; the inner error when this one cannot be carried on.
+fn connection(stream: &UnixStream) -> anyhow::Result<Option<Result<Arrived, String>>> {
+    let mut len = [0u8; 4];
+    let (n, fds) = receive_with(stream, &mut len, 2)?;
+    if n == 0 {
+        bail!("end of stream");
+    }
+    (&mut &*stream).read_exact(&mut len[n..])?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len == 0 {
+        return Ok(None);
+    }
+    if len > record::MAX_LEN {
+        bail!("a record of {len} bytes");
+    }
+    let mut bytes = Zeroizing::new(vec![0u8; len]);
+    (&mut &*stream).read_exact(&mut bytes)?;
+    let Ok([accepted, dialled]) = <[OwnedFd; 2]>::try_from(fds) else {
+        return Ok(Some(Err("it came without its two sockets".into())));
+    };
+    let arrived = record::decode(&bytes).and_then(|parts| {
+        let resume = |s: &[u8]| bip324_protocol::resume(s).map_err(|e| e.to_string());
+        Ok(Arrived {
+            up: resume(parts.up)?,
+            down: resume(parts.down)?,
+            unread: (parts.unread.0.to_vec(), parts.unread.1.to_vec()),
+            meta: parts.meta,
+            sockets: [accepted.into(), dialled.into()],
+        })
+    });
+    Ok(Some(arrived))
 }
 
 fn sort(hand_over: HandOver, fds: Vec<OwnedFd>) -> anyhow::Result<Received> {
@@ -102,6 +191,7 @@ fn sort(hand_over: HandOver, fds: Vec<OwnedFd>) -> anyhow::Result<Received> {
         web: None,
         control_path: hand_over.control_path,
         predecessor: hand_over.pid,
+        connections: None,
     };
     let tcp = |fd: OwnedFd| -> std::io::Result<TcpListener> {
         let listener = TcpListener::from(fd);

@@ -1,0 +1,213 @@
+//! `bip324-proxy --take-over`: a new proxy takes the running one's listening sockets and its
+//! live connections, each with its v2 session, and carries them on where they stood; the
+//! old proxy exits. Checked end to end against the independent remote node (rust-bitcoin's
+//! `bip324`), which would see any new handshake and fail any packet sealed out of step.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bip324_e2e::responder::{ResponderOptions, Transport};
+use bip324_e2e::socks5_client::{self, To};
+use bip324_e2e::testbed::{
+    NODE_PORT, Proxy, REMOTE_V4, RedirectCli, RemoteNode, TAGGED_GID, TwoHosts, V1Peer, http_get,
+    noisy_responder,
+};
+
+const LOAD_CLIENT: &str = env!("CARGO_BIN_EXE_e2e-load-client");
+const SOCKS: &str = "127.0.0.1:1080";
+const WEB: &str = "127.0.0.1:9324";
+
+/// The test process hosts the remote node: three sockets per connection.
+fn raise_own_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+}
+
+/// Keeps echoing `size`-byte messages on `peer` until told to stop; returns the bytes that
+/// came back, or what went wrong.
+fn keep_echoing(
+    mut peer: V1Peer,
+    size: usize,
+    stop: &Arc<AtomicBool>,
+) -> JoinHandle<Result<u64, String>> {
+    let stop = Arc::clone(stop);
+    std::thread::spawn(move || {
+        let mut moved = 0;
+        let mut seq = 0u32;
+        while !stop.load(Ordering::Relaxed) {
+            let mut payload = vec![seq as u8; size];
+            payload[..4].copy_from_slice(&seq.to_le_bytes());
+            peer.try_echo(&payload)
+                .map_err(|e| format!("after {moved} bytes: {e}"))?;
+            moved += size as u64;
+            seq += 1;
+        }
+        Ok(moved)
+    })
+}
+
+fn value(stdout: &str, key: &str) -> u64 {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {key}= in {stdout}"))
+}
+
+/// The number a log line gives for `key=`.
+fn logged(log: &str, line: &str, key: &str) -> u64 {
+    let found = log
+        .lines()
+        .find(|l| l.contains(line))
+        .unwrap_or_else(|| panic!("no {line:?} in\n{log}"));
+    let at = found
+        .find(&format!("{key}="))
+        .unwrap_or_else(|| panic!("no {key}= in {found}"));
+    found[at + key.len() + 1..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap()
+}
+
+/// 1,000 redirected v2 connections exchanging messages of mixed sizes, one moving megabytes
+/// in 2 MB messages and one through SOCKS5 go through `--take-over`: every echo arrives whole
+/// and in order, none is closed, the remote node saw exactly one handshake per connection,
+/// and the old proxy exits at once (it holds nothing).
+#[test]
+fn a_thousand_live_connections_move_to_the_successor_and_lose_nothing() {
+    raise_own_fd_limit();
+    let hosts = TwoHosts::create();
+    let node = RemoteNode::start(&hosts.remote, |upstream| ResponderOptions {
+        keep_received: false,
+        decoy_every: 100,
+        ..noisy_responder(upstream)
+    });
+    let options = [
+        "--listen",
+        "127.0.0.1:324",
+        "--socks5",
+        SOCKS,
+        "--socks5-network",
+        "regtest",
+        "--metrics",
+        WEB,
+    ];
+    let mut old = Proxy::start(&hosts.client, &options);
+    let cli = RedirectCli::new(&hosts);
+    cli.enable_tagged("nftables", &NODE_PORT.to_string());
+    let remote = format!("{REMOTE_V4}:{NODE_PORT}");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mover = keep_echoing(V1Peer::connect(&hosts), 2_000_000, &stop);
+    let to = remote.parse().unwrap();
+    let socks = hosts.client.run(move || {
+        let (stream, code) = socks5_client::connect(SOCKS.parse().unwrap(), To::Ip(to), false)?;
+        assert_eq!(code, 0);
+        std::io::Result::Ok(stream)
+    });
+    let socks = keep_echoing(V1Peer::greet(socks.unwrap(), to), 3000, &stop);
+    let load = hosts
+        .client
+        .command(LOAD_CLIENT, Some(TAGGED_GID))
+        .args([&remote, "--connections", "1000", "--seconds", "12"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        old.wait_for_count("connection opened", 1002, Duration::from_secs(30)),
+        "{}",
+        old.log()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+
+    let started = Instant::now();
+    let new = Proxy::start(&hosts.client, &[&options[..], &["--take-over"]].concat());
+    assert!(
+        new.wait_for_log("took over the sockets and", Duration::from_secs(20)),
+        "{}\n{}",
+        new.log(),
+        old.log()
+    );
+    let taken = logged(&new.log(), "took over the sockets and", "connections");
+    eprintln!(
+        "the successor carries {taken} live connections on, {:?} after it started",
+        started.elapsed()
+    );
+    assert_eq!(
+        taken,
+        1002,
+        "every relaying connection moved:\n{}",
+        new.log()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while old.is_running() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !old.is_running(),
+        "the old proxy holds nothing and exits:\n{}",
+        old.log()
+    );
+
+    // The successor lists them (status and the dashboard's data answer with its pid).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let listed = loop {
+        let (_, status) = cli.status();
+        let status = &status["proxy_status"];
+        assert_eq!(status["proxy"]["pid"], new.pid(), "{status}");
+        let listed = status["connections"].as_array().unwrap().len();
+        if listed == 1002 || Instant::now() > deadline {
+            break listed;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        listed, 1002,
+        "the successor lists every connection it carries"
+    );
+    let page = http_get(&hosts.client, WEB, "/status.json");
+    assert!(page.contains(&format!("\"pid\":{}", new.pid())), "{page}");
+
+    let output = load.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    eprintln!("{stdout}");
+    assert!(
+        output.status.success(),
+        "{stdout}{}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        new.log()
+    );
+    assert_eq!(value(&stdout, "connections"), 1000);
+    assert_eq!(value(&stdout, "failures"), 0);
+    stop.store(true, Ordering::Relaxed);
+    let moved = mover.join().unwrap().expect("the large transfer goes on");
+    let through_socks = socks
+        .join()
+        .unwrap()
+        .expect("the SOCKS5 connection goes on");
+    eprintln!("moved {moved} bytes in 2 MB messages and {through_socks} through SOCKS5");
+    assert!(moved >= 20_000_000, "tens of megabytes: {moved}");
+
+    // One handshake per connection at the remote: none was made again.
+    let reports = node
+        .responder
+        .wait_for_reports(1002, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(500));
+    let reports_now = node.responder.wait_for_reports(0, Duration::ZERO);
+    assert_eq!(reports.len(), 1002, "each connection ended");
+    assert_eq!(
+        reports_now.len(),
+        1002,
+        "and no other connection reached the node"
+    );
+    assert!(
+        reports
+            .iter()
+            .all(|r| r.error.is_none() && r.transport == Transport::V2),
+        "every session authenticated to its end"
+    );
+}
