@@ -132,9 +132,13 @@ fn a_thousand_live_connections_move_to_the_successor_and_lose_nothing() {
         new.log(),
         old.log()
     );
-    let taken = logged(&new.log(), "took over the sockets and", "connections");
+    let line = "took over the sockets and";
+    let taken = logged(&new.log(), line, "connections");
     eprintln!(
-        "the successor carries {taken} live connections on, {:?} after it started",
+        "the successor carries {taken} live connections on ({} bytes of state, received in \
+         {} ms), {:?} after it started",
+        logged(&new.log(), line, "state_bytes"),
+        logged(&new.log(), line, "took_ms"),
         started.elapsed()
     );
     assert_eq!(
@@ -210,4 +214,95 @@ fn a_thousand_live_connections_move_to_the_successor_and_lose_nothing() {
             .all(|r| r.error.is_none() && r.transport == Transport::V2),
         "every session authenticated to its end"
     );
+}
+
+/// A connection that cannot leave yet (this one has not sent its first bytes) stays with the
+/// old proxy, which serves it to its end and then exits, while the successor carries the
+/// relaying one on and serves every newcomer. Only a process of the proxy's own user may
+/// take over.
+#[test]
+fn a_connection_still_opening_finishes_in_the_old_proxy() {
+    let hosts = TwoHosts::create();
+    let _node = RemoteNode::start(&hosts.remote, noisy_responder);
+    let mut old = Proxy::start(&hosts.client, &[]);
+    let cli = RedirectCli::new(&hosts);
+    cli.enable_tagged("nftables", &NODE_PORT.to_string());
+    let mut relaying = V1Peer::connect(&hosts);
+    relaying.echoes(b"before the take-over");
+    let remote: std::net::SocketAddr = format!("{REMOTE_V4}:{NODE_PORT}").parse().unwrap();
+    let opening = hosts
+        .client
+        .run_as_group(TAGGED_GID, move || std::net::TcpStream::connect(remote))
+        .unwrap();
+    // Accepted by the old proxy (listed), not waiting in the backlog.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cli.status().1["proxy_status"]["connections"]
+        .as_array()
+        .map_or(0, Vec::len)
+        < 2
+    {
+        assert!(Instant::now() < deadline, "the old proxy accepts it");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let new = Proxy::start(&hosts.client, &["--take-over", "--drain-timeout", "60s"]);
+    assert!(
+        new.wait_for_log(
+            "took over the sockets and 1 live connections",
+            Duration::from_secs(10)
+        ),
+        "{}\n{}",
+        new.log(),
+        old.log()
+    );
+    relaying.echoes(b"carried on by the successor");
+    let mut after = V1Peer::connect(&hosts);
+    after.echoes(b"a newcomer");
+    let (_, status) = cli.status();
+    let status = &status["proxy_status"];
+    assert_eq!(status["proxy"]["pid"], new.pid(), "{status}");
+    let local = |s: &std::net::TcpStream| s.local_addr().unwrap().to_string();
+    let mut clients: Vec<String> = status["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["client"].as_str().unwrap().to_string())
+        .collect();
+    clients.sort();
+    let mut expected = vec![local(&relaying.0), local(&after.0)];
+    expected.sort();
+    assert_eq!(
+        clients, expected,
+        "the opening connection is not the successor's"
+    );
+
+    // A process of another user may not take over: refused, and nothing changes.
+    let control = bip324_e2e::testbed::control_socket(&hosts.client);
+    let refusal = hosts.client.run_as_user(32999, 65534, move || {
+        use std::io::{Read, Write};
+        let mut stream = std::os::unix::net::UnixStream::connect(&control)?;
+        stream.write_all(b"{\"version\":1,\"request\":\"take-over\",\"connections\":1}\n")?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        std::io::Result::Ok(answer)
+    });
+    let refusal = refusal.expect("a user of the socket's group may ask");
+    assert!(
+        refusal.contains("only a process of this proxy's own user"),
+        "{refusal}"
+    );
+
+    // The old proxy still serves the opening connection, then exits.
+    assert!(old.is_running(), "draining while its connection lives");
+    let mut opening = V1Peer::greet(opening, remote);
+    opening.echoes(b"served by the old proxy");
+    assert!(old.log().contains("connection opened"), "{}", old.log());
+    drop(opening);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while old.is_running() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!old.is_running(), "the drained proxy exits:\n{}", old.log());
+    relaying.echoes(b"and the successor goes on alone");
+    after.echoes(b"with every connection");
 }

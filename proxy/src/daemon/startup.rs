@@ -96,6 +96,8 @@ fn take_over(config: &Config, binder: Option<transparent::Unarmed>) -> anyhow::R
         Some(live) => info!(
             predecessor,
             connections = live.len(),
+            state_bytes = received.state_bytes,
+            took_ms = received.took.as_millis() as u64,
             "took over the sockets and {} live connections of pid {predecessor}: this proxy \
              carries them on and serves every new connection; pid {predecessor} finishes those \
              that could not leave",

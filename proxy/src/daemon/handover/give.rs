@@ -190,3 +190,75 @@ fn send_connection(
     let mut writer = stream;
     writer.write_all(&leaving.record)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+
+    fn offer(departure: &Arc<Departure>) -> (Offer, std::net::TcpListener) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let sockets = [(SocketRole::Redirect, listener.as_fd())];
+        let offer = Offer::new(&sockets, None, Arc::clone(departure)).unwrap();
+        (offer, listener)
+    }
+
+    /// What the successor reads: the document, then what follows its line.
+    fn read(theirs: &mut UnixStream) -> (HandOver, Vec<u8>) {
+        let mut bytes = Vec::new();
+        theirs.read_to_end(&mut bytes).unwrap();
+        let end = bytes.iter().position(|&b| b == b'\n').unwrap();
+        (
+            serde_json::from_slice(&bytes[..end]).unwrap(),
+            bytes[end + 1..].to_vec(),
+        )
+    }
+
+    /// Version skew: a successor that reads another format gets the sockets, no connection
+    /// is called, and they drain here.
+    #[test]
+    fn a_successor_of_another_format_gets_the_sockets_but_no_connection() {
+        let departure = Arc::new(Departure::default());
+        let ticket = departure.ticket().expect("not called yet");
+        let (offer, _listener) = offer(&departure);
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let handed = offer
+            .hand_over(&ours, (60, Some(record::FORMAT + 1)))
+            .unwrap();
+        drop(ours);
+        assert_eq!(handed.connections, None);
+        let (document, rest) = read(&mut theirs);
+        assert_eq!((document.connections, document.sockets.len()), (None, 1));
+        assert!(rest.is_empty(), "nothing follows");
+        assert!(offer.delivered().is_cancelled() && offer.taken().is_cancelled());
+        assert!(
+            departure.ticket().is_some() && departure.call().is_some(),
+            "never called"
+        );
+        drop(ticket);
+    }
+
+    /// Our format: the connections are called, and an empty record ends them.
+    #[test]
+    fn a_successor_of_our_format_gets_the_connections_then_an_end() {
+        let departure = Arc::new(Departure::default());
+        let (offer, _listener) = offer(&departure);
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let handed = offer.hand_over(&ours, (60, Some(record::FORMAT))).unwrap();
+        drop(ours);
+        assert_eq!(handed.connections, Some(0));
+        let (document, rest) = read(&mut theirs);
+        assert_eq!(document.connections, Some(record::FORMAT));
+        assert_eq!(rest, 0u32.to_le_bytes());
+        assert!(
+            departure.ticket().is_none(),
+            "called: no connection boards any more"
+        );
+        // Only once.
+        let (again, _) = UnixStream::pair().unwrap();
+        assert!(offer.hand_over(&again, (60, Some(record::FORMAT))).is_err());
+    }
+}

@@ -30,6 +30,9 @@ pub(crate) struct Received {
     pub(crate) predecessor: u32,
     /// Its live connections; `None` when it sent none (another format: it drains them).
     pub(crate) connections: Option<Vec<Arrived>>,
+    /// Bytes of their records (state and unsent bytes), and how long the hand-over took.
+    pub(crate) state_bytes: usize,
+    pub(crate) took: Duration,
 }
 
 /// A live connection from the predecessor, ready to carry on.
@@ -45,6 +48,7 @@ pub(crate) struct Arrived {
 /// Asks the proxy answering on `control` for its sockets; it drains its own connections for
 /// at most `drain`.
 pub(crate) fn receive(control: &Path, drain: Duration) -> anyhow::Result<Received> {
+    let started = std::time::Instant::now();
     let mut stream = UnixStream::connect(control).with_context(|| {
         format!(
             "--take-over: no proxy answers on {} (give the running one's --control PATH, or \
@@ -88,8 +92,11 @@ pub(crate) fn receive(control: &Path, drain: Duration) -> anyhow::Result<Receive
     let live = hand_over.connections == Some(record::FORMAT);
     let mut received = sort(hand_over, fds)?;
     if live {
-        received.connections = Some(connections(&stream));
+        let (connections, bytes) = connections(&stream);
+        received.connections = Some(connections);
+        received.state_bytes = bytes;
     }
+    received.took = started.elapsed();
     Ok(received)
 }
 
@@ -125,12 +132,13 @@ fn receive_with(
     Ok((message.bytes, fds))
 }
 
-/// Reads live connections until the predecessor's empty record. One that cannot be read is
-/// closed; a broken stream ends the reading, and those read so far are carried on.
-fn connections(stream: &UnixStream) -> Vec<Arrived> {
-    let mut arrived = Vec::new();
+/// Reads live connections until the predecessor's empty record, and the bytes they took. One
+/// that cannot be read is closed; a broken stream ends the reading, and those read so far
+/// are carried on.
+fn connections(stream: &UnixStream) -> (Vec<Arrived>, usize) {
+    let (mut arrived, mut bytes) = (Vec::new(), 0);
     loop {
-        match connection(stream) {
+        match connection(stream, &mut bytes) {
             Ok(Some(Ok(connection))) => arrived.push(connection),
             Ok(Some(Err(why))) => warn!("a live connection handed over is closed: {why}"),
             Ok(None) => break,
@@ -144,11 +152,14 @@ fn connections(stream: &UnixStream) -> Vec<Arrived> {
             }
         }
     }
-    arrived
+    (arrived, bytes)
 }
 
 /// One connection: `None` at the end; the inner error when this one cannot be carried on.
-fn connection(stream: &UnixStream) -> anyhow::Result<Option<Result<Arrived, String>>> {
+fn connection(
+    stream: &UnixStream,
+    bytes_read: &mut usize,
+) -> anyhow::Result<Option<Result<Arrived, String>>> {
     let mut len = [0u8; 4];
     let (n, fds) = receive_with(stream, &mut len, 2)?;
     if n == 0 {
@@ -164,6 +175,7 @@ fn connection(stream: &UnixStream) -> anyhow::Result<Option<Result<Arrived, Stri
     }
     let mut bytes = Zeroizing::new(vec![0u8; len]);
     (&mut &*stream).read_exact(&mut bytes)?;
+    *bytes_read += len;
     let Ok([accepted, dialled]) = <[OwnedFd; 2]>::try_from(fds) else {
         return Ok(Some(Err("it came without its two sockets".into())));
     };
@@ -192,6 +204,8 @@ fn sort(hand_over: HandOver, fds: Vec<OwnedFd>) -> anyhow::Result<Received> {
         control_path: hand_over.control_path,
         predecessor: hand_over.pid,
         connections: None,
+        state_bytes: 0,
+        took: Duration::ZERO,
     };
     let tcp = |fd: OwnedFd| -> std::io::Result<TcpListener> {
         let listener = TcpListener::from(fd);

@@ -17,11 +17,15 @@
 //! * `idle`: resident memory per idle v2 session, 10,000 of them (or as many as the hard
 //!   `RLIMIT_NOFILE` allows), each past a `version`/`verack` exchange, with the proxy logging at
 //!   its default level as a service does.
+//! * `handover`: 1,000 live v2 sessions pinging every 100 ms while a successor takes the
+//!   proxy over (`--take-over`): each session's worst round trip then (the pause it saw)
+//!   beside before, the time and bytes the move took, when the old proxy was gone.
 //!
-//! `e2e-bench [bulk] [rtt] [handshakes] [idle] [--key-prefix HEX]` measures only the figures
-//! named, with the proxy started with that `--key-prefix` when given.
+//! `e2e-bench [bulk] [rtt] [handshakes] [idle] [handover] [--key-prefix HEX]` measures only
+//! the figures named, with the proxy started with that `--key-prefix` when given.
 
 mod bounds;
+mod handover;
 mod measure;
 mod nodes;
 mod report;
@@ -137,6 +141,10 @@ impl Child {
     pub(crate) fn pid(&self) -> u32 {
         self.0.id()
     }
+
+    pub(crate) fn exited(&mut self) -> bool {
+        !matches!(self.0.try_wait(), Ok(None))
+    }
 }
 
 impl Drop for Child {
@@ -175,6 +183,7 @@ pub(crate) struct Phases {
     pub(crate) rtt: bool,
     pub(crate) handshakes: bool,
     pub(crate) idle: bool,
+    pub(crate) handover: bool,
 }
 
 impl Phases {
@@ -189,8 +198,8 @@ impl Phases {
                 continue;
             }
             assert!(
-                ["bulk", "rtt", "handshakes", "idle"].contains(&arg.as_str()),
-                "unknown phase {arg}: choose among bulk, rtt, handshakes, idle"
+                ["bulk", "rtt", "handshakes", "idle", "handover"].contains(&arg.as_str()),
+                "unknown phase {arg}: choose among bulk, rtt, handshakes, idle, handover"
             );
             names.push(arg.as_str());
         }
@@ -201,6 +210,7 @@ impl Phases {
             rtt: has("rtt"),
             handshakes: has("handshakes"),
             idle: has("idle"),
+            handover: has("handover"),
         };
         (phases, proxy_args)
     }
@@ -228,7 +238,12 @@ pub(crate) async fn run(
         .output()
         .unwrap();
     assert!(redirect.status.success(), "{redirect:?}");
-    let proxy = start_proxy(proxy_args);
+    let control = dir.join("control.sock");
+    let mut proxy = start_proxy(
+        proxy_args,
+        &control,
+        &std::env::temp_dir().join("e2e-bench-proxy.log"),
+    );
     let myself = |role: &str| {
         let mut command = std::process::Command::new(std::env::current_exe().unwrap());
         command.arg(role);
@@ -260,6 +275,13 @@ pub(crate) async fn run(
     if phases.idle {
         idle_row(&setup, idle, &mut rows).await;
     }
+    // Last: the proxy measured so far is replaced.
+    let _successor = if phases.handover {
+        let proxy_setup = (proxy_args, control.as_path());
+        Some(handover::handover_rows(&setup, &mut proxy, proxy_setup, &mut rows).await)
+    } else {
+        None
+    };
     let _ = std::fs::remove_dir_all(&dir);
     if proxy_args.is_empty() {
         render(&rows)

@@ -1,6 +1,7 @@
 //! One row group of the table per phase, each beside its bound or baseline.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use crate::*;
@@ -159,17 +160,18 @@ pub(crate) async fn idle_row(setup: &Setup, idle: usize, rows: &mut Vec<Row>) {
 }
 
 /// The proxy as a user starts it: as root, it binds port 324 and then runs as `nobody`,
-/// outside the redirected group (root's, 0); with `extra` options (`--key-prefix HEX`).
-pub(crate) fn start_proxy(extra: &[String]) -> Child {
+/// outside the redirected group (root's, 0); with `extra` options (`--key-prefix HEX`), its
+/// control socket at `control`, its log to `log`.
+pub(crate) fn start_proxy(extra: &[String], control: &Path, log: &Path) -> Child {
     let mut command = std::process::Command::new(sibling("bip324-proxy"));
     command
         .args(["--max-connections", "30000", "--log-level", "info"])
         .args(extra)
-        .args(["--user", "nobody", "--no-control"])
+        .args(["--user", "nobody", "--control"])
+        .arg(control)
         .stdout(std::process::Stdio::null());
     // Two lines per connection at info: to a file, not over the table.
-    let log = std::env::temp_dir().join("e2e-bench-proxy.log");
-    if let Ok(file) = std::fs::File::create(&log) {
+    if let Ok(file) = std::fs::File::create(log) {
         eprintln!("e2e-bench: the proxy's log is {}", log.display());
         command.stderr(file);
     }
