@@ -6,7 +6,7 @@ use std::process::Command;
 use crate::{Result, ebpf, root};
 
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
-pub(crate) const TARGETS: [&str; 10] = [
+pub(crate) const TARGETS: [&str; 11] = [
     "v2_decoder_raw",
     "v2_decoder_packets",
     "initiator_handshake",
@@ -17,6 +17,7 @@ pub(crate) const TARGETS: [&str; 10] = [
     "peer_hello",
     "socks5_negotiation",
     "key_prefix",
+    "resume",
 ];
 
 pub(crate) fn run(args: &[String]) -> Result {

@@ -26,7 +26,7 @@ Examples:
   sudo bip324-proxy --v1-fallback            # nodes without v2 get plaintext v1, not a refusal
   sudo bip324-proxy --key-prefix 474554202f20485454502f312e310d0a  # keys begin: GET / HTTP/1.1 CRLF
   sudo bip324-proxy --log-level debug        # one log line per message
-  sudo bip324-proxy --take-over              # a new version takes over a running proxy's sockets";
+  sudo bip324-proxy --take-over              # a new version takes over a running proxy, live";
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -223,15 +223,18 @@ pub struct Config {
 
     /// Take over from the proxy that answers on the control socket (--control, or the
     /// default): receive its listening sockets (redirected, inbound, SOCKS5, --metrics and the
-    /// control socket itself), serve every new connection from now on, and let it finish its
-    /// open ones before it exits (within --drain-timeout). No port closes and no connection
-    /// is dropped, so an upgrade needs no restart. Start it as that proxy was started, with the
-    /// same options: it runs as the same user, which alone the running proxy accepts.
+    /// control socket itself) and its live connections with their v2 sessions, carry those on
+    /// where they stood and serve every new connection. The old proxy finishes the few that
+    /// cannot move (still opening, or half closed; within --drain-timeout), then exits. No
+    /// port closes, no connection is dropped and no peer sees a new handshake, so an upgrade
+    /// needs no restart. Start it as that proxy was started, with the same options: it runs as
+    /// the same user, which alone the running proxy accepts. (Under systemd, `systemctl
+    /// restart` does the same through the file descriptor store.)
     #[arg(long, conflicts_with = "no_control")]
     pub take_over: bool,
 
-    /// With --take-over: how long the proxy taken over may keep its open connections; those
-    /// still open then are closed and it exits.
+    /// With --take-over: how long the proxy taken over may keep the connections that could
+    /// not move; those still open then are closed and it exits.
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
 

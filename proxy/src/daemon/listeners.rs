@@ -30,9 +30,9 @@ const SOCKS5_FD_NAME: &str = "socks5";
 
 /// First file descriptor systemd passes (`SD_LISTEN_FDS_START`).
 const LISTEN_FDS_START: RawFd = 3;
-/// More than any unit of the package passes (each socket unit has a few): a larger
-/// `LISTEN_FDS` is not systemd's.
-const MAX_LISTEN_FDS: RawFd = 64;
+/// More than any unit of the package passes (each socket unit has a few, and the store holds
+/// at most `FileDescriptorStoreMax=`, 65536): a larger `LISTEN_FDS` is not systemd's.
+const MAX_LISTEN_FDS: RawFd = 64 + 65_536;
 
 /// Listen queue length: room for a burst of clients (a node opening its outbound slots, or a
 /// test's thousand) while the accept loop catches up. The kernel caps it at
@@ -48,6 +48,8 @@ pub(crate) struct Listeners {
     pub socks5: Vec<TcpListener>,
     /// A Unix socket from systemd, for the control endpoint.
     pub control: Option<UnixListener>,
+    /// Live connections' parts a previous process left in systemd's store, by name.
+    pub stored: Vec<(OwnedFd, String)>,
 }
 
 /// Opens every listener: systemd's sockets (those named `inbound` or `socks5` by
@@ -65,8 +67,14 @@ pub(crate) fn open(
     let mut inbound = Vec::new();
     let mut socks5 = Vec::new();
     let mut control = None;
+    let mut stored = Vec::new();
     for (fd, name) in systemd_fds()? {
-        if is_unix(&fd) {
+        if let Some(part) = name
+            .as_ref()
+            .filter(|n| super::handover::store::is_stored(n))
+        {
+            stored.push((fd, part.clone()));
+        } else if is_unix(&fd) {
             let unix = UnixListener::from(fd);
             unix.set_nonblocking(true)?;
             control = Some(unix);
@@ -122,6 +130,7 @@ pub(crate) fn open(
         inbound,
         socks5,
         control,
+        stored,
     })
 }
 
@@ -224,18 +233,26 @@ fn systemd_fds() -> anyhow::Result<Vec<(OwnedFd, Option<String>)>> {
         .filter(|n| (0..=MAX_LISTEN_FDS).contains(n))
         .with_context(|| {
             format!(
-                "LISTEN_FDS={count:?} is not a count of sockets from systemd (0 to                  {MAX_LISTEN_FDS}); unset it"
+                "LISTEN_FDS={count:?} is not a count of sockets from systemd (0 to \
+                 {MAX_LISTEN_FDS}); unset it"
             )
         })?;
     let fds = LISTEN_FDS_START..LISTEN_FDS_START + count;
-    for fd in fds.clone() {
-        check_listening(fd)?;
-    }
     let mut names = names.split(':').map(str::to_string);
-    Ok(fds
-        // SAFETY: each descriptor is open and a listening socket (checked above), handed to
-        // this process by systemd (LISTEN_PID matched); each is wrapped exactly once.
-        .map(|fd| (unsafe { OwnedFd::from_raw_fd(fd) }, names.next()))
+    let named: Vec<(RawFd, Option<String>)> = fds.map(|fd| (fd, names.next())).collect();
+    for (fd, name) in &named {
+        // A stored connection's part is a connected socket or a memfd, not a listener.
+        match name {
+            Some(name) if super::handover::store::is_stored(name) => check_open(*fd)?,
+            _ => check_listening(*fd)?,
+        }
+    }
+    Ok(named
+        .into_iter()
+        // SAFETY: each descriptor is open (and a listening socket unless a stored part),
+        // checked above, handed to this process by systemd (LISTEN_PID matched); each is
+        // wrapped exactly once.
+        .map(|(fd, name)| (unsafe { OwnedFd::from_raw_fd(fd) }, name))
         .collect())
 }
 
@@ -245,6 +262,16 @@ fn forget_listen_env() {
         // environment.
         unsafe { std::env::remove_var(var) };
     }
+}
+
+/// Checks, without taking it, that `fd` is open.
+fn check_open(fd: RawFd) -> anyhow::Result<()> {
+    // SAFETY: fstat fills `st` or fails (EBADF); zeroed is a valid `stat`.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        bail!("file descriptor {fd} named by LISTEN_FDS is not open: refusing the environment");
+    }
+    Ok(())
 }
 
 /// Checks, without taking it, that `fd` is an open listening stream socket. Raw calls: the

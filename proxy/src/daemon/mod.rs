@@ -261,6 +261,15 @@ pub(crate) async fn run(config: Config, prepared: startup::Prepared) -> anyhow::
         if let Some(made) = own_control.take() {
             made.hand_over();
         }
+    } else if handover::store::enabled() {
+        // A restart finds them in the store; a stop closes them.
+        let stored = handover::store::store(&ctx.departure).await;
+        info!(
+            stored,
+            open_connections = connections.len(),
+            "shutting down: {stored} live connections kept in systemd's file descriptor store \
+             for the next proxy (closed if the service stops); closing the others"
+        );
     } else {
         info!(
             open_connections = connections.len(),

@@ -34,6 +34,7 @@ pub(crate) fn prepare(
         return take_over(config, binder);
     }
     let mut listeners = listeners::open(&config.listen, &config.inbound, &config.socks5)?;
+    let arrived = handover::store::restore(std::mem::take(&mut listeners.stored));
     if !listeners.inbound.is_empty() && binder.is_none() {
         bail!("inbound listeners without the inbound binder");
     }
@@ -74,7 +75,7 @@ pub(crate) fn prepare(
         own_control,
         no_control,
         binder,
-        arrived: Vec::new(),
+        arrived,
     })
 }
 

@@ -2,10 +2,12 @@
 //! node, does the version handshake and a ping, then sends one large and many small messages
 //! and checks each echo byte for byte, in order.
 //!
-//! Usage: e2e-v1-client ADDR [--large BYTES] [--small COUNT] [--hold-ms MS] [--ipv6-only 1]
-//!        [--socks5 PROXY]
+//! Usage: e2e-v1-client ADDR [--large BYTES] [--small COUNT] [--pace-ms MS] [--hold-ms MS]
+//!        [--ipv6-only 1] [--socks5 PROXY]
 //! Prints `key=value` lines (peer, local, echoed, bytes_echoed, and the bytes it sent and
-//! received on the wire); with --hold-ms, keeps the connection open that long after printing;
+//! received on the wire); with --pace-ms, waits that long between small messages (a
+//! connection that lives through whatever happens meanwhile); with --hold-ms, keeps the
+//! connection open that long after printing;
 //! with --ipv6-only 1, connects from an IPv6-only socket (which cannot reach a v4-mapped
 //! address: the kernel fails such a connect before any packet); with --socks5, reaches ADDR
 //! through that SOCKS5 proxy (CONNECT, no authentication). Exits 1 on any mismatch.
@@ -27,6 +29,7 @@ struct Args {
     addr: SocketAddr,
     large: usize,
     small: usize,
+    pace_ms: usize,
     hold_ms: usize,
     ipv6_only: bool,
     socks5: Option<SocketAddr>,
@@ -37,7 +40,7 @@ fn parse_args() -> Result<Args, String> {
     let addr = args
         .next()
         .ok_or(
-            "usage: e2e-v1-client ADDR [--large BYTES] [--small COUNT] [--hold-ms MS] [--ipv6-only 1] [--socks5 PROXY]",
+            "usage: e2e-v1-client ADDR [--large BYTES] [--small COUNT] [--pace-ms MS] [--hold-ms MS] [--ipv6-only 1] [--socks5 PROXY]",
         )?
         .parse()
         .map_err(|e| format!("bad address: {e}"))?;
@@ -45,6 +48,7 @@ fn parse_args() -> Result<Args, String> {
         addr,
         large: 4_000_000,
         small: 10_000,
+        pace_ms: 0,
         hold_ms: 0,
         ipv6_only: false,
         socks5: None,
@@ -62,6 +66,7 @@ fn parse_args() -> Result<Args, String> {
         match flag.as_str() {
             "--large" => parsed.large = value,
             "--small" => parsed.small = value,
+            "--pace-ms" => parsed.pace_ms = value,
             "--hold-ms" => parsed.hold_ms = value,
             "--ipv6-only" => parsed.ipv6_only = value != 0,
             _ => return Err(format!("unknown option {flag}")),
@@ -158,10 +163,15 @@ fn run(args: &Args) -> Result<(), String> {
 
     // Send on another thread while reading: a long pipeline must never deadlock.
     let (large, small) = (args.large, args.small);
+    let pace = Duration::from_millis(args.pace_ms as u64);
     let sender = std::thread::spawn(move || -> std::io::Result<()> {
         let mut out = BufWriter::with_capacity(64 * 1024, writer);
         for message in workload(large, small) {
             write_message(&mut out, magic, &message)?;
+            if !pace.is_zero() {
+                out.flush()?;
+                std::thread::sleep(pace);
+            }
         }
         out.flush()
     });

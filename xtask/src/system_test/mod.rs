@@ -6,7 +6,8 @@
 //! node. In the container: `dpkg -i` the package, `systemctl enable --now` the units, run an
 //! unmodified v1 client with `sg btc`, and check that the session is v2 and the payloads
 //! arrive; then that stopping the redirect unit removes the redirect, that the proxy restarts
-//! behind its socket, that a client unit of the group started at boot with the README's
+//! behind its socket and that a live connection goes on through `systemctl restart` and a
+//! package upgrade (the file descriptor store), that a client unit of the group started at boot with the README's
 //! drop-in waits for the redirect and speaks v2, and that `dpkg --purge` leaves no rules,
 //! units or group. Inbound mode's units serve a v1-only node in the container to an
 //! independent v2 initiator outside. A gateway policy enabled by hand keeps a LAN host's
@@ -17,6 +18,7 @@
 //! `e2e-v1-node`), run in the namespaces: xtask links neither them nor tokio.
 
 mod container;
+mod live;
 mod netns;
 mod remote;
 
@@ -89,6 +91,7 @@ pub(crate) fn run() -> Result {
     stopped_redirect_goes_direct(c, &mut node, &remote)?;
     proxy_restarts_behind_its_socket(c, &mut node, &remote)?;
     killed_proxy_is_back_at_once(c, &mut node, &remote)?;
+    live::live_connection_survives_restart_and_upgrade(c, &mut node, &remote)?;
     socks5_front(c, &mut node, &remote)?;
     inbound_mode(c, &remote_ns, &peers)?;
     let lan = Lan::route(&host_ns, &remote_ns)?;
@@ -168,7 +171,7 @@ fn install_and_enable(c: &Container) -> Result {
 }
 
 /// The unmodified v1 client, run in group btc inside the container with `args`.
-fn in_group(remote: &str, args: &str) -> String {
+pub(super) fn in_group(remote: &str, args: &str) -> String {
     format!("sg btc -c '/usr/local/bin/e2e-v1-client {remote} {args}'")
 }
 
@@ -534,7 +537,7 @@ fn in_journal(c: &Container, unit: &str, needle: &str) -> Result<bool> {
     Ok(wait.status.success())
 }
 
-fn expect(condition: bool, what: &str) -> Result {
+pub(super) fn expect(condition: bool, what: &str) -> Result {
     if condition {
         eprintln!("    ok: {what}");
         Ok(())

@@ -192,6 +192,7 @@ fn leaving(
     meta.age_ms = line.started.elapsed().as_millis() as u64;
     let unread = (&paused.unread.0[..], &paused.unread.1[..]);
     Ok(Leaving {
+        id: meta.id,
         record: record::encode(&meta, (&paused.up, &paused.down), unread),
         sockets: [
             accepted.as_fd().try_clone_to_owned()?,

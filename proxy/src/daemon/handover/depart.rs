@@ -14,6 +14,7 @@ use zeroize::Zeroizing;
 
 /// One connection on its way: its record and its two sockets (accepted, dialled).
 pub(crate) struct Leaving {
+    pub(crate) id: u64,
     pub(crate) record: Zeroizing<Vec<u8>>,
     pub(crate) sockets: [OwnedFd; 2],
 }

@@ -10,11 +10,13 @@
 mod depart;
 mod give;
 pub(crate) mod record;
+pub(crate) mod store;
 mod take;
 
 pub(crate) use depart::{Departure, Leaving, Ticket};
 pub(crate) use give::{Handed, Offer};
-pub(crate) use take::{Arrived, receive};
+pub(crate) use record::Arrived;
+pub(crate) use take::receive;
 
 use std::os::fd::AsFd;
 

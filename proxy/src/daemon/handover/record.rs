@@ -7,6 +7,7 @@
 //! one's. The whole record lives in wiped buffers: the pipes hold keys.
 
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 
 use bip324_control::{Direction, Front, TransportKind};
 use bip324_protocol::Snapshot;
@@ -72,7 +73,30 @@ pub(crate) fn encode(
     record
 }
 
-/// Reads a record's parts; `None` when they do not add up.
+/// A live connection from the predecessor, ready to carry on.
+pub(crate) struct Arrived {
+    pub(crate) meta: Meta,
+    pub(crate) up: bip324_protocol::resume::Resumed,
+    pub(crate) down: bip324_protocol::resume::Resumed,
+    pub(crate) unread: (Vec<u8>, Vec<u8>),
+    /// Accepted, dialled.
+    pub(crate) sockets: [std::net::TcpStream; 2],
+}
+
+/// The connection `bytes` describe, on its two `sockets` (accepted, dialled).
+pub(crate) fn arrive(bytes: &[u8], [accepted, dialled]: [OwnedFd; 2]) -> Result<Arrived, String> {
+    let parts = decode(bytes)?;
+    let resume = |s: &[u8]| bip324_protocol::resume(s).map_err(|e| e.to_string());
+    Ok(Arrived {
+        up: resume(parts.up)?,
+        down: resume(parts.down)?,
+        unread: (parts.unread.0.to_vec(), parts.unread.1.to_vec()),
+        meta: parts.meta,
+        sockets: [accepted.into(), dialled.into()],
+    })
+}
+
+/// Reads a record's parts, or says why they do not add up.
 pub(crate) fn decode(mut bytes: &[u8]) -> Result<Parts<'_>, String> {
     let mut next = || -> Result<&[u8], String> {
         let (len, rest) = bytes.split_first_chunk::<4>().ok_or("record cut short")?;

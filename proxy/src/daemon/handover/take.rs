@@ -14,7 +14,7 @@ use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 use tracing::warn;
 use zeroize::Zeroizing;
 
-use super::record::{self, Meta};
+use super::record::{self, Arrived};
 use crate::daemon::listeners::Listeners;
 
 /// Most sockets a proxy hands over: every listener it may have, with room to spare.
@@ -33,16 +33,6 @@ pub(crate) struct Received {
     /// Bytes of their records (state and unsent bytes), and how long the hand-over took.
     pub(crate) state_bytes: usize,
     pub(crate) took: Duration,
-}
-
-/// A live connection from the predecessor, ready to carry on.
-pub(crate) struct Arrived {
-    pub(crate) meta: Meta,
-    pub(crate) up: bip324_protocol::resume::Resumed,
-    pub(crate) down: bip324_protocol::resume::Resumed,
-    pub(crate) unread: (Vec<u8>, Vec<u8>),
-    /// Accepted, dialled.
-    pub(crate) sockets: [std::net::TcpStream; 2],
 }
 
 /// Asks the proxy answering on `control` for its sockets; it drains its own connections for
@@ -176,20 +166,10 @@ fn connection(
     let mut bytes = Zeroizing::new(vec![0u8; len]);
     (&mut &*stream).read_exact(&mut bytes)?;
     *bytes_read += len;
-    let Ok([accepted, dialled]) = <[OwnedFd; 2]>::try_from(fds) else {
+    let Ok(sockets) = <[OwnedFd; 2]>::try_from(fds) else {
         return Ok(Some(Err("it came without its two sockets".into())));
     };
-    let arrived = record::decode(&bytes).and_then(|parts| {
-        let resume = |s: &[u8]| bip324_protocol::resume(s).map_err(|e| e.to_string());
-        Ok(Arrived {
-            up: resume(parts.up)?,
-            down: resume(parts.down)?,
-            unread: (parts.unread.0.to_vec(), parts.unread.1.to_vec()),
-            meta: parts.meta,
-            sockets: [accepted.into(), dialled.into()],
-        })
-    });
-    Ok(Some(arrived))
+    Ok(Some(record::arrive(&bytes, sockets)))
 }
 
 fn sort(hand_over: HandOver, fds: Vec<OwnedFd>) -> anyhow::Result<Received> {
@@ -199,6 +179,7 @@ fn sort(hand_over: HandOver, fds: Vec<OwnedFd>) -> anyhow::Result<Received> {
             inbound: Vec::new(),
             socks5: Vec::new(),
             control: None,
+            stored: Vec::new(),
         },
         web: None,
         control_path: hand_over.control_path,

@@ -118,7 +118,10 @@ async fn pinger(mut stream: TcpStream, end: Instant) -> Vec<(Instant, Duration)>
         let sent = Instant::now();
         stream.write_all(&ping).await.expect("the session goes on");
         let (command, payload, _) = read_v1(&mut stream, true).await.expect("its pong");
-        assert_eq!((command.as_str(), &payload[..]), ("pong", &nonce.to_le_bytes()[..]));
+        assert_eq!(
+            (command.as_str(), &payload[..]),
+            ("pong", &nonce.to_le_bytes()[..])
+        );
         samples.push((sent, sent.elapsed()));
         tokio::time::sleep(PING_EVERY).await;
     }
@@ -133,7 +136,11 @@ async fn wait_for_line(log: &Path, needle: &str) -> String {
         if let Some(line) = text.lines().find(|l| l.contains(needle)) {
             return line.to_string();
         }
-        assert!(Instant::now() < deadline, "no {needle:?} in {}:\n{text}", log.display());
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in {}:\n{text}",
+            log.display()
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -152,4 +159,3 @@ impl Spread {
         }
     }
 }
-
