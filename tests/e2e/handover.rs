@@ -8,12 +8,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use std::net::SocketAddr;
+
+use bip324_e2e::initiator::V2Peer;
+use bip324_e2e::listening_node::ListeningNode;
 use bip324_e2e::responder::{ResponderOptions, Transport};
 use bip324_e2e::socks5_client::{self, To};
 use bip324_e2e::testbed::{
-    NODE_PORT, Proxy, REMOTE_V4, RedirectCli, RemoteNode, TAGGED_GID, TwoHosts, V1Peer, http_get,
-    noisy_responder,
+    CLIENT_V4, NODE_PORT, Proxy, REMOTE_V4, RedirectCli, RemoteNode, TAGGED_GID, TwoHosts, V1Peer,
+    http_get, noisy_responder,
 };
+use bip324_e2e::v1::{Message, REGTEST_MAGIC, read_message, version_payload, write_message};
 
 const LOAD_CLIENT: &str = env!("CARGO_BIN_EXE_e2e-load-client");
 const SOCKS: &str = "127.0.0.1:1080";
@@ -305,4 +310,136 @@ fn a_connection_still_opening_finishes_in_the_old_proxy() {
     assert!(!old.is_running(), "the drained proxy exits:\n{}", old.log());
     relaying.echoes(b"and the successor goes on alone");
     after.echoes(b"with every connection");
+}
+
+/// Every transport and both directions move: an outbound v1 fallback to a v1-only node, an
+/// outbound v2 client passed through, and inbound mode's v2 peer (with the node's messages
+/// edited in between) and v1 peer. Each goes on after the take-over, and the v2 peers'
+/// sessions are the same.
+#[test]
+fn every_kind_of_connection_moves() {
+    const FALLBACK_PORT: u16 = 8334;
+    const INBOUND_NODE_PORT: u16 = 18444;
+    let hosts = TwoHosts::create();
+    let _node = RemoteNode::start(&hosts.remote, noisy_responder);
+    let _v1_only = hosts
+        .remote
+        .run(|| {
+            let listener = std::net::TcpListener::bind(("::", FALLBACK_PORT))?;
+            bip324_e2e::echo::spawn_echo_node(listener, REGTEST_MAGIC)
+        })
+        .unwrap();
+    let listener = hosts
+        .client
+        .run(|| std::net::TcpListener::bind(("::", INBOUND_NODE_PORT)))
+        .unwrap();
+    let advertised = SocketAddr::new(CLIENT_V4.parse().unwrap(), INBOUND_NODE_PORT);
+    let local_node = ListeningNode::spawn(listener, REGTEST_MAGIC, advertised).unwrap();
+    let options = [
+        "--listen",
+        "127.0.0.1:324",
+        "--inbound",
+        "[::]:325",
+        "--v1-fallback",
+    ];
+    let old = Proxy::start(&hosts.client, &options);
+    let cli = RedirectCli::new(&hosts);
+    cli.enable_tagged("nftables", &format!("{NODE_PORT},{FALLBACK_PORT}"));
+    cli.ok(&[
+        "inbound",
+        "enable",
+        "--ports",
+        &INBOUND_NODE_PORT.to_string(),
+    ]);
+
+    // Outbound: a v1 client falls back to plaintext; a v2 client passes through.
+    let fallback_node: SocketAddr = format!("{REMOTE_V4}:{FALLBACK_PORT}").parse().unwrap();
+    let stream = hosts
+        .client
+        .run_as_group(TAGGED_GID, move || {
+            std::net::TcpStream::connect(fallback_node)
+        })
+        .unwrap();
+    let mut fallback = V1Peer::greet(stream, fallback_node);
+    let remote: SocketAddr = format!("{REMOTE_V4}:{NODE_PORT}").parse().unwrap();
+    let mut passthrough = hosts
+        .client
+        .run_as_group(TAGGED_GID, move || {
+            V2Peer::connect(remote, REGTEST_MAGIC, (100, 1))
+        })
+        .expect("a v2 client through the redirect");
+    let version = Message::new("version", version_payload(remote, 3, "/v2-client:0.1/"));
+    passthrough.send(&version).unwrap();
+    assert_eq!(passthrough.receive().unwrap().unwrap().command, "version");
+    assert_eq!(passthrough.receive().unwrap().unwrap().command, "verack");
+    let passthrough_session = passthrough.session_id();
+
+    // Inbound: a v2 peer and a v1 peer of the local node.
+    let node_addr = SocketAddr::new(CLIENT_V4.parse().unwrap(), INBOUND_NODE_PORT);
+    let greeting = Message::new("version", version_payload(node_addr, 5, "/peer:0.1/"));
+    let (mut v2_peer, mut v1_peer) = {
+        let greeting = greeting.clone();
+        hosts.remote.run(move || {
+            let mut v2 = V2Peer::connect(node_addr, REGTEST_MAGIC, (300, 2)).unwrap();
+            v2.send(&greeting).unwrap();
+            let mut v1 = std::net::TcpStream::connect(node_addr).unwrap();
+            v1.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            write_message(&mut v1, REGTEST_MAGIC, &greeting).unwrap();
+            (v2, v1)
+        })
+    };
+    // The node answers version, verack and its self-advertisement; NODE_P2P_V2 is set.
+    for expected in ["version", "verack", "addr"] {
+        assert_eq!(v2_peer.receive().unwrap().unwrap().command, expected);
+        let got = read_message(&mut v1_peer, REGTEST_MAGIC).unwrap().unwrap();
+        assert_eq!(got.command, expected);
+    }
+    let inbound_session = v2_peer.session_id();
+    assert!(old.wait_for_count("connection opened", 4, Duration::from_secs(5)));
+
+    let new = Proxy::start(&hosts.client, &[&options[..], &["--take-over"]].concat());
+    assert!(
+        new.wait_for_log(
+            "took over the sockets and 4 live connections",
+            Duration::from_secs(10)
+        ),
+        "{}\n{}",
+        new.log(),
+        old.log()
+    );
+
+    fallback.echoes(b"plaintext, as the fallback chose");
+    let hello = Message::new("hello", b"still v2 end to end".to_vec());
+    passthrough.send(&hello).unwrap();
+    assert_eq!(passthrough.receive().unwrap(), Some(hello));
+    assert_eq!(passthrough.session_id(), passthrough_session);
+    let ping = Message::new("ping", [9u8; 8]);
+    v2_peer.send(&ping).unwrap();
+    assert_eq!(
+        v2_peer.receive().unwrap(),
+        Some(Message::new("pong", [9u8; 8]))
+    );
+    assert_eq!(v2_peer.session_id(), inbound_session);
+    write_message(&mut v1_peer, REGTEST_MAGIC, &ping).unwrap();
+    let pong = read_message(&mut v1_peer, REGTEST_MAGIC).unwrap();
+    assert_eq!(pong, Some(Message::new("pong", [9u8; 8])));
+    let seen = local_node.wait_for_peers(2, Duration::from_secs(5));
+    assert!(
+        seen.iter()
+            .all(|peer| peer.received == [greeting.clone(), ping.clone()]),
+        "the node got each peer's messages once, in order: {seen:?}"
+    );
+    let (_, status) = cli.status();
+    let mut transports: Vec<String> = status["proxy_status"]["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["transport"].as_str().unwrap().to_string())
+        .collect();
+    transports.sort();
+    assert_eq!(
+        transports,
+        ["passthrough", "v1", "v1_fallback", "v2"],
+        "{status}"
+    );
 }
