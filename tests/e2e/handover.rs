@@ -16,20 +16,13 @@ use bip324_e2e::responder::{ResponderOptions, Transport};
 use bip324_e2e::socks5_client::{self, To};
 use bip324_e2e::testbed::{
     CLIENT_V4, NODE_PORT, Proxy, REMOTE_V4, RedirectCli, RemoteNode, TAGGED_GID, TwoHosts, V1Peer,
-    http_get, noisy_responder,
+    http_get, noisy_responder, raise_own_fd_limit,
 };
 use bip324_e2e::v1::{Message, REGTEST_MAGIC, read_message, version_payload, write_message};
 
 const LOAD_CLIENT: &str = env!("CARGO_BIN_EXE_e2e-load-client");
 const SOCKS: &str = "127.0.0.1:1080";
 const WEB: &str = "127.0.0.1:9324";
-
-/// The test process hosts the remote node: three sockets per connection.
-fn raise_own_fd_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
-    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
-}
 
 /// Keeps echoing `size`-byte messages on `peer` until told to stop; returns the bytes that
 /// came back, or what went wrong.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bip324_e2e::responder::{ResponderOptions, Transport};
 use bip324_e2e::testbed::{
     NODE_PORT, Proxy, REMOTE_V4, RedirectCli, RemoteNode, TAGGED_GID, TwoHosts, V1Peer, http_get,
-    noisy_responder, run_client,
+    noisy_responder, raise_own_fd_limit, run_client,
 };
 
 const CLIENT: &str = env!("CARGO_BIN_EXE_e2e-v1-client");
@@ -20,13 +20,6 @@ fn quiet_node(hosts: &TwoHosts) -> RemoteNode {
         decoy_every: 100,
         ..noisy_responder(upstream)
     })
-}
-
-/// The test process hosts the remote node: three sockets per connection.
-fn raise_own_fd_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
-    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
 }
 
 #[test]

@@ -31,6 +31,14 @@ pub const PROXY_PORT: u16 = 324;
 pub const TAGGED_GID: u32 = 32324;
 pub const OTHER_GID: u32 = 32325;
 
+/// Raises this process's soft limit on open files to the hard one: a test hosting the remote
+/// node holds three sockets per connection.
+pub fn raise_own_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+}
+
 /// Fails the test, loudly, when it cannot do what it must: never a silent skip.
 pub fn require_root() {
     assert!(
