@@ -243,6 +243,8 @@ fn a_connection_still_opening_finishes_in_the_old_proxy() {
         std::thread::sleep(Duration::from_millis(20));
     }
 
+    std::thread::sleep(Duration::from_millis(300));
+    let before_successor = std::time::SystemTime::now();
     let new = Proxy::start(&hosts.client, &["--take-over", "--drain-timeout", "60s"]);
     assert!(
         new.wait_for_log(
@@ -272,6 +274,21 @@ fn a_connection_still_opening_finishes_in_the_old_proxy() {
     assert_eq!(
         clients, expected,
         "the opening connection is not the successor's"
+    );
+    // The moved connection keeps its age.
+    let relaying_status = status["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["client"] == local(&relaying.0).as_str())
+        .unwrap();
+    let since_epoch = before_successor
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let started = relaying_status["started"].as_f64().unwrap();
+    assert!(
+        started < since_epoch.as_secs_f64() - 0.2,
+        "{relaying_status}"
     );
 
     // A process of another user may not take over: refused, and nothing changes.

@@ -193,9 +193,20 @@ impl Registry {
     pub(crate) fn register(
         self: &Arc<Self>,
         id: u64,
-        (front, direction): (Front, Direction),
+        kind: (Front, Direction),
         client: SocketAddr,
         destination: SocketAddr,
+    ) -> Registration {
+        self.register_since(id, kind, (client, destination), SystemTime::now())
+    }
+
+    /// Adds a connection that began at `started` (in a predecessor, before a hand-over).
+    pub(crate) fn register_since(
+        self: &Arc<Self>,
+        id: u64,
+        (front, direction): (Front, Direction),
+        (client, destination): (SocketAddr, SocketAddr),
+        started: SystemTime,
     ) -> Registration {
         let entry = Arc::new(Entry {
             id,
@@ -203,7 +214,7 @@ impl Registry {
             direction,
             client,
             destination,
-            started: SystemTime::now(),
+            started,
             traffic: Traffic::default(),
             messages_from_client: AtomicU64::new(0),
             messages_to_client: AtomicU64::new(0),

@@ -1,7 +1,7 @@
 //! A connection handed over by a predecessor (`--take-over`): registered, logged and
 //! counted as if it had opened here, then relayed on from where the predecessor paused it.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bip324_control::{Direction, TransportKind};
 use bip324_protocol::Event;
@@ -38,11 +38,14 @@ pub(crate) async fn resume(arrived: Arrived, ctx: &Context, shutdown: &Cancellat
         (Direction::Outbound, Ok(local)) => Some(ctx.loop_guard.adopt(local)),
         _ => None,
     };
-    let registration = ctx.registry.register(
+    let age = Duration::from_millis(meta.age_ms);
+    let registration = ctx.registry.register_since(
         meta.id,
         (meta.front, direction),
-        meta.client,
-        meta.destination,
+        (meta.client, meta.destination),
+        SystemTime::now()
+            .checked_sub(age)
+            .unwrap_or_else(SystemTime::now),
     );
     let entry = &registration.entry;
     if let Some(network) = &meta.network {
@@ -64,9 +67,7 @@ pub(crate) async fn resume(arrived: Arrived, ctx: &Context, shutdown: &Cancellat
         direction,
         client: meta.client,
         destination: meta.destination_shown.clone(),
-        started: Instant::now()
-            .checked_sub(Duration::from_millis(meta.age_ms))
-            .unwrap_or_else(Instant::now),
+        started: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
         traffic: &entry.traffic,
     };
     debug!("carried on from the predecessor");
