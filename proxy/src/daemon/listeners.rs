@@ -30,9 +30,11 @@ const SOCKS5_FD_NAME: &str = "socks5";
 
 /// First file descriptor systemd passes (`SD_LISTEN_FDS_START`).
 const LISTEN_FDS_START: RawFd = 3;
-/// More than any unit of the package passes (each socket unit has a few, and the store holds
-/// at most `FileDescriptorStoreMax=`, 65536): a larger `LISTEN_FDS` is not systemd's.
-const MAX_LISTEN_FDS: RawFd = 64 + 65_536;
+/// More than any socket unit of the package passes (each has a few), plus what the unit's
+/// file descriptor store may hold (`$FDSTORE`): a larger `LISTEN_FDS` is not systemd's.
+fn max_listen_fds() -> RawFd {
+    64 + super::handover::store::capacity() as RawFd
+}
 
 /// Listen queue length: room for a burst of clients (a node opening its outbound slots, or a
 /// test's thousand) while the accept loop catches up. The kernel caps it at
@@ -230,11 +232,12 @@ fn systemd_fds() -> anyhow::Result<Vec<(OwnedFd, Option<String>)>> {
     let count: RawFd = count
         .parse()
         .ok()
-        .filter(|n| (0..=MAX_LISTEN_FDS).contains(n))
+        .filter(|n| (0..=max_listen_fds()).contains(n))
         .with_context(|| {
             format!(
                 "LISTEN_FDS={count:?} is not a count of sockets from systemd (0 to \
-                 {MAX_LISTEN_FDS}); unset it"
+                 {}); unset it",
+                max_listen_fds()
             )
         })?;
     let fds = LISTEN_FDS_START..LISTEN_FDS_START + count;
