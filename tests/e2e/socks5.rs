@@ -495,6 +495,12 @@ fn this_host_is_never_a_destination() {
             });
             assert_eq!(code, 2, "{what} (upstream: {upstream}): {}", proxy.log());
         }
+        // Each line is written once the client has its reply: wait for the last one.
+        proxy.wait_for_count(
+            "refusal=forbidden_destination",
+            count,
+            Duration::from_secs(5),
+        );
         let log = proxy.log();
         assert_eq!(
             log.matches("refusal=forbidden_destination").count(),
