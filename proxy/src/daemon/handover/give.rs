@@ -83,21 +83,22 @@ impl Offer {
         (drain_seconds, connections): (u64, Option<u32>),
     ) -> Result<Handed, String> {
         let result = self.give(stream, (drain_seconds, connections));
-        if !matches!(result, Err(Refused(_))) {
+        // Refused, nothing went: the proxy goes on as before.
+        if result.is_ok() {
             self.delivered.cancel();
         }
-        result.map_err(|Refused(why)| why)
+        result
     }
 
     fn give(
         &self,
         stream: &std::os::unix::net::UnixStream,
         (drain_seconds, connections): (u64, Option<u32>),
-    ) -> Result<Handed, Refused> {
-        let successor = super::peer_of_own_user(stream).map_err(Refused)?;
+    ) -> Result<Handed, String> {
+        let successor = super::peer_of_own_user(stream)?;
         let mut sockets = self.sockets.lock().unwrap_or_else(PoisonError::into_inner);
         if sockets.is_empty() {
-            return Err(Refused("refused: this proxy was taken over already".into()));
+            return Err("refused: this proxy was taken over already".into());
         }
         let live = connections == Some(record::FORMAT);
         let document = HandOver {
@@ -107,15 +108,14 @@ impl Offer {
             control_path: self.control_path.clone(),
             connections: live.then_some(record::FORMAT),
         };
-        let mut text = serde_json::to_vec(&document).map_err(|e| Refused(e.to_string()))?;
+        let mut text = serde_json::to_vec(&document).map_err(|e| e.to_string())?;
         text.push(b'\n');
         let fds: Vec<RawFd> = sockets.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
         stream
             .set_nonblocking(false)
             .and_then(|()| stream.set_write_timeout(Some(Duration::from_secs(5))))
-            .map_err(|e| Refused(e.to_string()))?;
-        send_with(stream, &text, &fds)
-            .map_err(|e| Refused(format!("cannot send the sockets: {e}")))?;
+            .map_err(|e| e.to_string())?;
+        send_with(stream, &text, &fds).map_err(|e| format!("cannot send the sockets: {e}"))?;
         *self.drain.lock().unwrap_or_else(PoisonError::into_inner) =
             Duration::from_secs(drain_seconds);
         // The successor holds them now; this proxy keeps no copy beyond its listeners, which
@@ -155,9 +155,6 @@ impl Offer {
         })
     }
 }
-
-/// A refusal, before anything was handed over.
-struct Refused(String);
 
 /// Sends `bytes`, the descriptors `fds` with their first byte.
 fn send_with(
