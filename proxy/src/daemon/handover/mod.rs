@@ -1,11 +1,14 @@
-//! Hand-over to a successor (`bip324-proxy --take-over`), as HAProxy and nginx do on reload:
-//! the running proxy passes its listening sockets over its control socket (`SCM_RIGHTS`),
-//! stops accepting, and finishes the connections it has (within the successor's
-//! `--drain-timeout`) before it exits, while the successor serves every new one. No port
-//! closes, so no client is refused meanwhile, and no open connection is cut.
+//! Live connections moving to another process, as HAProxy and nginx hand over listening
+//! sockets on reload, but with the connections too. By hand (`bip324-proxy --take-over`):
+//! the running proxy passes its listening sockets and then every relaying connection (its two
+//! sockets and its paused pipes, `record.rs`) over its control socket (`SCM_RIGHTS`), and
+//! finishes the connections that could not leave (within the successor's `--drain-timeout`)
+//! before it exits. Under systemd (`store.rs`), the same records and sockets wait in the file
+//! descriptor store across a restart. No port closes and no moved connection sees a new
+//! handshake.
 //!
 //! Only a process of the proxy's own user may take over (`SO_PEERCRED`): a system account no
-//! one logs in as. What passes is sockets and a small JSON document; no key material.
+//! one logs in as. The records hold key material: they live in wiped buffers only.
 
 mod depart;
 mod give;

@@ -1,5 +1,5 @@
-//! The successor's side (`--take-over`): asks the running proxy for its sockets, before the
-//! runtime starts.
+//! The successor's side (`--take-over`): asks the running proxy for its sockets and live
+//! connections, before the runtime starts.
 
 use std::io::{IoSliceMut, Read, Write};
 use std::net::TcpListener;
@@ -35,8 +35,8 @@ pub(crate) struct Received {
     pub(crate) took: Duration,
 }
 
-/// Asks the proxy answering on `control` for its sockets; it drains its own connections for
-/// at most `drain`.
+/// Asks the proxy answering on `control` for its sockets and live connections; it drains
+/// those that cannot leave for at most `drain`.
 pub(crate) fn receive(control: &Path, drain: Duration) -> anyhow::Result<Received> {
     let started = std::time::Instant::now();
     let mut stream = UnixStream::connect(control).with_context(|| {
